@@ -1,0 +1,181 @@
+// Package bus connects Fleetwire to NATS: an external cluster, or a nats-server embedded
+// in the process with JetStream for the all-in-one binary and for tests. It provisions the
+// streams, builds every subject (subjects.go) and runs the durable consumers the services
+// read from (consumer.go).
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Embedded is the URL value that asks for an in-process NATS server.
+const Embedded = "embedded"
+
+// Config says how to reach NATS.
+type Config struct {
+	// URL of an external NATS server, or Embedded (also the meaning of "").
+	URL string
+	// CredsFile is a NATS credentials file for an external server.
+	CredsFile string
+	// TLS client certificate, key and CA bundle for an external server.
+	TLSCert, TLSKey, TLSCA string
+	// Name is the connection name shown by the server.
+	Name string
+
+	// Embedded server settings.
+	// ListenHost and ListenPort are where the embedded server accepts other processes
+	// (fleetsim, fleetctl's tools). Port 0 means "4222, or any free port if it is taken";
+	// -1 means any free port.
+	ListenHost string
+	ListenPort int
+	// StoreDir is the JetStream directory; empty means a temporary directory removed on Close.
+	StoreDir string
+}
+
+// Bus is a NATS connection with JetStream, and the embedded server when there is one.
+type Bus struct {
+	NC *nats.Conn
+	JS jetstream.JetStream
+
+	log      *slog.Logger
+	srv      *server.Server
+	tmpStore string
+}
+
+// Open connects to NATS, starting the embedded server first when cfg asks for it.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
+	b := &Bus{log: log}
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectBufSize(64 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	}
+	url := cfg.URL
+	if url == "" || url == Embedded {
+		if err := b.startEmbedded(cfg); err != nil {
+			return nil, err
+		}
+		url = b.srv.ClientURL()
+		opts = append(opts, nats.InProcessServer(b.srv))
+	} else {
+		if cfg.CredsFile != "" {
+			opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+		}
+		if cfg.TLSCert != "" || cfg.TLSKey != "" {
+			opts = append(opts, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
+		}
+		if cfg.TLSCA != "" {
+			opts = append(opts, nats.RootCAs(cfg.TLSCA))
+		}
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+	}
+	b.NC = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	b.JS = js
+	return b, nil
+}
+
+func (b *Bus) startEmbedded(cfg Config) error {
+	dir := cfg.StoreDir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "fleetwire-js-")
+		if err != nil {
+			return fmt.Errorf("jetstream store dir: %w", err)
+		}
+		dir, b.tmpStore = tmp, tmp
+	}
+	host := cfg.ListenHost
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	port := cfg.ListenPort
+	if port == 0 {
+		port = nats.DefaultPort
+		if l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port))); err != nil {
+			port = server.RANDOM_PORT // 4222 is taken (often by a system NATS): pick a free port
+		} else {
+			l.Close()
+		}
+	}
+	opts := &server.Options{
+		ServerName: "fleetwire-embedded",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   dir,
+		NoSigs:     true,
+		MaxPayload: MaxMessageBytes,
+		NoLog:      true,
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("embedded nats: %w", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return errors.New("embedded nats: not ready after 10s")
+	}
+	b.srv = srv
+	b.log.Info("embedded nats started", "url", srv.ClientURL(), "jetstream_dir", dir)
+	return nil
+}
+
+// ClientURL is the URL other processes use to reach this bus's server.
+func (b *Bus) ClientURL() string {
+	if b.srv != nil {
+		return b.srv.ClientURL()
+	}
+	if b.NC != nil {
+		return b.NC.ConnectedUrlRedacted()
+	}
+	return ""
+}
+
+// Embedded reports whether the bus runs its own server.
+func (b *Bus) Embedded() bool { return b.srv != nil }
+
+// Close drains the connection and stops the embedded server, removing a temporary store.
+func (b *Bus) Close() {
+	if b.NC != nil {
+		_ = b.NC.Drain()
+		deadline := time.Now().Add(5 * time.Second)
+		for !b.NC.IsClosed() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		b.NC.Close()
+	}
+	if b.srv != nil {
+		b.srv.Shutdown()
+		b.srv.WaitForShutdown()
+	}
+	if b.tmpStore != "" {
+		_ = os.RemoveAll(b.tmpStore)
+	}
+}

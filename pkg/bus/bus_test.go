@@ -1,0 +1,172 @@
+package bus
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+)
+
+func testBus(t *testing.T) *Bus {
+	t.Helper()
+	ctx := context.Background()
+	b, err := Open(ctx, Config{URL: Embedded, ListenPort: -1}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	if err := b.EnsureStreams(ctx, StreamConfig{MemoryStorage: true}); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestPartitionedConsumeSeesEveryVehicleOnce(t *testing.T) {
+	b := testBus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n, err := b.Partitions(ctx)
+	if err != nil || n != DefaultPartitions {
+		t.Fatalf("Partitions = %d, %v; want %d", n, err, DefaultPartitions)
+	}
+	const vehicles = 200
+	for i := 0; i < vehicles; i++ {
+		v := "veh-" + string(rune('a'+i%26)) + "-" + itoa(i)
+		if _, err := b.JS.Publish(ctx, UpSubject(v, KindTelemetry), []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var (
+		mu       sync.Mutex
+		seen     = map[string]int{}
+		partOf   = map[string]int{}
+		usedPart = map[int]bool{}
+	)
+	parts, _ := ParsePartitions("", n)
+	cctx, ccancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- b.ConsumePartitions(cctx, "test", parts, []string{"*"}, ConsumerConfig{}, func(_ context.Context, batch []Msg) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, m := range batch {
+				a, err := ParseSubject(m.Subject)
+				if err != nil {
+					t.Errorf("stored subject %q: %v", m.Subject, err)
+					continue
+				}
+				if string(m.Data) != a.Vehicle {
+					t.Errorf("subject vehicle %q carries %q", a.Vehicle, m.Data)
+				}
+				seen[a.Vehicle]++
+				if p, ok := partOf[a.Vehicle]; ok && p != a.Partition {
+					t.Errorf("vehicle %s in partitions %d and %d", a.Vehicle, p, a.Partition)
+				}
+				partOf[a.Vehicle] = a.Partition
+				usedPart[a.Partition] = true
+			}
+			if len(seen) == vehicles {
+				ccancel()
+			}
+			return nil
+		})
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != vehicles {
+		t.Fatalf("saw %d vehicles, want %d", len(seen), vehicles)
+	}
+	for v, c := range seen {
+		if c != 1 {
+			t.Errorf("vehicle %s delivered %d times", v, c)
+		}
+	}
+	if len(usedPart) < n/2 {
+		t.Errorf("only %d of %d partitions used: hashing is not spreading vehicles", len(usedPart), n)
+	}
+}
+
+func TestFailedBatchIsRedelivered(t *testing.T) {
+	b := testBus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := 0; i < 5; i++ {
+		if _, err := b.JS.Publish(ctx, UpSubject("v1", KindTelemetry), []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []byte
+	fails := 1
+	cctx, ccancel := context.WithCancel(ctx)
+	cfg := ConsumerConfig{Stream: TelemetryStream, Durable: "redeliver", Filters: []string{VehicleFilter("v1")}, AckWait: time.Second}
+	err := b.Consume(cctx, cfg, func(_ context.Context, batch []Msg) error {
+		if fails > 0 {
+			fails--
+			return io.ErrUnexpectedEOF
+		}
+		for _, m := range batch {
+			got = append(got, m.Data[0])
+		}
+		if len(got) >= 5 {
+			ccancel()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "\x00\x01\x02\x03\x04" {
+		t.Fatalf("got %v after a failed batch, want 0..4 in order exactly once", got)
+	}
+}
+
+func TestParseSubject(t *testing.T) {
+	tests := []struct {
+		subject string
+		want    Address
+		wantErr bool
+	}{
+		{"fleet.up.V1.tele", Address{Partition: -1, Vehicle: "V1", Kind: "tele"}, false},
+		{"fleet.in.7.V1.alarm", Address{Partition: 7, Vehicle: "V1", Kind: "alarm"}, false},
+		{"fleet.in.7.V1.bogus", Address{}, true},
+		{"fleet.in.x.V1.tele", Address{}, true},
+		{"fleet.up.V1", Address{}, true},
+		{"fleet.up.V1.tele.extra", Address{}, true},
+		{"other.V1.tele", Address{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.subject, func(t *testing.T) {
+			got, err := ParseSubject(tt.subject)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && got != tt.want {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParsePartitions(t *testing.T) {
+	got, err := ParsePartitions("0-2,5,2", 8)
+	if err != nil || len(got) != 4 || got[3] != 5 {
+		t.Fatalf("got %v, %v", got, err)
+	}
+	if _, err := ParsePartitions("6-9", 8); err == nil {
+		t.Fatal("out-of-range partition accepted")
+	}
+}
+
+func itoa(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; i > 0; i /= 10 {
+		b = append([]byte{byte('0' + i%10)}, b...)
+	}
+	return string(b)
+}

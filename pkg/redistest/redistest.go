@@ -1,0 +1,88 @@
+// Package redistest finds the real Redis server that tests run against.
+//
+// Tests call Client(t) for a connection to REDIS_URL (default redis://127.0.0.1:6379) and
+// Prefix(t, c) for a key prefix of their own, deleted when the test ends.
+// When no server answers the test is skipped with a loud message, unless
+// FLEETWIRE_REQUIRE_REDIS=1 (set by CI), which makes it a failure.
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultURL is used when REDIS_URL is unset.
+const DefaultURL = "redis://127.0.0.1:6379"
+
+// URL returns the Redis URL tests use.
+func URL() string {
+	if u := os.Getenv("REDIS_URL"); u != "" {
+		return u
+	}
+	return DefaultURL
+}
+
+// Required reports whether a missing Redis is a failure rather than a skip.
+func Required() bool { return os.Getenv("FLEETWIRE_REQUIRE_REDIS") == "1" }
+
+var (
+	warnOnce sync.Once
+	nextDB   atomic.Int32
+)
+
+// Client returns a client, or skips (fails, when required) the test when Redis is unreachable.
+func Client(t testing.TB) *redis.Client {
+	t.Helper()
+	opts, err := redis.ParseURL(URL())
+	if err != nil {
+		t.Fatalf("REDIS_URL %q: %v", URL(), err)
+	}
+	probe := redis.NewClient(opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := probe.Ping(ctx).Err(); err != nil {
+		probe.Close()
+		msg := fmt.Sprintf("REDIS NOT AVAILABLE at %s (%v): Redis-backed tests are SKIPPED. Start redis-server or set REDIS_URL; CI sets FLEETWIRE_REQUIRE_REDIS=1 to make this a failure.", URL(), err)
+		if Required() {
+			t.Fatal(msg)
+		}
+		warnOnce.Do(func() { fmt.Fprintln(os.Stderr, "\n*** "+msg+" ***") })
+		t.Skip(msg)
+	}
+	probe.Close()
+	return redis.NewClient(opts)
+}
+
+// Prefix returns a key prefix unique to this test run, so tests in different packages
+// (separate processes) sharing one Redis database cannot collide. The keys under it are
+// deleted when the test ends.
+func Prefix(t testing.TB, c *redis.Client) string {
+	t.Helper()
+	p := "fwtest:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":" + strconv.Itoa(int(nextDB.Add(1))) + ":"
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		iter := c.Scan(ctx, 0, p+"*", 1000).Iterator()
+		var keys []string
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+			if len(keys) == 500 {
+				c.Del(ctx, keys...)
+				keys = keys[:0]
+			}
+		}
+		if len(keys) > 0 {
+			c.Del(ctx, keys...)
+		}
+		c.Close()
+	})
+	return p
+}
