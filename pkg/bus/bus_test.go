@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -157,6 +158,25 @@ func TestParsePartitions(t *testing.T) {
 	}
 	if _, err := ParsePartitions("6-9", 8); err == nil {
 		t.Fatal("out-of-range partition accepted")
+	}
+	// Instances i/k together cover every partition exactly once.
+	seen := map[int]int{}
+	for i := 0; i < 3; i++ {
+		ps, err := ParsePartitions(fmt.Sprintf("%d/3", i), 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range ps {
+			seen[p]++
+		}
+	}
+	for p := 0; p < 16; p++ {
+		if seen[p] != 1 {
+			t.Fatalf("partition %d taken by %d of 3 instances", p, seen[p])
+		}
+	}
+	if _, err := ParsePartitions("3/3", 16); err == nil {
+		t.Fatal("instance 3 of 3 accepted")
 	}
 }
 

@@ -298,12 +298,26 @@ func (b *Bus) ConsumePartitions(ctx context.Context, service string, parts []int
 	return firstErr
 }
 
-// ParsePartitions reads a partition set such as "0-7,12" (or "" / "all" for every one of n).
+// ParsePartitions reads a partition set: "" or "all" for every one of n; a list such as
+// "0-7,12"; or "i/k", instance i (from 0) of k identical instances, which takes the
+// partitions p with p mod k == i.
 func ParsePartitions(spec string, n int) ([]int, error) {
 	if spec == "" || spec == "all" {
 		out := make([]int, n)
 		for i := range out {
 			out[i] = i
+		}
+		return out, nil
+	}
+	if is, ks, ok := strings.Cut(spec, "/"); ok {
+		i, err1 := strconv.Atoi(is)
+		k, err2 := strconv.Atoi(ks)
+		if err1 != nil || err2 != nil || k <= 0 || i < 0 || i >= k || k > n {
+			return nil, fmt.Errorf("partition spec %q: want i/k with 0 <= i < k <= %d", spec, n)
+		}
+		var out []int
+		for p := i; p < n; p += k {
+			out = append(out, p)
 		}
 		return out, nil
 	}
