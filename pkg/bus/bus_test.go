@@ -190,3 +190,5 @@ func itoa(i int) string {
 	}
 	return string(b)
 }
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
