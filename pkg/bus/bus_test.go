@@ -192,3 +192,51 @@ func itoa(i int) string {
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// A consumer that stops must not leave a pull request behind that swallows the next
+// message: a restarted consumer gets it without waiting for AckWait (set to an hour here).
+func TestStoppedConsumerLeavesNothingInFlight(t *testing.T) {
+	b := testBus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := ConsumerConfig{Stream: TelemetryStream, Durable: "restart", Filters: []string{VehicleFilter("v1")}, AckWait: time.Hour}
+	got := make(chan byte, 10)
+	handler := func(_ context.Context, batch []Msg) error {
+		for _, m := range batch {
+			got <- m.Data[0]
+		}
+		return nil
+	}
+	run := func() (stop func()) {
+		cctx, ccancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = b.Consume(cctx, cfg, handler) }()
+		return func() { ccancel(); <-done }
+	}
+	stop := run()
+	if _, err := b.JS.Publish(ctx, UpSubject("v1", KindTelemetry), []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	if v := <-got; v != 1 {
+		t.Fatalf("got %d, want 1", v)
+	}
+	stop()
+	if _, err := b.JS.Publish(ctx, UpSubject("v1", KindTelemetry), []byte{2}); err != nil {
+		t.Fatal(err)
+	}
+	for round, want := range []byte{2, 3, 4} {
+		stop = run()
+		select {
+		case v := <-got:
+			if v != want {
+				t.Fatalf("restart %d: got %d, want %d", round, v, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("restart %d: message published while stopped was not delivered (stuck in a stale pull request?)", round)
+		}
+		stop()
+		if _, err := b.JS.Publish(ctx, UpSubject("v1", KindTelemetry), []byte{want + 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

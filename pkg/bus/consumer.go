@@ -146,8 +146,13 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 	}
 	var backoff time.Duration
 	for ctx.Err() == nil {
-		mb, err := cons.Fetch(cfg.MaxBatch, jetstream.FetchMaxWait(fetchWait))
+		// The pull request is tied to ctx: when the consumer stops, its inbox is
+		// unsubscribed at once, so the server stops delivering to a request nobody reads
+		// (a message sent there would otherwise wait AckWait before redelivery).
+		fctx, fcancel := context.WithTimeout(ctx, fetchWait)
+		mb, err := cons.Fetch(cfg.MaxBatch, jetstream.FetchContext(fctx))
 		if err != nil {
+			fcancel()
 			if ctx.Err() != nil {
 				break
 			}
@@ -194,6 +199,7 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 			}
 		}
 		if ctx.Err() != nil {
+			fcancel()
 			// Hand back what we hold so a restarted consumer need not wait for AckWait.
 			for _, m := range pending {
 				_ = m.Nak()
@@ -212,6 +218,7 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 			}
 		}
 		flush()
+		fcancel()
 		if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			log.Debug("fetch ended", "err", err)
 		}
@@ -249,9 +256,38 @@ func (b *Bus) durable(ctx context.Context, cfg ConsumerConfig) (jetstream.Consum
 	} else {
 		cc.FilterSubjects = cfg.Filters
 	}
+	if existing, err := b.JS.Consumer(ctx, cfg.Stream, cfg.Durable); err == nil {
+		// The start position of an existing durable cannot change (it may have been
+		// rewound, below); it only matters at creation anyway.
+		prev := existing.CachedInfo().Config
+		cc.DeliverPolicy, cc.OptStartSeq = prev.DeliverPolicy, prev.OptStartSeq
+	}
 	cons, err := b.JS.CreateOrUpdateConsumer(ctx, cfg.Stream, cc)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
+	}
+	// A durable that still has messages out, or pull requests waiting, belongs to a run
+	// that is gone (crashed, or stopped a moment ago): those messages would only come back
+	// after AckWait, and a waiting request could swallow the next message the same way.
+	// Recreate the durable at its ack floor so everything unacknowledged is delivered
+	// again now, in order. Handlers are idempotent, so re-reading is safe.
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s info: %w", cfg.Durable, err)
+	}
+	if info.NumAckPending == 0 && info.NumWaiting == 0 {
+		return cons, nil
+	}
+	b.log.Info("rewinding consumer to its ack floor", "durable", cfg.Durable,
+		"ack_floor", info.AckFloor.Stream, "ack_pending", info.NumAckPending, "waiting", info.NumWaiting)
+	if err := b.JS.DeleteConsumer(ctx, cfg.Stream, cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("rewind consumer %s: %w", cfg.Durable, err)
+	}
+	cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+	cc.OptStartSeq = info.AckFloor.Stream + 1
+	cons, err = b.JS.CreateOrUpdateConsumer(ctx, cfg.Stream, cc)
+	if err != nil {
+		return nil, fmt.Errorf("rewind consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
 	}
 	return cons, nil
 }
