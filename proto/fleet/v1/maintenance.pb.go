@@ -22,6 +22,1513 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// PlanState is how close a plan is to being due.
+type PlanState int32
+
+const (
+	// Not set.
+	PlanState_PLAN_STATE_UNSPECIFIED PlanState = 0
+	// Not due yet.
+	PlanState_PLAN_STATE_OK PlanState = 1
+	// Within the due-soon margin of at least one interval.
+	PlanState_PLAN_STATE_DUE_SOON PlanState = 2
+	// At least one interval has run out.
+	PlanState_PLAN_STATE_OVERDUE PlanState = 3
+)
+
+// Enum value maps for PlanState.
+var (
+	PlanState_name = map[int32]string{
+		0: "PLAN_STATE_UNSPECIFIED",
+		1: "PLAN_STATE_OK",
+		2: "PLAN_STATE_DUE_SOON",
+		3: "PLAN_STATE_OVERDUE",
+	}
+	PlanState_value = map[string]int32{
+		"PLAN_STATE_UNSPECIFIED": 0,
+		"PLAN_STATE_OK":          1,
+		"PLAN_STATE_DUE_SOON":    2,
+		"PLAN_STATE_OVERDUE":     3,
+	}
+)
+
+func (x PlanState) Enum() *PlanState {
+	p := new(PlanState)
+	*p = x
+	return p
+}
+
+func (x PlanState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PlanState) Descriptor() protoreflect.EnumDescriptor {
+	return file_fleet_v1_maintenance_proto_enumTypes[0].Descriptor()
+}
+
+func (PlanState) Type() protoreflect.EnumType {
+	return &file_fleet_v1_maintenance_proto_enumTypes[0]
+}
+
+func (x PlanState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PlanState.Descriptor instead.
+func (PlanState) EnumDescriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{0}
+}
+
+// FaultSeverity grades a fault code.
+type FaultSeverity int32
+
+const (
+	// Not set.
+	FaultSeverity_FAULT_SEVERITY_UNSPECIFIED FaultSeverity = 0
+	// Informational or comfort systems.
+	FaultSeverity_FAULT_SEVERITY_LOW FaultSeverity = 1
+	// Needs attention at the next service.
+	FaultSeverity_FAULT_SEVERITY_MEDIUM FaultSeverity = 2
+	// Can damage the engine or emissions system; service soon.
+	FaultSeverity_FAULT_SEVERITY_HIGH FaultSeverity = 3
+	// Stop the vehicle safely.
+	FaultSeverity_FAULT_SEVERITY_CRITICAL FaultSeverity = 4
+)
+
+// Enum value maps for FaultSeverity.
+var (
+	FaultSeverity_name = map[int32]string{
+		0: "FAULT_SEVERITY_UNSPECIFIED",
+		1: "FAULT_SEVERITY_LOW",
+		2: "FAULT_SEVERITY_MEDIUM",
+		3: "FAULT_SEVERITY_HIGH",
+		4: "FAULT_SEVERITY_CRITICAL",
+	}
+	FaultSeverity_value = map[string]int32{
+		"FAULT_SEVERITY_UNSPECIFIED": 0,
+		"FAULT_SEVERITY_LOW":         1,
+		"FAULT_SEVERITY_MEDIUM":      2,
+		"FAULT_SEVERITY_HIGH":        3,
+		"FAULT_SEVERITY_CRITICAL":    4,
+	}
+)
+
+func (x FaultSeverity) Enum() *FaultSeverity {
+	p := new(FaultSeverity)
+	*p = x
+	return p
+}
+
+func (x FaultSeverity) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FaultSeverity) Descriptor() protoreflect.EnumDescriptor {
+	return file_fleet_v1_maintenance_proto_enumTypes[1].Descriptor()
+}
+
+func (FaultSeverity) Type() protoreflect.EnumType {
+	return &file_fleet_v1_maintenance_proto_enumTypes[1]
+}
+
+func (x FaultSeverity) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FaultSeverity.Descriptor instead.
+func (FaultSeverity) EnumDescriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{1}
+}
+
+// FuelEventKind is a refuel or a suspected drain.
+type FuelEventKind int32
+
+const (
+	// Not set.
+	FuelEventKind_FUEL_EVENT_KIND_UNSPECIFIED FuelEventKind = 0
+	// Fuel was added.
+	FuelEventKind_FUEL_EVENT_KIND_REFUEL FuelEventKind = 1
+	// Fuel disappeared beyond what the engine burns (suspected theft).
+	FuelEventKind_FUEL_EVENT_KIND_DRAIN FuelEventKind = 2
+)
+
+// Enum value maps for FuelEventKind.
+var (
+	FuelEventKind_name = map[int32]string{
+		0: "FUEL_EVENT_KIND_UNSPECIFIED",
+		1: "FUEL_EVENT_KIND_REFUEL",
+		2: "FUEL_EVENT_KIND_DRAIN",
+	}
+	FuelEventKind_value = map[string]int32{
+		"FUEL_EVENT_KIND_UNSPECIFIED": 0,
+		"FUEL_EVENT_KIND_REFUEL":      1,
+		"FUEL_EVENT_KIND_DRAIN":       2,
+	}
+)
+
+func (x FuelEventKind) Enum() *FuelEventKind {
+	p := new(FuelEventKind)
+	*p = x
+	return p
+}
+
+func (x FuelEventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FuelEventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_fleet_v1_maintenance_proto_enumTypes[2].Descriptor()
+}
+
+func (FuelEventKind) Type() protoreflect.EnumType {
+	return &file_fleet_v1_maintenance_proto_enumTypes[2]
+}
+
+func (x FuelEventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FuelEventKind.Descriptor instead.
+func (FuelEventKind) EnumDescriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{2}
+}
+
+// MaintenancePlan is a recurring service: every N km, N engine hours or N days,
+// whichever comes first. A zero interval is not used.
+type MaintenancePlan struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Plan id; generated when empty on create.
+	PlanId string `protobuf:"bytes,1,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
+	// Display name, e.g. "Oil and filter".
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The vehicle the plan applies to (exactly one of vehicle_id and group_id).
+	VehicleId string `protobuf:"bytes,3,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// The group the plan applies to: every vehicle in it.
+	GroupId string `protobuf:"bytes,4,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// Distance interval in km.
+	EveryKm float64 `protobuf:"fixed64,5,opt,name=every_km,json=everyKm,proto3" json:"every_km,omitempty"`
+	// Engine-hours interval.
+	EveryEngineHours float64 `protobuf:"fixed64,6,opt,name=every_engine_hours,json=everyEngineHours,proto3" json:"every_engine_hours,omitempty"`
+	// Calendar interval in days.
+	EveryDays float64 `protobuf:"fixed64,7,opt,name=every_days,json=everyDays,proto3" json:"every_days,omitempty"`
+	// Due-soon margin in km (default 10 % of the interval).
+	DueSoonKm float64 `protobuf:"fixed64,8,opt,name=due_soon_km,json=dueSoonKm,proto3" json:"due_soon_km,omitempty"`
+	// Due-soon margin in engine hours (default 10 % of the interval).
+	DueSoonEngineHours float64 `protobuf:"fixed64,9,opt,name=due_soon_engine_hours,json=dueSoonEngineHours,proto3" json:"due_soon_engine_hours,omitempty"`
+	// Due-soon margin in days (default 10 % of the interval).
+	DueSoonDays float64 `protobuf:"fixed64,10,opt,name=due_soon_days,json=dueSoonDays,proto3" json:"due_soon_days,omitempty"`
+	// What a service under this plan comprises, e.g. "engine oil", "oil filter".
+	Items []string `protobuf:"bytes,11,rep,name=items,proto3" json:"items,omitempty"`
+	// When the plan was created; the calendar interval of a vehicle never serviced under
+	// it counts from here.
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MaintenancePlan) Reset() {
+	*x = MaintenancePlan{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MaintenancePlan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MaintenancePlan) ProtoMessage() {}
+
+func (x *MaintenancePlan) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MaintenancePlan.ProtoReflect.Descriptor instead.
+func (*MaintenancePlan) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *MaintenancePlan) GetPlanId() string {
+	if x != nil {
+		return x.PlanId
+	}
+	return ""
+}
+
+func (x *MaintenancePlan) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MaintenancePlan) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *MaintenancePlan) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *MaintenancePlan) GetEveryKm() float64 {
+	if x != nil {
+		return x.EveryKm
+	}
+	return 0
+}
+
+func (x *MaintenancePlan) GetEveryEngineHours() float64 {
+	if x != nil {
+		return x.EveryEngineHours
+	}
+	return 0
+}
+
+func (x *MaintenancePlan) GetEveryDays() float64 {
+	if x != nil {
+		return x.EveryDays
+	}
+	return 0
+}
+
+func (x *MaintenancePlan) GetDueSoonKm() float64 {
+	if x != nil {
+		return x.DueSoonKm
+	}
+	return 0
+}
+
+func (x *MaintenancePlan) GetDueSoonEngineHours() float64 {
+	if x != nil {
+		return x.DueSoonEngineHours
+	}
+	return 0
+}
+
+func (x *MaintenancePlan) GetDueSoonDays() float64 {
+	if x != nil {
+		return x.DueSoonDays
+	}
+	return 0
+}
+
+func (x *MaintenancePlan) GetItems() []string {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *MaintenancePlan) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+// CreatePlanRequest carries the plan.
+type CreatePlanRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The plan; plan_id may be empty.
+	Plan          *MaintenancePlan `protobuf:"bytes,1,opt,name=plan,proto3" json:"plan,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreatePlanRequest) Reset() {
+	*x = CreatePlanRequest{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreatePlanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreatePlanRequest) ProtoMessage() {}
+
+func (x *CreatePlanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreatePlanRequest.ProtoReflect.Descriptor instead.
+func (*CreatePlanRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CreatePlanRequest) GetPlan() *MaintenancePlan {
+	if x != nil {
+		return x.Plan
+	}
+	return nil
+}
+
+// CreatePlanResponse returns the stored plan.
+type CreatePlanResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The plan with its id and creation time.
+	Plan          *MaintenancePlan `protobuf:"bytes,1,opt,name=plan,proto3" json:"plan,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreatePlanResponse) Reset() {
+	*x = CreatePlanResponse{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreatePlanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreatePlanResponse) ProtoMessage() {}
+
+func (x *CreatePlanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreatePlanResponse.ProtoReflect.Descriptor instead.
+func (*CreatePlanResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CreatePlanResponse) GetPlan() *MaintenancePlan {
+	if x != nil {
+		return x.Plan
+	}
+	return nil
+}
+
+// ListPlansRequest filters plans.
+type ListPlansRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only plans that apply to this vehicle (directly or through a group).
+	VehicleId string `protobuf:"bytes,1,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// Only plans of this group.
+	GroupId       string `protobuf:"bytes,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPlansRequest) Reset() {
+	*x = ListPlansRequest{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPlansRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPlansRequest) ProtoMessage() {}
+
+func (x *ListPlansRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPlansRequest.ProtoReflect.Descriptor instead.
+func (*ListPlansRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListPlansRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *ListPlansRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+// ListPlansResponse lists plans.
+type ListPlansResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Plans ordered by id.
+	Plans         []*MaintenancePlan `protobuf:"bytes,1,rep,name=plans,proto3" json:"plans,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPlansResponse) Reset() {
+	*x = ListPlansResponse{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPlansResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPlansResponse) ProtoMessage() {}
+
+func (x *ListPlansResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPlansResponse.ProtoReflect.Descriptor instead.
+func (*ListPlansResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListPlansResponse) GetPlans() []*MaintenancePlan {
+	if x != nil {
+		return x.Plans
+	}
+	return nil
+}
+
+// DeletePlanRequest names a plan.
+type DeletePlanRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Plan id.
+	PlanId        string `protobuf:"bytes,1,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePlanRequest) Reset() {
+	*x = DeletePlanRequest{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePlanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePlanRequest) ProtoMessage() {}
+
+func (x *DeletePlanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePlanRequest.ProtoReflect.Descriptor instead.
+func (*DeletePlanRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DeletePlanRequest) GetPlanId() string {
+	if x != nil {
+		return x.PlanId
+	}
+	return ""
+}
+
+// DeletePlanResponse confirms the deletion.
+type DeletePlanResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePlanResponse) Reset() {
+	*x = DeletePlanResponse{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePlanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePlanResponse) ProtoMessage() {}
+
+func (x *DeletePlanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePlanResponse.ProtoReflect.Descriptor instead.
+func (*DeletePlanResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{6}
+}
+
+// SetGroupRequest defines a group.
+type SetGroupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Group id (same characters as a vehicle id).
+	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// Member vehicles.
+	VehicleIds    []string `protobuf:"bytes,2,rep,name=vehicle_ids,json=vehicleIds,proto3" json:"vehicle_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetGroupRequest) Reset() {
+	*x = SetGroupRequest{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetGroupRequest) ProtoMessage() {}
+
+func (x *SetGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetGroupRequest.ProtoReflect.Descriptor instead.
+func (*SetGroupRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SetGroupRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *SetGroupRequest) GetVehicleIds() []string {
+	if x != nil {
+		return x.VehicleIds
+	}
+	return nil
+}
+
+// SetGroupResponse confirms the group.
+type SetGroupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Member count.
+	Members       int32 `protobuf:"varint,1,opt,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetGroupResponse) Reset() {
+	*x = SetGroupResponse{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetGroupResponse) ProtoMessage() {}
+
+func (x *SetGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetGroupResponse.ProtoReflect.Descriptor instead.
+func (*SetGroupResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SetGroupResponse) GetMembers() int32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
+// ServiceItem is one line of a service: a part or a job.
+type ServiceItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What was done, e.g. "oil filter".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Cost of the line.
+	Cost float64 `protobuf:"fixed64,2,opt,name=cost,proto3" json:"cost,omitempty"`
+	// Free text.
+	Notes         string `protobuf:"bytes,3,opt,name=notes,proto3" json:"notes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceItem) Reset() {
+	*x = ServiceItem{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceItem) ProtoMessage() {}
+
+func (x *ServiceItem) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceItem.ProtoReflect.Descriptor instead.
+func (*ServiceItem) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ServiceItem) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServiceItem) GetCost() float64 {
+	if x != nil {
+		return x.Cost
+	}
+	return 0
+}
+
+func (x *ServiceItem) GetNotes() string {
+	if x != nil {
+		return x.Notes
+	}
+	return ""
+}
+
+// ServiceRecord is an entry of the service book.
+type ServiceRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id; generated when empty. Recording the same id twice stores it once.
+	ServiceId string `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
+	// Vehicle serviced.
+	VehicleId string `protobuf:"bytes,2,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// Plan this service fulfils, if any; its interval restarts here.
+	PlanId string `protobuf:"bytes,3,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
+	// When the service was done (default: now).
+	ServiceTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=service_time,json=serviceTime,proto3" json:"service_time,omitempty"`
+	// Odometer in km at the service (default: the last known odometer).
+	OdometerKm *float64 `protobuf:"fixed64,5,opt,name=odometer_km,json=odometerKm,proto3,oneof" json:"odometer_km,omitempty"`
+	// Engine hours at the service (default: the last known engine hours).
+	EngineHours *float64 `protobuf:"fixed64,6,opt,name=engine_hours,json=engineHours,proto3,oneof" json:"engine_hours,omitempty"`
+	// The lines of the service.
+	Items []*ServiceItem `protobuf:"bytes,7,rep,name=items,proto3" json:"items,omitempty"`
+	// Free text.
+	Notes string `protobuf:"bytes,8,opt,name=notes,proto3" json:"notes,omitempty"`
+	// Total cost (default: the sum of the lines).
+	Cost float64 `protobuf:"fixed64,9,opt,name=cost,proto3" json:"cost,omitempty"`
+	// Currency of the costs, ISO 4217.
+	Currency      string `protobuf:"bytes,10,opt,name=currency,proto3" json:"currency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceRecord) Reset() {
+	*x = ServiceRecord{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceRecord) ProtoMessage() {}
+
+func (x *ServiceRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceRecord.ProtoReflect.Descriptor instead.
+func (*ServiceRecord) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ServiceRecord) GetServiceId() string {
+	if x != nil {
+		return x.ServiceId
+	}
+	return ""
+}
+
+func (x *ServiceRecord) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *ServiceRecord) GetPlanId() string {
+	if x != nil {
+		return x.PlanId
+	}
+	return ""
+}
+
+func (x *ServiceRecord) GetServiceTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ServiceTime
+	}
+	return nil
+}
+
+func (x *ServiceRecord) GetOdometerKm() float64 {
+	if x != nil && x.OdometerKm != nil {
+		return *x.OdometerKm
+	}
+	return 0
+}
+
+func (x *ServiceRecord) GetEngineHours() float64 {
+	if x != nil && x.EngineHours != nil {
+		return *x.EngineHours
+	}
+	return 0
+}
+
+func (x *ServiceRecord) GetItems() []*ServiceItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *ServiceRecord) GetNotes() string {
+	if x != nil {
+		return x.Notes
+	}
+	return ""
+}
+
+func (x *ServiceRecord) GetCost() float64 {
+	if x != nil {
+		return x.Cost
+	}
+	return 0
+}
+
+func (x *ServiceRecord) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+// RecordServiceRequest carries the service.
+type RecordServiceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The service.
+	Service       *ServiceRecord `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordServiceRequest) Reset() {
+	*x = RecordServiceRequest{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordServiceRequest) ProtoMessage() {}
+
+func (x *RecordServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordServiceRequest.ProtoReflect.Descriptor instead.
+func (*RecordServiceRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RecordServiceRequest) GetService() *ServiceRecord {
+	if x != nil {
+		return x.Service
+	}
+	return nil
+}
+
+// RecordServiceResponse returns the stored entry and the plan's new state.
+type RecordServiceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entry with defaults filled in.
+	Service *ServiceRecord `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// The plan's state after the service, when a plan was named.
+	Status        *PlanStatus `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordServiceResponse) Reset() {
+	*x = RecordServiceResponse{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordServiceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordServiceResponse) ProtoMessage() {}
+
+func (x *RecordServiceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordServiceResponse.ProtoReflect.Descriptor instead.
+func (*RecordServiceResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RecordServiceResponse) GetService() *ServiceRecord {
+	if x != nil {
+		return x.Service
+	}
+	return nil
+}
+
+func (x *RecordServiceResponse) GetStatus() *PlanStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// ListServiceLogRequest names a vehicle.
+type ListServiceLogRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Vehicle id.
+	VehicleId string `protobuf:"bytes,1,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// Only services under this plan.
+	PlanId        string `protobuf:"bytes,2,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServiceLogRequest) Reset() {
+	*x = ListServiceLogRequest{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServiceLogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServiceLogRequest) ProtoMessage() {}
+
+func (x *ListServiceLogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServiceLogRequest.ProtoReflect.Descriptor instead.
+func (*ListServiceLogRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListServiceLogRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *ListServiceLogRequest) GetPlanId() string {
+	if x != nil {
+		return x.PlanId
+	}
+	return ""
+}
+
+// ListServiceLogResponse is the service book.
+type ListServiceLogResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Services, newest first.
+	Services []*ServiceRecord `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	// Sum of their costs.
+	TotalCost     float64 `protobuf:"fixed64,2,opt,name=total_cost,json=totalCost,proto3" json:"total_cost,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServiceLogResponse) Reset() {
+	*x = ListServiceLogResponse{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServiceLogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServiceLogResponse) ProtoMessage() {}
+
+func (x *ListServiceLogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServiceLogResponse.ProtoReflect.Descriptor instead.
+func (*ListServiceLogResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListServiceLogResponse) GetServices() []*ServiceRecord {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *ListServiceLogResponse) GetTotalCost() float64 {
+	if x != nil {
+		return x.TotalCost
+	}
+	return 0
+}
+
+// PlanStatus is one plan's state for one vehicle.
+type PlanStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Plan id.
+	PlanId string `protobuf:"bytes,1,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
+	// Plan name.
+	PlanName string `protobuf:"bytes,2,opt,name=plan_name,json=planName,proto3" json:"plan_name,omitempty"`
+	// Vehicle id.
+	VehicleId string `protobuf:"bytes,3,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// State.
+	State PlanState `protobuf:"varint,4,opt,name=state,proto3,enum=fleet.v1.PlanState" json:"state,omitempty"`
+	// Km left until due (negative when overdue); absent without a distance interval.
+	RemainingKm *float64 `protobuf:"fixed64,5,opt,name=remaining_km,json=remainingKm,proto3,oneof" json:"remaining_km,omitempty"`
+	// Engine hours left until due; absent without an hours interval.
+	RemainingEngineHours *float64 `protobuf:"fixed64,6,opt,name=remaining_engine_hours,json=remainingEngineHours,proto3,oneof" json:"remaining_engine_hours,omitempty"`
+	// Days left until due; absent without a calendar interval.
+	RemainingDays *float64 `protobuf:"fixed64,7,opt,name=remaining_days,json=remainingDays,proto3,oneof" json:"remaining_days,omitempty"`
+	// Odometer in km at which it is due.
+	DueOdometerKm *float64 `protobuf:"fixed64,8,opt,name=due_odometer_km,json=dueOdometerKm,proto3,oneof" json:"due_odometer_km,omitempty"`
+	// Engine hours at which it is due.
+	DueEngineHours *float64 `protobuf:"fixed64,9,opt,name=due_engine_hours,json=dueEngineHours,proto3,oneof" json:"due_engine_hours,omitempty"`
+	// When it is due by the calendar.
+	DueTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=due_time,json=dueTime,proto3" json:"due_time,omitempty"`
+	// The last service under this plan, when there was one.
+	LastServiceTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=last_service_time,json=lastServiceTime,proto3" json:"last_service_time,omitempty"`
+	// Smallest remaining fraction of any interval (negative when overdue); lower is
+	// more urgent.
+	Urgency       float64 `protobuf:"fixed64,12,opt,name=urgency,proto3" json:"urgency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanStatus) Reset() {
+	*x = PlanStatus{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanStatus) ProtoMessage() {}
+
+func (x *PlanStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanStatus.ProtoReflect.Descriptor instead.
+func (*PlanStatus) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *PlanStatus) GetPlanId() string {
+	if x != nil {
+		return x.PlanId
+	}
+	return ""
+}
+
+func (x *PlanStatus) GetPlanName() string {
+	if x != nil {
+		return x.PlanName
+	}
+	return ""
+}
+
+func (x *PlanStatus) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *PlanStatus) GetState() PlanState {
+	if x != nil {
+		return x.State
+	}
+	return PlanState_PLAN_STATE_UNSPECIFIED
+}
+
+func (x *PlanStatus) GetRemainingKm() float64 {
+	if x != nil && x.RemainingKm != nil {
+		return *x.RemainingKm
+	}
+	return 0
+}
+
+func (x *PlanStatus) GetRemainingEngineHours() float64 {
+	if x != nil && x.RemainingEngineHours != nil {
+		return *x.RemainingEngineHours
+	}
+	return 0
+}
+
+func (x *PlanStatus) GetRemainingDays() float64 {
+	if x != nil && x.RemainingDays != nil {
+		return *x.RemainingDays
+	}
+	return 0
+}
+
+func (x *PlanStatus) GetDueOdometerKm() float64 {
+	if x != nil && x.DueOdometerKm != nil {
+		return *x.DueOdometerKm
+	}
+	return 0
+}
+
+func (x *PlanStatus) GetDueEngineHours() float64 {
+	if x != nil && x.DueEngineHours != nil {
+		return *x.DueEngineHours
+	}
+	return 0
+}
+
+func (x *PlanStatus) GetDueTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DueTime
+	}
+	return nil
+}
+
+func (x *PlanStatus) GetLastServiceTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastServiceTime
+	}
+	return nil
+}
+
+func (x *PlanStatus) GetUrgency() float64 {
+	if x != nil {
+		return x.Urgency
+	}
+	return 0
+}
+
+// ListDueRequest selects plan states.
+type ListDueRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Also list plans due within this many km.
+	HorizonKm float64 `protobuf:"fixed64,1,opt,name=horizon_km,json=horizonKm,proto3" json:"horizon_km,omitempty"`
+	// Also list plans due within this many engine hours.
+	HorizonEngineHours float64 `protobuf:"fixed64,2,opt,name=horizon_engine_hours,json=horizonEngineHours,proto3" json:"horizon_engine_hours,omitempty"`
+	// Also list plans due within this many days.
+	HorizonDays float64 `protobuf:"fixed64,3,opt,name=horizon_days,json=horizonDays,proto3" json:"horizon_days,omitempty"`
+	// Only this vehicle.
+	VehicleId string `protobuf:"bytes,4,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// Only vehicles of this group.
+	GroupId string `protobuf:"bytes,5,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// Only plans in these states (default: due soon and overdue, plus the horizon).
+	States []PlanState `protobuf:"varint,6,rep,packed,name=states,proto3,enum=fleet.v1.PlanState" json:"states,omitempty"`
+	// At most this many entries (default 1000).
+	Limit         int32 `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDueRequest) Reset() {
+	*x = ListDueRequest{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDueRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDueRequest) ProtoMessage() {}
+
+func (x *ListDueRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDueRequest.ProtoReflect.Descriptor instead.
+func (*ListDueRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListDueRequest) GetHorizonKm() float64 {
+	if x != nil {
+		return x.HorizonKm
+	}
+	return 0
+}
+
+func (x *ListDueRequest) GetHorizonEngineHours() float64 {
+	if x != nil {
+		return x.HorizonEngineHours
+	}
+	return 0
+}
+
+func (x *ListDueRequest) GetHorizonDays() float64 {
+	if x != nil {
+		return x.HorizonDays
+	}
+	return 0
+}
+
+func (x *ListDueRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *ListDueRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *ListDueRequest) GetStates() []PlanState {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+func (x *ListDueRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// ListDueResponse lists plan states, most urgent first.
+type ListDueResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entries.
+	Items         []*PlanStatus `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDueResponse) Reset() {
+	*x = ListDueResponse{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDueResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDueResponse) ProtoMessage() {}
+
+func (x *ListDueResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDueResponse.ProtoReflect.Descriptor instead.
+func (*ListDueResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListDueResponse) GetItems() []*PlanStatus {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// FaultCode is one diagnostic trouble code of a vehicle and its lifecycle.
+type FaultCode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The code as normalised, e.g. "P0301".
+	Code string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	// Description of a known generic code; a generic text otherwise.
+	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// Severity.
+	Severity FaultSeverity `protobuf:"varint,3,opt,name=severity,proto3,enum=fleet.v1.FaultSeverity" json:"severity,omitempty"`
+	// Whether the vehicle reports it now.
+	Active bool `protobuf:"varint,4,opt,name=active,proto3" json:"active,omitempty"`
+	// When it was first reported.
+	FirstSeenTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=first_seen_time,json=firstSeenTime,proto3" json:"first_seen_time,omitempty"`
+	// When it was last reported.
+	LastSeenTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_seen_time,json=lastSeenTime,proto3" json:"last_seen_time,omitempty"`
+	// When it last disappeared from the reports.
+	ClearedTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=cleared_time,json=clearedTime,proto3" json:"cleared_time,omitempty"`
+	// How many times it appeared (a code that clears and comes back counts again).
+	Occurrences int32 `protobuf:"varint,8,opt,name=occurrences,proto3" json:"occurrences,omitempty"`
+	// False when the code does not have the standard OBD-II form (letter + 4 digits).
+	StandardFormat bool `protobuf:"varint,9,opt,name=standard_format,json=standardFormat,proto3" json:"standard_format,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *FaultCode) Reset() {
+	*x = FaultCode{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FaultCode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FaultCode) ProtoMessage() {}
+
+func (x *FaultCode) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FaultCode.ProtoReflect.Descriptor instead.
+func (*FaultCode) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *FaultCode) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *FaultCode) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *FaultCode) GetSeverity() FaultSeverity {
+	if x != nil {
+		return x.Severity
+	}
+	return FaultSeverity_FAULT_SEVERITY_UNSPECIFIED
+}
+
+func (x *FaultCode) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+func (x *FaultCode) GetFirstSeenTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeenTime
+	}
+	return nil
+}
+
+func (x *FaultCode) GetLastSeenTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeenTime
+	}
+	return nil
+}
+
+func (x *FaultCode) GetClearedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ClearedTime
+	}
+	return nil
+}
+
+func (x *FaultCode) GetOccurrences() int32 {
+	if x != nil {
+		return x.Occurrences
+	}
+	return 0
+}
+
+func (x *FaultCode) GetStandardFormat() bool {
+	if x != nil {
+		return x.StandardFormat
+	}
+	return false
+}
+
 // GetVehicleHealthRequest names a vehicle.
 type GetVehicleHealthRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -33,7 +1540,7 @@ type GetVehicleHealthRequest struct {
 
 func (x *GetVehicleHealthRequest) Reset() {
 	*x = GetVehicleHealthRequest{}
-	mi := &file_fleet_v1_maintenance_proto_msgTypes[0]
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +1552,7 @@ func (x *GetVehicleHealthRequest) String() string {
 func (*GetVehicleHealthRequest) ProtoMessage() {}
 
 func (x *GetVehicleHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_maintenance_proto_msgTypes[0]
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +1565,7 @@ func (x *GetVehicleHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVehicleHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetVehicleHealthRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{0}
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetVehicleHealthRequest) GetVehicleId() string {
@@ -81,13 +1588,33 @@ type VehicleHealth struct {
 	ActiveFaultCodes []string `protobuf:"bytes,4,rep,name=active_fault_codes,json=activeFaultCodes,proto3" json:"active_fault_codes,omitempty"`
 	// Device time of the last record seen.
 	LastRecordTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_record_time,json=lastRecordTime,proto3" json:"last_record_time,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// State of every plan that applies to the vehicle, most urgent first.
+	Plans []*PlanStatus `protobuf:"bytes,6,rep,name=plans,proto3" json:"plans,omitempty"`
+	// Active fault codes in detail.
+	Faults []*FaultCode `protobuf:"bytes,7,rep,name=faults,proto3" json:"faults,omitempty"`
+	// Malfunction indicator lamp, when reported.
+	Mil *bool `protobuf:"varint,8,opt,name=mil,proto3,oneof" json:"mil,omitempty"`
+	// Filtered fuel level in litres, when known.
+	FuelLevelL *float64 `protobuf:"fixed64,9,opt,name=fuel_level_l,json=fuelLevelL,proto3,oneof" json:"fuel_level_l,omitempty"`
+	// External supply voltage, when reported.
+	ExternalVoltageV *float64 `protobuf:"fixed64,10,opt,name=external_voltage_v,json=externalVoltageV,proto3,oneof" json:"external_voltage_v,omitempty"`
+	// Tracker battery voltage, when reported.
+	BatteryVoltageV *float64 `protobuf:"fixed64,11,opt,name=battery_voltage_v,json=batteryVoltageV,proto3,oneof" json:"battery_voltage_v,omitempty"`
+	// Coolant temperature, when reported.
+	CoolantTempC *float64 `protobuf:"fixed64,12,opt,name=coolant_temp_c,json=coolantTempC,proto3,oneof" json:"coolant_temp_c,omitempty"`
+	// Engine speed, when reported.
+	Rpm *float64 `protobuf:"fixed64,13,opt,name=rpm,proto3,oneof" json:"rpm,omitempty"`
+	// Ignition, when reported.
+	Ignition *bool `protobuf:"varint,14,opt,name=ignition,proto3,oneof" json:"ignition,omitempty"`
+	// Diagnostic alerts active now (rule names, e.g. "coolant_high").
+	ActiveAlerts  []string `protobuf:"bytes,15,rep,name=active_alerts,json=activeAlerts,proto3" json:"active_alerts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VehicleHealth) Reset() {
 	*x = VehicleHealth{}
-	mi := &file_fleet_v1_maintenance_proto_msgTypes[1]
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -99,7 +1626,7 @@ func (x *VehicleHealth) String() string {
 func (*VehicleHealth) ProtoMessage() {}
 
 func (x *VehicleHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_maintenance_proto_msgTypes[1]
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -112,7 +1639,7 @@ func (x *VehicleHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VehicleHealth.ProtoReflect.Descriptor instead.
 func (*VehicleHealth) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{1}
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *VehicleHealth) GetVehicleId() string {
@@ -150,6 +1677,76 @@ func (x *VehicleHealth) GetLastRecordTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *VehicleHealth) GetPlans() []*PlanStatus {
+	if x != nil {
+		return x.Plans
+	}
+	return nil
+}
+
+func (x *VehicleHealth) GetFaults() []*FaultCode {
+	if x != nil {
+		return x.Faults
+	}
+	return nil
+}
+
+func (x *VehicleHealth) GetMil() bool {
+	if x != nil && x.Mil != nil {
+		return *x.Mil
+	}
+	return false
+}
+
+func (x *VehicleHealth) GetFuelLevelL() float64 {
+	if x != nil && x.FuelLevelL != nil {
+		return *x.FuelLevelL
+	}
+	return 0
+}
+
+func (x *VehicleHealth) GetExternalVoltageV() float64 {
+	if x != nil && x.ExternalVoltageV != nil {
+		return *x.ExternalVoltageV
+	}
+	return 0
+}
+
+func (x *VehicleHealth) GetBatteryVoltageV() float64 {
+	if x != nil && x.BatteryVoltageV != nil {
+		return *x.BatteryVoltageV
+	}
+	return 0
+}
+
+func (x *VehicleHealth) GetCoolantTempC() float64 {
+	if x != nil && x.CoolantTempC != nil {
+		return *x.CoolantTempC
+	}
+	return 0
+}
+
+func (x *VehicleHealth) GetRpm() float64 {
+	if x != nil && x.Rpm != nil {
+		return *x.Rpm
+	}
+	return 0
+}
+
+func (x *VehicleHealth) GetIgnition() bool {
+	if x != nil && x.Ignition != nil {
+		return *x.Ignition
+	}
+	return false
+}
+
+func (x *VehicleHealth) GetActiveAlerts() []string {
+	if x != nil {
+		return x.ActiveAlerts
+	}
+	return nil
+}
+
 // GetVehicleHealthResponse carries the health.
 type GetVehicleHealthResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -161,7 +1758,7 @@ type GetVehicleHealthResponse struct {
 
 func (x *GetVehicleHealthResponse) Reset() {
 	*x = GetVehicleHealthResponse{}
-	mi := &file_fleet_v1_maintenance_proto_msgTypes[2]
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -173,7 +1770,7 @@ func (x *GetVehicleHealthResponse) String() string {
 func (*GetVehicleHealthResponse) ProtoMessage() {}
 
 func (x *GetVehicleHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_maintenance_proto_msgTypes[2]
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -186,7 +1783,7 @@ func (x *GetVehicleHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVehicleHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetVehicleHealthResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{2}
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetVehicleHealthResponse) GetHealth() *VehicleHealth {
@@ -196,14 +1793,830 @@ func (x *GetVehicleHealthResponse) GetHealth() *VehicleHealth {
 	return nil
 }
 
+// ListFaultCodesRequest names a vehicle.
+type ListFaultCodesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Vehicle id.
+	VehicleId string `protobuf:"bytes,1,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// Only active codes.
+	ActiveOnly    bool `protobuf:"varint,2,opt,name=active_only,json=activeOnly,proto3" json:"active_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFaultCodesRequest) Reset() {
+	*x = ListFaultCodesRequest{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFaultCodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFaultCodesRequest) ProtoMessage() {}
+
+func (x *ListFaultCodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFaultCodesRequest.ProtoReflect.Descriptor instead.
+func (*ListFaultCodesRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListFaultCodesRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *ListFaultCodesRequest) GetActiveOnly() bool {
+	if x != nil {
+		return x.ActiveOnly
+	}
+	return false
+}
+
+// ListFaultCodesResponse lists fault codes.
+type ListFaultCodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Active codes first, then by code.
+	Faults        []*FaultCode `protobuf:"bytes,1,rep,name=faults,proto3" json:"faults,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFaultCodesResponse) Reset() {
+	*x = ListFaultCodesResponse{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFaultCodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFaultCodesResponse) ProtoMessage() {}
+
+func (x *ListFaultCodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFaultCodesResponse.ProtoReflect.Descriptor instead.
+func (*ListFaultCodesResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListFaultCodesResponse) GetFaults() []*FaultCode {
+	if x != nil {
+		return x.Faults
+	}
+	return nil
+}
+
+// CalibrationPoint maps a raw fuel sensor value to litres.
+type CalibrationPoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Raw sensor value.
+	Raw float64 `protobuf:"fixed64,1,opt,name=raw,proto3" json:"raw,omitempty"`
+	// Litres in the tank at that value.
+	Litres        float64 `protobuf:"fixed64,2,opt,name=litres,proto3" json:"litres,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CalibrationPoint) Reset() {
+	*x = CalibrationPoint{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CalibrationPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CalibrationPoint) ProtoMessage() {}
+
+func (x *CalibrationPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CalibrationPoint.ProtoReflect.Descriptor instead.
+func (*CalibrationPoint) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CalibrationPoint) GetRaw() float64 {
+	if x != nil {
+		return x.Raw
+	}
+	return 0
+}
+
+func (x *CalibrationPoint) GetLitres() float64 {
+	if x != nil {
+		return x.Litres
+	}
+	return 0
+}
+
+// FuelProfile is a vehicle's tank.
+type FuelProfile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Vehicle id.
+	VehicleId string `protobuf:"bytes,1,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// Tank capacity in litres.
+	TankCapacityL float64 `protobuf:"fixed64,2,opt,name=tank_capacity_l,json=tankCapacityL,proto3" json:"tank_capacity_l,omitempty"`
+	// Calibration table; empty when the tracker reports litres (or percent).
+	Calibration []*CalibrationPoint `protobuf:"bytes,3,rep,name=calibration,proto3" json:"calibration,omitempty"`
+	// IO element carrying the raw sensor value (default "fuel_raw").
+	SensorIoKey   string `protobuf:"bytes,4,opt,name=sensor_io_key,json=sensorIoKey,proto3" json:"sensor_io_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FuelProfile) Reset() {
+	*x = FuelProfile{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FuelProfile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FuelProfile) ProtoMessage() {}
+
+func (x *FuelProfile) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FuelProfile.ProtoReflect.Descriptor instead.
+func (*FuelProfile) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *FuelProfile) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *FuelProfile) GetTankCapacityL() float64 {
+	if x != nil {
+		return x.TankCapacityL
+	}
+	return 0
+}
+
+func (x *FuelProfile) GetCalibration() []*CalibrationPoint {
+	if x != nil {
+		return x.Calibration
+	}
+	return nil
+}
+
+func (x *FuelProfile) GetSensorIoKey() string {
+	if x != nil {
+		return x.SensorIoKey
+	}
+	return ""
+}
+
+// SetFuelProfileRequest carries the profile.
+type SetFuelProfileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The profile.
+	Profile       *FuelProfile `protobuf:"bytes,1,opt,name=profile,proto3" json:"profile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetFuelProfileRequest) Reset() {
+	*x = SetFuelProfileRequest{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetFuelProfileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetFuelProfileRequest) ProtoMessage() {}
+
+func (x *SetFuelProfileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetFuelProfileRequest.ProtoReflect.Descriptor instead.
+func (*SetFuelProfileRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SetFuelProfileRequest) GetProfile() *FuelProfile {
+	if x != nil {
+		return x.Profile
+	}
+	return nil
+}
+
+// SetFuelProfileResponse returns the stored profile.
+type SetFuelProfileResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The profile, table sorted.
+	Profile       *FuelProfile `protobuf:"bytes,1,opt,name=profile,proto3" json:"profile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetFuelProfileResponse) Reset() {
+	*x = SetFuelProfileResponse{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetFuelProfileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetFuelProfileResponse) ProtoMessage() {}
+
+func (x *SetFuelProfileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetFuelProfileResponse.ProtoReflect.Descriptor instead.
+func (*SetFuelProfileResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SetFuelProfileResponse) GetProfile() *FuelProfile {
+	if x != nil {
+		return x.Profile
+	}
+	return nil
+}
+
+// FuelEventLine is one refuel or drain in a report.
+type FuelEventLine struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Refuel or drain.
+	Kind FuelEventKind `protobuf:"varint,1,opt,name=kind,proto3,enum=fleet.v1.FuelEventKind" json:"kind,omitempty"`
+	// Last stable reading before the change.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// First reading of the stable level after it.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Litres added or removed.
+	Litres float64 `protobuf:"fixed64,4,opt,name=litres,proto3" json:"litres,omitempty"`
+	// Where the vehicle stood.
+	Position *LatLng `protobuf:"bytes,5,opt,name=position,proto3" json:"position,omitempty"`
+	// Stable level before, litres.
+	LevelBeforeL float64 `protobuf:"fixed64,6,opt,name=level_before_l,json=levelBeforeL,proto3" json:"level_before_l,omitempty"`
+	// Stable level after, litres.
+	LevelAfterL   float64 `protobuf:"fixed64,7,opt,name=level_after_l,json=levelAfterL,proto3" json:"level_after_l,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FuelEventLine) Reset() {
+	*x = FuelEventLine{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FuelEventLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FuelEventLine) ProtoMessage() {}
+
+func (x *FuelEventLine) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FuelEventLine.ProtoReflect.Descriptor instead.
+func (*FuelEventLine) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *FuelEventLine) GetKind() FuelEventKind {
+	if x != nil {
+		return x.Kind
+	}
+	return FuelEventKind_FUEL_EVENT_KIND_UNSPECIFIED
+}
+
+func (x *FuelEventLine) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *FuelEventLine) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *FuelEventLine) GetLitres() float64 {
+	if x != nil {
+		return x.Litres
+	}
+	return 0
+}
+
+func (x *FuelEventLine) GetPosition() *LatLng {
+	if x != nil {
+		return x.Position
+	}
+	return nil
+}
+
+func (x *FuelEventLine) GetLevelBeforeL() float64 {
+	if x != nil {
+		return x.LevelBeforeL
+	}
+	return 0
+}
+
+func (x *FuelEventLine) GetLevelAfterL() float64 {
+	if x != nil {
+		return x.LevelAfterL
+	}
+	return 0
+}
+
+// FuelReport is one vehicle's (or a group's total) fuel over a period.
+type FuelReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Vehicle id; empty for a group total.
+	VehicleId string `protobuf:"bytes,1,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// Level at the start of the period, litres.
+	StartLevelL float64 `protobuf:"fixed64,2,opt,name=start_level_l,json=startLevelL,proto3" json:"start_level_l,omitempty"`
+	// Level at the end of the period, litres.
+	EndLevelL float64 `protobuf:"fixed64,3,opt,name=end_level_l,json=endLevelL,proto3" json:"end_level_l,omitempty"`
+	// Litres refuelled.
+	RefuelledL float64 `protobuf:"fixed64,4,opt,name=refuelled_l,json=refuelledL,proto3" json:"refuelled_l,omitempty"`
+	// Litres drained (suspected).
+	DrainedL float64 `protobuf:"fixed64,5,opt,name=drained_l,json=drainedL,proto3" json:"drained_l,omitempty"`
+	// Litres consumed: start + refuelled - drained - end.
+	ConsumedL float64 `protobuf:"fixed64,6,opt,name=consumed_l,json=consumedL,proto3" json:"consumed_l,omitempty"`
+	// Distance in km.
+	DistanceKm float64 `protobuf:"fixed64,7,opt,name=distance_km,json=distanceKm,proto3" json:"distance_km,omitempty"`
+	// Consumption per 100 km (0 when the distance is under 1 km).
+	LitresPer_100Km float64 `protobuf:"fixed64,8,opt,name=litres_per_100km,json=litresPer100km,proto3" json:"litres_per_100km,omitempty"`
+	// Litres burnt idling (engine on, standing), estimated from the idle burn rate.
+	IdleLitres float64 `protobuf:"fixed64,9,opt,name=idle_litres,json=idleLitres,proto3" json:"idle_litres,omitempty"`
+	// Hours idling.
+	IdleHours float64 `protobuf:"fixed64,10,opt,name=idle_hours,json=idleHours,proto3" json:"idle_hours,omitempty"`
+	// The refuels, oldest first.
+	Refuels []*FuelEventLine `protobuf:"bytes,11,rep,name=refuels,proto3" json:"refuels,omitempty"`
+	// The suspected drains, oldest first.
+	Drains []*FuelEventLine `protobuf:"bytes,12,rep,name=drains,proto3" json:"drains,omitempty"`
+	// False when no fuel data covers the period.
+	HasData       bool `protobuf:"varint,13,opt,name=has_data,json=hasData,proto3" json:"has_data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FuelReport) Reset() {
+	*x = FuelReport{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FuelReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FuelReport) ProtoMessage() {}
+
+func (x *FuelReport) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FuelReport.ProtoReflect.Descriptor instead.
+func (*FuelReport) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *FuelReport) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *FuelReport) GetStartLevelL() float64 {
+	if x != nil {
+		return x.StartLevelL
+	}
+	return 0
+}
+
+func (x *FuelReport) GetEndLevelL() float64 {
+	if x != nil {
+		return x.EndLevelL
+	}
+	return 0
+}
+
+func (x *FuelReport) GetRefuelledL() float64 {
+	if x != nil {
+		return x.RefuelledL
+	}
+	return 0
+}
+
+func (x *FuelReport) GetDrainedL() float64 {
+	if x != nil {
+		return x.DrainedL
+	}
+	return 0
+}
+
+func (x *FuelReport) GetConsumedL() float64 {
+	if x != nil {
+		return x.ConsumedL
+	}
+	return 0
+}
+
+func (x *FuelReport) GetDistanceKm() float64 {
+	if x != nil {
+		return x.DistanceKm
+	}
+	return 0
+}
+
+func (x *FuelReport) GetLitresPer_100Km() float64 {
+	if x != nil {
+		return x.LitresPer_100Km
+	}
+	return 0
+}
+
+func (x *FuelReport) GetIdleLitres() float64 {
+	if x != nil {
+		return x.IdleLitres
+	}
+	return 0
+}
+
+func (x *FuelReport) GetIdleHours() float64 {
+	if x != nil {
+		return x.IdleHours
+	}
+	return 0
+}
+
+func (x *FuelReport) GetRefuels() []*FuelEventLine {
+	if x != nil {
+		return x.Refuels
+	}
+	return nil
+}
+
+func (x *FuelReport) GetDrains() []*FuelEventLine {
+	if x != nil {
+		return x.Drains
+	}
+	return nil
+}
+
+func (x *FuelReport) GetHasData() bool {
+	if x != nil {
+		return x.HasData
+	}
+	return false
+}
+
+// GetFuelReportRequest selects vehicles and a period.
+type GetFuelReportRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One vehicle (exactly one of vehicle_id and group_id).
+	VehicleId string `protobuf:"bytes,1,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// Every vehicle of a group.
+	GroupId string `protobuf:"bytes,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// Period start.
+	FromTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=from_time,json=fromTime,proto3" json:"from_time,omitempty"`
+	// Period end (default: now).
+	ToTime        *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=to_time,json=toTime,proto3" json:"to_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFuelReportRequest) Reset() {
+	*x = GetFuelReportRequest{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFuelReportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFuelReportRequest) ProtoMessage() {}
+
+func (x *GetFuelReportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFuelReportRequest.ProtoReflect.Descriptor instead.
+func (*GetFuelReportRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GetFuelReportRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *GetFuelReportRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *GetFuelReportRequest) GetFromTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FromTime
+	}
+	return nil
+}
+
+func (x *GetFuelReportRequest) GetToTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ToTime
+	}
+	return nil
+}
+
+// GetFuelReportResponse carries one report per vehicle and, for a group, a total.
+type GetFuelReportResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Per vehicle, by id.
+	Reports []*FuelReport `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
+	// Sum over the vehicles (start/end levels summed too).
+	Total         *FuelReport `protobuf:"bytes,2,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFuelReportResponse) Reset() {
+	*x = GetFuelReportResponse{}
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFuelReportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFuelReportResponse) ProtoMessage() {}
+
+func (x *GetFuelReportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_maintenance_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFuelReportResponse.ProtoReflect.Descriptor instead.
+func (*GetFuelReportResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_maintenance_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetFuelReportResponse) GetReports() []*FuelReport {
+	if x != nil {
+		return x.Reports
+	}
+	return nil
+}
+
+func (x *GetFuelReportResponse) GetTotal() *FuelReport {
+	if x != nil {
+		return x.Total
+	}
+	return nil
+}
+
 var File_fleet_v1_maintenance_proto protoreflect.FileDescriptor
 
 const file_fleet_v1_maintenance_proto_rawDesc = "" +
 	"\n" +
-	"\x1afleet/v1/maintenance.proto\x12\bfleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n" +
+	"\x1afleet/v1/maintenance.proto\x12\bfleet.v1\x1a\x12fleet/v1/geo.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaa\x03\n" +
+	"\x0fMaintenancePlan\x12\x17\n" +
+	"\aplan_id\x18\x01 \x01(\tR\x06planId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x03 \x01(\tR\tvehicleId\x12\x19\n" +
+	"\bgroup_id\x18\x04 \x01(\tR\agroupId\x12\x19\n" +
+	"\bevery_km\x18\x05 \x01(\x01R\aeveryKm\x12,\n" +
+	"\x12every_engine_hours\x18\x06 \x01(\x01R\x10everyEngineHours\x12\x1d\n" +
+	"\n" +
+	"every_days\x18\a \x01(\x01R\teveryDays\x12\x1e\n" +
+	"\vdue_soon_km\x18\b \x01(\x01R\tdueSoonKm\x121\n" +
+	"\x15due_soon_engine_hours\x18\t \x01(\x01R\x12dueSoonEngineHours\x12\"\n" +
+	"\rdue_soon_days\x18\n" +
+	" \x01(\x01R\vdueSoonDays\x12\x14\n" +
+	"\x05items\x18\v \x03(\tR\x05items\x12;\n" +
+	"\vcreate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"B\n" +
+	"\x11CreatePlanRequest\x12-\n" +
+	"\x04plan\x18\x01 \x01(\v2\x19.fleet.v1.MaintenancePlanR\x04plan\"C\n" +
+	"\x12CreatePlanResponse\x12-\n" +
+	"\x04plan\x18\x01 \x01(\v2\x19.fleet.v1.MaintenancePlanR\x04plan\"L\n" +
+	"\x10ListPlansRequest\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\x12\x19\n" +
+	"\bgroup_id\x18\x02 \x01(\tR\agroupId\"D\n" +
+	"\x11ListPlansResponse\x12/\n" +
+	"\x05plans\x18\x01 \x03(\v2\x19.fleet.v1.MaintenancePlanR\x05plans\",\n" +
+	"\x11DeletePlanRequest\x12\x17\n" +
+	"\aplan_id\x18\x01 \x01(\tR\x06planId\"\x14\n" +
+	"\x12DeletePlanResponse\"M\n" +
+	"\x0fSetGroupRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1f\n" +
+	"\vvehicle_ids\x18\x02 \x03(\tR\n" +
+	"vehicleIds\",\n" +
+	"\x10SetGroupResponse\x12\x18\n" +
+	"\amembers\x18\x01 \x01(\x05R\amembers\"K\n" +
+	"\vServiceItem\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04cost\x18\x02 \x01(\x01R\x04cost\x12\x14\n" +
+	"\x05notes\x18\x03 \x01(\tR\x05notes\"\x87\x03\n" +
+	"\rServiceRecord\x12\x1d\n" +
+	"\n" +
+	"service_id\x18\x01 \x01(\tR\tserviceId\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x02 \x01(\tR\tvehicleId\x12\x17\n" +
+	"\aplan_id\x18\x03 \x01(\tR\x06planId\x12=\n" +
+	"\fservice_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vserviceTime\x12$\n" +
+	"\vodometer_km\x18\x05 \x01(\x01H\x00R\n" +
+	"odometerKm\x88\x01\x01\x12&\n" +
+	"\fengine_hours\x18\x06 \x01(\x01H\x01R\vengineHours\x88\x01\x01\x12+\n" +
+	"\x05items\x18\a \x03(\v2\x15.fleet.v1.ServiceItemR\x05items\x12\x14\n" +
+	"\x05notes\x18\b \x01(\tR\x05notes\x12\x12\n" +
+	"\x04cost\x18\t \x01(\x01R\x04cost\x12\x1a\n" +
+	"\bcurrency\x18\n" +
+	" \x01(\tR\bcurrencyB\x0e\n" +
+	"\f_odometer_kmB\x0f\n" +
+	"\r_engine_hours\"I\n" +
+	"\x14RecordServiceRequest\x121\n" +
+	"\aservice\x18\x01 \x01(\v2\x17.fleet.v1.ServiceRecordR\aservice\"x\n" +
+	"\x15RecordServiceResponse\x121\n" +
+	"\aservice\x18\x01 \x01(\v2\x17.fleet.v1.ServiceRecordR\aservice\x12,\n" +
+	"\x06status\x18\x02 \x01(\v2\x14.fleet.v1.PlanStatusR\x06status\"O\n" +
+	"\x15ListServiceLogRequest\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\x12\x17\n" +
+	"\aplan_id\x18\x02 \x01(\tR\x06planId\"l\n" +
+	"\x16ListServiceLogResponse\x123\n" +
+	"\bservices\x18\x01 \x03(\v2\x17.fleet.v1.ServiceRecordR\bservices\x12\x1d\n" +
+	"\n" +
+	"total_cost\x18\x02 \x01(\x01R\ttotalCost\"\xf8\x04\n" +
+	"\n" +
+	"PlanStatus\x12\x17\n" +
+	"\aplan_id\x18\x01 \x01(\tR\x06planId\x12\x1b\n" +
+	"\tplan_name\x18\x02 \x01(\tR\bplanName\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x03 \x01(\tR\tvehicleId\x12)\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x13.fleet.v1.PlanStateR\x05state\x12&\n" +
+	"\fremaining_km\x18\x05 \x01(\x01H\x00R\vremainingKm\x88\x01\x01\x129\n" +
+	"\x16remaining_engine_hours\x18\x06 \x01(\x01H\x01R\x14remainingEngineHours\x88\x01\x01\x12*\n" +
+	"\x0eremaining_days\x18\a \x01(\x01H\x02R\rremainingDays\x88\x01\x01\x12+\n" +
+	"\x0fdue_odometer_km\x18\b \x01(\x01H\x03R\rdueOdometerKm\x88\x01\x01\x12-\n" +
+	"\x10due_engine_hours\x18\t \x01(\x01H\x04R\x0edueEngineHours\x88\x01\x01\x125\n" +
+	"\bdue_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\adueTime\x12F\n" +
+	"\x11last_service_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0flastServiceTime\x12\x18\n" +
+	"\aurgency\x18\f \x01(\x01R\aurgencyB\x0f\n" +
+	"\r_remaining_kmB\x19\n" +
+	"\x17_remaining_engine_hoursB\x11\n" +
+	"\x0f_remaining_daysB\x12\n" +
+	"\x10_due_odometer_kmB\x13\n" +
+	"\x11_due_engine_hours\"\x81\x02\n" +
+	"\x0eListDueRequest\x12\x1d\n" +
+	"\n" +
+	"horizon_km\x18\x01 \x01(\x01R\thorizonKm\x120\n" +
+	"\x14horizon_engine_hours\x18\x02 \x01(\x01R\x12horizonEngineHours\x12!\n" +
+	"\fhorizon_days\x18\x03 \x01(\x01R\vhorizonDays\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x04 \x01(\tR\tvehicleId\x12\x19\n" +
+	"\bgroup_id\x18\x05 \x01(\tR\agroupId\x12+\n" +
+	"\x06states\x18\x06 \x03(\x0e2\x13.fleet.v1.PlanStateR\x06states\x12\x14\n" +
+	"\x05limit\x18\a \x01(\x05R\x05limit\"=\n" +
+	"\x0fListDueResponse\x12*\n" +
+	"\x05items\x18\x01 \x03(\v2\x14.fleet.v1.PlanStatusR\x05items\"\x9e\x03\n" +
+	"\tFaultCode\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x123\n" +
+	"\bseverity\x18\x03 \x01(\x0e2\x17.fleet.v1.FaultSeverityR\bseverity\x12\x16\n" +
+	"\x06active\x18\x04 \x01(\bR\x06active\x12B\n" +
+	"\x0ffirst_seen_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rfirstSeenTime\x12@\n" +
+	"\x0elast_seen_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x12=\n" +
+	"\fcleared_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vclearedTime\x12 \n" +
+	"\voccurrences\x18\b \x01(\x05R\voccurrences\x12'\n" +
+	"\x0fstandard_format\x18\t \x01(\bR\x0estandardFormat\"8\n" +
 	"\x17GetVehicleHealthRequest\x12\x1d\n" +
 	"\n" +
-	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\"\xe4\x01\n" +
+	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\"\xd5\x05\n" +
 	"\rVehicleHealth\x12\x1d\n" +
 	"\n" +
 	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\x12\x1d\n" +
@@ -211,11 +2624,117 @@ const file_fleet_v1_maintenance_proto_rawDesc = "" +
 	"odometer_m\x18\x02 \x01(\x01R\todometerM\x12!\n" +
 	"\fengine_hours\x18\x03 \x01(\x01R\vengineHours\x12,\n" +
 	"\x12active_fault_codes\x18\x04 \x03(\tR\x10activeFaultCodes\x12D\n" +
-	"\x10last_record_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0elastRecordTime\"K\n" +
+	"\x10last_record_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0elastRecordTime\x12*\n" +
+	"\x05plans\x18\x06 \x03(\v2\x14.fleet.v1.PlanStatusR\x05plans\x12+\n" +
+	"\x06faults\x18\a \x03(\v2\x13.fleet.v1.FaultCodeR\x06faults\x12\x15\n" +
+	"\x03mil\x18\b \x01(\bH\x00R\x03mil\x88\x01\x01\x12%\n" +
+	"\ffuel_level_l\x18\t \x01(\x01H\x01R\n" +
+	"fuelLevelL\x88\x01\x01\x121\n" +
+	"\x12external_voltage_v\x18\n" +
+	" \x01(\x01H\x02R\x10externalVoltageV\x88\x01\x01\x12/\n" +
+	"\x11battery_voltage_v\x18\v \x01(\x01H\x03R\x0fbatteryVoltageV\x88\x01\x01\x12)\n" +
+	"\x0ecoolant_temp_c\x18\f \x01(\x01H\x04R\fcoolantTempC\x88\x01\x01\x12\x15\n" +
+	"\x03rpm\x18\r \x01(\x01H\x05R\x03rpm\x88\x01\x01\x12\x1f\n" +
+	"\bignition\x18\x0e \x01(\bH\x06R\bignition\x88\x01\x01\x12#\n" +
+	"\ractive_alerts\x18\x0f \x03(\tR\factiveAlertsB\x06\n" +
+	"\x04_milB\x0f\n" +
+	"\r_fuel_level_lB\x15\n" +
+	"\x13_external_voltage_vB\x14\n" +
+	"\x12_battery_voltage_vB\x11\n" +
+	"\x0f_coolant_temp_cB\x06\n" +
+	"\x04_rpmB\v\n" +
+	"\t_ignition\"K\n" +
 	"\x18GetVehicleHealthResponse\x12/\n" +
-	"\x06health\x18\x01 \x01(\v2\x17.fleet.v1.VehicleHealthR\x06health2o\n" +
-	"\x12MaintenanceService\x12Y\n" +
-	"\x10GetVehicleHealth\x12!.fleet.v1.GetVehicleHealthRequest\x1a\".fleet.v1.GetVehicleHealthResponseB\x98\x01\n" +
+	"\x06health\x18\x01 \x01(\v2\x17.fleet.v1.VehicleHealthR\x06health\"W\n" +
+	"\x15ListFaultCodesRequest\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\x12\x1f\n" +
+	"\vactive_only\x18\x02 \x01(\bR\n" +
+	"activeOnly\"E\n" +
+	"\x16ListFaultCodesResponse\x12+\n" +
+	"\x06faults\x18\x01 \x03(\v2\x13.fleet.v1.FaultCodeR\x06faults\"<\n" +
+	"\x10CalibrationPoint\x12\x10\n" +
+	"\x03raw\x18\x01 \x01(\x01R\x03raw\x12\x16\n" +
+	"\x06litres\x18\x02 \x01(\x01R\x06litres\"\xb6\x01\n" +
+	"\vFuelProfile\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\x12&\n" +
+	"\x0ftank_capacity_l\x18\x02 \x01(\x01R\rtankCapacityL\x12<\n" +
+	"\vcalibration\x18\x03 \x03(\v2\x1a.fleet.v1.CalibrationPointR\vcalibration\x12\"\n" +
+	"\rsensor_io_key\x18\x04 \x01(\tR\vsensorIoKey\"H\n" +
+	"\x15SetFuelProfileRequest\x12/\n" +
+	"\aprofile\x18\x01 \x01(\v2\x15.fleet.v1.FuelProfileR\aprofile\"I\n" +
+	"\x16SetFuelProfileResponse\x12/\n" +
+	"\aprofile\x18\x01 \x01(\v2\x15.fleet.v1.FuelProfileR\aprofile\"\xbe\x02\n" +
+	"\rFuelEventLine\x12+\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x17.fleet.v1.FuelEventKindR\x04kind\x129\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x16\n" +
+	"\x06litres\x18\x04 \x01(\x01R\x06litres\x12,\n" +
+	"\bposition\x18\x05 \x01(\v2\x10.fleet.v1.LatLngR\bposition\x12$\n" +
+	"\x0elevel_before_l\x18\x06 \x01(\x01R\flevelBeforeL\x12\"\n" +
+	"\rlevel_after_l\x18\a \x01(\x01R\vlevelAfterL\"\xd6\x03\n" +
+	"\n" +
+	"FuelReport\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\x12\"\n" +
+	"\rstart_level_l\x18\x02 \x01(\x01R\vstartLevelL\x12\x1e\n" +
+	"\vend_level_l\x18\x03 \x01(\x01R\tendLevelL\x12\x1f\n" +
+	"\vrefuelled_l\x18\x04 \x01(\x01R\n" +
+	"refuelledL\x12\x1b\n" +
+	"\tdrained_l\x18\x05 \x01(\x01R\bdrainedL\x12\x1d\n" +
+	"\n" +
+	"consumed_l\x18\x06 \x01(\x01R\tconsumedL\x12\x1f\n" +
+	"\vdistance_km\x18\a \x01(\x01R\n" +
+	"distanceKm\x12(\n" +
+	"\x10litres_per_100km\x18\b \x01(\x01R\x0elitresPer100km\x12\x1f\n" +
+	"\vidle_litres\x18\t \x01(\x01R\n" +
+	"idleLitres\x12\x1d\n" +
+	"\n" +
+	"idle_hours\x18\n" +
+	" \x01(\x01R\tidleHours\x121\n" +
+	"\arefuels\x18\v \x03(\v2\x17.fleet.v1.FuelEventLineR\arefuels\x12/\n" +
+	"\x06drains\x18\f \x03(\v2\x17.fleet.v1.FuelEventLineR\x06drains\x12\x19\n" +
+	"\bhas_data\x18\r \x01(\bR\ahasData\"\xbe\x01\n" +
+	"\x14GetFuelReportRequest\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\x12\x19\n" +
+	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x127\n" +
+	"\tfrom_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bfromTime\x123\n" +
+	"\ato_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06toTime\"s\n" +
+	"\x15GetFuelReportResponse\x12.\n" +
+	"\areports\x18\x01 \x03(\v2\x14.fleet.v1.FuelReportR\areports\x12*\n" +
+	"\x05total\x18\x02 \x01(\v2\x14.fleet.v1.FuelReportR\x05total*k\n" +
+	"\tPlanState\x12\x1a\n" +
+	"\x16PLAN_STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rPLAN_STATE_OK\x10\x01\x12\x17\n" +
+	"\x13PLAN_STATE_DUE_SOON\x10\x02\x12\x16\n" +
+	"\x12PLAN_STATE_OVERDUE\x10\x03*\x98\x01\n" +
+	"\rFaultSeverity\x12\x1e\n" +
+	"\x1aFAULT_SEVERITY_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12FAULT_SEVERITY_LOW\x10\x01\x12\x19\n" +
+	"\x15FAULT_SEVERITY_MEDIUM\x10\x02\x12\x17\n" +
+	"\x13FAULT_SEVERITY_HIGH\x10\x03\x12\x1b\n" +
+	"\x17FAULT_SEVERITY_CRITICAL\x10\x04*g\n" +
+	"\rFuelEventKind\x12\x1f\n" +
+	"\x1bFUEL_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16FUEL_EVENT_KIND_REFUEL\x10\x01\x12\x19\n" +
+	"\x15FUEL_EVENT_KIND_DRAIN\x10\x022\xed\x06\n" +
+	"\x12MaintenanceService\x12G\n" +
+	"\n" +
+	"CreatePlan\x12\x1b.fleet.v1.CreatePlanRequest\x1a\x1c.fleet.v1.CreatePlanResponse\x12D\n" +
+	"\tListPlans\x12\x1a.fleet.v1.ListPlansRequest\x1a\x1b.fleet.v1.ListPlansResponse\x12G\n" +
+	"\n" +
+	"DeletePlan\x12\x1b.fleet.v1.DeletePlanRequest\x1a\x1c.fleet.v1.DeletePlanResponse\x12A\n" +
+	"\bSetGroup\x12\x19.fleet.v1.SetGroupRequest\x1a\x1a.fleet.v1.SetGroupResponse\x12P\n" +
+	"\rRecordService\x12\x1e.fleet.v1.RecordServiceRequest\x1a\x1f.fleet.v1.RecordServiceResponse\x12S\n" +
+	"\x0eListServiceLog\x12\x1f.fleet.v1.ListServiceLogRequest\x1a .fleet.v1.ListServiceLogResponse\x12>\n" +
+	"\aListDue\x12\x18.fleet.v1.ListDueRequest\x1a\x19.fleet.v1.ListDueResponse\x12Y\n" +
+	"\x10GetVehicleHealth\x12!.fleet.v1.GetVehicleHealthRequest\x1a\".fleet.v1.GetVehicleHealthResponse\x12S\n" +
+	"\x0eListFaultCodes\x12\x1f.fleet.v1.ListFaultCodesRequest\x1a .fleet.v1.ListFaultCodesResponse\x12S\n" +
+	"\x0eSetFuelProfile\x12\x1f.fleet.v1.SetFuelProfileRequest\x1a .fleet.v1.SetFuelProfileResponse\x12P\n" +
+	"\rGetFuelReport\x12\x1e.fleet.v1.GetFuelReportRequest\x1a\x1f.fleet.v1.GetFuelReportResponseB\x98\x01\n" +
 	"\fcom.fleet.v1B\x10MaintenanceProtoP\x01Z5github.com/fleetwire/fleetwire/proto/fleet/v1;fleetv1\xa2\x02\x03FXX\xaa\x02\bFleet.V1\xca\x02\bFleet\\V1\xe2\x02\x14Fleet\\V1\\GPBMetadata\xea\x02\tFleet::V1b\x06proto3"
 
 var (
@@ -230,23 +2749,112 @@ func file_fleet_v1_maintenance_proto_rawDescGZIP() []byte {
 	return file_fleet_v1_maintenance_proto_rawDescData
 }
 
-var file_fleet_v1_maintenance_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_fleet_v1_maintenance_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_fleet_v1_maintenance_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_fleet_v1_maintenance_proto_goTypes = []any{
-	(*GetVehicleHealthRequest)(nil),  // 0: fleet.v1.GetVehicleHealthRequest
-	(*VehicleHealth)(nil),            // 1: fleet.v1.VehicleHealth
-	(*GetVehicleHealthResponse)(nil), // 2: fleet.v1.GetVehicleHealthResponse
-	(*timestamppb.Timestamp)(nil),    // 3: google.protobuf.Timestamp
+	(PlanState)(0),                   // 0: fleet.v1.PlanState
+	(FaultSeverity)(0),               // 1: fleet.v1.FaultSeverity
+	(FuelEventKind)(0),               // 2: fleet.v1.FuelEventKind
+	(*MaintenancePlan)(nil),          // 3: fleet.v1.MaintenancePlan
+	(*CreatePlanRequest)(nil),        // 4: fleet.v1.CreatePlanRequest
+	(*CreatePlanResponse)(nil),       // 5: fleet.v1.CreatePlanResponse
+	(*ListPlansRequest)(nil),         // 6: fleet.v1.ListPlansRequest
+	(*ListPlansResponse)(nil),        // 7: fleet.v1.ListPlansResponse
+	(*DeletePlanRequest)(nil),        // 8: fleet.v1.DeletePlanRequest
+	(*DeletePlanResponse)(nil),       // 9: fleet.v1.DeletePlanResponse
+	(*SetGroupRequest)(nil),          // 10: fleet.v1.SetGroupRequest
+	(*SetGroupResponse)(nil),         // 11: fleet.v1.SetGroupResponse
+	(*ServiceItem)(nil),              // 12: fleet.v1.ServiceItem
+	(*ServiceRecord)(nil),            // 13: fleet.v1.ServiceRecord
+	(*RecordServiceRequest)(nil),     // 14: fleet.v1.RecordServiceRequest
+	(*RecordServiceResponse)(nil),    // 15: fleet.v1.RecordServiceResponse
+	(*ListServiceLogRequest)(nil),    // 16: fleet.v1.ListServiceLogRequest
+	(*ListServiceLogResponse)(nil),   // 17: fleet.v1.ListServiceLogResponse
+	(*PlanStatus)(nil),               // 18: fleet.v1.PlanStatus
+	(*ListDueRequest)(nil),           // 19: fleet.v1.ListDueRequest
+	(*ListDueResponse)(nil),          // 20: fleet.v1.ListDueResponse
+	(*FaultCode)(nil),                // 21: fleet.v1.FaultCode
+	(*GetVehicleHealthRequest)(nil),  // 22: fleet.v1.GetVehicleHealthRequest
+	(*VehicleHealth)(nil),            // 23: fleet.v1.VehicleHealth
+	(*GetVehicleHealthResponse)(nil), // 24: fleet.v1.GetVehicleHealthResponse
+	(*ListFaultCodesRequest)(nil),    // 25: fleet.v1.ListFaultCodesRequest
+	(*ListFaultCodesResponse)(nil),   // 26: fleet.v1.ListFaultCodesResponse
+	(*CalibrationPoint)(nil),         // 27: fleet.v1.CalibrationPoint
+	(*FuelProfile)(nil),              // 28: fleet.v1.FuelProfile
+	(*SetFuelProfileRequest)(nil),    // 29: fleet.v1.SetFuelProfileRequest
+	(*SetFuelProfileResponse)(nil),   // 30: fleet.v1.SetFuelProfileResponse
+	(*FuelEventLine)(nil),            // 31: fleet.v1.FuelEventLine
+	(*FuelReport)(nil),               // 32: fleet.v1.FuelReport
+	(*GetFuelReportRequest)(nil),     // 33: fleet.v1.GetFuelReportRequest
+	(*GetFuelReportResponse)(nil),    // 34: fleet.v1.GetFuelReportResponse
+	(*timestamppb.Timestamp)(nil),    // 35: google.protobuf.Timestamp
+	(*LatLng)(nil),                   // 36: fleet.v1.LatLng
 }
 var file_fleet_v1_maintenance_proto_depIdxs = []int32{
-	3, // 0: fleet.v1.VehicleHealth.last_record_time:type_name -> google.protobuf.Timestamp
-	1, // 1: fleet.v1.GetVehicleHealthResponse.health:type_name -> fleet.v1.VehicleHealth
-	0, // 2: fleet.v1.MaintenanceService.GetVehicleHealth:input_type -> fleet.v1.GetVehicleHealthRequest
-	2, // 3: fleet.v1.MaintenanceService.GetVehicleHealth:output_type -> fleet.v1.GetVehicleHealthResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	35, // 0: fleet.v1.MaintenancePlan.create_time:type_name -> google.protobuf.Timestamp
+	3,  // 1: fleet.v1.CreatePlanRequest.plan:type_name -> fleet.v1.MaintenancePlan
+	3,  // 2: fleet.v1.CreatePlanResponse.plan:type_name -> fleet.v1.MaintenancePlan
+	3,  // 3: fleet.v1.ListPlansResponse.plans:type_name -> fleet.v1.MaintenancePlan
+	35, // 4: fleet.v1.ServiceRecord.service_time:type_name -> google.protobuf.Timestamp
+	12, // 5: fleet.v1.ServiceRecord.items:type_name -> fleet.v1.ServiceItem
+	13, // 6: fleet.v1.RecordServiceRequest.service:type_name -> fleet.v1.ServiceRecord
+	13, // 7: fleet.v1.RecordServiceResponse.service:type_name -> fleet.v1.ServiceRecord
+	18, // 8: fleet.v1.RecordServiceResponse.status:type_name -> fleet.v1.PlanStatus
+	13, // 9: fleet.v1.ListServiceLogResponse.services:type_name -> fleet.v1.ServiceRecord
+	0,  // 10: fleet.v1.PlanStatus.state:type_name -> fleet.v1.PlanState
+	35, // 11: fleet.v1.PlanStatus.due_time:type_name -> google.protobuf.Timestamp
+	35, // 12: fleet.v1.PlanStatus.last_service_time:type_name -> google.protobuf.Timestamp
+	0,  // 13: fleet.v1.ListDueRequest.states:type_name -> fleet.v1.PlanState
+	18, // 14: fleet.v1.ListDueResponse.items:type_name -> fleet.v1.PlanStatus
+	1,  // 15: fleet.v1.FaultCode.severity:type_name -> fleet.v1.FaultSeverity
+	35, // 16: fleet.v1.FaultCode.first_seen_time:type_name -> google.protobuf.Timestamp
+	35, // 17: fleet.v1.FaultCode.last_seen_time:type_name -> google.protobuf.Timestamp
+	35, // 18: fleet.v1.FaultCode.cleared_time:type_name -> google.protobuf.Timestamp
+	35, // 19: fleet.v1.VehicleHealth.last_record_time:type_name -> google.protobuf.Timestamp
+	18, // 20: fleet.v1.VehicleHealth.plans:type_name -> fleet.v1.PlanStatus
+	21, // 21: fleet.v1.VehicleHealth.faults:type_name -> fleet.v1.FaultCode
+	23, // 22: fleet.v1.GetVehicleHealthResponse.health:type_name -> fleet.v1.VehicleHealth
+	21, // 23: fleet.v1.ListFaultCodesResponse.faults:type_name -> fleet.v1.FaultCode
+	27, // 24: fleet.v1.FuelProfile.calibration:type_name -> fleet.v1.CalibrationPoint
+	28, // 25: fleet.v1.SetFuelProfileRequest.profile:type_name -> fleet.v1.FuelProfile
+	28, // 26: fleet.v1.SetFuelProfileResponse.profile:type_name -> fleet.v1.FuelProfile
+	2,  // 27: fleet.v1.FuelEventLine.kind:type_name -> fleet.v1.FuelEventKind
+	35, // 28: fleet.v1.FuelEventLine.start_time:type_name -> google.protobuf.Timestamp
+	35, // 29: fleet.v1.FuelEventLine.end_time:type_name -> google.protobuf.Timestamp
+	36, // 30: fleet.v1.FuelEventLine.position:type_name -> fleet.v1.LatLng
+	31, // 31: fleet.v1.FuelReport.refuels:type_name -> fleet.v1.FuelEventLine
+	31, // 32: fleet.v1.FuelReport.drains:type_name -> fleet.v1.FuelEventLine
+	35, // 33: fleet.v1.GetFuelReportRequest.from_time:type_name -> google.protobuf.Timestamp
+	35, // 34: fleet.v1.GetFuelReportRequest.to_time:type_name -> google.protobuf.Timestamp
+	32, // 35: fleet.v1.GetFuelReportResponse.reports:type_name -> fleet.v1.FuelReport
+	32, // 36: fleet.v1.GetFuelReportResponse.total:type_name -> fleet.v1.FuelReport
+	4,  // 37: fleet.v1.MaintenanceService.CreatePlan:input_type -> fleet.v1.CreatePlanRequest
+	6,  // 38: fleet.v1.MaintenanceService.ListPlans:input_type -> fleet.v1.ListPlansRequest
+	8,  // 39: fleet.v1.MaintenanceService.DeletePlan:input_type -> fleet.v1.DeletePlanRequest
+	10, // 40: fleet.v1.MaintenanceService.SetGroup:input_type -> fleet.v1.SetGroupRequest
+	14, // 41: fleet.v1.MaintenanceService.RecordService:input_type -> fleet.v1.RecordServiceRequest
+	16, // 42: fleet.v1.MaintenanceService.ListServiceLog:input_type -> fleet.v1.ListServiceLogRequest
+	19, // 43: fleet.v1.MaintenanceService.ListDue:input_type -> fleet.v1.ListDueRequest
+	22, // 44: fleet.v1.MaintenanceService.GetVehicleHealth:input_type -> fleet.v1.GetVehicleHealthRequest
+	25, // 45: fleet.v1.MaintenanceService.ListFaultCodes:input_type -> fleet.v1.ListFaultCodesRequest
+	29, // 46: fleet.v1.MaintenanceService.SetFuelProfile:input_type -> fleet.v1.SetFuelProfileRequest
+	33, // 47: fleet.v1.MaintenanceService.GetFuelReport:input_type -> fleet.v1.GetFuelReportRequest
+	5,  // 48: fleet.v1.MaintenanceService.CreatePlan:output_type -> fleet.v1.CreatePlanResponse
+	7,  // 49: fleet.v1.MaintenanceService.ListPlans:output_type -> fleet.v1.ListPlansResponse
+	9,  // 50: fleet.v1.MaintenanceService.DeletePlan:output_type -> fleet.v1.DeletePlanResponse
+	11, // 51: fleet.v1.MaintenanceService.SetGroup:output_type -> fleet.v1.SetGroupResponse
+	15, // 52: fleet.v1.MaintenanceService.RecordService:output_type -> fleet.v1.RecordServiceResponse
+	17, // 53: fleet.v1.MaintenanceService.ListServiceLog:output_type -> fleet.v1.ListServiceLogResponse
+	20, // 54: fleet.v1.MaintenanceService.ListDue:output_type -> fleet.v1.ListDueResponse
+	24, // 55: fleet.v1.MaintenanceService.GetVehicleHealth:output_type -> fleet.v1.GetVehicleHealthResponse
+	26, // 56: fleet.v1.MaintenanceService.ListFaultCodes:output_type -> fleet.v1.ListFaultCodesResponse
+	30, // 57: fleet.v1.MaintenanceService.SetFuelProfile:output_type -> fleet.v1.SetFuelProfileResponse
+	34, // 58: fleet.v1.MaintenanceService.GetFuelReport:output_type -> fleet.v1.GetFuelReportResponse
+	48, // [48:59] is the sub-list for method output_type
+	37, // [37:48] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_maintenance_proto_init() }
@@ -254,18 +2862,23 @@ func file_fleet_v1_maintenance_proto_init() {
 	if File_fleet_v1_maintenance_proto != nil {
 		return
 	}
+	file_fleet_v1_geo_proto_init()
+	file_fleet_v1_maintenance_proto_msgTypes[10].OneofWrappers = []any{}
+	file_fleet_v1_maintenance_proto_msgTypes[15].OneofWrappers = []any{}
+	file_fleet_v1_maintenance_proto_msgTypes[20].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_maintenance_proto_rawDesc), len(file_fleet_v1_maintenance_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   3,
+			NumEnums:      3,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_fleet_v1_maintenance_proto_goTypes,
 		DependencyIndexes: file_fleet_v1_maintenance_proto_depIdxs,
+		EnumInfos:         file_fleet_v1_maintenance_proto_enumTypes,
 		MessageInfos:      file_fleet_v1_maintenance_proto_msgTypes,
 	}.Build()
 	File_fleet_v1_maintenance_proto = out.File

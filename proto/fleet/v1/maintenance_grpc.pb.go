@@ -19,17 +19,52 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
+	MaintenanceService_CreatePlan_FullMethodName       = "/fleet.v1.MaintenanceService/CreatePlan"
+	MaintenanceService_ListPlans_FullMethodName        = "/fleet.v1.MaintenanceService/ListPlans"
+	MaintenanceService_DeletePlan_FullMethodName       = "/fleet.v1.MaintenanceService/DeletePlan"
+	MaintenanceService_SetGroup_FullMethodName         = "/fleet.v1.MaintenanceService/SetGroup"
+	MaintenanceService_RecordService_FullMethodName    = "/fleet.v1.MaintenanceService/RecordService"
+	MaintenanceService_ListServiceLog_FullMethodName   = "/fleet.v1.MaintenanceService/ListServiceLog"
+	MaintenanceService_ListDue_FullMethodName          = "/fleet.v1.MaintenanceService/ListDue"
 	MaintenanceService_GetVehicleHealth_FullMethodName = "/fleet.v1.MaintenanceService/GetVehicleHealth"
+	MaintenanceService_ListFaultCodes_FullMethodName   = "/fleet.v1.MaintenanceService/ListFaultCodes"
+	MaintenanceService_SetFuelProfile_FullMethodName   = "/fleet.v1.MaintenanceService/SetFuelProfile"
+	MaintenanceService_GetFuelReport_FullMethodName    = "/fleet.v1.MaintenanceService/GetFuelReport"
 )
 
 // MaintenanceServiceClient is the client API for MaintenanceService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// MaintenanceService keeps vehicles serviced and their fuel accounted for.
+// MaintenanceService keeps vehicles serviced and their fuel accounted for: maintenance
+// plans and the service book, fault codes and diagnostics, refuels and suspected drains.
 type MaintenanceServiceClient interface {
+	// CreatePlan creates or replaces a maintenance plan for a vehicle or a group.
+	// INVALID_ARGUMENT when it has no interval or names neither a vehicle nor a group.
+	CreatePlan(ctx context.Context, in *CreatePlanRequest, opts ...grpc.CallOption) (*CreatePlanResponse, error)
+	// ListPlans returns plans, optionally only those applying to one vehicle or group.
+	ListPlans(ctx context.Context, in *ListPlansRequest, opts ...grpc.CallOption) (*ListPlansResponse, error)
+	// DeletePlan removes a plan. NOT_FOUND when it does not exist.
+	DeletePlan(ctx context.Context, in *DeletePlanRequest, opts ...grpc.CallOption) (*DeletePlanResponse, error)
+	// SetGroup defines a group of vehicles (replacing its members) for plans and reports.
+	SetGroup(ctx context.Context, in *SetGroupRequest, opts ...grpc.CallOption) (*SetGroupResponse, error)
+	// RecordService writes a service into the vehicle's service book; when it names a plan,
+	// the plan's interval restarts from the service's odometer, engine hours and time.
+	RecordService(ctx context.Context, in *RecordServiceRequest, opts ...grpc.CallOption) (*RecordServiceResponse, error)
+	// ListServiceLog returns a vehicle's service book, newest first.
+	ListServiceLog(ctx context.Context, in *ListServiceLogRequest, opts ...grpc.CallOption) (*ListServiceLogResponse, error)
+	// ListDue returns plan states across the fleet that are overdue, due soon or due
+	// within the horizon, most urgent first.
+	ListDue(ctx context.Context, in *ListDueRequest, opts ...grpc.CallOption) (*ListDueResponse, error)
 	// GetVehicleHealth returns what the service knows of a vehicle's condition.
+	// NOT_FOUND when no record of the vehicle has arrived.
 	GetVehicleHealth(ctx context.Context, in *GetVehicleHealthRequest, opts ...grpc.CallOption) (*GetVehicleHealthResponse, error)
+	// ListFaultCodes returns a vehicle's fault codes, active and cleared.
+	ListFaultCodes(ctx context.Context, in *ListFaultCodesRequest, opts ...grpc.CallOption) (*ListFaultCodesResponse, error)
+	// SetFuelProfile sets a vehicle's tank capacity and optional calibration table.
+	SetFuelProfile(ctx context.Context, in *SetFuelProfileRequest, opts ...grpc.CallOption) (*SetFuelProfileResponse, error)
+	// GetFuelReport summarises fuel for a vehicle or a group over a period.
+	GetFuelReport(ctx context.Context, in *GetFuelReportRequest, opts ...grpc.CallOption) (*GetFuelReportResponse, error)
 }
 
 type maintenanceServiceClient struct {
@@ -38,6 +73,76 @@ type maintenanceServiceClient struct {
 
 func NewMaintenanceServiceClient(cc grpc.ClientConnInterface) MaintenanceServiceClient {
 	return &maintenanceServiceClient{cc}
+}
+
+func (c *maintenanceServiceClient) CreatePlan(ctx context.Context, in *CreatePlanRequest, opts ...grpc.CallOption) (*CreatePlanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreatePlanResponse)
+	err := c.cc.Invoke(ctx, MaintenanceService_CreatePlan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *maintenanceServiceClient) ListPlans(ctx context.Context, in *ListPlansRequest, opts ...grpc.CallOption) (*ListPlansResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPlansResponse)
+	err := c.cc.Invoke(ctx, MaintenanceService_ListPlans_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *maintenanceServiceClient) DeletePlan(ctx context.Context, in *DeletePlanRequest, opts ...grpc.CallOption) (*DeletePlanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeletePlanResponse)
+	err := c.cc.Invoke(ctx, MaintenanceService_DeletePlan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *maintenanceServiceClient) SetGroup(ctx context.Context, in *SetGroupRequest, opts ...grpc.CallOption) (*SetGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetGroupResponse)
+	err := c.cc.Invoke(ctx, MaintenanceService_SetGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *maintenanceServiceClient) RecordService(ctx context.Context, in *RecordServiceRequest, opts ...grpc.CallOption) (*RecordServiceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordServiceResponse)
+	err := c.cc.Invoke(ctx, MaintenanceService_RecordService_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *maintenanceServiceClient) ListServiceLog(ctx context.Context, in *ListServiceLogRequest, opts ...grpc.CallOption) (*ListServiceLogResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListServiceLogResponse)
+	err := c.cc.Invoke(ctx, MaintenanceService_ListServiceLog_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *maintenanceServiceClient) ListDue(ctx context.Context, in *ListDueRequest, opts ...grpc.CallOption) (*ListDueResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDueResponse)
+	err := c.cc.Invoke(ctx, MaintenanceService_ListDue_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (c *maintenanceServiceClient) GetVehicleHealth(ctx context.Context, in *GetVehicleHealthRequest, opts ...grpc.CallOption) (*GetVehicleHealthResponse, error) {
@@ -50,14 +155,69 @@ func (c *maintenanceServiceClient) GetVehicleHealth(ctx context.Context, in *Get
 	return out, nil
 }
 
+func (c *maintenanceServiceClient) ListFaultCodes(ctx context.Context, in *ListFaultCodesRequest, opts ...grpc.CallOption) (*ListFaultCodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFaultCodesResponse)
+	err := c.cc.Invoke(ctx, MaintenanceService_ListFaultCodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *maintenanceServiceClient) SetFuelProfile(ctx context.Context, in *SetFuelProfileRequest, opts ...grpc.CallOption) (*SetFuelProfileResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetFuelProfileResponse)
+	err := c.cc.Invoke(ctx, MaintenanceService_SetFuelProfile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *maintenanceServiceClient) GetFuelReport(ctx context.Context, in *GetFuelReportRequest, opts ...grpc.CallOption) (*GetFuelReportResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetFuelReportResponse)
+	err := c.cc.Invoke(ctx, MaintenanceService_GetFuelReport_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MaintenanceServiceServer is the server API for MaintenanceService service.
 // All implementations must embed UnimplementedMaintenanceServiceServer
 // for forward compatibility.
 //
-// MaintenanceService keeps vehicles serviced and their fuel accounted for.
+// MaintenanceService keeps vehicles serviced and their fuel accounted for: maintenance
+// plans and the service book, fault codes and diagnostics, refuels and suspected drains.
 type MaintenanceServiceServer interface {
+	// CreatePlan creates or replaces a maintenance plan for a vehicle or a group.
+	// INVALID_ARGUMENT when it has no interval or names neither a vehicle nor a group.
+	CreatePlan(context.Context, *CreatePlanRequest) (*CreatePlanResponse, error)
+	// ListPlans returns plans, optionally only those applying to one vehicle or group.
+	ListPlans(context.Context, *ListPlansRequest) (*ListPlansResponse, error)
+	// DeletePlan removes a plan. NOT_FOUND when it does not exist.
+	DeletePlan(context.Context, *DeletePlanRequest) (*DeletePlanResponse, error)
+	// SetGroup defines a group of vehicles (replacing its members) for plans and reports.
+	SetGroup(context.Context, *SetGroupRequest) (*SetGroupResponse, error)
+	// RecordService writes a service into the vehicle's service book; when it names a plan,
+	// the plan's interval restarts from the service's odometer, engine hours and time.
+	RecordService(context.Context, *RecordServiceRequest) (*RecordServiceResponse, error)
+	// ListServiceLog returns a vehicle's service book, newest first.
+	ListServiceLog(context.Context, *ListServiceLogRequest) (*ListServiceLogResponse, error)
+	// ListDue returns plan states across the fleet that are overdue, due soon or due
+	// within the horizon, most urgent first.
+	ListDue(context.Context, *ListDueRequest) (*ListDueResponse, error)
 	// GetVehicleHealth returns what the service knows of a vehicle's condition.
+	// NOT_FOUND when no record of the vehicle has arrived.
 	GetVehicleHealth(context.Context, *GetVehicleHealthRequest) (*GetVehicleHealthResponse, error)
+	// ListFaultCodes returns a vehicle's fault codes, active and cleared.
+	ListFaultCodes(context.Context, *ListFaultCodesRequest) (*ListFaultCodesResponse, error)
+	// SetFuelProfile sets a vehicle's tank capacity and optional calibration table.
+	SetFuelProfile(context.Context, *SetFuelProfileRequest) (*SetFuelProfileResponse, error)
+	// GetFuelReport summarises fuel for a vehicle or a group over a period.
+	GetFuelReport(context.Context, *GetFuelReportRequest) (*GetFuelReportResponse, error)
 	mustEmbedUnimplementedMaintenanceServiceServer()
 }
 
@@ -68,8 +228,38 @@ type MaintenanceServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedMaintenanceServiceServer struct{}
 
+func (UnimplementedMaintenanceServiceServer) CreatePlan(context.Context, *CreatePlanRequest) (*CreatePlanResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreatePlan not implemented")
+}
+func (UnimplementedMaintenanceServiceServer) ListPlans(context.Context, *ListPlansRequest) (*ListPlansResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPlans not implemented")
+}
+func (UnimplementedMaintenanceServiceServer) DeletePlan(context.Context, *DeletePlanRequest) (*DeletePlanResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeletePlan not implemented")
+}
+func (UnimplementedMaintenanceServiceServer) SetGroup(context.Context, *SetGroupRequest) (*SetGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetGroup not implemented")
+}
+func (UnimplementedMaintenanceServiceServer) RecordService(context.Context, *RecordServiceRequest) (*RecordServiceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordService not implemented")
+}
+func (UnimplementedMaintenanceServiceServer) ListServiceLog(context.Context, *ListServiceLogRequest) (*ListServiceLogResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListServiceLog not implemented")
+}
+func (UnimplementedMaintenanceServiceServer) ListDue(context.Context, *ListDueRequest) (*ListDueResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDue not implemented")
+}
 func (UnimplementedMaintenanceServiceServer) GetVehicleHealth(context.Context, *GetVehicleHealthRequest) (*GetVehicleHealthResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetVehicleHealth not implemented")
+}
+func (UnimplementedMaintenanceServiceServer) ListFaultCodes(context.Context, *ListFaultCodesRequest) (*ListFaultCodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFaultCodes not implemented")
+}
+func (UnimplementedMaintenanceServiceServer) SetFuelProfile(context.Context, *SetFuelProfileRequest) (*SetFuelProfileResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetFuelProfile not implemented")
+}
+func (UnimplementedMaintenanceServiceServer) GetFuelReport(context.Context, *GetFuelReportRequest) (*GetFuelReportResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetFuelReport not implemented")
 }
 func (UnimplementedMaintenanceServiceServer) mustEmbedUnimplementedMaintenanceServiceServer() {}
 func (UnimplementedMaintenanceServiceServer) testEmbeddedByValue()                            {}
@@ -92,6 +282,132 @@ func RegisterMaintenanceServiceServer(s grpc.ServiceRegistrar, srv MaintenanceSe
 	s.RegisterService(&MaintenanceService_ServiceDesc, srv)
 }
 
+func _MaintenanceService_CreatePlan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreatePlanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MaintenanceServiceServer).CreatePlan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MaintenanceService_CreatePlan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MaintenanceServiceServer).CreatePlan(ctx, req.(*CreatePlanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MaintenanceService_ListPlans_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPlansRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MaintenanceServiceServer).ListPlans(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MaintenanceService_ListPlans_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MaintenanceServiceServer).ListPlans(ctx, req.(*ListPlansRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MaintenanceService_DeletePlan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeletePlanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MaintenanceServiceServer).DeletePlan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MaintenanceService_DeletePlan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MaintenanceServiceServer).DeletePlan(ctx, req.(*DeletePlanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MaintenanceService_SetGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MaintenanceServiceServer).SetGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MaintenanceService_SetGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MaintenanceServiceServer).SetGroup(ctx, req.(*SetGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MaintenanceService_RecordService_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordServiceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MaintenanceServiceServer).RecordService(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MaintenanceService_RecordService_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MaintenanceServiceServer).RecordService(ctx, req.(*RecordServiceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MaintenanceService_ListServiceLog_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListServiceLogRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MaintenanceServiceServer).ListServiceLog(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MaintenanceService_ListServiceLog_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MaintenanceServiceServer).ListServiceLog(ctx, req.(*ListServiceLogRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MaintenanceService_ListDue_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDueRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MaintenanceServiceServer).ListDue(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MaintenanceService_ListDue_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MaintenanceServiceServer).ListDue(ctx, req.(*ListDueRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _MaintenanceService_GetVehicleHealth_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetVehicleHealthRequest)
 	if err := dec(in); err != nil {
@@ -110,6 +426,60 @@ func _MaintenanceService_GetVehicleHealth_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MaintenanceService_ListFaultCodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFaultCodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MaintenanceServiceServer).ListFaultCodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MaintenanceService_ListFaultCodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MaintenanceServiceServer).ListFaultCodes(ctx, req.(*ListFaultCodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MaintenanceService_SetFuelProfile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetFuelProfileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MaintenanceServiceServer).SetFuelProfile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MaintenanceService_SetFuelProfile_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MaintenanceServiceServer).SetFuelProfile(ctx, req.(*SetFuelProfileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MaintenanceService_GetFuelReport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetFuelReportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MaintenanceServiceServer).GetFuelReport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MaintenanceService_GetFuelReport_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MaintenanceServiceServer).GetFuelReport(ctx, req.(*GetFuelReportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MaintenanceService_ServiceDesc is the grpc.ServiceDesc for MaintenanceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -118,8 +488,48 @@ var MaintenanceService_ServiceDesc = grpc.ServiceDesc{
 	HandlerType: (*MaintenanceServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
+			MethodName: "CreatePlan",
+			Handler:    _MaintenanceService_CreatePlan_Handler,
+		},
+		{
+			MethodName: "ListPlans",
+			Handler:    _MaintenanceService_ListPlans_Handler,
+		},
+		{
+			MethodName: "DeletePlan",
+			Handler:    _MaintenanceService_DeletePlan_Handler,
+		},
+		{
+			MethodName: "SetGroup",
+			Handler:    _MaintenanceService_SetGroup_Handler,
+		},
+		{
+			MethodName: "RecordService",
+			Handler:    _MaintenanceService_RecordService_Handler,
+		},
+		{
+			MethodName: "ListServiceLog",
+			Handler:    _MaintenanceService_ListServiceLog_Handler,
+		},
+		{
+			MethodName: "ListDue",
+			Handler:    _MaintenanceService_ListDue_Handler,
+		},
+		{
 			MethodName: "GetVehicleHealth",
 			Handler:    _MaintenanceService_GetVehicleHealth_Handler,
+		},
+		{
+			MethodName: "ListFaultCodes",
+			Handler:    _MaintenanceService_ListFaultCodes_Handler,
+		},
+		{
+			MethodName: "SetFuelProfile",
+			Handler:    _MaintenanceService_SetFuelProfile_Handler,
+		},
+		{
+			MethodName: "GetFuelReport",
+			Handler:    _MaintenanceService_GetFuelReport_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,719 @@
+package fuel
+
+import (
+	"errors"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/fleetwire/fleetwire/pkg/geo"
+)
+
+// Config holds the detector's thresholds. DefaultConfig documents the defaults.
+type Config struct {
+	// MedianWindow is how many consecutive readings the median filter spans (5). Small on
+	// purpose: heavy smoothing spreads a drain over so long that it hides under the noise.
+	MedianWindow int
+	// MovingKmh is the speed at or above which the vehicle counts as moving (5 km/h).
+	MovingKmh float64
+	// SettleAfterStop: readings taken less than this after the last moving reading are
+	// ignored while the fuel stops sloshing (30 s).
+	SettleAfterStop time.Duration
+	// SloshIgnore: when detection while moving is enabled, readings during this long
+	// after motion starts are ignored (120 s).
+	SloshIgnore time.Duration
+	// BandL and BandPct set the noise band: readings within max(BandL, BandPct % of the
+	// tank) of the stable level belong to it (2 L, 1.5 %).
+	BandL   float64
+	BandPct float64
+	// StableReadings is how many consecutive readings within the band make a new stable
+	// level after a change (4).
+	StableReadings int
+	// MinRefuelL is the smallest rise reported as a refuel (10 L).
+	MinRefuelL float64
+	// MinDrainL and MinDrainPct: a fall, after subtracting the expected consumption, is a
+	// suspected drain only when it exceeds both MinDrainL litres and MinDrainPct % of the
+	// tank (8 L, 3 %).
+	MinDrainL   float64
+	MinDrainPct float64
+	// IdleBurnLph is the expected consumption of a running, standing engine in litres per
+	// hour (1.5 L/h). Engine running time comes from engine hours or the ignition.
+	IdleBurnLph float64
+	// MergeGap: a change that starts within this long of the end of the previous change of
+	// the same kind is merged with it, so a refuel paused to switch pumps is one refuel
+	// (10 min). An event is reported once this long has passed without a further change,
+	// or when the vehicle moves off.
+	MergeGap time.Duration
+	// MaxChange bounds how long the level may keep changing before the change is judged
+	// anyway (2 h), so a sensor that never settles cannot hold an event back for ever.
+	MaxChange time.Duration
+	// MaxGap: a gap between readings longer than this is not counted as engine running
+	// time even with the ignition on (10 min); the tracker was probably off.
+	MaxGap time.Duration
+	// RefuelWhileMoving and DrainWhileMoving also judge readings taken while moving (after
+	// SloshIgnore). Off by default: slosh makes such judgements unreliable.
+	RefuelWhileMoving bool
+	DrainWhileMoving  bool
+	// RangeTolerancePct: a level up to this much above the tank capacity is clamped to the
+	// capacity (sensor over-range at the brim); beyond it the reading is refused (5 %).
+	RangeTolerancePct float64
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		MedianWindow:      5,
+		MovingKmh:         5,
+		SettleAfterStop:   30 * time.Second,
+		SloshIgnore:       120 * time.Second,
+		BandL:             2,
+		BandPct:           1.5,
+		StableReadings:    4,
+		MinRefuelL:        10,
+		MinDrainL:         8,
+		MinDrainPct:       3,
+		IdleBurnLph:       1.5,
+		MergeGap:          10 * time.Minute,
+		MaxChange:         2 * time.Hour,
+		MaxGap:            10 * time.Minute,
+		RangeTolerancePct: 5,
+	}
+}
+
+// Reading is what the detector needs of one record.
+type Reading struct {
+	Time     time.Time
+	Level    float64 // litres, calibrated
+	HasLevel bool
+
+	SpeedKmh    float64
+	Ignition    bool
+	HasIgnition bool
+	EngineHours float64
+	HasHours    bool
+	OdometerM   float64
+	HasOdometer bool
+	Lat, Lon    float64
+	HasPosition bool
+}
+
+// Kind is what a fuel event is.
+type Kind uint8
+
+const (
+	KindUnspecified Kind = iota
+	KindRefuel
+	KindDrain
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindRefuel:
+		return "refuel"
+	case KindDrain:
+		return "fuel_drain"
+	}
+	return "unspecified"
+}
+
+// Event is a detected refuel or suspected drain.
+type Event struct {
+	Kind   Kind      `json:"kind"`
+	Start  time.Time `json:"start"` // last stable reading before the change
+	End    time.Time `json:"end"`   // first reading of the stable level after it
+	Litres float64   `json:"litres"`
+	Before float64   `json:"before_l"` // stable level before
+	After  float64   `json:"after_l"`  // stable level after
+	// ExpectedL is the consumption subtracted (drains) or added back (refuels).
+	ExpectedL   float64 `json:"expected_l"`
+	Lat         float64 `json:"lat"`
+	Lon         float64 `json:"lon"`
+	HasPosition bool    `json:"has_position"`
+	Moving      bool    `json:"moving,omitempty"` // judged from readings taken while moving
+}
+
+// Reading errors; the caller counts them. The rest of the record is still usable.
+var (
+	ErrStale      = errors.New("reading not newer than the last judged one")
+	ErrLevelRange = errors.New("fuel level outside 0..capacity")
+)
+
+// Phases of the level judgement.
+const (
+	phaseNone     = 0 // no stable level yet (new vehicle, or the vehicle just moved)
+	phaseStable   = 1 // readings agree with a stable level
+	phaseChanging = 2 // the level left the band; waiting for it to settle
+)
+
+const (
+	maxStableWindow = 20
+	driveWindow     = 10
+)
+
+// State is everything the detector remembers about one vehicle. It is plain data so a
+// store can persist it and a restarted service resume exactly where it stopped.
+type State struct {
+	LastTime     time.Time `json:"last_time"`
+	Moving       bool      `json:"moving"`
+	LastMoveTime time.Time `json:"last_move_time"`
+	MotionStart  time.Time `json:"motion_start"`
+
+	Raw      []float64 `json:"raw,omitempty"` // median filter window
+	RawTimes []int64   `json:"raw_times,omitempty"`
+	// DriveRaw holds the last raw levels read while moving; their median is the level the
+	// vehicle arrived with, the reference for a refuel that starts before the stop has a
+	// stable level of its own.
+	DriveRaw    []float64 `json:"drive_raw,omitempty"`
+	PreStop     float64   `json:"pre_stop"`
+	HasPreStop  bool      `json:"has_pre_stop"`
+	PreStopTime time.Time `json:"pre_stop_time"`
+	PreStopEng  float64   `json:"pre_stop_eng"`
+	Smoothed    float64   `json:"smoothed"` // last filtered level
+	HasLevel    bool      `json:"has_level"`
+
+	Phase       int       `json:"phase"`
+	Stable      []float64 `json:"stable,omitempty"`     // first filtered readings of the stable level (its anchor)
+	StableRaw   []float64 `json:"stable_raw,omitempty"` // latest raw readings of it (its volume estimate)
+	StableRawT  []int64   `json:"stable_raw_t,omitempty"`
+	StableTime  time.Time `json:"stable_time"`
+	StableLat   float64   `json:"stable_lat"`
+	StableLon   float64   `json:"stable_lon"`
+	StablePos   bool      `json:"stable_pos"`
+	StableEng   float64   `json:"stable_eng"` // EngineSec at StableTime
+	ChangeMoved bool      `json:"change_moved"`
+	ChangeVals  []float64 `json:"change_vals,omitempty"` // filtered readings since the change began
+	ChangeRaw   []float64 `json:"change_raw,omitempty"`  // raw readings since the change began
+	ChangeTimes []int64   `json:"change_times,omitempty"`
+
+	Pending *Event `json:"pending,omitempty"` // judged, waiting for MergeGap
+	// PendingOpen: the stable level since Pending is still the one it ended on, so its
+	// "after" level may be refined with more readings.
+	PendingOpen bool   `json:"pending_open,omitempty"`
+	Judging     bool   `json:"judging,omitempty"` // the last reading was judged
+	Carry       *Carry `json:"carry,omitempty"`   // a small change that may continue
+
+	// Running totals, for reports.
+	EngineSec  float64 `json:"engine_sec"` // engine running time
+	IdleSec    float64 `json:"idle_sec"`   // engine running while standing
+	DistanceM  float64 `json:"distance_m"` // odometer (or GPS) distance
+	LastIgn    bool    `json:"last_ign"`
+	LastHours  float64 `json:"last_hours"`
+	HasHours   bool    `json:"has_hours"`
+	LastOdoM   float64 `json:"last_odo_m"`
+	HasOdo     bool    `json:"has_odo"`
+	LastLat    float64 `json:"last_lat"`
+	LastLon    float64 `json:"last_lon"`
+	HasLastPos bool    `json:"has_last_pos"`
+}
+
+// Detector judges one vehicle's readings. It is not safe for concurrent use; the
+// service runs one vehicle's records through it in device-time order.
+type Detector struct {
+	cfg  Config
+	prof Profile
+	st   *State
+}
+
+// NewDetector wraps st (which it updates in place).
+func NewDetector(cfg Config, prof Profile, st *State) *Detector {
+	return &Detector{cfg: cfg, prof: prof, st: st}
+}
+
+func (d *Detector) band() float64 {
+	return math.Max(d.cfg.BandL, d.cfg.BandPct/100*d.prof.CapacityL)
+}
+
+// CheckLevel applies the range rule to a level: below zero, or above the capacity by
+// more than RangeTolerancePct, is refused; slightly above is clamped to the capacity.
+func CheckLevel(cfg Config, prof Profile, l float64) (float64, error) {
+	if !finite(l) || l < 0 {
+		return 0, ErrLevelRange
+	}
+	if prof.CapacityL > 0 && l > prof.CapacityL {
+		if l > prof.CapacityL*(1+cfg.RangeTolerancePct/100) {
+			return 0, ErrLevelRange
+		}
+		return prof.CapacityL, nil
+	}
+	return l, nil
+}
+
+// Add judges one reading and returns the events it completes. A reading not newer than
+// the last one returns ErrStale and changes nothing (redelivered or late records).
+func (d *Detector) Add(r Reading) ([]Event, error) {
+	st := d.st
+	if !st.LastTime.IsZero() && !r.Time.After(st.LastTime) {
+		return nil, ErrStale
+	}
+	var levelErr error
+	if r.HasLevel {
+		l, err := CheckLevel(d.cfg, d.prof, r.Level)
+		if err != nil {
+			levelErr = err
+			r.HasLevel = false
+		} else {
+			r.Level = l
+		}
+	}
+	d.account(r)
+	moving := r.SpeedKmh >= d.cfg.MovingKmh
+	var out []Event
+	if moving {
+		if !st.Moving {
+			st.Moving = true
+			st.MotionStart = r.Time
+			// The stop is over: judge what it left unfinished and forget its level, which
+			// the drive will consume.
+			out = d.endStop(r, out)
+		}
+		st.LastMoveTime = r.Time
+	} else if st.Moving {
+		st.Moving = false
+		st.HasPreStop = false
+		if len(st.DriveRaw) >= driveWindow/2 {
+			st.PreStop, st.HasPreStop = median(st.DriveRaw), true
+			st.PreStopTime, st.PreStopEng = st.LastMoveTime, st.EngineSec
+		}
+		st.DriveRaw = st.DriveRaw[:0]
+	}
+	judge := !moving && (st.LastMoveTime.IsZero() || r.Time.Sub(st.LastMoveTime) >= d.cfg.SettleAfterStop)
+	if moving && (d.cfg.RefuelWhileMoving || d.cfg.DrainWhileMoving) && r.Time.Sub(st.MotionStart) >= d.cfg.SloshIgnore {
+		judge = true
+	}
+	if judge != st.Judging {
+		// The filter window never mixes sloshing readings with settled ones.
+		st.Judging = judge
+		st.Raw, st.RawTimes = st.Raw[:0], st.RawTimes[:0]
+	}
+	if r.HasLevel && moving {
+		st.DriveRaw = append(st.DriveRaw, r.Level)
+		if len(st.DriveRaw) > driveWindow {
+			st.DriveRaw = st.DriveRaw[len(st.DriveRaw)-driveWindow:]
+		}
+	}
+	if r.HasLevel {
+		st.Raw = append(st.Raw, r.Level)
+		st.RawTimes = append(st.RawTimes, r.Time.UnixMilli())
+		if n := max(d.cfg.MedianWindow, 1); len(st.Raw) > n {
+			st.Raw = st.Raw[len(st.Raw)-n:]
+			st.RawTimes = st.RawTimes[len(st.RawTimes)-n:]
+		}
+		st.Smoothed = median(st.Raw)
+		st.HasLevel = true
+		if judge {
+			out = d.judge(r, st.Smoothed, r.Level, moving, out)
+		}
+	}
+	st.LastTime = r.Time
+	return out, levelErr
+}
+
+// holdMax bounds how long a pending event waits for enough readings of its new level.
+const holdMax = time.Hour
+
+// Flush reports a pending event once its merge window has passed by now (device time
+// of the newest record) and its new level has 2×StableReadings readings for an accurate
+// volume, or at the latest an hour after it ended. A vehicle that stops reporting keeps
+// its event pending until the next record or until the vehicle moves.
+func (d *Detector) Flush(now time.Time) []Event {
+	p := d.st.Pending
+	if p == nil {
+		return nil
+	}
+	age := now.Sub(p.End)
+	enough := !d.st.PendingOpen || len(d.st.StableRaw) >= 2*d.cfg.StableReadings
+	if age >= d.cfg.MergeGap && enough || age >= holdMax {
+		d.st.Pending, d.st.PendingOpen = nil, false
+		return []Event{*p}
+	}
+	return nil
+}
+
+// FlushQuiet reports the pending event of a vehicle that has gone quiet, once it ended
+// an hour before now (wall clock): the periodic check calls it, records call Flush.
+func (d *Detector) FlushQuiet(now time.Time) []Event {
+	if p := d.st.Pending; p != nil && now.Sub(p.End) >= holdMax {
+		d.st.Pending, d.st.PendingOpen = nil, false
+		return []Event{*p}
+	}
+	return nil
+}
+
+// account adds engine, idle and distance time between the previous reading and r.
+func (d *Detector) account(r Reading) {
+	st := d.st
+	if !st.LastTime.IsZero() {
+		dt := r.Time.Sub(st.LastTime)
+		engine := 0.0
+		switch {
+		case r.HasHours && st.HasHours && r.EngineHours >= st.LastHours && (r.EngineHours-st.LastHours)*3600 <= dt.Seconds()*1.1+1:
+			engine = (r.EngineHours - st.LastHours) * 3600
+		case st.LastIgn && dt <= d.cfg.MaxGap:
+			engine = dt.Seconds()
+		}
+		st.EngineSec += engine
+		if !st.Moving && r.SpeedKmh < d.cfg.MovingKmh {
+			st.IdleSec += engine
+		}
+		switch {
+		case r.HasOdometer && st.HasOdo && r.OdometerM >= st.LastOdoM:
+			st.DistanceM += r.OdometerM - st.LastOdoM
+		case !r.HasOdometer && r.HasPosition && st.HasLastPos:
+			st.DistanceM += geo.DistanceM(geo.Point{Lat: st.LastLat, Lon: st.LastLon}, geo.Point{Lat: r.Lat, Lon: r.Lon})
+		}
+	}
+	if r.HasIgnition {
+		st.LastIgn = r.Ignition
+	} else if r.HasHours && st.HasHours {
+		st.LastIgn = r.EngineHours > st.LastHours
+	}
+	if r.HasHours {
+		st.LastHours, st.HasHours = r.EngineHours, true
+	}
+	if r.HasOdometer {
+		st.LastOdoM, st.HasOdo = r.OdometerM, true
+	}
+	if r.HasPosition {
+		st.LastLat, st.LastLon, st.HasLastPos = r.Lat, r.Lon, true
+	}
+}
+
+// judge feeds one filtered level into the stable/changing state machine.
+func (d *Detector) judge(r Reading, s, raw float64, moving bool, out []Event) []Event {
+	st := d.st
+	band := d.band()
+	switch st.Phase {
+	case phaseNone:
+		// A stable level needs two agreeing raw readings: early in a stop the filter
+		// window is short, so a spike would otherwise become the reference level.
+		n := len(st.Raw)
+		if n < 2 || math.Abs(st.Raw[n-1]-st.Raw[n-2]) > band {
+			break
+		}
+		level := (st.Raw[n-1] + st.Raw[n-2]) / 2
+		if st.HasPreStop && n >= 3 {
+			// The stop's first readings disagreed: the level was already moving. The level
+			// the vehicle arrived with is then the reference for a refuel (the pump started
+			// at once). A stop whose first two readings agree never uses it: the median of
+			// sloshing readings is too rough to judge anything smaller than a refuel.
+			endAt := time.UnixMilli(st.RawTimes[n-2]).UTC()
+			out = d.conclude(change{before: st.PreStop, start: st.PreStopTime, startEng: st.PreStopEng, lat: r.Lat, lon: r.Lon, hasPos: r.HasPosition}, level, endAt, KindRefuel, out)
+			st.HasPreStop = false
+		}
+		d.startStable(r, []float64{st.Raw[n-2], st.Raw[n-1]}, []float64{st.Raw[n-2], st.Raw[n-1]}, []int64{st.RawTimes[n-2], st.RawTimes[n-1]})
+	case phaseStable:
+		level := median(st.Stable)
+		if math.Abs(s-level) <= band {
+			// The reference is anchored on the first readings of the level, not a sliding
+			// window: a slow drain would drag a sliding median down with it and never leave
+			// the band. Idle consumption that drifts out of the band ends the level as a
+			// change the consumption explains, which is no event.
+			if len(st.Stable) < maxStableWindow {
+				st.Stable = append(st.Stable, s)
+			}
+			st.StableRaw = append(st.StableRaw, raw)
+			st.StableRawT = append(st.StableRawT, r.Time.UnixMilli())
+			if len(st.StableRaw) > maxStableWindow {
+				st.StableRaw = st.StableRaw[len(st.StableRaw)-maxStableWindow:]
+				st.StableRawT = st.StableRawT[len(st.StableRawT)-maxStableWindow:]
+			}
+			st.StableTime = r.Time
+			st.StableEng = st.EngineSec
+			if r.HasPosition {
+				st.StableLat, st.StableLon, st.StablePos = r.Lat, r.Lon, true
+			}
+			// Refine the pending event's "after" level while it is still open: the more
+			// readings of the new level, the better its volume.
+			if p := st.Pending; p != nil && st.PendingOpen {
+				d.setAfter(p, d.stableLevel())
+			}
+			break
+		}
+		st.Phase = phaseChanging
+		st.ChangeMoved = moving
+		st.ChangeVals = append(st.ChangeVals[:0], s)
+		st.ChangeRaw = st.ChangeRaw[:0]
+		st.ChangeTimes = st.ChangeTimes[:0]
+		// The filter notices a step up to MedianWindow/2 readings late: the newest raw
+		// readings taken as stable that lie outside the band already belong to the change.
+		// They move to it, and the change starts before them.
+		lag := 0
+		for n := len(st.StableRaw); lag < d.cfg.MedianWindow/2 && n-lag > 1 && math.Abs(st.StableRaw[n-1-lag]-level) > band; lag++ {
+		}
+		if lag > 0 {
+			n := len(st.StableRaw)
+			st.ChangeRaw = append(st.ChangeRaw, st.StableRaw[n-lag:]...)
+			st.ChangeTimes = append(st.ChangeTimes, st.StableRawT[n-lag:]...)
+			st.StableRaw, st.StableRawT = st.StableRaw[:n-lag], st.StableRawT[:n-lag]
+			st.StableTime = time.UnixMilli(st.StableRawT[n-lag-1]).UTC()
+			if p := st.Pending; p != nil && st.PendingOpen {
+				d.setAfter(p, d.stableLevel())
+			}
+		}
+		st.ChangeRaw = append(st.ChangeRaw, raw)
+		st.ChangeTimes = append(st.ChangeTimes, r.Time.UnixMilli())
+	case phaseChanging:
+		st.ChangeMoved = st.ChangeMoved || moving
+		st.ChangeVals = append(st.ChangeVals, s)
+		st.ChangeRaw = append(st.ChangeRaw, raw)
+		st.ChangeTimes = append(st.ChangeTimes, r.Time.UnixMilli())
+		if n := 64; len(st.ChangeVals) > n {
+			st.ChangeVals = st.ChangeVals[len(st.ChangeVals)-n:]
+			st.ChangeRaw = st.ChangeRaw[len(st.ChangeRaw)-n:]
+			st.ChangeTimes = st.ChangeTimes[len(st.ChangeTimes)-n:]
+		}
+		m := max(d.cfg.StableReadings, 2)
+		if len(st.ChangeVals) >= m {
+			last := st.ChangeVals[len(st.ChangeVals)-m:]
+			// Settled: the last readings lie within the band and show no trend (a slow
+			// drain stays within the band over a few readings but keeps falling).
+			settled := slices.Max(last)-slices.Min(last) <= band && math.Abs(last[len(last)-1]-last[0]) <= band/2
+			if settled || r.Time.Sub(st.StableTime) >= d.cfg.MaxChange {
+				endAt := time.UnixMilli(st.ChangeTimes[len(st.ChangeTimes)-m]).UTC()
+				after := median(st.ChangeRaw[len(st.ChangeRaw)-m:])
+				out = d.conclude(d.stableChange(), after, endAt, KindUnspecified, out)
+				d.startStable(r, append([]float64(nil), last...), append([]float64(nil), st.ChangeRaw[len(st.ChangeRaw)-m:]...), append([]int64(nil), st.ChangeTimes[len(st.ChangeTimes)-m:]...))
+			}
+		}
+	}
+	if st.Phase != phaseChanging {
+		// A change in progress may still merge with the pending event.
+		out = append(out, d.Flush(r.Time)...)
+	}
+	return out
+}
+
+func (d *Detector) startStable(r Reading, vals, raws []float64, times []int64) {
+	st := d.st
+	st.Phase = phaseStable
+	st.Stable = vals
+	st.StableRaw, st.StableRawT = raws, times
+	st.StableTime = r.Time
+	st.StableEng = st.EngineSec
+	st.StablePos = r.HasPosition
+	st.StableLat, st.StableLon = r.Lat, r.Lon
+	st.ChangeVals, st.ChangeRaw, st.ChangeTimes = st.ChangeVals[:0], st.ChangeRaw[:0], st.ChangeTimes[:0]
+	st.ChangeMoved = false
+}
+
+// change is where a level change started from.
+type change struct {
+	before   float64
+	start    time.Time
+	startEng float64
+	lat, lon float64
+	hasPos   bool
+	moved    bool
+}
+
+func (d *Detector) stableChange() change {
+	st := d.st
+	return change{
+		before: d.stableLevel(), start: st.StableTime, startEng: st.StableEng,
+		lat: st.StableLat, lon: st.StableLon, hasPos: st.StablePos, moved: st.ChangeMoved,
+	}
+}
+
+// conclude judges a finished change from c.before to after (only as kind, when kind is
+// set), and returns any event that an unmergeable new one pushes out of Pending.
+func (d *Detector) conclude(c change, after float64, endAt time.Time, only Kind, out []Event) []Event {
+	st := d.st
+	dir := direction(after - c.before)
+	if only == KindUnspecified {
+		// A change that continues the pending event in its direction soon after it is
+		// part of it, whatever its own size: a slow drain with noise can look settled
+		// for a few readings half-way.
+		if p := st.Pending; p != nil && st.PendingOpen && dir == kindDirection(p.Kind) && c.start.Sub(p.End) <= d.cfg.MergeGap {
+			p.End = endAt
+			p.ExpectedL += d.cfg.IdleBurnLph * (st.EngineSec - c.startEng) / 3600
+			p.Moving = p.Moving || c.moved
+			d.setAfter(p, after)
+			st.Carry = nil
+			return out
+		}
+		// Likewise a change that continues a smaller one is judged from where that began.
+		if cr := st.Carry; cr != nil && dir == cr.Dir && c.start.Sub(cr.End) <= d.cfg.MergeGap {
+			c.before, c.start, c.startEng = cr.Before, cr.Start, cr.StartEng
+			c.lat, c.lon, c.hasPos = cr.Lat, cr.Lon, cr.HasPos
+			c.moved = c.moved || cr.Moved
+		}
+	}
+	st.Carry = nil
+	expected := d.cfg.IdleBurnLph * (st.EngineSec - c.startEng) / 3600
+	delta := after - c.before
+	ev := Event{
+		Start: c.start, End: endAt, Before: c.before, After: after, ExpectedL: expected,
+		Lat: c.lat, Lon: c.lon, HasPosition: c.hasPos, Moving: c.moved,
+	}
+	switch {
+	case delta+expected >= d.cfg.MinRefuelL:
+		ev.Kind, ev.Litres = KindRefuel, delta+expected
+	case -delta-expected >= d.cfg.MinDrainL && -delta-expected >= d.cfg.MinDrainPct/100*d.prof.CapacityL:
+		ev.Kind, ev.Litres = KindDrain, -delta-expected
+	}
+	if only != KindUnspecified && ev.Kind != only {
+		return out
+	}
+	if ev.Kind == KindUnspecified || ev.Moving && (ev.Kind == KindRefuel && !d.cfg.RefuelWhileMoving || ev.Kind == KindDrain && !d.cfg.DrainWhileMoving) {
+		// The level moved to a new stable value that is not an event (consumption, a
+		// small step): the pending event's level is no longer the current one.
+		st.PendingOpen = false
+		if only == KindUnspecified {
+			st.Carry = &Carry{Dir: direction(delta), End: endAt, Before: c.before, Start: c.start, StartEng: c.startEng, Lat: c.lat, Lon: c.lon, HasPos: c.hasPos, Moved: c.moved}
+		}
+		return out
+	}
+	if p := st.Pending; p != nil {
+		if p.Kind == ev.Kind && ev.Start.Sub(p.End) <= d.cfg.MergeGap {
+			p.End = ev.End
+			p.ExpectedL += ev.ExpectedL
+			p.Moving = p.Moving || ev.Moving
+			d.setAfter(p, ev.After)
+			st.PendingOpen = true
+			return out
+		}
+		out = append(out, *p)
+	}
+	st.Pending = &ev
+	st.PendingOpen = true
+	return out
+}
+
+// Carry is a level change too small to report, remembered for MergeGap in case the
+// level keeps going the same way.
+type Carry struct {
+	Dir      int       `json:"dir"`
+	End      time.Time `json:"end"`
+	Before   float64   `json:"before"`
+	Start    time.Time `json:"start"`
+	StartEng float64   `json:"start_eng"`
+	Lat      float64   `json:"lat"`
+	Lon      float64   `json:"lon"`
+	HasPos   bool      `json:"has_pos"`
+	Moved    bool      `json:"moved,omitempty"`
+}
+
+func direction(delta float64) int {
+	switch {
+	case delta > 0:
+		return 1
+	case delta < 0:
+		return -1
+	}
+	return 0
+}
+
+func kindDirection(k Kind) int {
+	if k == KindRefuel {
+		return 1
+	}
+	return -1
+}
+
+// setAfter moves an event's "after" level and recomputes its volume.
+func (d *Detector) setAfter(p *Event, after float64) {
+	p.After = after
+	switch p.Kind {
+	case KindRefuel:
+		p.Litres = p.After - p.Before + p.ExpectedL
+	case KindDrain:
+		p.Litres = p.Before - p.After - p.ExpectedL
+	}
+}
+
+// endStop runs when motion starts: a change still in progress is judged from the last
+// readings before the move, and the pending event is reported.
+func (d *Detector) endStop(r Reading, out []Event) []Event {
+	st := d.st
+	if d.cfg.RefuelWhileMoving || d.cfg.DrainWhileMoving {
+		// Levels keep being judged while moving; the drive does not end anything.
+		return out
+	}
+	if st.Phase == phaseStable || st.Phase == phaseChanging {
+		// The stop ends before the level settled for StableReadings readings (or before
+		// the filter caught up with a step): judge the newest raw readings that agree with
+		// the last one, the level the vehicle leaves with.
+		band := d.band()
+		n := len(st.Raw)
+		k := 0
+		if n > 0 {
+			k = 1
+			for k < n && k < d.cfg.StableReadings && math.Abs(st.Raw[n-1-k]-st.Raw[n-1]) <= band {
+				k++
+			}
+		}
+		if k < 2 && n >= 3 && st.Phase == phaseChanging {
+			k = 3 // a noisy end of a long change: the median of the last three readings
+		}
+		if k >= 2 {
+			after := median(st.Raw[n-k:])
+			if math.Abs(after-median(st.Stable)) > band {
+				endAt := time.UnixMilli(st.RawTimes[n-k]).UTC()
+				out = d.conclude(d.stableChange(), after, endAt, KindUnspecified, out)
+			}
+		}
+	}
+	if st.Pending != nil {
+		out = append(out, *st.Pending)
+		st.Pending, st.PendingOpen = nil, false
+	}
+	st.Phase = phaseNone
+	st.Stable, st.StableRaw, st.StableRawT = nil, nil, nil
+	st.Carry = nil
+	st.ChangeVals, st.ChangeRaw, st.ChangeTimes = st.ChangeVals[:0], st.ChangeRaw[:0], st.ChangeTimes[:0]
+	return out
+}
+
+// Level returns the filtered level and whether any reading has been seen.
+func (d *Detector) Level() (float64, bool) { return d.st.Smoothed, d.st.HasLevel }
+
+// stableLevel estimates the current stable level from its raw readings that lie within
+// the band of its anchor (a reading the filter had not yet seen leave is not part of it).
+func (d *Detector) stableLevel() float64 {
+	st := d.st
+	anchor, band := median(st.Stable), d.band()
+	v := make([]float64, 0, len(st.StableRaw))
+	for _, x := range st.StableRaw {
+		if math.Abs(x-anchor) <= band {
+			v = append(v, x)
+		}
+	}
+	if len(v) == 0 {
+		return anchor
+	}
+	return levelEstimate(v)
+}
+
+// levelEstimate estimates a level from raw readings: a trimmed mean (a fifth of the
+// readings dropped at each end), which rejects spikes like a median but uses the
+// independent noise of every reading.
+func levelEstimate(v []float64) float64 {
+	if len(v) < 4 {
+		return median(v)
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	k := max(1, len(s)/5)
+	s = s[k : len(s)-k]
+	sum := 0.0
+	for _, x := range s {
+		sum += x
+	}
+	return sum / float64(len(s))
+}
+
+func median(v []float64) float64 {
+	switch len(v) {
+	case 0:
+		return 0
+	case 1:
+		return v[0]
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
