@@ -1,0 +1,274 @@
+// Command fleetsim plays a simulated fleet of trackers against any NATS server, or
+// measures a running Fleetwire with a load test.
+//
+//	fleetsim [run] [--nats-url URL] [--vehicles N] [--seed S] [--center LAT,LON] ...
+//	fleetsim load --vehicles N --rate R --duration D [--target URL] [--grpc ADDR] ...
+//	fleetsim COMMAND --cpu-profile FILE [flags]   (writes a CPU profile)
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/geo"
+	"github.com/fleetwire/fleetwire/simulators/fleetsim"
+	"github.com/fleetwire/fleetwire/simulators/loadtest"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "fleetsim:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	// --cpu-profile is accepted by every command, before its own flags.
+	if len(args) >= 2 && args[0] == "--cpu-profile" {
+		f, err := os.Create(args[1])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+		args = args[2:]
+	}
+	switch cmd {
+	case "run":
+		return runFleet(ctx, args, stderr)
+	case "load":
+		return runLoad(ctx, args, stdout, stderr)
+	}
+	return fmt.Errorf("unknown command %q (want run or load)", cmd)
+}
+
+func envOr(def string, keys ...string) string {
+	for _, k := range keys {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+	}
+	return def
+}
+
+// centerFlag parses "LAT,LON".
+type centerFlag struct{ p *geo.Point }
+
+func (c centerFlag) String() string {
+	if c.p == nil {
+		return ""
+	}
+	return fmt.Sprintf("%g,%g", c.p.Lat, c.p.Lon)
+}
+
+func (c centerFlag) Set(s string) error {
+	lat, lon, ok := strings.Cut(s, ",")
+	if !ok {
+		return fmt.Errorf("want LAT,LON, got %q", s)
+	}
+	la, err1 := strconv.ParseFloat(strings.TrimSpace(lat), 64)
+	lo, err2 := strconv.ParseFloat(strings.TrimSpace(lon), 64)
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("want LAT,LON, got %q", s)
+	}
+	*c.p = geo.Point{Lat: la, Lon: lo}
+	return nil
+}
+
+// fleetFlags registers the simulator's flags on fs.
+func fleetFlags(fs *flag.FlagSet, cfg *fleetsim.Config) {
+	fs.IntVar(&cfg.Vehicles, "vehicles", cfg.Vehicles, "number of simulated vehicles")
+	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "random seed; runs are reproducible from it")
+	fs.Var(centerFlag{&cfg.Center}, "center", "city centre LAT,LON")
+	fs.StringVar(&cfg.Prefix, "prefix", cfg.Prefix, "vehicle id prefix")
+	fs.DurationVar(&cfg.MovingInterval, "moving-interval", cfg.MovingInterval, "tracker interval while moving")
+	fs.DurationVar(&cfg.ParkedInterval, "parked-interval", cfg.ParkedInterval, "tracker interval while parked")
+	fs.IntVar(&cfg.BatchRecords, "batch", cfg.BatchRecords, "records a tracker buffers per packet")
+	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "unacknowledged JetStream publishes")
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+func runFleet(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg := fleetsim.DefaultConfig()
+	fs := flag.NewFlagSet("fleetsim run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("nats-url", envOr(nats.DefaultURL, "FLEETSIM_NATS_URL", "NATS_URL"), "NATS server URL (env FLEETSIM_NATS_URL, NATS_URL); \"embedded\" starts one in-process")
+	creds := fs.String("nats-creds", os.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS)")
+	fleetFlags(fs, &cfg)
+	fs.DurationVar(&cfg.FixedInterval, "interval", 0, "if set, every vehicle reports exactly this often (load generation)")
+	fs.Float64Var(&cfg.Speedup, "speedup", 1, "simulated clock speed relative to the wall clock")
+	fs.BoolVar(&cfg.Scenarios, "scenarios", false, "play the scripted incidents")
+	ensure := fs.Bool("ensure-streams", false, "create the platform's streams if missing (for a bare NATS server)")
+	truth := fs.String("ground-truth", "", "write the incidents' ground truth (JSON) to this file on exit")
+	statsEvery := fs.Duration("stats", 10*time.Second, "log statistics this often (0: never)")
+	level := fs.String("log-level", envOr("info", "FLEETSIM_LOG_LEVEL"), "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := newLogger(stderr, *level)
+	fleet, err := fleetsim.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	b, err := bus.Open(ctx, bus.Config{URL: *url, CredsFile: *creds, Name: "fleetsim"}, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if *ensure {
+		if err := b.EnsureStreams(ctx, bus.StreamConfig{}); err != nil {
+			return err
+		}
+	}
+	log.Info("connected", "nats", b.ClientURL())
+	if *statsEvery > 0 {
+		go func() {
+			t := time.NewTicker(*statsEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					st := fleet.Stats()
+					log.Info("stats", "records", st.Records, "packets", st.Batches, "acked", st.Acked,
+						"errors", st.PublishErrors, "retry_queue", st.RetryQueue, "commands", st.Commands)
+				}
+			}
+		}()
+	}
+	err = fleet.Run(ctx, b.NC)
+	if *truth != "" {
+		if werr := fleet.Sim().WriteGroundTruth(*truth); werr != nil {
+			return errors.Join(err, werr)
+		}
+	}
+	return err
+}
+
+func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := loadtest.DefaultConfig()
+	fs := flag.NewFlagSet("fleetsim load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	target := fs.String("target", envOr(nats.DefaultURL, "FLEETSIM_NATS_URL", "NATS_URL"), "NATS URL of the system under test (env FLEETSIM_NATS_URL, NATS_URL)")
+	creds := fs.String("nats-creds", os.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS)")
+	grpcAddr := fs.String("grpc", envOr("", "FLEETSIM_GRPC_ADDR"), "tracking gRPC address to watch (env FLEETSIM_GRPC_ADDR); empty: publish side only")
+	fs.IntVar(&cfg.Vehicles, "vehicles", cfg.Vehicles, "simulated vehicles")
+	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "records per second over the fleet (the first rate in --ceiling mode)")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to publish")
+	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "random seed")
+	fs.Var(centerFlag{&cfg.Center}, "center", "city centre LAT,LON")
+	fs.StringVar(&cfg.Prefix, "prefix", "", "vehicle id prefix (default: unique per run)")
+	fs.IntVar(&cfg.BatchRecords, "batch", cfg.BatchRecords, "records per packet")
+	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "unacknowledged JetStream publishes")
+	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "after publishing, how long to wait for records still on their way")
+	fs.BoolVar(&cfg.Realistic, "realistic", false, "keep tracker faults (invalid fixes, duplicates, tunnels)")
+	fs.BoolVar(&cfg.Ceiling, "ceiling", false, "find the ceiling: raise the rate step by step until p99 or loss crosses its limit")
+	fs.Float64Var(&cfg.CeilingFactor, "ceiling-factor", cfg.CeilingFactor, "rate multiplier between ceiling steps")
+	fs.Float64Var(&cfg.CeilingMax, "ceiling-max", cfg.CeilingMax, "highest rate the ceiling search tries")
+	fs.DurationVar(&cfg.StepDuration, "step-duration", cfg.StepDuration, "duration of each ceiling step")
+	fs.DurationVar(&cfg.P99Limit, "p99-limit", cfg.P99Limit, "ceiling: highest acceptable p99 latency")
+	fs.Float64Var(&cfg.LossLimit, "loss-limit", 0, "ceiling: highest acceptable fraction of missing records")
+	jsonOut := fs.String("json", "", "write the result as JSON to this file (\"-\": standard output)")
+	htmlOut := fs.String("html", "", "write the HTML report to this file")
+	progress := fs.String("progress", "auto", "live progress line: auto (on a terminal), always, never")
+	level := fs.String("log-level", envOr("warn", "FLEETSIM_LOG_LEVEL"), "log level")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := newLogger(stderr, *level)
+	switch *progress {
+	case "always":
+		cfg.Progress = stderr
+	case "auto":
+		if isTerminal(stderr) {
+			cfg.Progress = stderr
+		}
+	}
+	b, err := bus.Open(ctx, bus.Config{URL: *target, CredsFile: *creds, Name: "fleetsim-load"}, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	lt, err := loadtest.New(cfg, b.NC, *grpcAddr, log)
+	if err != nil {
+		return err
+	}
+	defer lt.Close()
+	res, err := lt.Run(ctx)
+	if res == nil {
+		return err
+	}
+	if werr := res.WriteSummary(stdout); werr != nil {
+		return werr
+	}
+	if *jsonOut != "" {
+		if werr := writeTo(*jsonOut, stdout, res.WriteJSON); werr != nil {
+			return werr
+		}
+	}
+	if *htmlOut != "" {
+		if werr := writeTo(*htmlOut, stdout, res.WriteHTML); werr != nil {
+			return werr
+		}
+	}
+	if errors.Is(err, context.Canceled) {
+		return nil // interrupted: the partial result is still reported
+	}
+	return err
+}
+
+func writeTo(path string, stdout io.Writer, write func(io.Writer) error) error {
+	if path == "-" {
+		return write(stdout)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
