@@ -9,6 +9,8 @@ package fleetv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -195,9 +197,15 @@ type VehicleState struct {
 	// Records applied to this vehicle's state.
 	Records uint64 `protobuf:"varint,11,opt,name=records,proto3" json:"records,omitempty"`
 	// When the device sent the batch holding the newest record (for latency measurement).
-	LastSentTime  *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=last_sent_time,json=lastSentTime,proto3" json:"last_sent_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LastSentTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=last_sent_time,json=lastSentTime,proto3" json:"last_sent_time,omitempty"`
+	// Device sequence number of the newest record applied to the live state.
+	LastSequence uint64 `protobuf:"varint,13,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
+	// Since when (device time) the vehicle has had its current status.
+	StatusTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=status_time,json=statusTime,proto3" json:"status_time,omitempty"`
+	// Status before the current one.
+	PreviousStatus VehicleStatus `protobuf:"varint,15,opt,name=previous_status,json=previousStatus,proto3,enum=fleet.v1.VehicleStatus" json:"previous_status,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *VehicleState) Reset() {
@@ -312,6 +320,27 @@ func (x *VehicleState) GetLastSentTime() *timestamppb.Timestamp {
 		return x.LastSentTime
 	}
 	return nil
+}
+
+func (x *VehicleState) GetLastSequence() uint64 {
+	if x != nil {
+		return x.LastSequence
+	}
+	return 0
+}
+
+func (x *VehicleState) GetStatusTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StatusTime
+	}
+	return nil
+}
+
+func (x *VehicleState) GetPreviousStatus() VehicleStatus {
+	if x != nil {
+		return x.PreviousStatus
+	}
+	return VehicleStatus_VEHICLE_STATUS_UNSPECIFIED
 }
 
 // Vehicle is a vehicle as the dispatcher sees it: identity plus live state.
@@ -762,11 +791,1007 @@ func (x *WatchVehiclesResponse) GetSnapshot() bool {
 	return false
 }
 
+// SearchNearestVehiclesRequest is a nearest-vehicle query.
+type SearchNearestVehiclesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The point to search around.
+	Point *LatLng `protobuf:"bytes,1,opt,name=point,proto3" json:"point,omitempty"`
+	// How many vehicles at most (default 10, at most 1000).
+	Limit int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Only vehicles within this distance in metres; 0 means no limit.
+	MaxRadiusM float64 `protobuf:"fixed64,3,opt,name=max_radius_m,json=maxRadiusM,proto3" json:"max_radius_m,omitempty"`
+	// Only vehicles with one of these statuses, when set.
+	Statuses []VehicleStatus `protobuf:"varint,4,rep,packed,name=statuses,proto3,enum=fleet.v1.VehicleStatus" json:"statuses,omitempty"`
+	// Only vehicles in this group, when set.
+	Group         string `protobuf:"bytes,5,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchNearestVehiclesRequest) Reset() {
+	*x = SearchNearestVehiclesRequest{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchNearestVehiclesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchNearestVehiclesRequest) ProtoMessage() {}
+
+func (x *SearchNearestVehiclesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchNearestVehiclesRequest.ProtoReflect.Descriptor instead.
+func (*SearchNearestVehiclesRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SearchNearestVehiclesRequest) GetPoint() *LatLng {
+	if x != nil {
+		return x.Point
+	}
+	return nil
+}
+
+func (x *SearchNearestVehiclesRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *SearchNearestVehiclesRequest) GetMaxRadiusM() float64 {
+	if x != nil {
+		return x.MaxRadiusM
+	}
+	return 0
+}
+
+func (x *SearchNearestVehiclesRequest) GetStatuses() []VehicleStatus {
+	if x != nil {
+		return x.Statuses
+	}
+	return nil
+}
+
+func (x *SearchNearestVehiclesRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+// NearbyVehicle is one search result.
+type NearbyVehicle struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The vehicle.
+	Vehicle *Vehicle `protobuf:"bytes,1,opt,name=vehicle,proto3" json:"vehicle,omitempty"`
+	// Great-circle distance from the query point in metres.
+	DistanceM     float64 `protobuf:"fixed64,2,opt,name=distance_m,json=distanceM,proto3" json:"distance_m,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NearbyVehicle) Reset() {
+	*x = NearbyVehicle{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NearbyVehicle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NearbyVehicle) ProtoMessage() {}
+
+func (x *NearbyVehicle) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NearbyVehicle.ProtoReflect.Descriptor instead.
+func (*NearbyVehicle) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *NearbyVehicle) GetVehicle() *Vehicle {
+	if x != nil {
+		return x.Vehicle
+	}
+	return nil
+}
+
+func (x *NearbyVehicle) GetDistanceM() float64 {
+	if x != nil {
+		return x.DistanceM
+	}
+	return 0
+}
+
+// SearchNearestVehiclesResponse holds the matches, nearest first.
+type SearchNearestVehiclesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Matches ordered by distance.
+	Vehicles      []*NearbyVehicle `protobuf:"bytes,1,rep,name=vehicles,proto3" json:"vehicles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchNearestVehiclesResponse) Reset() {
+	*x = SearchNearestVehiclesResponse{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchNearestVehiclesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchNearestVehiclesResponse) ProtoMessage() {}
+
+func (x *SearchNearestVehiclesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchNearestVehiclesResponse.ProtoReflect.Descriptor instead.
+func (*SearchNearestVehiclesResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SearchNearestVehiclesResponse) GetVehicles() []*NearbyVehicle {
+	if x != nil {
+		return x.Vehicles
+	}
+	return nil
+}
+
+// GetTrackRequest selects a vehicle's history.
+type GetTrackRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Vehicle id.
+	VehicleId string `protobuf:"bytes,1,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// Start of the range (inclusive, device time).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// End of the range (inclusive, device time).
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Douglas-Peucker tolerance in metres; 0 returns every fix.
+	SimplifyToleranceM float64 `protobuf:"fixed64,4,opt,name=simplify_tolerance_m,json=simplifyToleranceM,proto3" json:"simplify_tolerance_m,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *GetTrackRequest) Reset() {
+	*x = GetTrackRequest{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTrackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTrackRequest) ProtoMessage() {}
+
+func (x *GetTrackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTrackRequest.ProtoReflect.Descriptor instead.
+func (*GetTrackRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetTrackRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *GetTrackRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *GetTrackRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *GetTrackRequest) GetSimplifyToleranceM() float64 {
+	if x != nil {
+		return x.SimplifyToleranceM
+	}
+	return 0
+}
+
+// GetTrackResponse is the ordered track.
+type GetTrackResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Fixes ordered by device time.
+	Fixes []*Fix `protobuf:"bytes,1,rep,name=fixes,proto3" json:"fixes,omitempty"`
+	// Fixes in the range before simplification.
+	TotalFixes    int32 `protobuf:"varint,2,opt,name=total_fixes,json=totalFixes,proto3" json:"total_fixes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTrackResponse) Reset() {
+	*x = GetTrackResponse{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTrackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTrackResponse) ProtoMessage() {}
+
+func (x *GetTrackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTrackResponse.ProtoReflect.Descriptor instead.
+func (*GetTrackResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetTrackResponse) GetFixes() []*Fix {
+	if x != nil {
+		return x.Fixes
+	}
+	return nil
+}
+
+func (x *GetTrackResponse) GetTotalFixes() int32 {
+	if x != nil {
+		return x.TotalFixes
+	}
+	return 0
+}
+
+// ListTripsRequest selects a vehicle and a time range.
+type ListTripsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Vehicle id.
+	VehicleId string `protobuf:"bytes,1,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// Start of the range (device time).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// End of the range (device time).
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTripsRequest) Reset() {
+	*x = ListTripsRequest{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTripsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTripsRequest) ProtoMessage() {}
+
+func (x *ListTripsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTripsRequest.ProtoReflect.Descriptor instead.
+func (*ListTripsRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListTripsRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *ListTripsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ListTripsRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+// Trip is a journey between two stops.
+type Trip struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When it started (device time).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// When it ended (device time).
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Where it started.
+	StartPosition *LatLng `protobuf:"bytes,3,opt,name=start_position,json=startPosition,proto3" json:"start_position,omitempty"`
+	// Where it ended.
+	EndPosition *LatLng `protobuf:"bytes,4,opt,name=end_position,json=endPosition,proto3" json:"end_position,omitempty"`
+	// Distance driven in metres (sum of the distances between accepted fixes).
+	DistanceM float64 `protobuf:"fixed64,5,opt,name=distance_m,json=distanceM,proto3" json:"distance_m,omitempty"`
+	// End minus start.
+	Duration *durationpb.Duration `protobuf:"bytes,6,opt,name=duration,proto3" json:"duration,omitempty"`
+	// Highest reported speed in km/h.
+	MaxSpeedKmh float64 `protobuf:"fixed64,7,opt,name=max_speed_kmh,json=maxSpeedKmh,proto3" json:"max_speed_kmh,omitempty"`
+	// Distance over duration, in km/h.
+	AvgSpeedKmh float64 `protobuf:"fixed64,8,opt,name=avg_speed_kmh,json=avgSpeedKmh,proto3" json:"avg_speed_kmh,omitempty"`
+	// Time spent standing with the ignition on during the trip.
+	IdleDuration  *durationpb.Duration `protobuf:"bytes,9,opt,name=idle_duration,json=idleDuration,proto3" json:"idle_duration,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Trip) Reset() {
+	*x = Trip{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Trip) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Trip) ProtoMessage() {}
+
+func (x *Trip) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Trip.ProtoReflect.Descriptor instead.
+func (*Trip) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Trip) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *Trip) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *Trip) GetStartPosition() *LatLng {
+	if x != nil {
+		return x.StartPosition
+	}
+	return nil
+}
+
+func (x *Trip) GetEndPosition() *LatLng {
+	if x != nil {
+		return x.EndPosition
+	}
+	return nil
+}
+
+func (x *Trip) GetDistanceM() float64 {
+	if x != nil {
+		return x.DistanceM
+	}
+	return 0
+}
+
+func (x *Trip) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *Trip) GetMaxSpeedKmh() float64 {
+	if x != nil {
+		return x.MaxSpeedKmh
+	}
+	return 0
+}
+
+func (x *Trip) GetAvgSpeedKmh() float64 {
+	if x != nil {
+		return x.AvgSpeedKmh
+	}
+	return 0
+}
+
+func (x *Trip) GetIdleDuration() *durationpb.Duration {
+	if x != nil {
+		return x.IdleDuration
+	}
+	return nil
+}
+
+// ListTripsResponse holds the trips, oldest first.
+type ListTripsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Trips ordered by start time.
+	Trips         []*Trip `protobuf:"bytes,1,rep,name=trips,proto3" json:"trips,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTripsResponse) Reset() {
+	*x = ListTripsResponse{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTripsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTripsResponse) ProtoMessage() {}
+
+func (x *ListTripsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTripsResponse.ProtoReflect.Descriptor instead.
+func (*ListTripsResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListTripsResponse) GetTrips() []*Trip {
+	if x != nil {
+		return x.Trips
+	}
+	return nil
+}
+
+// ListStopsRequest selects a vehicle and a time range.
+type ListStopsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Vehicle id.
+	VehicleId string `protobuf:"bytes,1,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// Start of the range (device time).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// End of the range (device time).
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListStopsRequest) Reset() {
+	*x = ListStopsRequest{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStopsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStopsRequest) ProtoMessage() {}
+
+func (x *ListStopsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStopsRequest.ProtoReflect.Descriptor instead.
+func (*ListStopsRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListStopsRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *ListStopsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ListStopsRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+// Stop is a period without a trip: parked, or silent for longer than the gap threshold.
+type Stop struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When it started (device time).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// When it ended (device time).
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Where the vehicle stood.
+	Position *LatLng `protobuf:"bytes,3,opt,name=position,proto3" json:"position,omitempty"`
+	// End minus start.
+	Duration *durationpb.Duration `protobuf:"bytes,4,opt,name=duration,proto3" json:"duration,omitempty"`
+	// True when the stop holds a data gap longer than the gap threshold.
+	DataGap       bool `protobuf:"varint,5,opt,name=data_gap,json=dataGap,proto3" json:"data_gap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Stop) Reset() {
+	*x = Stop{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Stop) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Stop) ProtoMessage() {}
+
+func (x *Stop) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Stop.ProtoReflect.Descriptor instead.
+func (*Stop) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Stop) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *Stop) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *Stop) GetPosition() *LatLng {
+	if x != nil {
+		return x.Position
+	}
+	return nil
+}
+
+func (x *Stop) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *Stop) GetDataGap() bool {
+	if x != nil {
+		return x.DataGap
+	}
+	return false
+}
+
+// ListStopsResponse holds the stops, oldest first.
+type ListStopsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stops ordered by start time.
+	Stops         []*Stop `protobuf:"bytes,1,rep,name=stops,proto3" json:"stops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListStopsResponse) Reset() {
+	*x = ListStopsResponse{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStopsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStopsResponse) ProtoMessage() {}
+
+func (x *ListStopsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStopsResponse.ProtoReflect.Descriptor instead.
+func (*ListStopsResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListStopsResponse) GetStops() []*Stop {
+	if x != nil {
+		return x.Stops
+	}
+	return nil
+}
+
+// RegisterVehicleRequest describes a new vehicle.
+type RegisterVehicleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Vehicle id: 1..64 characters from [A-Za-z0-9_-], the tracker's subject token.
+	VehicleId string `protobuf:"bytes,1,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// Display name.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Licence plate.
+	Plate string `protobuf:"bytes,3,opt,name=plate,proto3" json:"plate,omitempty"`
+	// Groups / tags.
+	Groups []string `protobuf:"bytes,4,rep,name=groups,proto3" json:"groups,omitempty"`
+	// Free-form metadata.
+	Metadata      map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterVehicleRequest) Reset() {
+	*x = RegisterVehicleRequest{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterVehicleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterVehicleRequest) ProtoMessage() {}
+
+func (x *RegisterVehicleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterVehicleRequest.ProtoReflect.Descriptor instead.
+func (*RegisterVehicleRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RegisterVehicleRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *RegisterVehicleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RegisterVehicleRequest) GetPlate() string {
+	if x != nil {
+		return x.Plate
+	}
+	return ""
+}
+
+func (x *RegisterVehicleRequest) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *RegisterVehicleRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// RegisterVehicleResponse carries the registered vehicle.
+type RegisterVehicleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The vehicle, with its live state when it has already sent data.
+	Vehicle       *Vehicle `protobuf:"bytes,1,opt,name=vehicle,proto3" json:"vehicle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterVehicleResponse) Reset() {
+	*x = RegisterVehicleResponse{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterVehicleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterVehicleResponse) ProtoMessage() {}
+
+func (x *RegisterVehicleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterVehicleResponse.ProtoReflect.Descriptor instead.
+func (*RegisterVehicleResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RegisterVehicleResponse) GetVehicle() *Vehicle {
+	if x != nil {
+		return x.Vehicle
+	}
+	return nil
+}
+
+// UpdateVehicleRequest changes a registered vehicle.
+type UpdateVehicleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Vehicle id.
+	VehicleId string `protobuf:"bytes,1,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// New display name.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// New licence plate.
+	Plate string `protobuf:"bytes,3,opt,name=plate,proto3" json:"plate,omitempty"`
+	// New groups (replace the old ones).
+	Groups []string `protobuf:"bytes,4,rep,name=groups,proto3" json:"groups,omitempty"`
+	// New metadata (replaces the old map).
+	Metadata map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Which of name, plate, groups, metadata to change; empty changes all four.
+	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,6,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateVehicleRequest) Reset() {
+	*x = UpdateVehicleRequest{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateVehicleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateVehicleRequest) ProtoMessage() {}
+
+func (x *UpdateVehicleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateVehicleRequest.ProtoReflect.Descriptor instead.
+func (*UpdateVehicleRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *UpdateVehicleRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *UpdateVehicleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateVehicleRequest) GetPlate() string {
+	if x != nil {
+		return x.Plate
+	}
+	return ""
+}
+
+func (x *UpdateVehicleRequest) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *UpdateVehicleRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *UpdateVehicleRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+// UpdateVehicleResponse carries the updated vehicle.
+type UpdateVehicleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The vehicle after the update.
+	Vehicle       *Vehicle `protobuf:"bytes,1,opt,name=vehicle,proto3" json:"vehicle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateVehicleResponse) Reset() {
+	*x = UpdateVehicleResponse{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateVehicleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateVehicleResponse) ProtoMessage() {}
+
+func (x *UpdateVehicleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateVehicleResponse.ProtoReflect.Descriptor instead.
+func (*UpdateVehicleResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *UpdateVehicleResponse) GetVehicle() *Vehicle {
+	if x != nil {
+		return x.Vehicle
+	}
+	return nil
+}
+
 var File_fleet_v1_tracking_proto protoreflect.FileDescriptor
 
 const file_fleet_v1_tracking_proto_rawDesc = "" +
 	"\n" +
-	"\x17fleet/v1/tracking.proto\x12\bfleet.v1\x1a\x12fleet/v1/geo.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x01\n" +
+	"\x17fleet/v1/tracking.proto\x12\bfleet.v1\x1a\x12fleet/v1/geo.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x01\n" +
 	"\x03Fix\x12,\n" +
 	"\bposition\x18\x01 \x01(\v2\x10.fleet.v1.LatLngR\bposition\x12\x1d\n" +
 	"\n" +
@@ -775,7 +1800,7 @@ const file_fleet_v1_tracking_proto_rawDesc = "" +
 	"\vheading_deg\x18\x04 \x01(\x01R\n" +
 	"headingDeg\x12;\n" +
 	"\vdevice_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"deviceTime\"\xfd\x04\n" +
+	"deviceTime\"\xa1\x06\n" +
 	"\fVehicleState\x12/\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x17.fleet.v1.VehicleStatusR\x06status\x12(\n" +
 	"\blast_fix\x18\x02 \x01(\v2\r.fleet.v1.FixR\alastFix\x12@\n" +
@@ -791,7 +1816,11 @@ const file_fleet_v1_tracking_proto_rawDesc = "" +
 	"\x12external_voltage_v\x18\n" +
 	" \x01(\x01H\x03R\x10externalVoltageV\x88\x01\x01\x12\x18\n" +
 	"\arecords\x18\v \x01(\x04R\arecords\x12@\n" +
-	"\x0elast_sent_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\flastSentTimeB\v\n" +
+	"\x0elast_sent_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\flastSentTime\x12#\n" +
+	"\rlast_sequence\x18\r \x01(\x04R\flastSequence\x12;\n" +
+	"\vstatus_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"statusTime\x12@\n" +
+	"\x0fprevious_status\x18\x0f \x01(\x0e2\x17.fleet.v1.VehicleStatusR\x0epreviousStatusB\v\n" +
 	"\t_ignitionB\x0f\n" +
 	"\r_fuel_level_lB\x11\n" +
 	"\x0f_fuel_level_pctB\x15\n" +
@@ -833,19 +1862,110 @@ const file_fleet_v1_tracking_proto_rawDesc = "" +
 	"\x06bounds\x18\x03 \x01(\v2\x15.fleet.v1.BoundingBoxR\x06bounds\"`\n" +
 	"\x15WatchVehiclesResponse\x12+\n" +
 	"\avehicle\x18\x01 \x01(\v2\x11.fleet.v1.VehicleR\avehicle\x12\x1a\n" +
-	"\bsnapshot\x18\x02 \x01(\bR\bsnapshot*\xba\x01\n" +
+	"\bsnapshot\x18\x02 \x01(\bR\bsnapshot\"\xc9\x01\n" +
+	"\x1cSearchNearestVehiclesRequest\x12&\n" +
+	"\x05point\x18\x01 \x01(\v2\x10.fleet.v1.LatLngR\x05point\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12 \n" +
+	"\fmax_radius_m\x18\x03 \x01(\x01R\n" +
+	"maxRadiusM\x123\n" +
+	"\bstatuses\x18\x04 \x03(\x0e2\x17.fleet.v1.VehicleStatusR\bstatuses\x12\x14\n" +
+	"\x05group\x18\x05 \x01(\tR\x05group\"[\n" +
+	"\rNearbyVehicle\x12+\n" +
+	"\avehicle\x18\x01 \x01(\v2\x11.fleet.v1.VehicleR\avehicle\x12\x1d\n" +
+	"\n" +
+	"distance_m\x18\x02 \x01(\x01R\tdistanceM\"T\n" +
+	"\x1dSearchNearestVehiclesResponse\x123\n" +
+	"\bvehicles\x18\x01 \x03(\v2\x17.fleet.v1.NearbyVehicleR\bvehicles\"\xd4\x01\n" +
+	"\x0fGetTrackRequest\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\x129\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x120\n" +
+	"\x14simplify_tolerance_m\x18\x04 \x01(\x01R\x12simplifyToleranceM\"X\n" +
+	"\x10GetTrackResponse\x12#\n" +
+	"\x05fixes\x18\x01 \x03(\v2\r.fleet.v1.FixR\x05fixes\x12\x1f\n" +
+	"\vtotal_fixes\x18\x02 \x01(\x05R\n" +
+	"totalFixes\"\xa3\x01\n" +
+	"\x10ListTripsRequest\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\x129\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\xc4\x03\n" +
+	"\x04Trip\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x127\n" +
+	"\x0estart_position\x18\x03 \x01(\v2\x10.fleet.v1.LatLngR\rstartPosition\x123\n" +
+	"\fend_position\x18\x04 \x01(\v2\x10.fleet.v1.LatLngR\vendPosition\x12\x1d\n" +
+	"\n" +
+	"distance_m\x18\x05 \x01(\x01R\tdistanceM\x125\n" +
+	"\bduration\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\"\n" +
+	"\rmax_speed_kmh\x18\a \x01(\x01R\vmaxSpeedKmh\x12\"\n" +
+	"\ravg_speed_kmh\x18\b \x01(\x01R\vavgSpeedKmh\x12>\n" +
+	"\ridle_duration\x18\t \x01(\v2\x19.google.protobuf.DurationR\fidleDuration\"9\n" +
+	"\x11ListTripsResponse\x12$\n" +
+	"\x05trips\x18\x01 \x03(\v2\x0e.fleet.v1.TripR\x05trips\"\xa3\x01\n" +
+	"\x10ListStopsRequest\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\x129\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\xf8\x01\n" +
+	"\x04Stop\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12,\n" +
+	"\bposition\x18\x03 \x01(\v2\x10.fleet.v1.LatLngR\bposition\x125\n" +
+	"\bduration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x19\n" +
+	"\bdata_gap\x18\x05 \x01(\bR\adataGap\"9\n" +
+	"\x11ListStopsResponse\x12$\n" +
+	"\x05stops\x18\x01 \x03(\v2\x0e.fleet.v1.StopR\x05stops\"\x82\x02\n" +
+	"\x16RegisterVehicleRequest\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05plate\x18\x03 \x01(\tR\x05plate\x12\x16\n" +
+	"\x06groups\x18\x04 \x03(\tR\x06groups\x12J\n" +
+	"\bmetadata\x18\x05 \x03(\v2..fleet.v1.RegisterVehicleRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"F\n" +
+	"\x17RegisterVehicleResponse\x12+\n" +
+	"\avehicle\x18\x01 \x01(\v2\x11.fleet.v1.VehicleR\avehicle\"\xbb\x02\n" +
+	"\x14UpdateVehicleRequest\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05plate\x18\x03 \x01(\tR\x05plate\x12\x16\n" +
+	"\x06groups\x18\x04 \x03(\tR\x06groups\x12H\n" +
+	"\bmetadata\x18\x05 \x03(\v2,.fleet.v1.UpdateVehicleRequest.MetadataEntryR\bmetadata\x12;\n" +
+	"\vupdate_mask\x18\x06 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"updateMask\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +
+	"\x15UpdateVehicleResponse\x12+\n" +
+	"\avehicle\x18\x01 \x01(\v2\x11.fleet.v1.VehicleR\avehicle*\xba\x01\n" +
 	"\rVehicleStatus\x12\x1e\n" +
 	"\x1aVEHICLE_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19VEHICLE_STATUS_NEVER_SEEN\x10\x01\x12\x19\n" +
 	"\x15VEHICLE_STATUS_MOVING\x10\x02\x12\x17\n" +
 	"\x13VEHICLE_STATUS_IDLE\x10\x03\x12\x1a\n" +
 	"\x16VEHICLE_STATUS_STOPPED\x10\x04\x12\x1a\n" +
-	"\x16VEHICLE_STATUS_OFFLINE\x10\x052\xfd\x01\n" +
+	"\x16VEHICLE_STATUS_OFFLINE\x10\x052\xe0\x05\n" +
 	"\x0fTrackingService\x12G\n" +
 	"\n" +
 	"GetVehicle\x12\x1b.fleet.v1.GetVehicleRequest\x1a\x1c.fleet.v1.GetVehicleResponse\x12M\n" +
 	"\fListVehicles\x12\x1d.fleet.v1.ListVehiclesRequest\x1a\x1e.fleet.v1.ListVehiclesResponse\x12R\n" +
-	"\rWatchVehicles\x12\x1e.fleet.v1.WatchVehiclesRequest\x1a\x1f.fleet.v1.WatchVehiclesResponse0\x01B\x95\x01\n" +
+	"\rWatchVehicles\x12\x1e.fleet.v1.WatchVehiclesRequest\x1a\x1f.fleet.v1.WatchVehiclesResponse0\x01\x12h\n" +
+	"\x15SearchNearestVehicles\x12&.fleet.v1.SearchNearestVehiclesRequest\x1a'.fleet.v1.SearchNearestVehiclesResponse\x12A\n" +
+	"\bGetTrack\x12\x19.fleet.v1.GetTrackRequest\x1a\x1a.fleet.v1.GetTrackResponse\x12D\n" +
+	"\tListTrips\x12\x1a.fleet.v1.ListTripsRequest\x1a\x1b.fleet.v1.ListTripsResponse\x12D\n" +
+	"\tListStops\x12\x1a.fleet.v1.ListStopsRequest\x1a\x1b.fleet.v1.ListStopsResponse\x12V\n" +
+	"\x0fRegisterVehicle\x12 .fleet.v1.RegisterVehicleRequest\x1a!.fleet.v1.RegisterVehicleResponse\x12P\n" +
+	"\rUpdateVehicle\x12\x1e.fleet.v1.UpdateVehicleRequest\x1a\x1f.fleet.v1.UpdateVehicleResponseB\x95\x01\n" +
 	"\fcom.fleet.v1B\rTrackingProtoP\x01Z5github.com/fleetwire/fleetwire/proto/fleet/v1;fleetv1\xa2\x02\x03FXX\xaa\x02\bFleet.V1\xca\x02\bFleet\\V1\xe2\x02\x14Fleet\\V1\\GPBMetadata\xea\x02\tFleet::V1b\x06proto3"
 
 var (
@@ -861,49 +1981,110 @@ func file_fleet_v1_tracking_proto_rawDescGZIP() []byte {
 }
 
 var file_fleet_v1_tracking_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_fleet_v1_tracking_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_fleet_v1_tracking_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_fleet_v1_tracking_proto_goTypes = []any{
-	(VehicleStatus)(0),            // 0: fleet.v1.VehicleStatus
-	(*Fix)(nil),                   // 1: fleet.v1.Fix
-	(*VehicleState)(nil),          // 2: fleet.v1.VehicleState
-	(*Vehicle)(nil),               // 3: fleet.v1.Vehicle
-	(*GetVehicleRequest)(nil),     // 4: fleet.v1.GetVehicleRequest
-	(*GetVehicleResponse)(nil),    // 5: fleet.v1.GetVehicleResponse
-	(*ListVehiclesRequest)(nil),   // 6: fleet.v1.ListVehiclesRequest
-	(*ListVehiclesResponse)(nil),  // 7: fleet.v1.ListVehiclesResponse
-	(*WatchVehiclesRequest)(nil),  // 8: fleet.v1.WatchVehiclesRequest
-	(*WatchVehiclesResponse)(nil), // 9: fleet.v1.WatchVehiclesResponse
-	nil,                           // 10: fleet.v1.Vehicle.MetadataEntry
-	(*LatLng)(nil),                // 11: fleet.v1.LatLng
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*BoundingBox)(nil),           // 13: fleet.v1.BoundingBox
+	(VehicleStatus)(0),                    // 0: fleet.v1.VehicleStatus
+	(*Fix)(nil),                           // 1: fleet.v1.Fix
+	(*VehicleState)(nil),                  // 2: fleet.v1.VehicleState
+	(*Vehicle)(nil),                       // 3: fleet.v1.Vehicle
+	(*GetVehicleRequest)(nil),             // 4: fleet.v1.GetVehicleRequest
+	(*GetVehicleResponse)(nil),            // 5: fleet.v1.GetVehicleResponse
+	(*ListVehiclesRequest)(nil),           // 6: fleet.v1.ListVehiclesRequest
+	(*ListVehiclesResponse)(nil),          // 7: fleet.v1.ListVehiclesResponse
+	(*WatchVehiclesRequest)(nil),          // 8: fleet.v1.WatchVehiclesRequest
+	(*WatchVehiclesResponse)(nil),         // 9: fleet.v1.WatchVehiclesResponse
+	(*SearchNearestVehiclesRequest)(nil),  // 10: fleet.v1.SearchNearestVehiclesRequest
+	(*NearbyVehicle)(nil),                 // 11: fleet.v1.NearbyVehicle
+	(*SearchNearestVehiclesResponse)(nil), // 12: fleet.v1.SearchNearestVehiclesResponse
+	(*GetTrackRequest)(nil),               // 13: fleet.v1.GetTrackRequest
+	(*GetTrackResponse)(nil),              // 14: fleet.v1.GetTrackResponse
+	(*ListTripsRequest)(nil),              // 15: fleet.v1.ListTripsRequest
+	(*Trip)(nil),                          // 16: fleet.v1.Trip
+	(*ListTripsResponse)(nil),             // 17: fleet.v1.ListTripsResponse
+	(*ListStopsRequest)(nil),              // 18: fleet.v1.ListStopsRequest
+	(*Stop)(nil),                          // 19: fleet.v1.Stop
+	(*ListStopsResponse)(nil),             // 20: fleet.v1.ListStopsResponse
+	(*RegisterVehicleRequest)(nil),        // 21: fleet.v1.RegisterVehicleRequest
+	(*RegisterVehicleResponse)(nil),       // 22: fleet.v1.RegisterVehicleResponse
+	(*UpdateVehicleRequest)(nil),          // 23: fleet.v1.UpdateVehicleRequest
+	(*UpdateVehicleResponse)(nil),         // 24: fleet.v1.UpdateVehicleResponse
+	nil,                                   // 25: fleet.v1.Vehicle.MetadataEntry
+	nil,                                   // 26: fleet.v1.RegisterVehicleRequest.MetadataEntry
+	nil,                                   // 27: fleet.v1.UpdateVehicleRequest.MetadataEntry
+	(*LatLng)(nil),                        // 28: fleet.v1.LatLng
+	(*timestamppb.Timestamp)(nil),         // 29: google.protobuf.Timestamp
+	(*BoundingBox)(nil),                   // 30: fleet.v1.BoundingBox
+	(*durationpb.Duration)(nil),           // 31: google.protobuf.Duration
+	(*fieldmaskpb.FieldMask)(nil),         // 32: google.protobuf.FieldMask
 }
 var file_fleet_v1_tracking_proto_depIdxs = []int32{
-	11, // 0: fleet.v1.Fix.position:type_name -> fleet.v1.LatLng
-	12, // 1: fleet.v1.Fix.device_time:type_name -> google.protobuf.Timestamp
+	28, // 0: fleet.v1.Fix.position:type_name -> fleet.v1.LatLng
+	29, // 1: fleet.v1.Fix.device_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: fleet.v1.VehicleState.status:type_name -> fleet.v1.VehicleStatus
 	1,  // 3: fleet.v1.VehicleState.last_fix:type_name -> fleet.v1.Fix
-	12, // 4: fleet.v1.VehicleState.last_seen_time:type_name -> google.protobuf.Timestamp
-	12, // 5: fleet.v1.VehicleState.last_device_time:type_name -> google.protobuf.Timestamp
-	12, // 6: fleet.v1.VehicleState.last_sent_time:type_name -> google.protobuf.Timestamp
-	10, // 7: fleet.v1.Vehicle.metadata:type_name -> fleet.v1.Vehicle.MetadataEntry
-	2,  // 8: fleet.v1.Vehicle.state:type_name -> fleet.v1.VehicleState
-	3,  // 9: fleet.v1.GetVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
-	0,  // 10: fleet.v1.ListVehiclesRequest.statuses:type_name -> fleet.v1.VehicleStatus
-	3,  // 11: fleet.v1.ListVehiclesResponse.vehicles:type_name -> fleet.v1.Vehicle
-	13, // 12: fleet.v1.WatchVehiclesRequest.bounds:type_name -> fleet.v1.BoundingBox
-	3,  // 13: fleet.v1.WatchVehiclesResponse.vehicle:type_name -> fleet.v1.Vehicle
-	4,  // 14: fleet.v1.TrackingService.GetVehicle:input_type -> fleet.v1.GetVehicleRequest
-	6,  // 15: fleet.v1.TrackingService.ListVehicles:input_type -> fleet.v1.ListVehiclesRequest
-	8,  // 16: fleet.v1.TrackingService.WatchVehicles:input_type -> fleet.v1.WatchVehiclesRequest
-	5,  // 17: fleet.v1.TrackingService.GetVehicle:output_type -> fleet.v1.GetVehicleResponse
-	7,  // 18: fleet.v1.TrackingService.ListVehicles:output_type -> fleet.v1.ListVehiclesResponse
-	9,  // 19: fleet.v1.TrackingService.WatchVehicles:output_type -> fleet.v1.WatchVehiclesResponse
-	17, // [17:20] is the sub-list for method output_type
-	14, // [14:17] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	29, // 4: fleet.v1.VehicleState.last_seen_time:type_name -> google.protobuf.Timestamp
+	29, // 5: fleet.v1.VehicleState.last_device_time:type_name -> google.protobuf.Timestamp
+	29, // 6: fleet.v1.VehicleState.last_sent_time:type_name -> google.protobuf.Timestamp
+	29, // 7: fleet.v1.VehicleState.status_time:type_name -> google.protobuf.Timestamp
+	0,  // 8: fleet.v1.VehicleState.previous_status:type_name -> fleet.v1.VehicleStatus
+	25, // 9: fleet.v1.Vehicle.metadata:type_name -> fleet.v1.Vehicle.MetadataEntry
+	2,  // 10: fleet.v1.Vehicle.state:type_name -> fleet.v1.VehicleState
+	3,  // 11: fleet.v1.GetVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
+	0,  // 12: fleet.v1.ListVehiclesRequest.statuses:type_name -> fleet.v1.VehicleStatus
+	3,  // 13: fleet.v1.ListVehiclesResponse.vehicles:type_name -> fleet.v1.Vehicle
+	30, // 14: fleet.v1.WatchVehiclesRequest.bounds:type_name -> fleet.v1.BoundingBox
+	3,  // 15: fleet.v1.WatchVehiclesResponse.vehicle:type_name -> fleet.v1.Vehicle
+	28, // 16: fleet.v1.SearchNearestVehiclesRequest.point:type_name -> fleet.v1.LatLng
+	0,  // 17: fleet.v1.SearchNearestVehiclesRequest.statuses:type_name -> fleet.v1.VehicleStatus
+	3,  // 18: fleet.v1.NearbyVehicle.vehicle:type_name -> fleet.v1.Vehicle
+	11, // 19: fleet.v1.SearchNearestVehiclesResponse.vehicles:type_name -> fleet.v1.NearbyVehicle
+	29, // 20: fleet.v1.GetTrackRequest.start_time:type_name -> google.protobuf.Timestamp
+	29, // 21: fleet.v1.GetTrackRequest.end_time:type_name -> google.protobuf.Timestamp
+	1,  // 22: fleet.v1.GetTrackResponse.fixes:type_name -> fleet.v1.Fix
+	29, // 23: fleet.v1.ListTripsRequest.start_time:type_name -> google.protobuf.Timestamp
+	29, // 24: fleet.v1.ListTripsRequest.end_time:type_name -> google.protobuf.Timestamp
+	29, // 25: fleet.v1.Trip.start_time:type_name -> google.protobuf.Timestamp
+	29, // 26: fleet.v1.Trip.end_time:type_name -> google.protobuf.Timestamp
+	28, // 27: fleet.v1.Trip.start_position:type_name -> fleet.v1.LatLng
+	28, // 28: fleet.v1.Trip.end_position:type_name -> fleet.v1.LatLng
+	31, // 29: fleet.v1.Trip.duration:type_name -> google.protobuf.Duration
+	31, // 30: fleet.v1.Trip.idle_duration:type_name -> google.protobuf.Duration
+	16, // 31: fleet.v1.ListTripsResponse.trips:type_name -> fleet.v1.Trip
+	29, // 32: fleet.v1.ListStopsRequest.start_time:type_name -> google.protobuf.Timestamp
+	29, // 33: fleet.v1.ListStopsRequest.end_time:type_name -> google.protobuf.Timestamp
+	29, // 34: fleet.v1.Stop.start_time:type_name -> google.protobuf.Timestamp
+	29, // 35: fleet.v1.Stop.end_time:type_name -> google.protobuf.Timestamp
+	28, // 36: fleet.v1.Stop.position:type_name -> fleet.v1.LatLng
+	31, // 37: fleet.v1.Stop.duration:type_name -> google.protobuf.Duration
+	19, // 38: fleet.v1.ListStopsResponse.stops:type_name -> fleet.v1.Stop
+	26, // 39: fleet.v1.RegisterVehicleRequest.metadata:type_name -> fleet.v1.RegisterVehicleRequest.MetadataEntry
+	3,  // 40: fleet.v1.RegisterVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
+	27, // 41: fleet.v1.UpdateVehicleRequest.metadata:type_name -> fleet.v1.UpdateVehicleRequest.MetadataEntry
+	32, // 42: fleet.v1.UpdateVehicleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	3,  // 43: fleet.v1.UpdateVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
+	4,  // 44: fleet.v1.TrackingService.GetVehicle:input_type -> fleet.v1.GetVehicleRequest
+	6,  // 45: fleet.v1.TrackingService.ListVehicles:input_type -> fleet.v1.ListVehiclesRequest
+	8,  // 46: fleet.v1.TrackingService.WatchVehicles:input_type -> fleet.v1.WatchVehiclesRequest
+	10, // 47: fleet.v1.TrackingService.SearchNearestVehicles:input_type -> fleet.v1.SearchNearestVehiclesRequest
+	13, // 48: fleet.v1.TrackingService.GetTrack:input_type -> fleet.v1.GetTrackRequest
+	15, // 49: fleet.v1.TrackingService.ListTrips:input_type -> fleet.v1.ListTripsRequest
+	18, // 50: fleet.v1.TrackingService.ListStops:input_type -> fleet.v1.ListStopsRequest
+	21, // 51: fleet.v1.TrackingService.RegisterVehicle:input_type -> fleet.v1.RegisterVehicleRequest
+	23, // 52: fleet.v1.TrackingService.UpdateVehicle:input_type -> fleet.v1.UpdateVehicleRequest
+	5,  // 53: fleet.v1.TrackingService.GetVehicle:output_type -> fleet.v1.GetVehicleResponse
+	7,  // 54: fleet.v1.TrackingService.ListVehicles:output_type -> fleet.v1.ListVehiclesResponse
+	9,  // 55: fleet.v1.TrackingService.WatchVehicles:output_type -> fleet.v1.WatchVehiclesResponse
+	12, // 56: fleet.v1.TrackingService.SearchNearestVehicles:output_type -> fleet.v1.SearchNearestVehiclesResponse
+	14, // 57: fleet.v1.TrackingService.GetTrack:output_type -> fleet.v1.GetTrackResponse
+	17, // 58: fleet.v1.TrackingService.ListTrips:output_type -> fleet.v1.ListTripsResponse
+	20, // 59: fleet.v1.TrackingService.ListStops:output_type -> fleet.v1.ListStopsResponse
+	22, // 60: fleet.v1.TrackingService.RegisterVehicle:output_type -> fleet.v1.RegisterVehicleResponse
+	24, // 61: fleet.v1.TrackingService.UpdateVehicle:output_type -> fleet.v1.UpdateVehicleResponse
+	53, // [53:62] is the sub-list for method output_type
+	44, // [44:53] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_tracking_proto_init() }
@@ -919,7 +2100,7 @@ func file_fleet_v1_tracking_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_tracking_proto_rawDesc), len(file_fleet_v1_tracking_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,9 +19,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TrackingService_GetVehicle_FullMethodName    = "/fleet.v1.TrackingService/GetVehicle"
-	TrackingService_ListVehicles_FullMethodName  = "/fleet.v1.TrackingService/ListVehicles"
-	TrackingService_WatchVehicles_FullMethodName = "/fleet.v1.TrackingService/WatchVehicles"
+	TrackingService_GetVehicle_FullMethodName            = "/fleet.v1.TrackingService/GetVehicle"
+	TrackingService_ListVehicles_FullMethodName          = "/fleet.v1.TrackingService/ListVehicles"
+	TrackingService_WatchVehicles_FullMethodName         = "/fleet.v1.TrackingService/WatchVehicles"
+	TrackingService_SearchNearestVehicles_FullMethodName = "/fleet.v1.TrackingService/SearchNearestVehicles"
+	TrackingService_GetTrack_FullMethodName              = "/fleet.v1.TrackingService/GetTrack"
+	TrackingService_ListTrips_FullMethodName             = "/fleet.v1.TrackingService/ListTrips"
+	TrackingService_ListStops_FullMethodName             = "/fleet.v1.TrackingService/ListStops"
+	TrackingService_RegisterVehicle_FullMethodName       = "/fleet.v1.TrackingService/RegisterVehicle"
+	TrackingService_UpdateVehicle_FullMethodName         = "/fleet.v1.TrackingService/UpdateVehicle"
 )
 
 // TrackingServiceClient is the client API for TrackingService service.
@@ -41,6 +47,24 @@ type TrackingServiceClient interface {
 	// latest state of each vehicle (updates are coalesced per vehicle, never queued without
 	// bound), so a slow client never slows ingest.
 	WatchVehicles(ctx context.Context, in *WatchVehiclesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchVehiclesResponse], error)
+	// SearchNearestVehicles returns the vehicles closest to a point by great-circle
+	// distance, nearest first. Correct across the antimeridian and near the poles.
+	SearchNearestVehicles(ctx context.Context, in *SearchNearestVehiclesRequest, opts ...grpc.CallOption) (*SearchNearestVehiclesResponse, error)
+	// GetTrack returns a vehicle's accepted fixes in a time range, ordered by device time,
+	// optionally simplified for drawing on a map.
+	GetTrack(ctx context.Context, in *GetTrackRequest, opts ...grpc.CallOption) (*GetTrackResponse, error)
+	// ListTrips returns the trips a vehicle made in a time range (see docs/tracking.md for
+	// the segmentation rules and thresholds).
+	ListTrips(ctx context.Context, in *ListTripsRequest, opts ...grpc.CallOption) (*ListTripsResponse, error)
+	// ListStops returns where and how long a vehicle stood still in a time range, data gaps
+	// longer than the gap threshold included.
+	ListStops(ctx context.Context, in *ListStopsRequest, opts ...grpc.CallOption) (*ListStopsResponse, error)
+	// RegisterVehicle adds a vehicle to the registry. ALREADY_EXISTS if it is registered;
+	// a vehicle that has sent data unregistered keeps its state and becomes registered.
+	RegisterVehicle(ctx context.Context, in *RegisterVehicleRequest, opts ...grpc.CallOption) (*RegisterVehicleResponse, error)
+	// UpdateVehicle changes a registered vehicle's name, plate, groups or metadata.
+	// NOT_FOUND if it is not registered.
+	UpdateVehicle(ctx context.Context, in *UpdateVehicleRequest, opts ...grpc.CallOption) (*UpdateVehicleResponse, error)
 }
 
 type trackingServiceClient struct {
@@ -90,6 +114,66 @@ func (c *trackingServiceClient) WatchVehicles(ctx context.Context, in *WatchVehi
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TrackingService_WatchVehiclesClient = grpc.ServerStreamingClient[WatchVehiclesResponse]
 
+func (c *trackingServiceClient) SearchNearestVehicles(ctx context.Context, in *SearchNearestVehiclesRequest, opts ...grpc.CallOption) (*SearchNearestVehiclesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SearchNearestVehiclesResponse)
+	err := c.cc.Invoke(ctx, TrackingService_SearchNearestVehicles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *trackingServiceClient) GetTrack(ctx context.Context, in *GetTrackRequest, opts ...grpc.CallOption) (*GetTrackResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetTrackResponse)
+	err := c.cc.Invoke(ctx, TrackingService_GetTrack_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *trackingServiceClient) ListTrips(ctx context.Context, in *ListTripsRequest, opts ...grpc.CallOption) (*ListTripsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTripsResponse)
+	err := c.cc.Invoke(ctx, TrackingService_ListTrips_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *trackingServiceClient) ListStops(ctx context.Context, in *ListStopsRequest, opts ...grpc.CallOption) (*ListStopsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListStopsResponse)
+	err := c.cc.Invoke(ctx, TrackingService_ListStops_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *trackingServiceClient) RegisterVehicle(ctx context.Context, in *RegisterVehicleRequest, opts ...grpc.CallOption) (*RegisterVehicleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RegisterVehicleResponse)
+	err := c.cc.Invoke(ctx, TrackingService_RegisterVehicle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *trackingServiceClient) UpdateVehicle(ctx context.Context, in *UpdateVehicleRequest, opts ...grpc.CallOption) (*UpdateVehicleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateVehicleResponse)
+	err := c.cc.Invoke(ctx, TrackingService_UpdateVehicle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TrackingServiceServer is the server API for TrackingService service.
 // All implementations must embed UnimplementedTrackingServiceServer
 // for forward compatibility.
@@ -107,6 +191,24 @@ type TrackingServiceServer interface {
 	// latest state of each vehicle (updates are coalesced per vehicle, never queued without
 	// bound), so a slow client never slows ingest.
 	WatchVehicles(*WatchVehiclesRequest, grpc.ServerStreamingServer[WatchVehiclesResponse]) error
+	// SearchNearestVehicles returns the vehicles closest to a point by great-circle
+	// distance, nearest first. Correct across the antimeridian and near the poles.
+	SearchNearestVehicles(context.Context, *SearchNearestVehiclesRequest) (*SearchNearestVehiclesResponse, error)
+	// GetTrack returns a vehicle's accepted fixes in a time range, ordered by device time,
+	// optionally simplified for drawing on a map.
+	GetTrack(context.Context, *GetTrackRequest) (*GetTrackResponse, error)
+	// ListTrips returns the trips a vehicle made in a time range (see docs/tracking.md for
+	// the segmentation rules and thresholds).
+	ListTrips(context.Context, *ListTripsRequest) (*ListTripsResponse, error)
+	// ListStops returns where and how long a vehicle stood still in a time range, data gaps
+	// longer than the gap threshold included.
+	ListStops(context.Context, *ListStopsRequest) (*ListStopsResponse, error)
+	// RegisterVehicle adds a vehicle to the registry. ALREADY_EXISTS if it is registered;
+	// a vehicle that has sent data unregistered keeps its state and becomes registered.
+	RegisterVehicle(context.Context, *RegisterVehicleRequest) (*RegisterVehicleResponse, error)
+	// UpdateVehicle changes a registered vehicle's name, plate, groups or metadata.
+	// NOT_FOUND if it is not registered.
+	UpdateVehicle(context.Context, *UpdateVehicleRequest) (*UpdateVehicleResponse, error)
 	mustEmbedUnimplementedTrackingServiceServer()
 }
 
@@ -125,6 +227,24 @@ func (UnimplementedTrackingServiceServer) ListVehicles(context.Context, *ListVeh
 }
 func (UnimplementedTrackingServiceServer) WatchVehicles(*WatchVehiclesRequest, grpc.ServerStreamingServer[WatchVehiclesResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchVehicles not implemented")
+}
+func (UnimplementedTrackingServiceServer) SearchNearestVehicles(context.Context, *SearchNearestVehiclesRequest) (*SearchNearestVehiclesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SearchNearestVehicles not implemented")
+}
+func (UnimplementedTrackingServiceServer) GetTrack(context.Context, *GetTrackRequest) (*GetTrackResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetTrack not implemented")
+}
+func (UnimplementedTrackingServiceServer) ListTrips(context.Context, *ListTripsRequest) (*ListTripsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTrips not implemented")
+}
+func (UnimplementedTrackingServiceServer) ListStops(context.Context, *ListStopsRequest) (*ListStopsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListStops not implemented")
+}
+func (UnimplementedTrackingServiceServer) RegisterVehicle(context.Context, *RegisterVehicleRequest) (*RegisterVehicleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RegisterVehicle not implemented")
+}
+func (UnimplementedTrackingServiceServer) UpdateVehicle(context.Context, *UpdateVehicleRequest) (*UpdateVehicleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateVehicle not implemented")
 }
 func (UnimplementedTrackingServiceServer) mustEmbedUnimplementedTrackingServiceServer() {}
 func (UnimplementedTrackingServiceServer) testEmbeddedByValue()                         {}
@@ -194,6 +314,114 @@ func _TrackingService_WatchVehicles_Handler(srv interface{}, stream grpc.ServerS
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TrackingService_WatchVehiclesServer = grpc.ServerStreamingServer[WatchVehiclesResponse]
 
+func _TrackingService_SearchNearestVehicles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SearchNearestVehiclesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TrackingServiceServer).SearchNearestVehicles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TrackingService_SearchNearestVehicles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TrackingServiceServer).SearchNearestVehicles(ctx, req.(*SearchNearestVehiclesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TrackingService_GetTrack_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTrackRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TrackingServiceServer).GetTrack(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TrackingService_GetTrack_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TrackingServiceServer).GetTrack(ctx, req.(*GetTrackRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TrackingService_ListTrips_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTripsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TrackingServiceServer).ListTrips(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TrackingService_ListTrips_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TrackingServiceServer).ListTrips(ctx, req.(*ListTripsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TrackingService_ListStops_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListStopsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TrackingServiceServer).ListStops(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TrackingService_ListStops_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TrackingServiceServer).ListStops(ctx, req.(*ListStopsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TrackingService_RegisterVehicle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RegisterVehicleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TrackingServiceServer).RegisterVehicle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TrackingService_RegisterVehicle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TrackingServiceServer).RegisterVehicle(ctx, req.(*RegisterVehicleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TrackingService_UpdateVehicle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateVehicleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TrackingServiceServer).UpdateVehicle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TrackingService_UpdateVehicle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TrackingServiceServer).UpdateVehicle(ctx, req.(*UpdateVehicleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TrackingService_ServiceDesc is the grpc.ServiceDesc for TrackingService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -208,6 +436,30 @@ var TrackingService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListVehicles",
 			Handler:    _TrackingService_ListVehicles_Handler,
+		},
+		{
+			MethodName: "SearchNearestVehicles",
+			Handler:    _TrackingService_SearchNearestVehicles_Handler,
+		},
+		{
+			MethodName: "GetTrack",
+			Handler:    _TrackingService_GetTrack_Handler,
+		},
+		{
+			MethodName: "ListTrips",
+			Handler:    _TrackingService_ListTrips_Handler,
+		},
+		{
+			MethodName: "ListStops",
+			Handler:    _TrackingService_ListStops_Handler,
+		},
+		{
+			MethodName: "RegisterVehicle",
+			Handler:    _TrackingService_RegisterVehicle_Handler,
+		},
+		{
+			MethodName: "UpdateVehicle",
+			Handler:    _TrackingService_UpdateVehicle_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,253 @@
+package tracking
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/telemetry"
+	"github.com/fleetwire/fleetwire/pkg/wire"
+	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
+)
+
+// This file is the bus edge: it turns JetStream messages into records, applies them, writes
+// the store once per batch and publishes status events.
+
+// Rejection reasons counted by the bus adapter, besides the filter rules (Reason).
+const (
+	rejectUnknownSubject = "unknown_subject"
+	rejectMalformed      = "malformed"
+	rejectTooLarge       = "too_large"
+	rejectBatch          = "bad_batch"
+	rejectRecord         = "bad_record"
+)
+
+type decoded struct {
+	msg     *bus.Msg
+	vehicle string
+	part    int
+	recs    []telemetry.Record
+}
+
+// handle processes one batch of one partition. It returns an error only when the store
+// or the event stream failed; bad input is counted and skipped so it is acknowledged.
+func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
+	var items []decoded
+	for i := range batch {
+		m := &batch[i]
+		addr, err := bus.ParseSubject(m.Subject)
+		if err != nil || addr.Partition < 0 {
+			s.rej.Add(rejectUnknownSubject, "", err, "subject", m.Subject)
+			continue
+		}
+		if addr.Kind == bus.KindReply {
+			continue // command replies are the dispatch service's
+		}
+		isJSON := m.Header != nil && m.Header.Get(wire.HeaderContentType) == wire.ContentTypeJSON
+		recs, bad, err := wire.DecodeBatch(addr.Vehicle, m.Data, isJSON)
+		if err != nil {
+			s.rej.Add(decodeReason(err), addr.Vehicle, err, "stream_seq", m.StreamSeq)
+			continue
+		}
+		for _, be := range bad {
+			s.rej.Add(rejectRecord, addr.Vehicle, &be, "stream_seq", m.StreamSeq)
+		}
+		items = append(items, decoded{msg: m, vehicle: addr.Vehicle, part: addr.Partition, recs: recs})
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	part := items[0].part
+	if part >= 0 && part < len(s.partMu) {
+		s.partMu[part].Lock()
+		defer s.partMu[part].Unlock()
+	}
+	work, err := s.load(ctx, items)
+	if err != nil {
+		return err
+	}
+
+	now := s.now()
+	var (
+		points  []TrackPoint
+		events  []statusEvent
+		touched []*entry
+	)
+	for _, it := range items {
+		e := work[it.vehicle]
+		if !e.touched {
+			e.touched = true
+			touched = append(touched, &e.entry)
+		}
+		st := e.state
+		for i := range it.recs {
+			r := &it.recs[i]
+			r.ReceivedTime = it.msg.Time
+			r.StreamSeq = it.msg.StreamSeq
+			res := s.tracker.Apply(st, r, now)
+			if res.Reasons != 0 {
+				s.count(res.Reasons, it.vehicle, r)
+			}
+			if res.Dropped {
+				continue
+			}
+			s.records.Inc()
+			if res.HasPoint {
+				points = append(points, TrackPoint{VehicleID: it.vehicle, Fix: res.Point})
+			}
+			if res.StatusChanged && !it.msg.Time.Before(s.replayedBefore) {
+				events = append(events, statusEvent{state: cloneStatus(st), rec: r})
+			}
+		}
+		st.MarkApplied(it.msg.StreamSeq, it.msg.Time)
+	}
+	states := make([]*State, len(touched))
+	for i, e := range touched {
+		states[i] = e.state
+	}
+	if err := s.store.Write(ctx, Batch{States: states, Points: points, Retention: s.cfg.HistoryRetention, Now: now}); err != nil {
+		return err // nothing committed: the redelivered batch starts from the same states
+	}
+	if err := s.publishEvents(ctx, events); err != nil {
+		return err
+	}
+	s.commit(touched)
+	return nil
+}
+
+type workEntry struct {
+	entry
+	touched bool
+}
+
+// load returns working copies of the states of the batch's vehicles: from the cache, else
+// from the store, else new.
+func (s *Service) load(ctx context.Context, items []decoded) (map[string]*workEntry, error) {
+	work := make(map[string]*workEntry, len(items))
+	var missing []string
+	s.mu.RLock()
+	for _, it := range items {
+		if _, ok := work[it.vehicle]; ok {
+			continue
+		}
+		if e, ok := s.cache[it.vehicle]; ok {
+			work[it.vehicle] = &workEntry{entry: entry{part: it.part, state: e.state.Clone(), info: e.info}}
+		} else {
+			work[it.vehicle] = nil
+			missing = append(missing, it.vehicle)
+		}
+	}
+	s.mu.RUnlock()
+	if len(missing) > 0 {
+		vs, err := s.store.Vehicles(ctx, missing)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range vs {
+			w := &workEntry{entry: entry{info: v.Info, state: v.State}}
+			if w.state == nil {
+				w.state = NewState(v.Info.ID)
+			}
+			work[v.Info.ID] = w
+		}
+		for _, id := range missing {
+			if work[id] == nil {
+				work[id] = &workEntry{entry: entry{info: Info{ID: id}, state: NewState(id)}}
+			}
+		}
+	}
+	for _, it := range items {
+		work[it.vehicle].part = it.part
+	}
+	return work, nil
+}
+
+func decodeReason(err error) string {
+	switch {
+	case errors.Is(err, wire.ErrTooLarge):
+		return rejectTooLarge
+	case errors.Is(err, wire.ErrMalformed):
+		return rejectMalformed
+	}
+	return rejectBatch
+}
+
+// statusEvent is a status change to publish: the state right after it, and the record that
+// caused it (nil for the offline sweep).
+type statusEvent struct {
+	state *State
+	rec   *telemetry.Record
+}
+
+func cloneStatus(st *State) *State {
+	c := *st
+	c.Recent, c.Applied = nil, nil
+	return &c
+}
+
+// event builds the fleet.v1.Event. Its id depends only on what caused it, so a redelivered
+// batch raises byte-identical ids that JetStream's duplicate window drops.
+func (ev statusEvent) event() *fleetv1.Event {
+	st := ev.state
+	id := "tracking.status_changed." + st.VehicleID + "." + strconv.FormatInt(st.StatusTime.UnixNano(), 10)
+	if ev.rec != nil {
+		id += "." + strconv.FormatUint(ev.rec.Sequence, 10)
+	}
+	id += "." + st.Status.String()
+	e := &fleetv1.Event{
+		EventId:   id,
+		Source:    "tracking",
+		Kind:      "status_changed",
+		VehicleId: st.VehicleID,
+		Time:      timestamppb.New(st.StatusTime),
+		Attributes: map[string]string{
+			"status":   st.Status.String(),
+			"previous": st.PrevStatus.String(),
+		},
+	}
+	if st.HasFix {
+		e.Position = &fleetv1.LatLng{Latitude: st.Fix.Lat, Longitude: st.Fix.Lon}
+		e.SpeedKmh = st.Fix.SpeedKmh
+	}
+	return e
+}
+
+// publishEvents publishes asynchronously and waits for every acknowledgement, so a batch
+// is acknowledged only once its events are stored.
+func (s *Service) publishEvents(ctx context.Context, evs []statusEvent) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	futures := make([]jetstream.PubAckFuture, 0, len(evs))
+	now := timestamppb.New(s.now())
+	for _, ev := range evs {
+		e := ev.event()
+		e.PublishTime = now
+		data, err := proto.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("encode event: %w", err)
+		}
+		f, err := s.bus.JS.PublishAsync(bus.EventSubject("tracking", "status_changed", e.VehicleId), data, jetstream.WithMsgID(e.EventId))
+		if err != nil {
+			return fmt.Errorf("publish status event: %w", err)
+		}
+		futures = append(futures, f)
+		s.statuses.WithLabelValues(ev.state.Status.String()).Inc()
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("status event not stored: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}

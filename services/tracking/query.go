@@ -1,0 +1,229 @@
+package tracking
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/fleetwire/fleetwire/pkg/geo"
+	"github.com/fleetwire/fleetwire/pkg/telemetry"
+)
+
+// The queries behind the gRPC API, in domain terms.
+
+// Vehicle returns one vehicle; ErrNotFound when it is neither registered nor seen.
+func (s *Service) Vehicle(ctx context.Context, id string) (Vehicle, error) {
+	if err := telemetry.ValidVehicleID(id); err != nil {
+		return Vehicle{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	vs, err := s.store.Vehicles(ctx, []string{id})
+	if err != nil {
+		return Vehicle{}, err
+	}
+	if len(vs) == 0 {
+		return Vehicle{}, fmt.Errorf("vehicle %s: %w", id, ErrNotFound)
+	}
+	return vs[0], nil
+}
+
+// ListFilter selects vehicles for ListVehicles.
+type ListFilter struct {
+	Group    string
+	Statuses []Status
+}
+
+func (f ListFilter) empty() bool { return f.Group == "" && len(f.Statuses) == 0 }
+
+func (f ListFilter) match(v *Vehicle) bool {
+	if f.Group != "" && !v.Info.InGroup(f.Group) {
+		return false
+	}
+	return len(f.Statuses) == 0 || slices.Contains(f.Statuses, v.Status())
+}
+
+const listChunk = 500
+
+// List returns up to size vehicles after the id after, ordered by id, the id to continue
+// from ("" on the last page) and how many vehicles match in all.
+func (s *Service) List(ctx context.Context, f ListFilter, after string, size int) ([]Vehicle, string, int, error) {
+	var (
+		page []Vehicle
+		next string
+		cur  = after
+	)
+scan:
+	for {
+		ids, err := s.store.IDs(ctx, cur, listChunk)
+		if err != nil {
+			return nil, "", 0, err
+		}
+		if len(ids) == 0 {
+			break
+		}
+		cur = ids[len(ids)-1]
+		vs, err := s.store.Vehicles(ctx, ids)
+		if err != nil {
+			return nil, "", 0, err
+		}
+		for i := range vs {
+			if !f.match(&vs[i]) {
+				continue
+			}
+			if len(page) == size {
+				next = page[len(page)-1].Info.ID
+				break scan
+			}
+			page = append(page, vs[i])
+		}
+		if len(ids) < listChunk {
+			break
+		}
+	}
+	var total int
+	var err error
+	switch {
+	case f.empty():
+		total, err = s.store.Count(ctx)
+	case after == "" && next == "":
+		total = len(page)
+	default:
+		// With filters the total needs a scan of every vehicle.
+		total, err = s.countMatching(ctx, f)
+	}
+	if err != nil {
+		return nil, "", 0, err
+	}
+	return page, next, total, nil
+}
+
+func (s *Service) countMatching(ctx context.Context, f ListFilter) (int, error) {
+	n, cur := 0, ""
+	for {
+		ids, err := s.store.IDs(ctx, cur, listChunk)
+		if err != nil || len(ids) == 0 {
+			return n, err
+		}
+		cur = ids[len(ids)-1]
+		vs, err := s.store.Vehicles(ctx, ids)
+		if err != nil {
+			return 0, err
+		}
+		for i := range vs {
+			if f.match(&vs[i]) {
+				n++
+			}
+		}
+	}
+}
+
+// Nearest returns up to k vehicles nearest to p within radiusM (0: anywhere), optionally
+// only with one of statuses and in group.
+func (s *Service) Nearest(ctx context.Context, p geo.Point, k int, radiusM float64, statuses []Status, group string) ([]Nearby, error) {
+	if p.Lat < -90 || p.Lat > 90 || p.Lon < -180 || p.Lon > 180 || p.Lat != p.Lat || p.Lon != p.Lon {
+		return nil, fmt.Errorf("%w: point %v out of range", ErrInvalid, p)
+	}
+	if radiusM < 0 || radiusM != radiusM {
+		return nil, fmt.Errorf("%w: negative radius", ErrInvalid)
+	}
+	f := ListFilter{Group: group, Statuses: statuses}
+	q := NearestQuery{Point: p, K: k, RadiusM: radiusM}
+	if !f.empty() {
+		q.Accept = f.match
+	}
+	return s.store.Nearest(ctx, q)
+}
+
+// Track returns a vehicle's fixes in [from, to], simplified to tolM metres when tolM > 0,
+// and the number of fixes before simplification.
+func (s *Service) Track(ctx context.Context, id string, from, to time.Time, tolM float64) ([]Fix, int, error) {
+	if err := checkRange(id, from, to); err != nil {
+		return nil, 0, err
+	}
+	if tolM < 0 {
+		return nil, 0, fmt.Errorf("%w: negative tolerance", ErrInvalid)
+	}
+	fixes, err := s.store.Track(ctx, id, from, to)
+	if err != nil {
+		return nil, 0, err
+	}
+	return Simplify(fixes, tolM), len(fixes), nil
+}
+
+// Trips segments a vehicle's history in [from, to].
+func (s *Service) Trips(ctx context.Context, id string, from, to time.Time) ([]Trip, []Stop, error) {
+	if err := checkRange(id, from, to); err != nil {
+		return nil, nil, err
+	}
+	fixes, err := s.store.Track(ctx, id, from, to)
+	if err != nil {
+		return nil, nil, err
+	}
+	trips, stops := Segment(fixes, s.cfg.Trips)
+	return trips, stops, nil
+}
+
+// maxQueryRange bounds track and trip queries (the retention is 30 days by default).
+const maxQueryRange = 92 * 24 * time.Hour
+
+func checkRange(id string, from, to time.Time) error {
+	if err := telemetry.ValidVehicleID(id); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if to.Before(from) {
+		return fmt.Errorf("%w: end before start", ErrInvalid)
+	}
+	if to.Sub(from) > maxQueryRange {
+		return fmt.Errorf("%w: range longer than %v", ErrInvalid, maxQueryRange)
+	}
+	return nil
+}
+
+// RegisterVehicle adds a vehicle to the registry.
+func (s *Service) RegisterVehicle(ctx context.Context, info Info) (Vehicle, error) {
+	if err := telemetry.ValidVehicleID(info.ID); err != nil {
+		return Vehicle{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if err := s.store.Register(ctx, info); err != nil {
+		return Vehicle{}, err
+	}
+	v, err := s.Vehicle(ctx, info.ID)
+	if err != nil {
+		return Vehicle{}, err
+	}
+	s.registryChanged(v)
+	return v, nil
+}
+
+// UpdateFields says which registry fields Update changes.
+type UpdateFields struct{ Name, Plate, Groups, Metadata bool }
+
+// UpdateVehicle changes the given fields of a registered vehicle.
+func (s *Service) UpdateVehicle(ctx context.Context, info Info, fields UpdateFields) (Vehicle, error) {
+	cur, err := s.Vehicle(ctx, info.ID)
+	if err != nil {
+		return Vehicle{}, err
+	}
+	if !cur.Info.Registered {
+		return Vehicle{}, fmt.Errorf("vehicle %s is not registered: %w", info.ID, ErrNotFound)
+	}
+	next := cur.Info
+	if fields.Name {
+		next.Name = info.Name
+	}
+	if fields.Plate {
+		next.Plate = info.Plate
+	}
+	if fields.Groups {
+		next.Groups = info.Groups
+	}
+	if fields.Metadata {
+		next.Metadata = info.Metadata
+	}
+	if err := s.store.Update(ctx, next); err != nil {
+		return Vehicle{}, err
+	}
+	cur.Info = next
+	s.registryChanged(cur)
+	return cur, nil
+}

@@ -1,0 +1,301 @@
+package tracking
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/rejects"
+	"github.com/fleetwire/fleetwire/pkg/telemetry"
+)
+
+// Service is the tracking service: it consumes device records from the bus, keeps the live
+// state in a Store and answers the TrackingService gRPC API.
+type Service struct {
+	cfg     Config
+	bus     *bus.Bus
+	store   Store
+	log     *slog.Logger
+	tracker *Tracker
+	rej     *rejects.Counter
+	hub     *hub
+	now     func() time.Time
+
+	records  prometheus.Counter
+	statuses *prometheus.CounterVec
+	drift    prometheus.Counter
+
+	// The live states of the vehicles in this instance's partitions. The partition lock
+	// serialises a partition's consumer and the offline sweep, so neither overwrites the
+	// other's update of a vehicle.
+	mu    sync.RWMutex
+	cache map[string]*entry
+	// replayedBefore: in Rebuild mode, records the stream stored before this Run began
+	// were handled, and their events published, by an earlier process; re-reading them
+	// rebuilds the state but raises no events again (JetStream's duplicate window is only
+	// minutes long, the retained stream days).
+	replayedBefore time.Time
+	partMu         []sync.Mutex
+	nParts         int
+	owned          map[int]bool
+}
+
+type entry struct {
+	part  int
+	state *State
+	info  Info
+}
+
+// New creates the service. b may be nil for a query-only instance (Run then fails).
+func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if st == nil {
+		return nil, fmt.Errorf("%w: nil store", ErrBadConfig)
+	}
+	s := &Service{
+		cfg:     cfg,
+		bus:     b,
+		store:   st,
+		log:     log,
+		tracker: NewTracker(cfg),
+		rej:     rejects.New("tracking", log, reg),
+		hub:     newHub(),
+		now:     time.Now,
+		cache:   make(map[string]*entry),
+		records: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fleetwire_tracking_records_total", Help: "Device records applied to the live state.",
+		}),
+		statuses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetwire_tracking_status_changes_total", Help: "Vehicle status changes, by new status.",
+		}, []string{"status"}),
+		drift: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fleetwire_tracking_parked_drift_total", Help: "Fixes of parked vehicles held at the parked position (GPS drift).",
+		}),
+	}
+	if reg != nil {
+		_ = reg.Register(s.records)
+		_ = reg.Register(s.statuses)
+		_ = reg.Register(s.drift)
+	}
+	return s, nil
+}
+
+// Rejected returns how many inputs were rejected or repaired for reason (tests, status).
+func (s *Service) Rejected(reason string) float64 { return s.rej.Count(reason) }
+
+// count accounts for the filter rules that fired on a record. Parked drift is routine
+// (every parked tracker wanders a few metres), so it is only counted, not logged.
+func (s *Service) count(reasons Reason, vehicle string, r *telemetry.Record) {
+	reasons.Each(func(reason Reason) {
+		if reason == ReasonParkedDrift {
+			s.drift.Inc()
+			return
+		}
+		s.rej.Add(reason.String(), vehicle, errors.New(reason.String()), "device_time", r.DeviceTime, "sequence", r.Sequence)
+	})
+}
+
+// Run consumes the configured partitions until ctx ends and sweeps for vehicles that went
+// offline. It returns nil on a clean stop.
+func (s *Service) Run(ctx context.Context) error {
+	if s.bus == nil {
+		return fmt.Errorf("%w: no bus", ErrBadConfig)
+	}
+	n, err := s.bus.Partitions(ctx)
+	if err != nil {
+		return fmt.Errorf("tracking: %w", err)
+	}
+	parts := s.cfg.Partitions
+	if len(parts) == 0 {
+		parts, _ = bus.ParsePartitions("", n)
+	}
+	for _, p := range parts {
+		if p < 0 || p >= n {
+			return fmt.Errorf("%w: partition %d outside 0..%d", ErrBadConfig, p, n-1)
+		}
+	}
+	s.mu.Lock()
+	if s.cfg.Rebuild {
+		s.replayedBefore = s.now()
+	}
+	s.nParts = n
+	s.partMu = make([]sync.Mutex, n)
+	s.owned = make(map[int]bool, len(parts))
+	for _, p := range parts {
+		s.owned[p] = true
+	}
+	s.mu.Unlock()
+	if err := s.preload(ctx); err != nil {
+		return err
+	}
+	s.log.Info("tracking consuming", "partitions", parts, "of", n)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.sweepLoop(ctx)
+	}()
+	err = s.bus.ConsumePartitions(ctx, "tracking", parts, []string{"*"},
+		bus.ConsumerConfig{Rebuild: s.cfg.Rebuild, AckWait: s.cfg.AckWait}, s.handle)
+	cancel()
+	wg.Wait()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("tracking consume: %w", err)
+	}
+	return nil
+}
+
+// partitionOf is the partition the NATS server assigns vehicle to: FNV-1a of the vehicle
+// token modulo the partition count (the stream's partition() subject transform).
+func partitionOf(vehicle string, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(vehicle))
+	return int(h.Sum32() % uint32(n))
+}
+
+// preload fills the cache with the stored vehicles of this instance's partitions, so the
+// offline sweep also covers vehicles that never send again after a restart.
+func (s *Service) preload(ctx context.Context) error {
+	after := ""
+	loaded := 0
+	for {
+		ids, err := s.store.IDs(ctx, after, 1000)
+		if err != nil {
+			return fmt.Errorf("tracking preload: %w", err)
+		}
+		if len(ids) == 0 {
+			break
+		}
+		after = ids[len(ids)-1]
+		mine := ids[:0]
+		for _, id := range ids {
+			if s.owned[partitionOf(id, s.nParts)] {
+				mine = append(mine, id)
+			}
+		}
+		vs, err := s.store.Vehicles(ctx, mine)
+		if err != nil {
+			return fmt.Errorf("tracking preload: %w", err)
+		}
+		s.mu.Lock()
+		for _, v := range vs {
+			if v.State == nil {
+				continue
+			}
+			if _, ok := s.cache[v.Info.ID]; !ok {
+				s.cache[v.Info.ID] = &entry{part: partitionOf(v.Info.ID, s.nParts), state: v.State, info: v.Info}
+				loaded++
+			}
+		}
+		s.mu.Unlock()
+	}
+	if loaded > 0 {
+		s.log.Info("tracking state loaded", "vehicles", loaded)
+	}
+	return nil
+}
+
+func (s *Service) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.sweep(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("offline sweep failed; retrying next tick", "err", err)
+			}
+		}
+	}
+}
+
+// sweep marks the vehicles that stopped sending offline, partition by partition.
+func (s *Service) sweep(ctx context.Context) error {
+	now := s.now()
+	for p := range s.partMu {
+		if !s.owned[p] {
+			continue
+		}
+		if err := s.sweepPartition(ctx, p, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) sweepPartition(ctx context.Context, p int, now time.Time) error {
+	s.partMu[p].Lock()
+	defer s.partMu[p].Unlock()
+	var changed []*entry
+	s.mu.RLock()
+	for _, e := range s.cache {
+		if e.part != p {
+			continue
+		}
+		st := e.state.Clone()
+		if s.tracker.Sweep(st, now) {
+			changed = append(changed, &entry{part: p, state: st, info: e.info})
+		}
+	}
+	s.mu.RUnlock()
+	if len(changed) == 0 {
+		return nil
+	}
+	states := make([]*State, len(changed))
+	evs := make([]statusEvent, 0, len(changed))
+	for i, e := range changed {
+		states[i] = e.state
+		if e.state.StatusTime.Before(s.replayedBefore) {
+			continue // went offline before this process started: reported already
+		}
+		evs = append(evs, statusEvent{state: e.state})
+	}
+	if err := s.store.Write(ctx, Batch{States: states, Retention: s.cfg.HistoryRetention, Now: now}); err != nil {
+		return err
+	}
+	if err := s.publishEvents(ctx, evs); err != nil {
+		return err
+	}
+	s.commit(changed)
+	return nil
+}
+
+// commit makes processed states the live ones and tells the watchers.
+func (s *Service) commit(es []*entry) {
+	s.mu.Lock()
+	for _, e := range es {
+		s.cache[e.state.VehicleID] = e
+	}
+	s.mu.Unlock()
+	for _, e := range es {
+		s.hub.publish(Vehicle{Info: e.info, State: e.state})
+	}
+}
+
+// registryChanged refreshes the cached registry entry of a vehicle and tells watchers.
+func (s *Service) registryChanged(v Vehicle) {
+	s.mu.Lock()
+	if e, ok := s.cache[v.Info.ID]; ok {
+		ne := *e
+		ne.info = copyInfo(v.Info)
+		s.cache[v.Info.ID] = &ne
+		if v.State == nil {
+			v.State = e.state
+		}
+	}
+	s.mu.Unlock()
+	s.hub.publish(v)
+}
