@@ -12,6 +12,7 @@ import (
 // Stored as:           fleet.in.<partition>.<vehicle>.<kind> (stream subject transform)
 // Platform → device:   fleet.down.<vehicle>.cmd
 // Service events:      fleet.evt.<source>.<kind>.<vehicle>
+// Live state fan-out:  fleet.live.<vehicle> (core NATS, between instances of a service)
 //
 // A NATS user for one tracker is confined with
 //   publish:   fleet.up.<vehicle>.>
@@ -35,6 +36,7 @@ const (
 	inPrefix   = "fleet.in."
 	downPrefix = "fleet.down."
 	evtPrefix  = "fleet.evt."
+	livePrefix = "fleet.live."
 )
 
 // DefaultPartitions is the number of partitions of the telemetry stream. Vehicles are
@@ -79,6 +81,20 @@ func EventWildcard() string { return evtPrefix + ">" }
 
 // EventSourceFilter matches every event a source publishes.
 func EventSourceFilter(source string) string { return evtPrefix + source + ".>" }
+
+// LiveSubject carries a vehicle's committed live state from the instance that owns its
+// partition to the other instances, so a watcher on any instance sees the whole fleet.
+// It is core NATS: a missed live update is superseded by the next one and by the store.
+func LiveSubject(vehicle string) string { return livePrefix + vehicle }
+
+// LiveWildcard matches every live update.
+func LiveWildcard() string { return livePrefix + "*" }
+
+// LiveVehicle returns the vehicle of a live-update subject.
+func LiveVehicle(subject string) (string, bool) {
+	v, ok := strings.CutPrefix(subject, livePrefix)
+	return v, ok && v != "" && strings.IndexByte(v, '.') < 0
+}
 
 // Address is a parsed device subject.
 type Address struct {

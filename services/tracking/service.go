@@ -142,6 +142,11 @@ func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	unfollow, err := s.followOthers()
+	if err != nil {
+		return err
+	}
+	defer unfollow()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -280,9 +285,12 @@ func (s *Service) commit(es []*entry) {
 		s.cache[e.state.VehicleID] = e
 	}
 	s.mu.Unlock()
-	for _, e := range es {
-		s.hub.publish(Vehicle{Info: e.info, State: e.state})
+	vs := make([]Vehicle, len(es))
+	for i, e := range es {
+		vs[i] = Vehicle{Info: e.info, State: e.state}
+		s.hub.publish(vs[i])
 	}
+	s.publishLive(vs)
 }
 
 // registryChanged refreshes the cached registry entry of a vehicle and tells watchers.

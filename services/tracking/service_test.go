@@ -489,6 +489,17 @@ func TestTwoInstancesSplitPartitions(t *testing.T) {
 	a := startService(t, cfgA, b, NewRedisStore(c, prefix), discardLog())
 	bb := startService(t, cfgB, b, NewRedisStore(c, prefix), discardLog())
 	st := NewRedisStore(c, prefix)
+	// A watcher on one instance must see the vehicles the other instance applies.
+	waitFor(t, "both instances running", func() bool {
+		a.mu.RLock()
+		defer a.mu.RUnlock()
+		bb.mu.RLock()
+		defer bb.mu.RUnlock()
+		return a.nParts > 0 && bb.nParts > 0
+	})
+	w := a.hub.subscribe(WatchFilter{})
+	defer a.hub.unsubscribe(w)
+	watched := map[string]uint64{}
 	base := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
 	const vehicles, records = 20, 10
 	for i := uint64(1); i <= records; i++ {
@@ -501,6 +512,19 @@ func TestTwoInstancesSplitPartitions(t *testing.T) {
 		for v := range vehicles {
 			s := storedState(t, st, "split-"+string(rune('a'+v)))
 			if s == nil || s.Records < records {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, "a watcher on one instance seeing every vehicle's last record", func() bool {
+		for _, v := range w.take() {
+			if v.State != nil {
+				watched[v.Info.ID] = max(watched[v.Info.ID], v.State.Records)
+			}
+		}
+		for v := range vehicles {
+			if watched["split-"+string(rune('a'+v))] < records {
 				return false
 			}
 		}
