@@ -1,0 +1,207 @@
+// Package dispatch is the dispatcher's side of the platform: theft detection on the live
+// telemetry, one alert feed merging every service's events, and commands to vehicles
+// (immobilise, resume, locate, reporting interval) with a speed gate and an offline queue.
+//
+// It runs inside the tracking process but consumes the bus on its own durable consumers
+// (dispatch-pNN on the telemetry stream, dispatch-events on the event stream), so it
+// shares no state with the tracking package.
+package dispatch
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Errors returned by stores and the service, matched with errors.Is.
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrConflict      = errors.New("concurrent update")
+	ErrBadTransition = errors.New("state change not allowed")
+	ErrInvalid       = errors.New("invalid request")
+)
+
+// Severity ranks alerts. The values match fleet.v1.AlertSeverity.
+type Severity uint8
+
+const (
+	SeverityUnspecified Severity = iota
+	SeverityInfo
+	SeverityWarning
+	SeverityCritical
+)
+
+func (s Severity) String() string {
+	switch s {
+	case SeverityInfo:
+		return "info"
+	case SeverityWarning:
+		return "warning"
+	case SeverityCritical:
+		return "critical"
+	}
+	return "unspecified"
+}
+
+// AlertState is an alert's workflow state. The values match fleet.v1.AlertState.
+type AlertState uint8
+
+const (
+	AlertStateUnspecified AlertState = iota
+	AlertOpen
+	AlertAcknowledged
+	AlertResolved
+)
+
+func (s AlertState) String() string {
+	switch s {
+	case AlertOpen:
+		return "open"
+	case AlertAcknowledged:
+		return "acknowledged"
+	case AlertResolved:
+		return "resolved"
+	}
+	return "unspecified"
+}
+
+// Alert kinds raised by theft detection. Device alarms use the alarm's name
+// (telemetry.AlarmKind.String()), so a device TOW alarm and the server-side tow rule
+// produce the same kind and the same incident.
+const (
+	KindTow                  = "tow"
+	KindGNSSJamming          = "gnss_jamming"
+	KindMovementOutsideHours = "movement_outside_hours"
+	KindZoneExit             = "zone_exit"
+	KindFuelTheft            = "fuel_theft"
+	KindOffline              = "offline"
+)
+
+// Sources of an occurrence.
+const (
+	SourceDevice   = "device"   // the tracker's own alarm
+	SourceDispatch = "dispatch" // server-side detection in this package
+)
+
+// Alert is one incident on one vehicle.
+type Alert struct {
+	ID          uint64
+	Vehicle     string
+	Kind        string
+	Severity    Severity
+	State       AlertState
+	IncidentKey string   // occurrences with the same key merge into one alert
+	CauseID     string   // what raised this occurrence; seen twice, it is ignored (redelivery)
+	Sources     []string // who reported it
+	Message     string
+
+	FirstTime, LastTime time.Time // occurrence (device or event) times
+	CreateTime          time.Time // server clock
+	Occurrences         int
+
+	HasPosition bool
+	Lat, Lon    float64
+	SpeedKmh    float64
+	Attributes  map[string]string
+
+	AckBy, AckNote          string
+	AckTime                 time.Time
+	ResolvedBy, ResolveNote string
+	ResolveTime             time.Time
+}
+
+// mergeable reports whether occurrence o belongs to the incident of alert a: same key, a
+// not resolved, and o no later than cooldown after a's latest occurrence. An occurrence
+// older than a's latest (a backlog) always merges.
+func (a *Alert) mergeable(o *Alert, cooldown time.Duration) bool {
+	return a.IncidentKey == o.IncidentKey && a.State != AlertResolved && !o.FirstTime.After(a.LastTime.Add(cooldown))
+}
+
+// merge folds occurrence o into a.
+func (a *Alert) merge(o *Alert) {
+	a.Occurrences++
+	if o.FirstTime.After(a.LastTime) {
+		a.LastTime = o.FirstTime
+	}
+	if o.FirstTime.Before(a.FirstTime) {
+		a.FirstTime = o.FirstTime
+	}
+	if o.Severity > a.Severity {
+		a.Severity = o.Severity
+	}
+	for _, s := range o.Sources {
+		if !contains(a.Sources, s) {
+			a.Sources = append(a.Sources, s)
+		}
+	}
+	for k, v := range o.Attributes {
+		if _, ok := a.Attributes[k]; !ok {
+			if a.Attributes == nil {
+				a.Attributes = map[string]string{}
+			}
+			a.Attributes[k] = v
+		}
+	}
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// transition applies an operator's acknowledge or resolve to a.
+func (a *Alert) transition(to AlertState, who, note string, at time.Time) error {
+	switch to {
+	case AlertAcknowledged:
+		if a.State != AlertOpen {
+			return fmt.Errorf("%w: acknowledge a %s alert", ErrBadTransition, a.State)
+		}
+		a.State, a.AckBy, a.AckNote, a.AckTime = AlertAcknowledged, who, note, at
+	case AlertResolved:
+		if a.State == AlertResolved {
+			return fmt.Errorf("%w: alert already resolved", ErrBadTransition)
+		}
+		a.State, a.ResolvedBy, a.ResolveNote, a.ResolveTime = AlertResolved, who, note, at
+	default:
+		return fmt.Errorf("%w: to %s", ErrBadTransition, to)
+	}
+	return nil
+}
+
+// AlertFilter selects alerts. Zero values match everything.
+type AlertFilter struct {
+	Vehicle     string
+	Kind        string
+	MinSeverity Severity
+	State       AlertState
+	From, To    time.Time // on FirstTime: From <= t < To
+	AfterID     uint64    // ascending: ids > AfterID; descending: ignored
+	BeforeID    uint64    // descending: ids < BeforeID (0 = from the newest)
+	Ascending   bool
+	Limit       int // default 100
+}
+
+// Match reports whether a passes the filter's field conditions (not the id window).
+func (f *AlertFilter) Match(a *Alert) bool {
+	switch {
+	case f.Vehicle != "" && a.Vehicle != f.Vehicle,
+		f.Kind != "" && a.Kind != f.Kind,
+		a.Severity < f.MinSeverity,
+		f.State != AlertStateUnspecified && a.State != f.State,
+		!f.From.IsZero() && a.FirstTime.Before(f.From),
+		!f.To.IsZero() && !a.FirstTime.Before(f.To):
+		return false
+	}
+	return true
+}
+
+func (f *AlertFilter) limit() int {
+	if f.Limit <= 0 {
+		return 100
+	}
+	return f.Limit
+}

@@ -1,0 +1,236 @@
+package dispatch
+
+// The gRPC edge: AlertService and CommandService, converting between fleet.v1 messages
+// and the domain types, and mapping domain errors to status codes.
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
+)
+
+const (
+	defaultPageSize = 100
+	maxPageSize     = 1000
+)
+
+// Register registers AlertService and CommandService on gs.
+func (s *Service) Register(gs *grpc.Server) {
+	fleetv1.RegisterAlertServiceServer(gs, &alertServer{s: s})
+	fleetv1.RegisterCommandServiceServer(gs, &commandServer{s: s})
+}
+
+type alertServer struct {
+	fleetv1.UnimplementedAlertServiceServer
+	s *Service
+}
+
+type commandServer struct {
+	fleetv1.UnimplementedCommandServiceServer
+	s *Service
+}
+
+var (
+	_ fleetv1.AlertServiceServer   = (*alertServer)(nil)
+	_ fleetv1.CommandServiceServer = (*commandServer)(nil)
+)
+
+// grpcError maps domain errors to status codes; anything else is internal.
+func grpcError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrBadTransition):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, ErrConflict):
+		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func tm(t *timestamppb.Timestamp) time.Time {
+	if t == nil || t.CheckValid() != nil {
+		return time.Time{}
+	}
+	return t.AsTime()
+}
+
+func pageSize(n int32) int {
+	switch {
+	case n <= 0:
+		return defaultPageSize
+	case n > maxPageSize:
+		return maxPageSize
+	}
+	return int(n)
+}
+
+// AlertToProto converts an alert to its wire form.
+func AlertToProto(a *Alert) *fleetv1.Alert {
+	pa := &fleetv1.Alert{
+		AlertId: a.ID, VehicleId: a.Vehicle, Kind: a.Kind,
+		Severity: fleetv1.AlertSeverity(a.Severity), State: fleetv1.AlertState(a.State),
+		IncidentKey: a.IncidentKey, Sources: a.Sources, Message: a.Message,
+		FirstTime: ts(a.FirstTime), LastTime: ts(a.LastTime), CreateTime: ts(a.CreateTime),
+		Occurrences: uint32(a.Occurrences), SpeedKmh: a.SpeedKmh, Attributes: a.Attributes,
+		AcknowledgedBy: a.AckBy, AcknowledgeTime: ts(a.AckTime), AcknowledgeNote: a.AckNote,
+		ResolvedBy: a.ResolvedBy, ResolveTime: ts(a.ResolveTime), ResolveNote: a.ResolveNote,
+	}
+	if a.HasPosition {
+		pa.Position = &fleetv1.LatLng{Latitude: a.Lat, Longitude: a.Lon}
+	}
+	return pa
+}
+
+// CommandToProto converts a command to its wire form.
+func CommandToProto(c *Command) *fleetv1.Command {
+	pc := &fleetv1.Command{
+		CommandId: c.ID, VehicleId: c.Vehicle, Kind: fleetv1.CommandKind(c.Kind), Params: c.Params,
+		State: fleetv1.CommandState(c.State), StateReason: c.Reason, IssuedBy: c.IssuedBy,
+		IssueTime: ts(c.IssueTime), ExpireTime: ts(c.ExpireTime), SentTime: ts(c.SentTime),
+		UpdateTime: ts(c.UpdateTime),
+	}
+	for _, h := range c.History {
+		pc.History = append(pc.History, &fleetv1.CommandTransition{
+			State: fleetv1.CommandState(h.State), Time: ts(h.Time), Detail: h.Detail,
+		})
+	}
+	return pc
+}
+
+func (g *alertServer) ListAlerts(ctx context.Context, req *fleetv1.ListAlertsRequest) (*fleetv1.ListAlertsResponse, error) {
+	f := AlertFilter{
+		Vehicle: req.GetVehicleId(), Kind: req.GetKind(),
+		MinSeverity: Severity(req.GetMinSeverity()), State: AlertState(req.GetState()),
+		From: tm(req.GetStartTime()), To: tm(req.GetEndTime()),
+		Ascending: req.GetOldestFirst(), Limit: pageSize(req.GetPageSize()),
+	}
+	if tok := req.GetPageToken(); tok != "" {
+		id, err := strconv.ParseUint(tok, 10, 64)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "page_token %q is not one this service returned", tok)
+		}
+		if f.Ascending {
+			f.AfterID = id
+		} else {
+			f.BeforeID = id
+		}
+	}
+	list, err := g.s.ListAlerts(ctx, f)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	resp := &fleetv1.ListAlertsResponse{Alerts: make([]*fleetv1.Alert, len(list))}
+	for i := range list {
+		resp.Alerts[i] = AlertToProto(&list[i])
+	}
+	if len(list) == f.Limit {
+		resp.NextPageToken = strconv.FormatUint(list[len(list)-1].ID, 10)
+	}
+	return resp, nil
+}
+
+func (g *alertServer) WatchAlerts(req *fleetv1.WatchAlertsRequest, stream grpc.ServerStreamingServer[fleetv1.WatchAlertsResponse]) error {
+	var after *uint64
+	if req.AfterAlertId != nil {
+		v := req.GetAfterAlertId()
+		after = &v
+	}
+	f := AlertFilter{Vehicle: req.GetVehicleId(), MinSeverity: Severity(req.GetMinSeverity())}
+	// Headers go out once the starting point is fixed, so a client that waits for them
+	// (stream.Header()) knows every alert raised from then on will reach it.
+	ready := func() error { return stream.SendHeader(metadata.MD{}) }
+	err := g.s.WatchAlerts(stream.Context(), after, f, ready, func(a Alert) error {
+		return stream.Send(&fleetv1.WatchAlertsResponse{Alert: AlertToProto(&a)})
+	})
+	if err != nil && stream.Context().Err() == nil {
+		if _, ok := status.FromError(err); ok {
+			return err
+		}
+		return grpcError(err)
+	}
+	return nil
+}
+
+func (g *alertServer) AcknowledgeAlert(ctx context.Context, req *fleetv1.AcknowledgeAlertRequest) (*fleetv1.AcknowledgeAlertResponse, error) {
+	a, err := g.s.SetAlertState(ctx, req.GetAlertId(), AlertAcknowledged, req.GetWho(), req.GetNote())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &fleetv1.AcknowledgeAlertResponse{Alert: AlertToProto(&a)}, nil
+}
+
+func (g *alertServer) ResolveAlert(ctx context.Context, req *fleetv1.ResolveAlertRequest) (*fleetv1.ResolveAlertResponse, error) {
+	a, err := g.s.SetAlertState(ctx, req.GetAlertId(), AlertResolved, req.GetWho(), req.GetNote())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &fleetv1.ResolveAlertResponse{Alert: AlertToProto(&a)}, nil
+}
+
+func (g *commandServer) SendCommand(ctx context.Context, req *fleetv1.SendCommandRequest) (*fleetv1.SendCommandResponse, error) {
+	var ttl time.Duration
+	if d := req.GetTtl(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "ttl: %v", err)
+		}
+		ttl = d.AsDuration()
+		if ttl <= 0 {
+			return nil, status.Error(codes.InvalidArgument, "ttl must be positive")
+		}
+	}
+	c, err := g.s.SendCommand(ctx, req.GetVehicleId(), CommandKind(req.GetKind()), req.GetParams(), req.GetWho(), ttl)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &fleetv1.SendCommandResponse{Command: CommandToProto(&c)}, nil
+}
+
+func (g *commandServer) GetCommand(ctx context.Context, req *fleetv1.GetCommandRequest) (*fleetv1.GetCommandResponse, error) {
+	if req.GetCommandId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "command_id is required")
+	}
+	c, err := g.s.GetCommand(ctx, req.GetCommandId())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &fleetv1.GetCommandResponse{Command: CommandToProto(&c)}, nil
+}
+
+func (g *commandServer) ListCommands(ctx context.Context, req *fleetv1.ListCommandsRequest) (*fleetv1.ListCommandsResponse, error) {
+	list, err := g.s.ListCommands(ctx, CommandFilter{
+		Vehicle: req.GetVehicleId(), State: CommandState(req.GetState()), Limit: pageSize(req.GetPageSize()),
+	})
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	resp := &fleetv1.ListCommandsResponse{Commands: make([]*fleetv1.Command, len(list))}
+	for i := range list {
+		resp.Commands[i] = CommandToProto(&list[i])
+	}
+	return resp, nil
+}

@@ -1,0 +1,548 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/rejects"
+	"github.com/fleetwire/fleetwire/pkg/telemetry"
+)
+
+// Config holds the service's settings. DefaultConfig documents the defaults; the rules
+// behind them are described in docs/dispatch.md.
+type Config struct {
+	// Partitions of the telemetry stream this instance reads (nil: all of them).
+	Partitions []int
+	// Rebuild re-reads the retained streams from the start (for a memory store).
+	Rebuild bool
+
+	// Detect holds the theft-detection thresholds.
+	Detect DetectConfig
+	// AlertCooldown: an occurrence merges into the unresolved alert of its incident when
+	// it comes no more than this after the alert's latest occurrence.
+	AlertCooldown time.Duration
+
+	// ImmobilizeMaxKmh: IMMOBILIZE is held while the last known speed is above it.
+	ImmobilizeMaxKmh float64
+	// OfflineAfter: no record for this long means offline; commands wait for the next record.
+	OfflineAfter time.Duration
+	// CommandTTL is the default expiry of a command; MaxCommandTTL the longest allowed.
+	CommandTTL, MaxCommandTTL time.Duration
+	// ReplyTimeout: sent and no reply within it → failed. ExecuteTimeout: accepted and
+	// not executed within it → failed.
+	ReplyTimeout, ExecuteTimeout time.Duration
+	// SweepEvery is how often queued commands are re-checked (expiry, online vehicles)
+	// and delivered ones checked for their timeouts.
+	SweepEvery time.Duration
+	// WatchPoll is how often WatchAlerts looks for alerts raised by other instances
+	// (alerts raised by this instance wake watchers at once).
+	WatchPoll time.Duration
+	// PublishAlertEvents publishes every alert as an Event (source "dispatch", kind
+	// "alert") on the event stream, for integrations.
+	PublishAlertEvents bool
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		Detect: DetectConfig{
+			MovingKmh:          5,
+			TowArmAfter:        60 * time.Second,
+			TowDistanceM:       150,
+			TowSpeedKmh:        10,
+			IncidentCloseAfter: 10 * time.Minute,
+			JamMinLoss:         60 * time.Second,
+			JamJumpM:           1000,
+		},
+		AlertCooldown:      30 * time.Minute,
+		ImmobilizeMaxKmh:   5,
+		OfflineAfter:       10 * time.Minute,
+		CommandTTL:         24 * time.Hour,
+		MaxCommandTTL:      7 * 24 * time.Hour,
+		ReplyTimeout:       60 * time.Second,
+		ExecuteTimeout:     10 * time.Minute,
+		SweepEvery:         5 * time.Second,
+		WatchPoll:          time.Second,
+		PublishAlertEvents: true,
+	}
+}
+
+// Service runs theft detection, the alert feed and the command queue.
+type Service struct {
+	cfg      Config
+	b        *bus.Bus
+	st       Store
+	log      *slog.Logger
+	det      *Detector
+	gate     Gate
+	timeouts Timeouts
+	rej      *rejects.Counter
+	raised   *prometheus.CounterVec
+	cmds     *prometheus.CounterVec
+	wake     signal
+	now      func() time.Time
+}
+
+// New checks cfg and builds the service. reg may be nil.
+func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
+	det, err := NewDetector(cfg.Detect)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.CommandTTL <= 0 || cfg.MaxCommandTTL < cfg.CommandTTL || cfg.ReplyTimeout <= 0 ||
+		cfg.ExecuteTimeout <= 0 || cfg.SweepEvery <= 0 || cfg.WatchPoll <= 0 || cfg.OfflineAfter <= 0 {
+		return nil, fmt.Errorf("%w: dispatch durations must be positive (and MaxCommandTTL >= CommandTTL)", ErrInvalid)
+	}
+	s := &Service{
+		cfg: cfg, b: b, st: st, log: log, det: det,
+		gate:     Gate{ImmobilizeMaxKmh: cfg.ImmobilizeMaxKmh, OfflineAfter: cfg.OfflineAfter},
+		timeouts: Timeouts{Reply: cfg.ReplyTimeout, Execute: cfg.ExecuteTimeout},
+		rej:      rejects.New("dispatch", log, reg),
+		raised: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetwire_dispatch_alerts_total", Help: "Alerts created, by kind.",
+		}, []string{"kind"}),
+		cmds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetwire_dispatch_command_transitions_total", Help: "Command state changes, by new state.",
+		}, []string{"state"}),
+		now: time.Now,
+	}
+	s.wake.ch = make(chan struct{})
+	if reg != nil {
+		for _, c := range []prometheus.Collector{s.raised, s.cmds} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register metrics: %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// signal wakes every waiter when fired (a broadcast that can be waited on in a select).
+type signal struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (s *signal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ch
+}
+
+func (s *signal) fire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	close(s.ch)
+	s.ch = make(chan struct{})
+}
+
+// Run consumes the bus and sweeps commands until ctx ends. It returns nil on a clean stop.
+func (s *Service) Run(ctx context.Context) error {
+	parts := s.cfg.Partitions
+	if len(parts) == 0 {
+		n, err := s.b.Partitions(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while starting
+			}
+			return err
+		}
+		if parts, err = bus.ParsePartitions("", n); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	go func() {
+		errc <- s.b.ConsumePartitions(ctx, "dispatch", parts,
+			[]string{bus.KindTelemetry, bus.KindAlarm, bus.KindReply},
+			bus.ConsumerConfig{Rebuild: s.cfg.Rebuild}, s.handleDevice)
+	}()
+	go func() {
+		errc <- s.b.Consume(ctx, bus.ConsumerConfig{
+			Stream: bus.EventStream, Durable: "dispatch-events", Rebuild: s.cfg.Rebuild,
+			Filters: []string{bus.EventSourceFilter("tracking"), bus.EventSourceFilter("geofence"), bus.EventSourceFilter("maintenance")},
+		}, s.handleEvents)
+	}()
+	go func() { errc <- s.sweep(ctx) }()
+	var first error
+	for range 3 {
+		// Errors caused by the stop itself (a consumer being created as ctx ends) are not
+		// failures.
+		if err := <-errc; err != nil && first == nil && ctx.Err() == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}
+
+// raise stores alert occurrences, wakes watchers and publishes the alerts as events.
+func (s *Service) raise(ctx context.Context, alerts []Alert) error {
+	if len(alerts) == 0 {
+		return nil
+	}
+	out := make([]Alert, 0, len(alerts))
+	created := false
+	for _, a := range alerts {
+		a.CreateTime = s.now()
+		got, isNew, err := s.st.RaiseAlert(ctx, a, s.cfg.AlertCooldown)
+		if err != nil {
+			return err
+		}
+		if isNew {
+			created = true
+			s.raised.WithLabelValues(got.Kind).Inc()
+			s.log.Info("alert raised", "alert_id", got.ID, "vehicle", got.Vehicle, "kind", got.Kind, "severity", got.Severity.String())
+		}
+		out = append(out, got)
+	}
+	if created {
+		s.wake.fire()
+	}
+	if s.cfg.PublishAlertEvents {
+		// Published for every occurrence, not only new alerts: the event id identifies the
+		// alert, so JetStream drops the repeats, and an event whose publish failed before
+		// a redelivery is published on the retry.
+		return s.publishAlerts(ctx, out)
+	}
+	return nil
+}
+
+// vehicleWork is what one consumer batch holds for one vehicle.
+type vehicleWork struct {
+	recs    []telemetry.Record
+	replies []Reply
+	newest  time.Time // newest stream time of its records
+}
+
+// handleVehicles applies a batch's records and replies. Vehicle states are loaded and
+// stored in one round trip each; queued commands are looked for only where there are some.
+func (s *Service) handleVehicles(ctx context.Context, order []string, work map[string]*vehicleWork) error {
+	var withRecs []string
+	for _, v := range order {
+		if len(work[v].recs) > 0 {
+			withRecs = append(withRecs, v)
+		}
+	}
+	states, err := s.st.GetVehicles(ctx, withRecs)
+	if err != nil {
+		return err
+	}
+	var alerts []Alert
+	updated := make([]VehicleState, 0, len(withRecs))
+	for _, v := range withRecs {
+		st := states[v]
+		w := work[v]
+		for i := range w.recs {
+			alerts = append(alerts, s.det.Apply(&st, &w.recs[i])...)
+		}
+		states[v] = st
+		updated = append(updated, st)
+	}
+	// Alerts first, then the states: a crash in between re-raises on redelivery (the
+	// store ignores the repeat) instead of losing the alert.
+	if err := s.raise(ctx, alerts); err != nil {
+		return err
+	}
+	if err := s.st.PutVehicles(ctx, updated); err != nil {
+		return err
+	}
+	for _, v := range order {
+		for i := range work[v].replies {
+			if err := s.applyReply(ctx, &work[v].replies[i]); err != nil {
+				return err
+			}
+		}
+	}
+	// A fresh record means the vehicle is online and its speed known: deliver what waits.
+	// Records replayed from the stream after a restart are old and deliver nothing.
+	var fresh []string
+	for _, v := range withRecs {
+		if s.now().Sub(work[v].newest) <= s.cfg.OfflineAfter {
+			fresh = append(fresh, v)
+		}
+	}
+	pending, err := s.st.WithOpenCommands(ctx, fresh)
+	if err != nil {
+		return err
+	}
+	for _, v := range fresh {
+		if !pending[v] {
+			continue
+		}
+		st := states[v]
+		if err := s.deliverQueued(ctx, v, &st, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) deliverQueued(ctx context.Context, vehicle string, st *VehicleState, known bool) error {
+	cmds, err := s.st.ListCommands(ctx, CommandFilter{Vehicle: vehicle, State: CommandQueued, OpenOnly: true, Limit: 1000})
+	if err != nil {
+		return err
+	}
+	// Oldest first: commands reach the vehicle in the order they were issued.
+	for i := len(cmds) - 1; i >= 0; i-- {
+		if err := s.advance(ctx, cmds[i], st, known); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// advance moves a queued command on: send it, expire it, or update why it waits. The
+// state change is stored (compare-and-set) before the command is published, so two
+// instances racing for the same command never both send it.
+func (s *Service) advance(ctx context.Context, c Command, v *VehicleState, known bool) error {
+	for range maxRetries {
+		if c.State != CommandQueued {
+			return nil
+		}
+		now := s.now()
+		d, reason := s.gate.Decide(&c, v, known, now)
+		var changed bool
+		switch d {
+		case Wait:
+			changed = c.set(CommandQueued, reason, now)
+		case Expire:
+			changed = c.set(CommandExpired, reason, now)
+		case Send:
+			changed = c.set(CommandSent, "", now)
+		}
+		if !changed {
+			return nil
+		}
+		stored, err := s.st.UpdateCommand(ctx, c)
+		if errors.Is(err, ErrConflict) {
+			if c, err = s.st.GetCommand(ctx, c.ID); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if d != Wait {
+			s.cmds.WithLabelValues(stored.State.String()).Inc()
+		}
+		if d == Send {
+			if err := s.publishCommand(&stored); err != nil {
+				// It stays sent; the reply timeout will mark it failed.
+				s.log.Error("publish command", "command_id", stored.ID, "vehicle", stored.Vehicle, "err", err)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("command %s: %w", c.ID, ErrConflict)
+}
+
+// applyReply records a device's answer.
+func (s *Service) applyReply(ctx context.Context, r *Reply) error {
+	c, err := s.st.GetCommand(ctx, r.CommandID)
+	if errors.Is(err, ErrNotFound) {
+		s.rej.Add("reply_unknown_command", r.Vehicle, err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if c.Vehicle != r.Vehicle {
+		s.rej.Add("reply_wrong_vehicle", r.Vehicle, fmt.Errorf("%w: command %s is for %s", ErrInvalid, c.ID, c.Vehicle))
+		return nil
+	}
+	for range maxRetries {
+		if !ApplyReply(&c, r.Status, r.Detail, s.now()) {
+			return nil // a repeat, or a step backwards
+		}
+		stored, err := s.st.UpdateCommand(ctx, c)
+		if errors.Is(err, ErrConflict) {
+			if c, err = s.st.GetCommand(ctx, c.ID); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s.cmds.WithLabelValues(stored.State.String()).Inc()
+		return nil
+	}
+	return fmt.Errorf("command %s: %w", c.ID, ErrConflict)
+}
+
+// sweep re-checks open commands: queued ones against the vehicle's state (expiry, a
+// vehicle that came online meanwhile), delivered ones against their timeouts.
+func (s *Service) sweep(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.SweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := s.sweepOnce(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("command sweep failed", "err", err)
+		}
+	}
+}
+
+func (s *Service) sweepOnce(ctx context.Context) error {
+	cmds, err := s.st.ListCommands(ctx, CommandFilter{OpenOnly: true, Limit: 100_000})
+	if err != nil {
+		return err
+	}
+	for i := len(cmds) - 1; i >= 0; i-- {
+		c := cmds[i]
+		if c.State == CommandQueued {
+			v, known, err := s.st.GetVehicle(ctx, c.Vehicle)
+			if err != nil {
+				return err
+			}
+			if err := s.advance(ctx, c, &v, known); err != nil {
+				return err
+			}
+			continue
+		}
+		reason := s.timeouts.Overdue(&c, s.now())
+		if reason == "" || !c.set(CommandFailed, reason, s.now()) {
+			continue
+		}
+		if _, err := s.st.UpdateCommand(ctx, c); err != nil && !errors.Is(err, ErrConflict) {
+			return err // a conflict means a reply came meanwhile: the next sweep looks again
+		} else if err == nil {
+			s.cmds.WithLabelValues(CommandFailed.String()).Inc()
+		}
+	}
+	return nil
+}
+
+// SendCommand issues a command for vehicle on behalf of who. ttl 0 means the default.
+// It returns the stored command: sent at once when the vehicle is online (and, for
+// IMMOBILIZE, slow enough), otherwise queued with the reason.
+func (s *Service) SendCommand(ctx context.Context, vehicle string, kind CommandKind, params map[string]string, who string, ttl time.Duration) (Command, error) {
+	if err := telemetry.ValidVehicleID(vehicle); err != nil {
+		return Command{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if err := ValidateParams(kind, params); err != nil {
+		return Command{}, err
+	}
+	if who == "" {
+		return Command{}, fmt.Errorf("%w: who is required (audit)", ErrInvalid)
+	}
+	if ttl == 0 {
+		ttl = s.cfg.CommandTTL
+	}
+	if ttl < 0 || ttl > s.cfg.MaxCommandTTL {
+		return Command{}, fmt.Errorf("%w: ttl %s outside 0..%s", ErrInvalid, ttl, s.cfg.MaxCommandTTL)
+	}
+	now := s.now()
+	c := Command{
+		Vehicle: vehicle, Kind: kind, Params: params, State: CommandQueued, IssuedBy: who,
+		IssueTime: now, ExpireTime: now.Add(ttl), UpdateTime: now,
+		History: []Transition{{State: CommandQueued, Time: now, Detail: "issued by " + who}},
+	}
+	c, err := s.st.CreateCommand(ctx, c)
+	if err != nil {
+		return Command{}, err
+	}
+	s.cmds.WithLabelValues(CommandQueued.String()).Inc()
+	s.log.Info("command issued", "command_id", c.ID, "vehicle", vehicle, "kind", kind.String(), "who", who)
+	v, known, err := s.st.GetVehicle(ctx, vehicle)
+	if err != nil {
+		return c, err
+	}
+	if err := s.advance(ctx, c, &v, known); err != nil {
+		return c, err
+	}
+	return s.st.GetCommand(ctx, c.ID)
+}
+
+// GetCommand returns one command.
+func (s *Service) GetCommand(ctx context.Context, id string) (Command, error) {
+	return s.st.GetCommand(ctx, id)
+}
+
+// ListCommands returns commands matching f, newest first.
+func (s *Service) ListCommands(ctx context.Context, f CommandFilter) ([]Command, error) {
+	return s.st.ListCommands(ctx, f)
+}
+
+// ListAlerts returns alerts matching f.
+func (s *Service) ListAlerts(ctx context.Context, f AlertFilter) ([]Alert, error) {
+	return s.st.ListAlerts(ctx, f)
+}
+
+// SetAlertState acknowledges or resolves an alert on behalf of who.
+func (s *Service) SetAlertState(ctx context.Context, id uint64, to AlertState, who, note string) (Alert, error) {
+	if who == "" {
+		return Alert{}, fmt.Errorf("%w: who is required (audit)", ErrInvalid)
+	}
+	a, err := s.st.SetAlertState(ctx, id, to, who, note, s.now())
+	if err == nil {
+		s.log.Info("alert "+to.String(), "alert_id", id, "who", who)
+	}
+	return a, err
+}
+
+// WatchAlerts calls send for every alert with an id above after (all new ones when after
+// is nil) that matches f, in id order, until ctx ends or send fails. It never skips an
+// id: ids become visible in order, and the walk resumes from the last id it read.
+//
+// ready, when not nil, is called once the starting point is fixed: every alert raised
+// after that call is sent.
+func (s *Service) WatchAlerts(ctx context.Context, after *uint64, f AlertFilter, ready func() error, send func(Alert) error) error {
+	var last uint64
+	if after != nil {
+		last = *after
+	} else {
+		var err error
+		if last, err = s.st.LastAlertID(ctx); err != nil {
+			return err
+		}
+	}
+	if ready != nil {
+		if err := ready(); err != nil {
+			return err
+		}
+	}
+	const page = 500
+	poll := time.NewTimer(s.cfg.WatchPoll)
+	defer poll.Stop()
+	for {
+		woken := s.wake.wait() // before reading, so an alert raised meanwhile is not missed
+		list, err := s.st.ListAlerts(ctx, AlertFilter{AfterID: last, Ascending: true, Limit: page})
+		if err != nil {
+			return err
+		}
+		for i := range list {
+			last = list[i].ID
+			if f.Match(&list[i]) {
+				if err := send(list[i]); err != nil {
+					return err
+				}
+			}
+		}
+		if len(list) == page {
+			continue
+		}
+		poll.Reset(s.cfg.WatchPoll)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-woken:
+		case <-poll.C:
+		}
+	}
+}
