@@ -9,6 +9,7 @@ package fleetv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -21,22 +22,186 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Zone is a named area.
+// ZoneAlert says which events a zone raises.
+type ZoneAlert int32
+
+const (
+	// Not set: treated as ZONE_ALERT_ENTER_EXIT.
+	ZoneAlert_ZONE_ALERT_UNSPECIFIED ZoneAlert = 0
+	// Raise enter (and crossed).
+	ZoneAlert_ZONE_ALERT_ENTER ZoneAlert = 1
+	// Raise exit (and crossed).
+	ZoneAlert_ZONE_ALERT_EXIT ZoneAlert = 2
+	// Raise enter and exit (and crossed).
+	ZoneAlert_ZONE_ALERT_ENTER_EXIT ZoneAlert = 3
+	// Raise dwell once a vehicle has stayed dwell_minutes inside.
+	ZoneAlert_ZONE_ALERT_DWELL ZoneAlert = 4
+	// Raise exit, flagged must_stay_inside, on any exit while the schedule is active.
+	ZoneAlert_ZONE_ALERT_MUST_STAY_INSIDE ZoneAlert = 5
+)
+
+// Enum value maps for ZoneAlert.
+var (
+	ZoneAlert_name = map[int32]string{
+		0: "ZONE_ALERT_UNSPECIFIED",
+		1: "ZONE_ALERT_ENTER",
+		2: "ZONE_ALERT_EXIT",
+		3: "ZONE_ALERT_ENTER_EXIT",
+		4: "ZONE_ALERT_DWELL",
+		5: "ZONE_ALERT_MUST_STAY_INSIDE",
+	}
+	ZoneAlert_value = map[string]int32{
+		"ZONE_ALERT_UNSPECIFIED":      0,
+		"ZONE_ALERT_ENTER":            1,
+		"ZONE_ALERT_EXIT":             2,
+		"ZONE_ALERT_ENTER_EXIT":       3,
+		"ZONE_ALERT_DWELL":            4,
+		"ZONE_ALERT_MUST_STAY_INSIDE": 5,
+	}
+)
+
+func (x ZoneAlert) Enum() *ZoneAlert {
+	p := new(ZoneAlert)
+	*p = x
+	return p
+}
+
+func (x ZoneAlert) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ZoneAlert) Descriptor() protoreflect.EnumDescriptor {
+	return file_fleet_v1_geofence_proto_enumTypes[0].Descriptor()
+}
+
+func (ZoneAlert) Type() protoreflect.EnumType {
+	return &file_fleet_v1_geofence_proto_enumTypes[0]
+}
+
+func (x ZoneAlert) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ZoneAlert.Descriptor instead.
+func (ZoneAlert) EnumDescriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{0}
+}
+
+// ZoneSchedule is when a zone raises events. Membership is tracked at all times.
+type ZoneSchedule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Days of the week the window opens on, 0 = Sunday … 6 = Saturday; empty = every day.
+	DaysOfWeek []int32 `protobuf:"varint,1,rep,packed,name=days_of_week,json=daysOfWeek,proto3" json:"days_of_week,omitempty"`
+	// Opening time, "HH:MM" local time; empty = midnight.
+	StartTime string `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Closing time, "HH:MM" local time; before start_time for an overnight window;
+	// equal to start_time (or both empty) for the whole day.
+	EndTime string `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// IANA time zone, e.g. "Europe/Berlin"; empty = UTC. Daylight saving applies.
+	TimeZone      string `protobuf:"bytes,4,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ZoneSchedule) Reset() {
+	*x = ZoneSchedule{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ZoneSchedule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ZoneSchedule) ProtoMessage() {}
+
+func (x *ZoneSchedule) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ZoneSchedule.ProtoReflect.Descriptor instead.
+func (*ZoneSchedule) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ZoneSchedule) GetDaysOfWeek() []int32 {
+	if x != nil {
+		return x.DaysOfWeek
+	}
+	return nil
+}
+
+func (x *ZoneSchedule) GetStartTime() string {
+	if x != nil {
+		return x.StartTime
+	}
+	return ""
+}
+
+func (x *ZoneSchedule) GetEndTime() string {
+	if x != nil {
+		return x.EndTime
+	}
+	return ""
+}
+
+func (x *ZoneSchedule) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+// Zone is a named area and what to report about it.
 type Zone struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Zone id.
+	// Zone id, 1..64 characters from [A-Za-z0-9_-].
 	ZoneId string `protobuf:"bytes,1,opt,name=zone_id,json=zoneId,proto3" json:"zone_id,omitempty"`
 	// Display name.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	// Geometry as GeoJSON.
-	Geojson       string `protobuf:"bytes,3,opt,name=geojson,proto3" json:"geojson,omitempty"`
+	// Geometry as GeoJSON (a geometry or a Feature): Polygon (holes allowed), MultiPolygon,
+	// Point with radius_m (a circle) or LineString with buffer_m (a corridor).
+	Geojson string `protobuf:"bytes,3,opt,name=geojson,proto3" json:"geojson,omitempty"`
+	// Circle radius in metres, for a Point geometry.
+	RadiusM float64 `protobuf:"fixed64,4,opt,name=radius_m,json=radiusM,proto3" json:"radius_m,omitempty"`
+	// Corridor half-width in metres (distance from the line), for a LineString geometry.
+	BufferM float64 `protobuf:"fixed64,5,opt,name=buffer_m,json=bufferM,proto3" json:"buffer_m,omitempty"`
+	// Free-form tags.
+	Tags []string `protobuf:"bytes,6,rep,name=tags,proto3" json:"tags,omitempty"`
+	// Vehicles the zone applies to; with group_ids both empty, every vehicle.
+	VehicleIds []string `protobuf:"bytes,7,rep,name=vehicle_ids,json=vehicleIds,proto3" json:"vehicle_ids,omitempty"`
+	// Vehicle groups the zone applies to.
+	GroupIds []string `protobuf:"bytes,8,rep,name=group_ids,json=groupIds,proto3" json:"group_ids,omitempty"`
+	// When the zone raises events; unset = always.
+	Schedule *ZoneSchedule `protobuf:"bytes,9,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	// Speed limit inside the zone in km/h; 0 = none.
+	SpeedLimitKmh float64 `protobuf:"fixed64,10,opt,name=speed_limit_kmh,json=speedLimitKmh,proto3" json:"speed_limit_kmh,omitempty"`
+	// Which events the zone raises.
+	Alert ZoneAlert `protobuf:"varint,11,opt,name=alert,proto3,enum=fleet.v1.ZoneAlert" json:"alert,omitempty"`
+	// Minutes inside before a dwell event, for ZONE_ALERT_DWELL.
+	DwellMinutes float64 `protobuf:"fixed64,12,opt,name=dwell_minutes,json=dwellMinutes,proto3" json:"dwell_minutes,omitempty"`
+	// Output only: the kind of shape ("Polygon", "MultiPolygon", "Circle", "Corridor").
+	Shape string `protobuf:"bytes,13,opt,name=shape,proto3" json:"shape,omitempty"`
+	// Output only: revision of the definition in the zone bucket.
+	Revision uint64 `protobuf:"varint,14,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Output only: when the zone was last written.
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Zone) Reset() {
 	*x = Zone{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[0]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +213,7 @@ func (x *Zone) String() string {
 func (*Zone) ProtoMessage() {}
 
 func (x *Zone) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[0]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +226,7 @@ func (x *Zone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Zone.ProtoReflect.Descriptor instead.
 func (*Zone) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{0}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Zone) GetZoneId() string {
@@ -85,16 +250,470 @@ func (x *Zone) GetGeojson() string {
 	return ""
 }
 
-// ListZonesRequest asks for every zone.
-type ListZonesRequest struct {
+func (x *Zone) GetRadiusM() float64 {
+	if x != nil {
+		return x.RadiusM
+	}
+	return 0
+}
+
+func (x *Zone) GetBufferM() float64 {
+	if x != nil {
+		return x.BufferM
+	}
+	return 0
+}
+
+func (x *Zone) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *Zone) GetVehicleIds() []string {
+	if x != nil {
+		return x.VehicleIds
+	}
+	return nil
+}
+
+func (x *Zone) GetGroupIds() []string {
+	if x != nil {
+		return x.GroupIds
+	}
+	return nil
+}
+
+func (x *Zone) GetSchedule() *ZoneSchedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+func (x *Zone) GetSpeedLimitKmh() float64 {
+	if x != nil {
+		return x.SpeedLimitKmh
+	}
+	return 0
+}
+
+func (x *Zone) GetAlert() ZoneAlert {
+	if x != nil {
+		return x.Alert
+	}
+	return ZoneAlert_ZONE_ALERT_UNSPECIFIED
+}
+
+func (x *Zone) GetDwellMinutes() float64 {
+	if x != nil {
+		return x.DwellMinutes
+	}
+	return 0
+}
+
+func (x *Zone) GetShape() string {
+	if x != nil {
+		return x.Shape
+	}
+	return ""
+}
+
+func (x *Zone) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Zone) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+// CreateZoneRequest carries the new zone.
+type CreateZoneRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The zone; zone_id may be empty to have one generated.
+	Zone          *Zone `protobuf:"bytes,1,opt,name=zone,proto3" json:"zone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateZoneRequest) Reset() {
+	*x = CreateZoneRequest{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateZoneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateZoneRequest) ProtoMessage() {}
+
+func (x *CreateZoneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateZoneRequest.ProtoReflect.Descriptor instead.
+func (*CreateZoneRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CreateZoneRequest) GetZone() *Zone {
+	if x != nil {
+		return x.Zone
+	}
+	return nil
+}
+
+// CreateZoneResponse returns the stored zone.
+type CreateZoneResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The zone as stored.
+	Zone          *Zone `protobuf:"bytes,1,opt,name=zone,proto3" json:"zone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateZoneResponse) Reset() {
+	*x = CreateZoneResponse{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateZoneResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateZoneResponse) ProtoMessage() {}
+
+func (x *CreateZoneResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateZoneResponse.ProtoReflect.Descriptor instead.
+func (*CreateZoneResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CreateZoneResponse) GetZone() *Zone {
+	if x != nil {
+		return x.Zone
+	}
+	return nil
+}
+
+// UpdateZoneRequest carries the replacement definition.
+type UpdateZoneRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The zone; zone_id names the zone to replace.
+	Zone *Zone `protobuf:"bytes,1,opt,name=zone,proto3" json:"zone,omitempty"`
+	// When non-zero, the update applies only if the zone is still at this revision.
+	ExpectedRevision uint64 `protobuf:"varint,2,opt,name=expected_revision,json=expectedRevision,proto3" json:"expected_revision,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *UpdateZoneRequest) Reset() {
+	*x = UpdateZoneRequest{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateZoneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateZoneRequest) ProtoMessage() {}
+
+func (x *UpdateZoneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateZoneRequest.ProtoReflect.Descriptor instead.
+func (*UpdateZoneRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *UpdateZoneRequest) GetZone() *Zone {
+	if x != nil {
+		return x.Zone
+	}
+	return nil
+}
+
+func (x *UpdateZoneRequest) GetExpectedRevision() uint64 {
+	if x != nil {
+		return x.ExpectedRevision
+	}
+	return 0
+}
+
+// UpdateZoneResponse returns the stored zone.
+type UpdateZoneResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The zone as stored.
+	Zone          *Zone `protobuf:"bytes,1,opt,name=zone,proto3" json:"zone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateZoneResponse) Reset() {
+	*x = UpdateZoneResponse{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateZoneResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateZoneResponse) ProtoMessage() {}
+
+func (x *UpdateZoneResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateZoneResponse.ProtoReflect.Descriptor instead.
+func (*UpdateZoneResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *UpdateZoneResponse) GetZone() *Zone {
+	if x != nil {
+		return x.Zone
+	}
+	return nil
+}
+
+// DeleteZoneRequest names the zone to delete.
+type DeleteZoneRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Zone id.
+	ZoneId        string `protobuf:"bytes,1,opt,name=zone_id,json=zoneId,proto3" json:"zone_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteZoneRequest) Reset() {
+	*x = DeleteZoneRequest{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteZoneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteZoneRequest) ProtoMessage() {}
+
+func (x *DeleteZoneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteZoneRequest.ProtoReflect.Descriptor instead.
+func (*DeleteZoneRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DeleteZoneRequest) GetZoneId() string {
+	if x != nil {
+		return x.ZoneId
+	}
+	return ""
+}
+
+// DeleteZoneResponse is empty.
+type DeleteZoneResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteZoneResponse) Reset() {
+	*x = DeleteZoneResponse{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteZoneResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteZoneResponse) ProtoMessage() {}
+
+func (x *DeleteZoneResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteZoneResponse.ProtoReflect.Descriptor instead.
+func (*DeleteZoneResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{7}
+}
+
+// GetZoneRequest names a zone.
+type GetZoneRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Zone id.
+	ZoneId        string `protobuf:"bytes,1,opt,name=zone_id,json=zoneId,proto3" json:"zone_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetZoneRequest) Reset() {
+	*x = GetZoneRequest{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetZoneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetZoneRequest) ProtoMessage() {}
+
+func (x *GetZoneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetZoneRequest.ProtoReflect.Descriptor instead.
+func (*GetZoneRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetZoneRequest) GetZoneId() string {
+	if x != nil {
+		return x.ZoneId
+	}
+	return ""
+}
+
+// GetZoneResponse returns the zone.
+type GetZoneResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The zone.
+	Zone          *Zone `protobuf:"bytes,1,opt,name=zone,proto3" json:"zone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetZoneResponse) Reset() {
+	*x = GetZoneResponse{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetZoneResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetZoneResponse) ProtoMessage() {}
+
+func (x *GetZoneResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetZoneResponse.ProtoReflect.Descriptor instead.
+func (*GetZoneResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetZoneResponse) GetZone() *Zone {
+	if x != nil {
+		return x.Zone
+	}
+	return nil
+}
+
+// ListZonesRequest asks for zones.
+type ListZonesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only zones carrying this tag; empty = all.
+	Tag           string `protobuf:"bytes,1,opt,name=tag,proto3" json:"tag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListZonesRequest) Reset() {
 	*x = ListZonesRequest{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[1]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -106,7 +725,7 @@ func (x *ListZonesRequest) String() string {
 func (*ListZonesRequest) ProtoMessage() {}
 
 func (x *ListZonesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[1]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -119,7 +738,14 @@ func (x *ListZonesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListZonesRequest.ProtoReflect.Descriptor instead.
 func (*ListZonesRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{1}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListZonesRequest) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
 }
 
 // ListZonesResponse lists zones.
@@ -133,7 +759,7 @@ type ListZonesResponse struct {
 
 func (x *ListZonesResponse) Reset() {
 	*x = ListZonesResponse{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[2]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -145,7 +771,7 @@ func (x *ListZonesResponse) String() string {
 func (*ListZonesResponse) ProtoMessage() {}
 
 func (x *ListZonesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[2]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -158,7 +784,7 @@ func (x *ListZonesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListZonesResponse.ProtoReflect.Descriptor instead.
 func (*ListZonesResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{2}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListZonesResponse) GetZones() []*Zone {
@@ -168,20 +794,788 @@ func (x *ListZonesResponse) GetZones() []*Zone {
 	return nil
 }
 
+// ExportZonesRequest asks for zones as GeoJSON.
+type ExportZonesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only zones carrying this tag; empty = all.
+	Tag           string `protobuf:"bytes,1,opt,name=tag,proto3" json:"tag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportZonesRequest) Reset() {
+	*x = ExportZonesRequest{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportZonesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportZonesRequest) ProtoMessage() {}
+
+func (x *ExportZonesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportZonesRequest.ProtoReflect.Descriptor instead.
+func (*ExportZonesRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ExportZonesRequest) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
+// ExportZonesResponse holds the FeatureCollection.
+type ExportZonesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A GeoJSON FeatureCollection, one Feature per zone with its settings as properties.
+	Geojson       string `protobuf:"bytes,1,opt,name=geojson,proto3" json:"geojson,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportZonesResponse) Reset() {
+	*x = ExportZonesResponse{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportZonesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportZonesResponse) ProtoMessage() {}
+
+func (x *ExportZonesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportZonesResponse.ProtoReflect.Descriptor instead.
+func (*ExportZonesResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ExportZonesResponse) GetGeojson() string {
+	if x != nil {
+		return x.Geojson
+	}
+	return ""
+}
+
+// VehiclesInZoneRequest names a zone.
+type VehiclesInZoneRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Zone id.
+	ZoneId        string `protobuf:"bytes,1,opt,name=zone_id,json=zoneId,proto3" json:"zone_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VehiclesInZoneRequest) Reset() {
+	*x = VehiclesInZoneRequest{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VehiclesInZoneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VehiclesInZoneRequest) ProtoMessage() {}
+
+func (x *VehiclesInZoneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VehiclesInZoneRequest.ProtoReflect.Descriptor instead.
+func (*VehiclesInZoneRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *VehiclesInZoneRequest) GetZoneId() string {
+	if x != nil {
+		return x.ZoneId
+	}
+	return ""
+}
+
+// VehiclesInZoneResponse lists vehicles.
+type VehiclesInZoneResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Vehicles inside the zone, ordered by id.
+	VehicleIds    []string `protobuf:"bytes,1,rep,name=vehicle_ids,json=vehicleIds,proto3" json:"vehicle_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VehiclesInZoneResponse) Reset() {
+	*x = VehiclesInZoneResponse{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VehiclesInZoneResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VehiclesInZoneResponse) ProtoMessage() {}
+
+func (x *VehiclesInZoneResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VehiclesInZoneResponse.ProtoReflect.Descriptor instead.
+func (*VehiclesInZoneResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *VehiclesInZoneResponse) GetVehicleIds() []string {
+	if x != nil {
+		return x.VehicleIds
+	}
+	return nil
+}
+
+// ZonesForVehicleRequest names a vehicle.
+type ZonesForVehicleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Vehicle id.
+	VehicleId     string `protobuf:"bytes,1,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ZonesForVehicleRequest) Reset() {
+	*x = ZonesForVehicleRequest{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ZonesForVehicleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ZonesForVehicleRequest) ProtoMessage() {}
+
+func (x *ZonesForVehicleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ZonesForVehicleRequest.ProtoReflect.Descriptor instead.
+func (*ZonesForVehicleRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ZonesForVehicleRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+// ZoneMembership is a vehicle being inside a zone.
+type ZoneMembership struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Zone id.
+	ZoneId string `protobuf:"bytes,1,opt,name=zone_id,json=zoneId,proto3" json:"zone_id,omitempty"`
+	// Zone name.
+	ZoneName string `protobuf:"bytes,2,opt,name=zone_name,json=zoneName,proto3" json:"zone_name,omitempty"`
+	// Device time of the fix that confirmed the entry.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ZoneMembership) Reset() {
+	*x = ZoneMembership{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ZoneMembership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ZoneMembership) ProtoMessage() {}
+
+func (x *ZoneMembership) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ZoneMembership.ProtoReflect.Descriptor instead.
+func (*ZoneMembership) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ZoneMembership) GetZoneId() string {
+	if x != nil {
+		return x.ZoneId
+	}
+	return ""
+}
+
+func (x *ZoneMembership) GetZoneName() string {
+	if x != nil {
+		return x.ZoneName
+	}
+	return ""
+}
+
+func (x *ZoneMembership) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+// ZonesForVehicleResponse lists memberships.
+type ZonesForVehicleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Zones the vehicle is inside, ordered by zone id.
+	Zones         []*ZoneMembership `protobuf:"bytes,1,rep,name=zones,proto3" json:"zones,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ZonesForVehicleResponse) Reset() {
+	*x = ZonesForVehicleResponse{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ZonesForVehicleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ZonesForVehicleResponse) ProtoMessage() {}
+
+func (x *ZonesForVehicleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ZonesForVehicleResponse.ProtoReflect.Descriptor instead.
+func (*ZonesForVehicleResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ZonesForVehicleResponse) GetZones() []*ZoneMembership {
+	if x != nil {
+		return x.Zones
+	}
+	return nil
+}
+
+// ZonesAtPointRequest carries a point.
+type ZonesAtPointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The point.
+	Point         *LatLng `protobuf:"bytes,1,opt,name=point,proto3" json:"point,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ZonesAtPointRequest) Reset() {
+	*x = ZonesAtPointRequest{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ZonesAtPointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ZonesAtPointRequest) ProtoMessage() {}
+
+func (x *ZonesAtPointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ZonesAtPointRequest.ProtoReflect.Descriptor instead.
+func (*ZonesAtPointRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ZonesAtPointRequest) GetPoint() *LatLng {
+	if x != nil {
+		return x.Point
+	}
+	return nil
+}
+
+// ZonesAtPointResponse lists zones.
+type ZonesAtPointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Zones containing the point, ordered by id.
+	Zones         []*Zone `protobuf:"bytes,1,rep,name=zones,proto3" json:"zones,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ZonesAtPointResponse) Reset() {
+	*x = ZonesAtPointResponse{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ZonesAtPointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ZonesAtPointResponse) ProtoMessage() {}
+
+func (x *ZonesAtPointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ZonesAtPointResponse.ProtoReflect.Descriptor instead.
+func (*ZonesAtPointResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ZonesAtPointResponse) GetZones() []*Zone {
+	if x != nil {
+		return x.Zones
+	}
+	return nil
+}
+
+// ListZoneEventsRequest selects past events. At least one of zone_id and vehicle_id.
+type ListZoneEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only events of this zone.
+	ZoneId string `protobuf:"bytes,1,opt,name=zone_id,json=zoneId,proto3" json:"zone_id,omitempty"`
+	// Only events of this vehicle.
+	VehicleId string `protobuf:"bytes,2,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// Events published at or after this time; unset = the oldest retained.
+	From *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	// Events published before this time; unset = now.
+	To *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=to,proto3" json:"to,omitempty"`
+	// Most events to return (default and maximum 10 000).
+	Limit         int32 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListZoneEventsRequest) Reset() {
+	*x = ListZoneEventsRequest{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListZoneEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListZoneEventsRequest) ProtoMessage() {}
+
+func (x *ListZoneEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListZoneEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListZoneEventsRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListZoneEventsRequest) GetZoneId() string {
+	if x != nil {
+		return x.ZoneId
+	}
+	return ""
+}
+
+func (x *ListZoneEventsRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *ListZoneEventsRequest) GetFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *ListZoneEventsRequest) GetTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *ListZoneEventsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// ListZoneEventsResponse lists events.
+type ListZoneEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Events, oldest first (source "geofence", kinds enter, exit, dwell,
+	// overspeed_in_zone, crossed; attributes zone_id, zone_name, …).
+	Events []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// True when more events matched than limit allowed.
+	Truncated     bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListZoneEventsResponse) Reset() {
+	*x = ListZoneEventsResponse{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListZoneEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListZoneEventsResponse) ProtoMessage() {}
+
+func (x *ListZoneEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListZoneEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListZoneEventsResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListZoneEventsResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ListZoneEventsResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+// WatchZoneEventsRequest filters the live feed.
+type WatchZoneEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only events of this zone; empty = all zones.
+	ZoneId string `protobuf:"bytes,1,opt,name=zone_id,json=zoneId,proto3" json:"zone_id,omitempty"`
+	// Only events of this vehicle; empty = all vehicles.
+	VehicleId     string `protobuf:"bytes,2,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchZoneEventsRequest) Reset() {
+	*x = WatchZoneEventsRequest{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchZoneEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchZoneEventsRequest) ProtoMessage() {}
+
+func (x *WatchZoneEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchZoneEventsRequest.ProtoReflect.Descriptor instead.
+func (*WatchZoneEventsRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *WatchZoneEventsRequest) GetZoneId() string {
+	if x != nil {
+		return x.ZoneId
+	}
+	return ""
+}
+
+func (x *WatchZoneEventsRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+// WatchZoneEventsResponse carries one event.
+type WatchZoneEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event.
+	Event         *Event `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchZoneEventsResponse) Reset() {
+	*x = WatchZoneEventsResponse{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchZoneEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchZoneEventsResponse) ProtoMessage() {}
+
+func (x *WatchZoneEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchZoneEventsResponse.ProtoReflect.Descriptor instead.
+func (*WatchZoneEventsResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *WatchZoneEventsResponse) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
 var File_fleet_v1_geofence_proto protoreflect.FileDescriptor
 
 const file_fleet_v1_geofence_proto_rawDesc = "" +
 	"\n" +
-	"\x17fleet/v1/geofence.proto\x12\bfleet.v1\"M\n" +
+	"\x17fleet/v1/geofence.proto\x12\bfleet.v1\x1a\x14fleet/v1/event.proto\x1a\x12fleet/v1/geo.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x01\n" +
+	"\fZoneSchedule\x12 \n" +
+	"\fdays_of_week\x18\x01 \x03(\x05R\n" +
+	"daysOfWeek\x12\x1d\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\tR\tstartTime\x12\x19\n" +
+	"\bend_time\x18\x03 \x01(\tR\aendTime\x12\x1b\n" +
+	"\ttime_zone\x18\x04 \x01(\tR\btimeZone\"\xf0\x03\n" +
 	"\x04Zone\x12\x17\n" +
 	"\azone_id\x18\x01 \x01(\tR\x06zoneId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
-	"\ageojson\x18\x03 \x01(\tR\ageojson\"\x12\n" +
-	"\x10ListZonesRequest\"9\n" +
+	"\ageojson\x18\x03 \x01(\tR\ageojson\x12\x19\n" +
+	"\bradius_m\x18\x04 \x01(\x01R\aradiusM\x12\x19\n" +
+	"\bbuffer_m\x18\x05 \x01(\x01R\abufferM\x12\x12\n" +
+	"\x04tags\x18\x06 \x03(\tR\x04tags\x12\x1f\n" +
+	"\vvehicle_ids\x18\a \x03(\tR\n" +
+	"vehicleIds\x12\x1b\n" +
+	"\tgroup_ids\x18\b \x03(\tR\bgroupIds\x122\n" +
+	"\bschedule\x18\t \x01(\v2\x16.fleet.v1.ZoneScheduleR\bschedule\x12&\n" +
+	"\x0fspeed_limit_kmh\x18\n" +
+	" \x01(\x01R\rspeedLimitKmh\x12)\n" +
+	"\x05alert\x18\v \x01(\x0e2\x13.fleet.v1.ZoneAlertR\x05alert\x12#\n" +
+	"\rdwell_minutes\x18\f \x01(\x01R\fdwellMinutes\x12\x14\n" +
+	"\x05shape\x18\r \x01(\tR\x05shape\x12\x1a\n" +
+	"\brevision\x18\x0e \x01(\x04R\brevision\x12;\n" +
+	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"7\n" +
+	"\x11CreateZoneRequest\x12\"\n" +
+	"\x04zone\x18\x01 \x01(\v2\x0e.fleet.v1.ZoneR\x04zone\"8\n" +
+	"\x12CreateZoneResponse\x12\"\n" +
+	"\x04zone\x18\x01 \x01(\v2\x0e.fleet.v1.ZoneR\x04zone\"d\n" +
+	"\x11UpdateZoneRequest\x12\"\n" +
+	"\x04zone\x18\x01 \x01(\v2\x0e.fleet.v1.ZoneR\x04zone\x12+\n" +
+	"\x11expected_revision\x18\x02 \x01(\x04R\x10expectedRevision\"8\n" +
+	"\x12UpdateZoneResponse\x12\"\n" +
+	"\x04zone\x18\x01 \x01(\v2\x0e.fleet.v1.ZoneR\x04zone\",\n" +
+	"\x11DeleteZoneRequest\x12\x17\n" +
+	"\azone_id\x18\x01 \x01(\tR\x06zoneId\"\x14\n" +
+	"\x12DeleteZoneResponse\")\n" +
+	"\x0eGetZoneRequest\x12\x17\n" +
+	"\azone_id\x18\x01 \x01(\tR\x06zoneId\"5\n" +
+	"\x0fGetZoneResponse\x12\"\n" +
+	"\x04zone\x18\x01 \x01(\v2\x0e.fleet.v1.ZoneR\x04zone\"$\n" +
+	"\x10ListZonesRequest\x12\x10\n" +
+	"\x03tag\x18\x01 \x01(\tR\x03tag\"9\n" +
 	"\x11ListZonesResponse\x12$\n" +
-	"\x05zones\x18\x01 \x03(\v2\x0e.fleet.v1.ZoneR\x05zones2W\n" +
-	"\x0fGeofenceService\x12D\n" +
-	"\tListZones\x12\x1a.fleet.v1.ListZonesRequest\x1a\x1b.fleet.v1.ListZonesResponseB\x95\x01\n" +
+	"\x05zones\x18\x01 \x03(\v2\x0e.fleet.v1.ZoneR\x05zones\"&\n" +
+	"\x12ExportZonesRequest\x12\x10\n" +
+	"\x03tag\x18\x01 \x01(\tR\x03tag\"/\n" +
+	"\x13ExportZonesResponse\x12\x18\n" +
+	"\ageojson\x18\x01 \x01(\tR\ageojson\"0\n" +
+	"\x15VehiclesInZoneRequest\x12\x17\n" +
+	"\azone_id\x18\x01 \x01(\tR\x06zoneId\"9\n" +
+	"\x16VehiclesInZoneResponse\x12\x1f\n" +
+	"\vvehicle_ids\x18\x01 \x03(\tR\n" +
+	"vehicleIds\"7\n" +
+	"\x16ZonesForVehicleRequest\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\"x\n" +
+	"\x0eZoneMembership\x12\x17\n" +
+	"\azone_id\x18\x01 \x01(\tR\x06zoneId\x12\x1b\n" +
+	"\tzone_name\x18\x02 \x01(\tR\bzoneName\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"I\n" +
+	"\x17ZonesForVehicleResponse\x12.\n" +
+	"\x05zones\x18\x01 \x03(\v2\x18.fleet.v1.ZoneMembershipR\x05zones\"=\n" +
+	"\x13ZonesAtPointRequest\x12&\n" +
+	"\x05point\x18\x01 \x01(\v2\x10.fleet.v1.LatLngR\x05point\"<\n" +
+	"\x14ZonesAtPointResponse\x12$\n" +
+	"\x05zones\x18\x01 \x03(\v2\x0e.fleet.v1.ZoneR\x05zones\"\xc1\x01\n" +
+	"\x15ListZoneEventsRequest\x12\x17\n" +
+	"\azone_id\x18\x01 \x01(\tR\x06zoneId\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x02 \x01(\tR\tvehicleId\x12.\n" +
+	"\x04from\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
+	"\x02to\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x14\n" +
+	"\x05limit\x18\x05 \x01(\x05R\x05limit\"_\n" +
+	"\x16ListZoneEventsResponse\x12'\n" +
+	"\x06events\x18\x01 \x03(\v2\x0f.fleet.v1.EventR\x06events\x12\x1c\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"P\n" +
+	"\x16WatchZoneEventsRequest\x12\x17\n" +
+	"\azone_id\x18\x01 \x01(\tR\x06zoneId\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x02 \x01(\tR\tvehicleId\"@\n" +
+	"\x17WatchZoneEventsResponse\x12%\n" +
+	"\x05event\x18\x01 \x01(\v2\x0f.fleet.v1.EventR\x05event*\xa4\x01\n" +
+	"\tZoneAlert\x12\x1a\n" +
+	"\x16ZONE_ALERT_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10ZONE_ALERT_ENTER\x10\x01\x12\x13\n" +
+	"\x0fZONE_ALERT_EXIT\x10\x02\x12\x19\n" +
+	"\x15ZONE_ALERT_ENTER_EXIT\x10\x03\x12\x14\n" +
+	"\x10ZONE_ALERT_DWELL\x10\x04\x12\x1f\n" +
+	"\x1bZONE_ALERT_MUST_STAY_INSIDE\x10\x052\xe9\x06\n" +
+	"\x0fGeofenceService\x12G\n" +
+	"\n" +
+	"CreateZone\x12\x1b.fleet.v1.CreateZoneRequest\x1a\x1c.fleet.v1.CreateZoneResponse\x12G\n" +
+	"\n" +
+	"UpdateZone\x12\x1b.fleet.v1.UpdateZoneRequest\x1a\x1c.fleet.v1.UpdateZoneResponse\x12G\n" +
+	"\n" +
+	"DeleteZone\x12\x1b.fleet.v1.DeleteZoneRequest\x1a\x1c.fleet.v1.DeleteZoneResponse\x12>\n" +
+	"\aGetZone\x12\x18.fleet.v1.GetZoneRequest\x1a\x19.fleet.v1.GetZoneResponse\x12D\n" +
+	"\tListZones\x12\x1a.fleet.v1.ListZonesRequest\x1a\x1b.fleet.v1.ListZonesResponse\x12J\n" +
+	"\vExportZones\x12\x1c.fleet.v1.ExportZonesRequest\x1a\x1d.fleet.v1.ExportZonesResponse\x12S\n" +
+	"\x0eVehiclesInZone\x12\x1f.fleet.v1.VehiclesInZoneRequest\x1a .fleet.v1.VehiclesInZoneResponse\x12V\n" +
+	"\x0fZonesForVehicle\x12 .fleet.v1.ZonesForVehicleRequest\x1a!.fleet.v1.ZonesForVehicleResponse\x12M\n" +
+	"\fZonesAtPoint\x12\x1d.fleet.v1.ZonesAtPointRequest\x1a\x1e.fleet.v1.ZonesAtPointResponse\x12S\n" +
+	"\x0eListZoneEvents\x12\x1f.fleet.v1.ListZoneEventsRequest\x1a .fleet.v1.ListZoneEventsResponse\x12X\n" +
+	"\x0fWatchZoneEvents\x12 .fleet.v1.WatchZoneEventsRequest\x1a!.fleet.v1.WatchZoneEventsResponse0\x01B\x95\x01\n" +
 	"\fcom.fleet.v1B\rGeofenceProtoP\x01Z5github.com/fleetwire/fleetwire/proto/fleet/v1;fleetv1\xa2\x02\x03FXX\xaa\x02\bFleet.V1\xca\x02\bFleet\\V1\xe2\x02\x14Fleet\\V1\\GPBMetadata\xea\x02\tFleet::V1b\x06proto3"
 
 var (
@@ -196,21 +1590,84 @@ func file_fleet_v1_geofence_proto_rawDescGZIP() []byte {
 	return file_fleet_v1_geofence_proto_rawDescData
 }
 
-var file_fleet_v1_geofence_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_fleet_v1_geofence_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_fleet_v1_geofence_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_fleet_v1_geofence_proto_goTypes = []any{
-	(*Zone)(nil),              // 0: fleet.v1.Zone
-	(*ListZonesRequest)(nil),  // 1: fleet.v1.ListZonesRequest
-	(*ListZonesResponse)(nil), // 2: fleet.v1.ListZonesResponse
+	(ZoneAlert)(0),                  // 0: fleet.v1.ZoneAlert
+	(*ZoneSchedule)(nil),            // 1: fleet.v1.ZoneSchedule
+	(*Zone)(nil),                    // 2: fleet.v1.Zone
+	(*CreateZoneRequest)(nil),       // 3: fleet.v1.CreateZoneRequest
+	(*CreateZoneResponse)(nil),      // 4: fleet.v1.CreateZoneResponse
+	(*UpdateZoneRequest)(nil),       // 5: fleet.v1.UpdateZoneRequest
+	(*UpdateZoneResponse)(nil),      // 6: fleet.v1.UpdateZoneResponse
+	(*DeleteZoneRequest)(nil),       // 7: fleet.v1.DeleteZoneRequest
+	(*DeleteZoneResponse)(nil),      // 8: fleet.v1.DeleteZoneResponse
+	(*GetZoneRequest)(nil),          // 9: fleet.v1.GetZoneRequest
+	(*GetZoneResponse)(nil),         // 10: fleet.v1.GetZoneResponse
+	(*ListZonesRequest)(nil),        // 11: fleet.v1.ListZonesRequest
+	(*ListZonesResponse)(nil),       // 12: fleet.v1.ListZonesResponse
+	(*ExportZonesRequest)(nil),      // 13: fleet.v1.ExportZonesRequest
+	(*ExportZonesResponse)(nil),     // 14: fleet.v1.ExportZonesResponse
+	(*VehiclesInZoneRequest)(nil),   // 15: fleet.v1.VehiclesInZoneRequest
+	(*VehiclesInZoneResponse)(nil),  // 16: fleet.v1.VehiclesInZoneResponse
+	(*ZonesForVehicleRequest)(nil),  // 17: fleet.v1.ZonesForVehicleRequest
+	(*ZoneMembership)(nil),          // 18: fleet.v1.ZoneMembership
+	(*ZonesForVehicleResponse)(nil), // 19: fleet.v1.ZonesForVehicleResponse
+	(*ZonesAtPointRequest)(nil),     // 20: fleet.v1.ZonesAtPointRequest
+	(*ZonesAtPointResponse)(nil),    // 21: fleet.v1.ZonesAtPointResponse
+	(*ListZoneEventsRequest)(nil),   // 22: fleet.v1.ListZoneEventsRequest
+	(*ListZoneEventsResponse)(nil),  // 23: fleet.v1.ListZoneEventsResponse
+	(*WatchZoneEventsRequest)(nil),  // 24: fleet.v1.WatchZoneEventsRequest
+	(*WatchZoneEventsResponse)(nil), // 25: fleet.v1.WatchZoneEventsResponse
+	(*timestamppb.Timestamp)(nil),   // 26: google.protobuf.Timestamp
+	(*LatLng)(nil),                  // 27: fleet.v1.LatLng
+	(*Event)(nil),                   // 28: fleet.v1.Event
 }
 var file_fleet_v1_geofence_proto_depIdxs = []int32{
-	0, // 0: fleet.v1.ListZonesResponse.zones:type_name -> fleet.v1.Zone
-	1, // 1: fleet.v1.GeofenceService.ListZones:input_type -> fleet.v1.ListZonesRequest
-	2, // 2: fleet.v1.GeofenceService.ListZones:output_type -> fleet.v1.ListZonesResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	1,  // 0: fleet.v1.Zone.schedule:type_name -> fleet.v1.ZoneSchedule
+	0,  // 1: fleet.v1.Zone.alert:type_name -> fleet.v1.ZoneAlert
+	26, // 2: fleet.v1.Zone.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 3: fleet.v1.CreateZoneRequest.zone:type_name -> fleet.v1.Zone
+	2,  // 4: fleet.v1.CreateZoneResponse.zone:type_name -> fleet.v1.Zone
+	2,  // 5: fleet.v1.UpdateZoneRequest.zone:type_name -> fleet.v1.Zone
+	2,  // 6: fleet.v1.UpdateZoneResponse.zone:type_name -> fleet.v1.Zone
+	2,  // 7: fleet.v1.GetZoneResponse.zone:type_name -> fleet.v1.Zone
+	2,  // 8: fleet.v1.ListZonesResponse.zones:type_name -> fleet.v1.Zone
+	26, // 9: fleet.v1.ZoneMembership.since:type_name -> google.protobuf.Timestamp
+	18, // 10: fleet.v1.ZonesForVehicleResponse.zones:type_name -> fleet.v1.ZoneMembership
+	27, // 11: fleet.v1.ZonesAtPointRequest.point:type_name -> fleet.v1.LatLng
+	2,  // 12: fleet.v1.ZonesAtPointResponse.zones:type_name -> fleet.v1.Zone
+	26, // 13: fleet.v1.ListZoneEventsRequest.from:type_name -> google.protobuf.Timestamp
+	26, // 14: fleet.v1.ListZoneEventsRequest.to:type_name -> google.protobuf.Timestamp
+	28, // 15: fleet.v1.ListZoneEventsResponse.events:type_name -> fleet.v1.Event
+	28, // 16: fleet.v1.WatchZoneEventsResponse.event:type_name -> fleet.v1.Event
+	3,  // 17: fleet.v1.GeofenceService.CreateZone:input_type -> fleet.v1.CreateZoneRequest
+	5,  // 18: fleet.v1.GeofenceService.UpdateZone:input_type -> fleet.v1.UpdateZoneRequest
+	7,  // 19: fleet.v1.GeofenceService.DeleteZone:input_type -> fleet.v1.DeleteZoneRequest
+	9,  // 20: fleet.v1.GeofenceService.GetZone:input_type -> fleet.v1.GetZoneRequest
+	11, // 21: fleet.v1.GeofenceService.ListZones:input_type -> fleet.v1.ListZonesRequest
+	13, // 22: fleet.v1.GeofenceService.ExportZones:input_type -> fleet.v1.ExportZonesRequest
+	15, // 23: fleet.v1.GeofenceService.VehiclesInZone:input_type -> fleet.v1.VehiclesInZoneRequest
+	17, // 24: fleet.v1.GeofenceService.ZonesForVehicle:input_type -> fleet.v1.ZonesForVehicleRequest
+	20, // 25: fleet.v1.GeofenceService.ZonesAtPoint:input_type -> fleet.v1.ZonesAtPointRequest
+	22, // 26: fleet.v1.GeofenceService.ListZoneEvents:input_type -> fleet.v1.ListZoneEventsRequest
+	24, // 27: fleet.v1.GeofenceService.WatchZoneEvents:input_type -> fleet.v1.WatchZoneEventsRequest
+	4,  // 28: fleet.v1.GeofenceService.CreateZone:output_type -> fleet.v1.CreateZoneResponse
+	6,  // 29: fleet.v1.GeofenceService.UpdateZone:output_type -> fleet.v1.UpdateZoneResponse
+	8,  // 30: fleet.v1.GeofenceService.DeleteZone:output_type -> fleet.v1.DeleteZoneResponse
+	10, // 31: fleet.v1.GeofenceService.GetZone:output_type -> fleet.v1.GetZoneResponse
+	12, // 32: fleet.v1.GeofenceService.ListZones:output_type -> fleet.v1.ListZonesResponse
+	14, // 33: fleet.v1.GeofenceService.ExportZones:output_type -> fleet.v1.ExportZonesResponse
+	16, // 34: fleet.v1.GeofenceService.VehiclesInZone:output_type -> fleet.v1.VehiclesInZoneResponse
+	19, // 35: fleet.v1.GeofenceService.ZonesForVehicle:output_type -> fleet.v1.ZonesForVehicleResponse
+	21, // 36: fleet.v1.GeofenceService.ZonesAtPoint:output_type -> fleet.v1.ZonesAtPointResponse
+	23, // 37: fleet.v1.GeofenceService.ListZoneEvents:output_type -> fleet.v1.ListZoneEventsResponse
+	25, // 38: fleet.v1.GeofenceService.WatchZoneEvents:output_type -> fleet.v1.WatchZoneEventsResponse
+	28, // [28:39] is the sub-list for method output_type
+	17, // [17:28] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_geofence_proto_init() }
@@ -218,18 +1675,21 @@ func file_fleet_v1_geofence_proto_init() {
 	if File_fleet_v1_geofence_proto != nil {
 		return
 	}
+	file_fleet_v1_event_proto_init()
+	file_fleet_v1_geo_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_geofence_proto_rawDesc), len(file_fleet_v1_geofence_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   3,
+			NumEnums:      1,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_fleet_v1_geofence_proto_goTypes,
 		DependencyIndexes: file_fleet_v1_geofence_proto_depIdxs,
+		EnumInfos:         file_fleet_v1_geofence_proto_enumTypes,
 		MessageInfos:      file_fleet_v1_geofence_proto_msgTypes,
 	}.Build()
 	File_fleet_v1_geofence_proto = out.File

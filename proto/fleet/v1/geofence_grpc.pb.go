@@ -19,17 +19,52 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	GeofenceService_ListZones_FullMethodName = "/fleet.v1.GeofenceService/ListZones"
+	GeofenceService_CreateZone_FullMethodName      = "/fleet.v1.GeofenceService/CreateZone"
+	GeofenceService_UpdateZone_FullMethodName      = "/fleet.v1.GeofenceService/UpdateZone"
+	GeofenceService_DeleteZone_FullMethodName      = "/fleet.v1.GeofenceService/DeleteZone"
+	GeofenceService_GetZone_FullMethodName         = "/fleet.v1.GeofenceService/GetZone"
+	GeofenceService_ListZones_FullMethodName       = "/fleet.v1.GeofenceService/ListZones"
+	GeofenceService_ExportZones_FullMethodName     = "/fleet.v1.GeofenceService/ExportZones"
+	GeofenceService_VehiclesInZone_FullMethodName  = "/fleet.v1.GeofenceService/VehiclesInZone"
+	GeofenceService_ZonesForVehicle_FullMethodName = "/fleet.v1.GeofenceService/ZonesForVehicle"
+	GeofenceService_ZonesAtPoint_FullMethodName    = "/fleet.v1.GeofenceService/ZonesAtPoint"
+	GeofenceService_ListZoneEvents_FullMethodName  = "/fleet.v1.GeofenceService/ListZoneEvents"
+	GeofenceService_WatchZoneEvents_FullMethodName = "/fleet.v1.GeofenceService/WatchZoneEvents"
 )
 
 // GeofenceServiceClient is the client API for GeofenceService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// GeofenceService manages zones and reports vehicles entering, leaving and dwelling in them.
+// GeofenceService manages zones drawn from GeoJSON and reports vehicles entering,
+// leaving, crossing, dwelling in and speeding inside them. Zone changes reach every
+// geofence instance within a second. Rules and thresholds: docs/geofence.md.
 type GeofenceServiceClient interface {
-	// ListZones returns every zone.
+	// CreateZone adds a zone. INVALID_ARGUMENT names what is wrong with the GeoJSON or the
+	// settings; ALREADY_EXISTS if a zone with the id exists. An empty id is generated.
+	CreateZone(ctx context.Context, in *CreateZoneRequest, opts ...grpc.CallOption) (*CreateZoneResponse, error)
+	// UpdateZone replaces a zone's definition. NOT_FOUND if it does not exist; ABORTED if
+	// expected_revision is set and the zone has changed since.
+	UpdateZone(ctx context.Context, in *UpdateZoneRequest, opts ...grpc.CallOption) (*UpdateZoneResponse, error)
+	// DeleteZone removes a zone. Vehicles inside it are forgotten without an exit event.
+	DeleteZone(ctx context.Context, in *DeleteZoneRequest, opts ...grpc.CallOption) (*DeleteZoneResponse, error)
+	// GetZone returns one zone. NOT_FOUND if it does not exist.
+	GetZone(ctx context.Context, in *GetZoneRequest, opts ...grpc.CallOption) (*GetZoneResponse, error)
+	// ListZones returns zones ordered by id, optionally only those with a tag.
 	ListZones(ctx context.Context, in *ListZonesRequest, opts ...grpc.CallOption) (*ListZonesResponse, error)
+	// ExportZones renders zones as one GeoJSON FeatureCollection.
+	ExportZones(ctx context.Context, in *ExportZonesRequest, opts ...grpc.CallOption) (*ExportZonesResponse, error)
+	// VehiclesInZone lists the vehicles currently inside a zone.
+	VehiclesInZone(ctx context.Context, in *VehiclesInZoneRequest, opts ...grpc.CallOption) (*VehiclesInZoneResponse, error)
+	// ZonesForVehicle lists the zones a vehicle is currently inside.
+	ZonesForVehicle(ctx context.Context, in *ZonesForVehicleRequest, opts ...grpc.CallOption) (*ZonesForVehicleResponse, error)
+	// ZonesAtPoint lists the zones containing a point, whatever their schedule.
+	ZonesAtPoint(ctx context.Context, in *ZonesAtPointRequest, opts ...grpc.CallOption) (*ZonesAtPointResponse, error)
+	// ListZoneEvents returns past zone events of a zone or a vehicle in a time range,
+	// oldest first, read from the event stream.
+	ListZoneEvents(ctx context.Context, in *ListZoneEventsRequest, opts ...grpc.CallOption) (*ListZoneEventsResponse, error)
+	// WatchZoneEvents streams zone events from every geofence instance as they happen.
+	WatchZoneEvents(ctx context.Context, in *WatchZoneEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchZoneEventsResponse], error)
 }
 
 type geofenceServiceClient struct {
@@ -38,6 +73,46 @@ type geofenceServiceClient struct {
 
 func NewGeofenceServiceClient(cc grpc.ClientConnInterface) GeofenceServiceClient {
 	return &geofenceServiceClient{cc}
+}
+
+func (c *geofenceServiceClient) CreateZone(ctx context.Context, in *CreateZoneRequest, opts ...grpc.CallOption) (*CreateZoneResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateZoneResponse)
+	err := c.cc.Invoke(ctx, GeofenceService_CreateZone_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *geofenceServiceClient) UpdateZone(ctx context.Context, in *UpdateZoneRequest, opts ...grpc.CallOption) (*UpdateZoneResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateZoneResponse)
+	err := c.cc.Invoke(ctx, GeofenceService_UpdateZone_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *geofenceServiceClient) DeleteZone(ctx context.Context, in *DeleteZoneRequest, opts ...grpc.CallOption) (*DeleteZoneResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteZoneResponse)
+	err := c.cc.Invoke(ctx, GeofenceService_DeleteZone_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *geofenceServiceClient) GetZone(ctx context.Context, in *GetZoneRequest, opts ...grpc.CallOption) (*GetZoneResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetZoneResponse)
+	err := c.cc.Invoke(ctx, GeofenceService_GetZone_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (c *geofenceServiceClient) ListZones(ctx context.Context, in *ListZonesRequest, opts ...grpc.CallOption) (*ListZonesResponse, error) {
@@ -50,14 +125,108 @@ func (c *geofenceServiceClient) ListZones(ctx context.Context, in *ListZonesRequ
 	return out, nil
 }
 
+func (c *geofenceServiceClient) ExportZones(ctx context.Context, in *ExportZonesRequest, opts ...grpc.CallOption) (*ExportZonesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExportZonesResponse)
+	err := c.cc.Invoke(ctx, GeofenceService_ExportZones_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *geofenceServiceClient) VehiclesInZone(ctx context.Context, in *VehiclesInZoneRequest, opts ...grpc.CallOption) (*VehiclesInZoneResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VehiclesInZoneResponse)
+	err := c.cc.Invoke(ctx, GeofenceService_VehiclesInZone_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *geofenceServiceClient) ZonesForVehicle(ctx context.Context, in *ZonesForVehicleRequest, opts ...grpc.CallOption) (*ZonesForVehicleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ZonesForVehicleResponse)
+	err := c.cc.Invoke(ctx, GeofenceService_ZonesForVehicle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *geofenceServiceClient) ZonesAtPoint(ctx context.Context, in *ZonesAtPointRequest, opts ...grpc.CallOption) (*ZonesAtPointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ZonesAtPointResponse)
+	err := c.cc.Invoke(ctx, GeofenceService_ZonesAtPoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *geofenceServiceClient) ListZoneEvents(ctx context.Context, in *ListZoneEventsRequest, opts ...grpc.CallOption) (*ListZoneEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListZoneEventsResponse)
+	err := c.cc.Invoke(ctx, GeofenceService_ListZoneEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *geofenceServiceClient) WatchZoneEvents(ctx context.Context, in *WatchZoneEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchZoneEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &GeofenceService_ServiceDesc.Streams[0], GeofenceService_WatchZoneEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchZoneEventsRequest, WatchZoneEventsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type GeofenceService_WatchZoneEventsClient = grpc.ServerStreamingClient[WatchZoneEventsResponse]
+
 // GeofenceServiceServer is the server API for GeofenceService service.
 // All implementations must embed UnimplementedGeofenceServiceServer
 // for forward compatibility.
 //
-// GeofenceService manages zones and reports vehicles entering, leaving and dwelling in them.
+// GeofenceService manages zones drawn from GeoJSON and reports vehicles entering,
+// leaving, crossing, dwelling in and speeding inside them. Zone changes reach every
+// geofence instance within a second. Rules and thresholds: docs/geofence.md.
 type GeofenceServiceServer interface {
-	// ListZones returns every zone.
+	// CreateZone adds a zone. INVALID_ARGUMENT names what is wrong with the GeoJSON or the
+	// settings; ALREADY_EXISTS if a zone with the id exists. An empty id is generated.
+	CreateZone(context.Context, *CreateZoneRequest) (*CreateZoneResponse, error)
+	// UpdateZone replaces a zone's definition. NOT_FOUND if it does not exist; ABORTED if
+	// expected_revision is set and the zone has changed since.
+	UpdateZone(context.Context, *UpdateZoneRequest) (*UpdateZoneResponse, error)
+	// DeleteZone removes a zone. Vehicles inside it are forgotten without an exit event.
+	DeleteZone(context.Context, *DeleteZoneRequest) (*DeleteZoneResponse, error)
+	// GetZone returns one zone. NOT_FOUND if it does not exist.
+	GetZone(context.Context, *GetZoneRequest) (*GetZoneResponse, error)
+	// ListZones returns zones ordered by id, optionally only those with a tag.
 	ListZones(context.Context, *ListZonesRequest) (*ListZonesResponse, error)
+	// ExportZones renders zones as one GeoJSON FeatureCollection.
+	ExportZones(context.Context, *ExportZonesRequest) (*ExportZonesResponse, error)
+	// VehiclesInZone lists the vehicles currently inside a zone.
+	VehiclesInZone(context.Context, *VehiclesInZoneRequest) (*VehiclesInZoneResponse, error)
+	// ZonesForVehicle lists the zones a vehicle is currently inside.
+	ZonesForVehicle(context.Context, *ZonesForVehicleRequest) (*ZonesForVehicleResponse, error)
+	// ZonesAtPoint lists the zones containing a point, whatever their schedule.
+	ZonesAtPoint(context.Context, *ZonesAtPointRequest) (*ZonesAtPointResponse, error)
+	// ListZoneEvents returns past zone events of a zone or a vehicle in a time range,
+	// oldest first, read from the event stream.
+	ListZoneEvents(context.Context, *ListZoneEventsRequest) (*ListZoneEventsResponse, error)
+	// WatchZoneEvents streams zone events from every geofence instance as they happen.
+	WatchZoneEvents(*WatchZoneEventsRequest, grpc.ServerStreamingServer[WatchZoneEventsResponse]) error
 	mustEmbedUnimplementedGeofenceServiceServer()
 }
 
@@ -68,8 +237,38 @@ type GeofenceServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedGeofenceServiceServer struct{}
 
+func (UnimplementedGeofenceServiceServer) CreateZone(context.Context, *CreateZoneRequest) (*CreateZoneResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateZone not implemented")
+}
+func (UnimplementedGeofenceServiceServer) UpdateZone(context.Context, *UpdateZoneRequest) (*UpdateZoneResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateZone not implemented")
+}
+func (UnimplementedGeofenceServiceServer) DeleteZone(context.Context, *DeleteZoneRequest) (*DeleteZoneResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteZone not implemented")
+}
+func (UnimplementedGeofenceServiceServer) GetZone(context.Context, *GetZoneRequest) (*GetZoneResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetZone not implemented")
+}
 func (UnimplementedGeofenceServiceServer) ListZones(context.Context, *ListZonesRequest) (*ListZonesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListZones not implemented")
+}
+func (UnimplementedGeofenceServiceServer) ExportZones(context.Context, *ExportZonesRequest) (*ExportZonesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExportZones not implemented")
+}
+func (UnimplementedGeofenceServiceServer) VehiclesInZone(context.Context, *VehiclesInZoneRequest) (*VehiclesInZoneResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VehiclesInZone not implemented")
+}
+func (UnimplementedGeofenceServiceServer) ZonesForVehicle(context.Context, *ZonesForVehicleRequest) (*ZonesForVehicleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ZonesForVehicle not implemented")
+}
+func (UnimplementedGeofenceServiceServer) ZonesAtPoint(context.Context, *ZonesAtPointRequest) (*ZonesAtPointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ZonesAtPoint not implemented")
+}
+func (UnimplementedGeofenceServiceServer) ListZoneEvents(context.Context, *ListZoneEventsRequest) (*ListZoneEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListZoneEvents not implemented")
+}
+func (UnimplementedGeofenceServiceServer) WatchZoneEvents(*WatchZoneEventsRequest, grpc.ServerStreamingServer[WatchZoneEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchZoneEvents not implemented")
 }
 func (UnimplementedGeofenceServiceServer) mustEmbedUnimplementedGeofenceServiceServer() {}
 func (UnimplementedGeofenceServiceServer) testEmbeddedByValue()                         {}
@@ -92,6 +291,78 @@ func RegisterGeofenceServiceServer(s grpc.ServiceRegistrar, srv GeofenceServiceS
 	s.RegisterService(&GeofenceService_ServiceDesc, srv)
 }
 
+func _GeofenceService_CreateZone_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateZoneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GeofenceServiceServer).CreateZone(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GeofenceService_CreateZone_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GeofenceServiceServer).CreateZone(ctx, req.(*CreateZoneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GeofenceService_UpdateZone_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateZoneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GeofenceServiceServer).UpdateZone(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GeofenceService_UpdateZone_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GeofenceServiceServer).UpdateZone(ctx, req.(*UpdateZoneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GeofenceService_DeleteZone_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteZoneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GeofenceServiceServer).DeleteZone(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GeofenceService_DeleteZone_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GeofenceServiceServer).DeleteZone(ctx, req.(*DeleteZoneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GeofenceService_GetZone_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetZoneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GeofenceServiceServer).GetZone(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GeofenceService_GetZone_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GeofenceServiceServer).GetZone(ctx, req.(*GetZoneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _GeofenceService_ListZones_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListZonesRequest)
 	if err := dec(in); err != nil {
@@ -110,6 +381,107 @@ func _GeofenceService_ListZones_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GeofenceService_ExportZones_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExportZonesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GeofenceServiceServer).ExportZones(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GeofenceService_ExportZones_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GeofenceServiceServer).ExportZones(ctx, req.(*ExportZonesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GeofenceService_VehiclesInZone_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VehiclesInZoneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GeofenceServiceServer).VehiclesInZone(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GeofenceService_VehiclesInZone_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GeofenceServiceServer).VehiclesInZone(ctx, req.(*VehiclesInZoneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GeofenceService_ZonesForVehicle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ZonesForVehicleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GeofenceServiceServer).ZonesForVehicle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GeofenceService_ZonesForVehicle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GeofenceServiceServer).ZonesForVehicle(ctx, req.(*ZonesForVehicleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GeofenceService_ZonesAtPoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ZonesAtPointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GeofenceServiceServer).ZonesAtPoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GeofenceService_ZonesAtPoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GeofenceServiceServer).ZonesAtPoint(ctx, req.(*ZonesAtPointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GeofenceService_ListZoneEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListZoneEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GeofenceServiceServer).ListZoneEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GeofenceService_ListZoneEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GeofenceServiceServer).ListZoneEvents(ctx, req.(*ListZoneEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GeofenceService_WatchZoneEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchZoneEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(GeofenceServiceServer).WatchZoneEvents(m, &grpc.GenericServerStream[WatchZoneEventsRequest, WatchZoneEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type GeofenceService_WatchZoneEventsServer = grpc.ServerStreamingServer[WatchZoneEventsResponse]
+
 // GeofenceService_ServiceDesc is the grpc.ServiceDesc for GeofenceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -118,10 +490,52 @@ var GeofenceService_ServiceDesc = grpc.ServiceDesc{
 	HandlerType: (*GeofenceServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
+			MethodName: "CreateZone",
+			Handler:    _GeofenceService_CreateZone_Handler,
+		},
+		{
+			MethodName: "UpdateZone",
+			Handler:    _GeofenceService_UpdateZone_Handler,
+		},
+		{
+			MethodName: "DeleteZone",
+			Handler:    _GeofenceService_DeleteZone_Handler,
+		},
+		{
+			MethodName: "GetZone",
+			Handler:    _GeofenceService_GetZone_Handler,
+		},
+		{
 			MethodName: "ListZones",
 			Handler:    _GeofenceService_ListZones_Handler,
 		},
+		{
+			MethodName: "ExportZones",
+			Handler:    _GeofenceService_ExportZones_Handler,
+		},
+		{
+			MethodName: "VehiclesInZone",
+			Handler:    _GeofenceService_VehiclesInZone_Handler,
+		},
+		{
+			MethodName: "ZonesForVehicle",
+			Handler:    _GeofenceService_ZonesForVehicle_Handler,
+		},
+		{
+			MethodName: "ZonesAtPoint",
+			Handler:    _GeofenceService_ZonesAtPoint_Handler,
+		},
+		{
+			MethodName: "ListZoneEvents",
+			Handler:    _GeofenceService_ListZoneEvents_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchZoneEvents",
+			Handler:       _GeofenceService_WatchZoneEvents_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "fleet/v1/geofence.proto",
 }

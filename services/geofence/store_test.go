@@ -1,0 +1,118 @@
+package geofence
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/fleetwire/fleetwire/pkg/redistest"
+	"github.com/fleetwire/fleetwire/services/geofence/fence"
+)
+
+func TestMemoryStore(t *testing.T) {
+	runStoreConformance(t, func(t *testing.T) Store { return NewMemoryStore() })
+}
+
+func TestRedisStore(t *testing.T) {
+	runStoreConformance(t, func(t *testing.T) Store {
+		c := redistest.Client(t)
+		return NewRedisStore(c, redistest.Prefix(t, c))
+	})
+}
+
+// runStoreConformance is the contract every Store meets.
+func runStoreConformance(t *testing.T, newStore func(t *testing.T) Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	state := func(v string, zones ...string) fence.State {
+		st := fence.State{Vehicle: v, LastTime: t0, LastLat: 52.5, LastLon: 13.4, HasLast: true}
+		for _, z := range zones {
+			st.Zones = append(st.Zones, fence.Membership{ZoneID: z, Since: t0.Add(-time.Minute), DwellFired: z == "b", Overspeed: z == "a"})
+		}
+		st.Pending = []fence.Pending{{ZoneID: "c", Count: 1}}
+		return st
+	}
+	t.Run("load of unknown vehicles is empty", func(t *testing.T) {
+		s := newStore(t)
+		got, err := s.Load(ctx, []string{"nobody"})
+		if err != nil || len(got) != 0 {
+			t.Fatalf("got %v, %v; want empty, nil", got, err)
+		}
+		if got, err := s.Load(ctx, nil); err != nil || len(got) != 0 {
+			t.Fatalf("load of nothing: got %v, %v", got, err)
+		}
+	})
+	t.Run("save then load round-trips every field", func(t *testing.T) {
+		s := newStore(t)
+		want := state("v1", "a", "b")
+		if err := s.Save(ctx, []Update{{State: want, Entered: []string{"a", "b"}}}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Load(ctx, []string{"v1", "v2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, ok := got["v1"]
+		if !ok || len(got) != 1 {
+			t.Fatalf("got %v, want only v1", got)
+		}
+		if g.Vehicle != want.Vehicle || !g.LastTime.Equal(want.LastTime) || g.LastLat != want.LastLat || g.LastLon != want.LastLon || !g.HasLast {
+			t.Errorf("got %+v, want %+v", g, want)
+		}
+		if len(g.Zones) != 2 || g.Zones[0].ZoneID != "a" || !g.Zones[0].Overspeed || !g.Zones[1].DwellFired || !g.Zones[1].Since.Equal(want.Zones[1].Since) {
+			t.Errorf("got memberships %+v, want %+v", g.Zones, want.Zones)
+		}
+		if len(g.Pending) != 1 || g.Pending[0] != (fence.Pending{ZoneID: "c", Count: 1}) {
+			t.Errorf("got pending %+v, want %+v", g.Pending, want.Pending)
+		}
+	})
+	t.Run("loaded states are copies", func(t *testing.T) {
+		s := newStore(t)
+		if err := s.Save(ctx, []Update{{State: state("v1", "a"), Entered: []string{"a"}}}); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := s.Load(ctx, []string{"v1"})
+		st := got["v1"]
+		st.Zones[0].ZoneID = "mutated"
+		again, _ := s.Load(ctx, []string{"v1"})
+		if again["v1"].Zones[0].ZoneID != "a" {
+			t.Errorf("got %q after mutating a loaded copy, want a", again["v1"].Zones[0].ZoneID)
+		}
+	})
+	t.Run("zone index follows entered and left", func(t *testing.T) {
+		s := newStore(t)
+		err := s.Save(ctx, []Update{
+			{State: state("v2", "a"), Entered: []string{"a"}},
+			{State: state("v1", "a", "b"), Entered: []string{"a", "b"}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.VehiclesInZone(ctx, "a"); !slices.Equal(got, []string{"v1", "v2"}) {
+			t.Errorf("zone a: got %v, want [v1 v2]", got)
+		}
+		if err := s.Save(ctx, []Update{{State: state("v1", "b"), Left: []string{"a"}}}); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.VehiclesInZone(ctx, "a"); !slices.Equal(got, []string{"v2"}) {
+			t.Errorf("zone a after v1 left: got %v, want [v2]", got)
+		}
+		// Saving the same update again (a redelivered batch) changes nothing.
+		if err := s.Save(ctx, []Update{{State: state("v1", "b"), Left: []string{"a"}}}); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.VehiclesInZone(ctx, "b"); !slices.Equal(got, []string{"v1"}) {
+			t.Errorf("zone b: got %v, want [v1]", got)
+		}
+		if err := s.ForgetZone(ctx, "b"); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.VehiclesInZone(ctx, "b"); err != nil || len(got) != 0 {
+			t.Errorf("forgotten zone: got %v, %v; want empty", got, err)
+		}
+		if got, err := s.VehiclesInZone(ctx, "never"); err != nil || len(got) != 0 {
+			t.Errorf("unknown zone: got %v, %v; want empty", got, err)
+		}
+	})
+}
