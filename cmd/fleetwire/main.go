@@ -1,0 +1,59 @@
+// Command fleetwire runs the whole platform in one process: an embedded NATS server with
+// JetStream, the tracking (with alerts and commands), geofence and maintenance services on
+// in-memory stores, and optionally a simulated fleet. With no flags it starts on any
+// machine and prints where to connect.
+//
+//	go run ./cmd/fleetwire --sim 500
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/fleetwire/fleetwire/cmd/internal/launch"
+	"github.com/fleetwire/fleetwire/pkg/bus"
+)
+
+func main() {
+	fs := flag.NewFlagSet("fleetwire", flag.ExitOnError)
+	var o launch.Options
+	o.Flags(fs, launch.Options{
+		NATS:        bus.Config{URL: bus.Embedded},
+		RedisURL:    "memory",
+		GRPCAddr:    "127.0.0.1:50051",
+		MetricsAddr: "127.0.0.1:9464",
+	})
+	fs.IntVar(&o.Sim, "sim", 0, "run this many simulated vehicles in-process")
+	fs.Int64Var(&o.SimSeed, "sim-seed", 1, "seed of the simulated fleet (same seed, same fleet)")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	_ = fs.Parse(os.Args[1:])
+	o.FallbackPorts = true
+
+	log := launch.NewLogger(os.Stderr, *level)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	p, err := launch.Start(ctx, o, log)
+	if err != nil {
+		log.Error("start failed", "err", err)
+		os.Exit(1)
+	}
+	fmt.Printf(`Fleetwire is running.
+  gRPC (fleet.v1 services, health, reflection): %[1]s
+  NATS (trackers publish to fleet.up.<vehicle>.tele): %[2]s
+  Prometheus metrics: http://%[3]s/metrics
+  Simulated vehicles: %[4]d
+
+  go run ./cmd/fleetctl --addr %[1]s vehicles
+  go run ./cmd/fleetctl --addr %[1]s watch
+  grpcurl -plaintext %[1]s list
+Ctrl-C stops.
+`, p.GRPCAddr, p.Bus.ClientURL(), p.MetricsAddr, o.Sim)
+	if err := p.Wait(); err != nil {
+		log.Error("stopped with error", "err", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,55 @@
+package launch
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/fleetwire/fleetwire/pkg/bus"
+)
+
+// Main is the whole of a per-service binary: parse flags, run one service until a signal.
+func Main(service string) {
+	fs := flag.NewFlagSet(service, flag.ExitOnError)
+	var o Options
+	o.Flags(fs, Options{
+		NATS:        bus.Config{URL: "nats://127.0.0.1:4222"},
+		RedisURL:    "redis://127.0.0.1:6379",
+		GRPCAddr:    ":50051",
+		MetricsAddr: ":9464",
+	})
+	level := fs.String("log-level", env("FLEETWIRE_LOG_LEVEL", "info"), "debug, info, warn or error (env FLEETWIRE_LOG_LEVEL)")
+	_ = fs.Parse(os.Args[1:])
+	o.Services = []string{service}
+	log := NewLogger(os.Stderr, *level)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	p, err := Start(ctx, o, log)
+	if err != nil {
+		log.Error("start failed", "service", service, "err", err)
+		os.Exit(1)
+	}
+	log.Info("serving", "service", service, "grpc", p.GRPCAddr, "metrics", p.MetricsAddr, "nats", p.Bus.ClientURL())
+	if err := p.Wait(); err != nil {
+		log.Error("stopped with error", "err", err)
+		os.Exit(1)
+	}
+	log.Info("stopped")
+}
+
+// NewLogger returns a JSON slog logger at level (text when w is a terminal is not worth a
+// dependency; JSON is what log collectors want).
+func NewLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		fmt.Fprintf(os.Stderr, "bad log level %q, using info\n", level)
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
