@@ -12,8 +12,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
+	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
 
 // Limits of one device message. Larger messages are refused by the NATS server before
