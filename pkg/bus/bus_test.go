@@ -240,3 +240,32 @@ func TestStoppedConsumerLeavesNothingInFlight(t *testing.T) {
 		}
 	}
 }
+
+func TestConsumePartitionsSelectsKinds(t *testing.T) {
+	b := testBus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, k := range []string{KindTelemetry, KindDiag, KindReply, KindAlarm} {
+		if _, err := b.JS.Publish(ctx, UpSubject("v1", k), []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	parts, _ := ParsePartitions("", DefaultPartitions)
+	var got []string
+	cctx, ccancel := context.WithCancel(ctx)
+	err := b.ConsumePartitions(cctx, "kinds", parts, []string{KindTelemetry, KindAlarm}, ConsumerConfig{}, func(_ context.Context, batch []Msg) error {
+		for _, m := range batch {
+			got = append(got, string(m.Data))
+		}
+		if len(got) >= 2 {
+			ccancel()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != KindTelemetry || got[1] != KindAlarm {
+		t.Fatalf("got %v, want [tele alarm] (diag and reply filtered out)", got)
+	}
+}

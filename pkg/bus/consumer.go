@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,6 +97,9 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 	cfg.defaults()
 	cons, err := b.durable(ctx, cfg)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return err
 	}
 	log := b.log.With("durable", cfg.Durable)
@@ -314,18 +318,40 @@ func (b *Bus) ConsumePartitions(ctx context.Context, service string, parts []int
 		once     sync.Once
 		firstErr error
 	)
+	// Each consumer has ONE filter subject, fleet.in.<p>.*.<kind or *>. With several
+	// filter subjects the server intersects its per-block subject tree (one entry per
+	// vehicle and kind) with the filters on every lookup, which at tens of thousands of
+	// vehicles cost more CPU than everything else together. A service that wants several
+	// (but not all) kinds therefore takes the whole partition and drops the kinds it does
+	// not want here; the unwanted kinds (diagnostics, command replies) are a small share.
+	kind := "*"
+	if len(kinds) == 1 {
+		kind = kinds[0]
+	}
+	handler := h
+	if kind == "*" && !slices.Contains(kinds, "*") {
+		handler = func(ctx context.Context, batch []Msg) error {
+			keep := batch[:0:0]
+			for _, m := range batch {
+				if a, err := ParseSubject(m.Subject); err != nil || slices.Contains(kinds, a.Kind) {
+					keep = append(keep, m) // unparseable subjects go on, to be counted as rejected
+				}
+			}
+			if len(keep) == 0 {
+				return nil
+			}
+			return h(ctx, keep)
+		}
+	}
 	for _, p := range parts {
 		cfg := base
 		cfg.Stream = TelemetryStream
 		cfg.Durable = fmt.Sprintf("%s-p%02d", service, p)
-		cfg.Filters = nil
-		for _, k := range kinds {
-			cfg.Filters = append(cfg.Filters, PartitionFilter(p, k))
-		}
+		cfg.Filters = []string{PartitionFilter(p, kind)}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := b.Consume(ctx, cfg, h); err != nil {
+			if err := b.Consume(ctx, cfg, handler); err != nil {
 				once.Do(func() { firstErr = err; cancel() })
 			}
 		}()

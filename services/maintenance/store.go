@@ -2,7 +2,6 @@ package maintenance
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"slices"
 	"sort"
@@ -86,7 +85,7 @@ type MemoryStore struct {
 	groups   map[string]Group
 	services map[string]map[string]ServiceEntry // vehicle → id → entry
 	latest   map[string]map[string]ServiceEntry // vehicle → plan → entry
-	vehicles map[string][]byte                  // encoded VehicleState
+	vehicles map[string]*VehicleState           // private copies: handed out and taken in cloned
 	profiles map[string]fuel.Profile
 	events   map[string]map[string]FuelEvent // vehicle → id → event
 	samples  map[string][]FuelSample         // by time
@@ -100,7 +99,7 @@ func NewMemoryStore() *MemoryStore {
 		groups:          map[string]Group{},
 		services:        map[string]map[string]ServiceEntry{},
 		latest:          map[string]map[string]ServiceEntry{},
-		vehicles:        map[string][]byte{},
+		vehicles:        map[string]*VehicleState{},
 		profiles:        map[string]fuel.Profile{},
 		events:          map[string]map[string]FuelEvent{},
 		samples:         map[string][]FuelSample{},
@@ -246,32 +245,18 @@ func (m *MemoryStore) GetVehicles(_ context.Context, ids []string) (map[string]*
 	defer m.mu.Unlock()
 	out := make(map[string]*VehicleState, len(ids))
 	for _, id := range ids {
-		b, ok := m.vehicles[id]
-		if !ok {
-			continue
+		if v, ok := m.vehicles[id]; ok {
+			out[id] = v.clone()
 		}
-		var v VehicleState
-		if err := json.Unmarshal(b, &v); err != nil {
-			return nil, err
-		}
-		out[id] = &v
 	}
 	return out, nil
 }
 
 func (m *MemoryStore) PutVehicles(_ context.Context, vs []*VehicleState) error {
-	enc := make([][]byte, len(vs))
-	for i, v := range vs {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		enc[i] = b
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for i, v := range vs {
-		m.vehicles[v.VehicleID] = enc[i]
+	for _, v := range vs {
+		m.vehicles[v.VehicleID] = v.clone()
 	}
 	return nil
 }

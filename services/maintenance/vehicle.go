@@ -488,3 +488,30 @@ func (p *processor) planStates(st *VehicleState, at time.Time, vc vehicleContext
 	}
 	return out
 }
+
+// clone returns a deep copy of v (see fuel.State.Clone for why).
+func (v *VehicleState) clone() *VehicleState {
+	c := *v
+	c.Faults = cloneMap(v.Faults)
+	c.Alerts = cloneMap(v.Alerts)
+	c.Plans = cloneMap(v.Plans)
+	c.Fuel = v.Fuel.Clone()
+	return &c
+}
+
+// cloneMap copies a map of pointers to flat structs, values included.
+func cloneMap[T any](m map[string]*T) map[string]*T {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]*T, len(m))
+	for k, p := range m {
+		if p == nil {
+			out[k] = nil
+			continue
+		}
+		v := *p
+		out[k] = &v
+	}
+	return out
+}

@@ -717,3 +717,27 @@ func median(v []float64) float64 {
 	}
 	return (s[n/2-1] + s[n/2]) / 2
 }
+
+// Clone returns a deep copy of s: the memory store hands out copies, so a batch that fails
+// half-way leaves the stored state untouched.
+func (s *State) Clone() State {
+	c := *s
+	c.Raw = slices.Clone(s.Raw)
+	c.RawTimes = slices.Clone(s.RawTimes)
+	c.DriveRaw = slices.Clone(s.DriveRaw)
+	c.Stable = slices.Clone(s.Stable)
+	c.StableRaw = slices.Clone(s.StableRaw)
+	c.StableRawT = slices.Clone(s.StableRawT)
+	c.ChangeVals = slices.Clone(s.ChangeVals)
+	c.ChangeRaw = slices.Clone(s.ChangeRaw)
+	c.ChangeTimes = slices.Clone(s.ChangeTimes)
+	if s.Pending != nil {
+		p := *s.Pending
+		c.Pending = &p
+	}
+	if s.Carry != nil {
+		cr := *s.Carry
+		c.Carry = &cr
+	}
+	return c
+}
