@@ -106,7 +106,7 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 	}
 	cfg.Rules = withRuleDefaults(cfg.Rules, def.Rules)
 	s := &Service{
-		cfg: cfg, b: b, st: st, log: log.With("service", Source),
+		cfg: cfg, b: b, st: st, log: log,
 		rej:      rejects.New(Source, log, reg),
 		started:  time.Now(),
 		zonesChg: make(chan struct{}),
