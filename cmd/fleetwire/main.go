@@ -32,6 +32,7 @@ func main() {
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	_ = fs.Parse(os.Args[1:])
 	o.FallbackPorts = true
+	launch.TuneGC()
 
 	log := launch.NewLogger(os.Stderr, *level)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

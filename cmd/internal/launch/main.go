@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -27,6 +28,7 @@ func Main(service string) {
 	level := fs.String("log-level", env("FLEETWIRE_LOG_LEVEL", "info"), "debug, info, warn or error (env FLEETWIRE_LOG_LEVEL)")
 	_ = fs.Parse(os.Args[1:])
 	o.Services = []string{service}
+	TuneGC()
 	log := NewLogger(os.Stderr, *level)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -52,4 +54,18 @@ func NewLogger(w io.Writer, level string) *slog.Logger {
 		l = slog.LevelInfo
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// DefaultGCPercent is the garbage collector target the binaries use unless GOGC is set.
+// The services keep little live heap but allocate per record; at Go's default of 100 the
+// collector's pauses and assists were the tail of the event latency (p99 11 ms at 20 000
+// records/s through the geofence service; 6.5–8.4 ms at 400, docs/bench-geofence.md).
+// Memory grows to about five times the live heap instead of twice.
+const DefaultGCPercent = 400
+
+// TuneGC applies DefaultGCPercent when the operator has not chosen GOGC.
+func TuneGC() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(DefaultGCPercent)
+	}
 }
