@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
@@ -321,32 +320,15 @@ func (s *Service) publish(ctx context.Context, events []fence.Event) error {
 		return nil
 	}
 	now := timestamppb.Now()
-	futures := make([]jetstream.PubAckFuture, 0, len(events))
+	pes := make([]*fleetv1.Event, len(events))
 	for i := range events {
-		e := &events[i]
-		data, err := proto.Marshal(ToProtoEvent(e, now))
-		if err != nil {
-			return fmt.Errorf("encode event: %w", err)
-		}
-		f, err := s.b.JS.PublishAsync(bus.EventSubject(Source, string(e.Kind), e.Vehicle), data, jetstream.WithMsgID(e.ID))
-		if err != nil {
-			return fmt.Errorf("publish %s event: %w", e.Kind, err)
-		}
-		futures = append(futures, f)
+		pes[i] = ToProtoEvent(&events[i], now)
 	}
-	timeout := time.NewTimer(10 * time.Second)
-	defer timeout.Stop()
-	for i, f := range futures {
-		select {
-		case <-f.Ok():
-			s.events.WithLabelValues(string(events[i].Kind)).Inc()
-		case err := <-f.Err():
-			return fmt.Errorf("publish %s event: %w", events[i].Kind, err)
-		case <-timeout.C:
-			return errors.New("publish events: no acknowledgement after 10s")
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := s.b.PublishEvents(ctx, pes, 0); err != nil {
+		return err
+	}
+	for i := range events {
+		s.events.WithLabelValues(string(events[i].Kind)).Inc()
 	}
 	return nil
 }

@@ -7,8 +7,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
@@ -255,31 +253,15 @@ func (s *Service) publish(ctx context.Context, evs []Event) error {
 	}
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Time.Before(evs[j].Time) })
 	now := s.now()
-	futures := make([]jetstream.PubAckFuture, 0, len(evs))
-	for _, e := range evs {
-		data, err := proto.Marshal(toProtoEvent(e, now))
-		if err != nil {
-			return fmt.Errorf("encode event %s: %w", e.ID, err)
-		}
-		f, err := s.b.JS.PublishAsync(bus.EventSubject(Source, e.Kind, e.VehicleID), data, jetstream.WithMsgID(e.ID))
-		if err != nil {
-			return fmt.Errorf("publish event %s: %w", e.ID, err)
-		}
-		futures = append(futures, f)
+	pes := make([]*fleetv1.Event, len(evs))
+	for i, e := range evs {
+		pes[i] = toProtoEvent(e, now)
 	}
-	timeout := time.NewTimer(s.cfg.PublishTimeout)
-	defer timeout.Stop()
-	for i, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("publish event %s: %w", evs[i].ID, err)
-		case <-timeout.C:
-			return fmt.Errorf("publish events: no acknowledgement after %s", s.cfg.PublishTimeout)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		s.stats.events.WithLabelValues(evs[i].Kind).Inc()
+	if err := s.b.PublishEvents(ctx, pes, s.cfg.PublishTimeout); err != nil {
+		return err
+	}
+	for _, e := range evs {
+		s.stats.events.WithLabelValues(e.Kind).Inc()
 	}
 	return nil
 }

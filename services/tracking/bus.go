@@ -3,11 +3,8 @@ package tracking
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
@@ -218,36 +215,23 @@ func (ev statusEvent) event() *fleetv1.Event {
 	return e
 }
 
-// publishEvents publishes asynchronously and waits for every acknowledgement, so a batch
+// publishEvents stores the status events and waits for every acknowledgement, so a batch
 // is acknowledged only once its events are stored.
 func (s *Service) publishEvents(ctx context.Context, evs []statusEvent) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	futures := make([]jetstream.PubAckFuture, 0, len(evs))
 	now := timestamppb.New(s.now())
-	for _, ev := range evs {
-		e := ev.event()
-		e.PublishTime = now
-		data, err := proto.Marshal(e)
-		if err != nil {
-			return fmt.Errorf("encode event: %w", err)
-		}
-		f, err := s.bus.JS.PublishAsync(bus.EventSubject("tracking", "status_changed", e.VehicleId), data, jetstream.WithMsgID(e.EventId))
-		if err != nil {
-			return fmt.Errorf("publish status event: %w", err)
-		}
-		futures = append(futures, f)
-		s.statuses.WithLabelValues(ev.state.Status.String()).Inc()
+	pes := make([]*fleetv1.Event, len(evs))
+	for i, ev := range evs {
+		pes[i] = ev.event()
+		pes[i].PublishTime = now
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("status event not stored: %w", err)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := s.bus.PublishEvents(ctx, pes, 0); err != nil {
+		return err
+	}
+	for _, ev := range evs {
+		s.statuses.WithLabelValues(ev.state.Status.String()).Inc()
 	}
 	return nil
 }

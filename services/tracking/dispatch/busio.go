@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -204,7 +203,7 @@ func (s *Service) publishCommand(c *Command) error {
 
 // publishAlerts publishes alerts as events and waits for every acknowledgement.
 func (s *Service) publishAlerts(ctx context.Context, alerts []Alert) error {
-	futs := make([]jetstream.PubAckFuture, 0, len(alerts))
+	events := make([]*fleetv1.Event, 0, len(alerts))
 	for i := range alerts {
 		a := &alerts[i]
 		// The event id comes from what created the alert, not from its store id: a memory
@@ -224,24 +223,7 @@ func (s *Service) publishAlerts(ctx context.Context, alerts []Alert) error {
 		if a.HasPosition {
 			e.Position = &fleetv1.LatLng{Latitude: a.Lat, Longitude: a.Lon}
 		}
-		data, err := proto.Marshal(e)
-		if err != nil {
-			return fmt.Errorf("encode alert event: %w", err)
-		}
-		f, err := s.b.JS.PublishAsync(bus.EventSubject(SourceDispatch, "alert", a.Vehicle), data, jetstream.WithMsgID(id))
-		if err != nil {
-			return fmt.Errorf("publish alert event: %w", err)
-		}
-		futs = append(futs, f)
+		events = append(events, e)
 	}
-	for _, f := range futs {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("alert event not stored: %w", err)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
+	return s.b.PublishEvents(ctx, events, 0)
 }
