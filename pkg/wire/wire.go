@@ -251,3 +251,37 @@ func EncodeBatch(vehicle string, sent time.Time, recs []telemetry.Record) ([]byt
 	}
 	return proto.Marshal(b)
 }
+
+// Reason names a decode failure for rejection metrics and logs, the same in every service:
+// for a whole message too_large, malformed, too_many_records, empty_batch,
+// vehicle_mismatch or bad_vehicle_id; for one record of a batch (a RecordError)
+// negative_counter, no_device_time, vehicle_mismatch or bad_record.
+func Reason(err error) string {
+	var re *RecordError
+	if errors.As(err, &re) {
+		switch {
+		case errors.Is(err, telemetry.ErrNegativeQuantity):
+			return "negative_counter"
+		case errors.Is(err, telemetry.ErrNoDeviceTime):
+			return "no_device_time"
+		case errors.Is(err, ErrVehicleMismatch):
+			return "vehicle_mismatch"
+		}
+		return "bad_record"
+	}
+	switch {
+	case errors.Is(err, ErrTooLarge):
+		return "too_large"
+	case errors.Is(err, ErrMalformed):
+		return "malformed"
+	case errors.Is(err, ErrTooManyRecords):
+		return "too_many_records"
+	case errors.Is(err, ErrEmptyBatch):
+		return "empty_batch"
+	case errors.Is(err, ErrVehicleMismatch):
+		return "vehicle_mismatch"
+	case errors.Is(err, telemetry.ErrNoVehicle), errors.Is(err, telemetry.ErrBadVehicleID):
+		return "bad_vehicle_id"
+	}
+	return "malformed"
+}

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -178,4 +179,24 @@ func BenchmarkDecodeBatch(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "records/s")
+}
+
+func TestReason(t *testing.T) {
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("%w: x", ErrMalformed), "malformed"},
+		{fmt.Errorf("%w: x", ErrTooLarge), "too_large"},
+		{ErrEmptyBatch, "empty_batch"},
+		{fmt.Errorf("%w: x", telemetry.ErrBadVehicleID), "bad_vehicle_id"},
+		{&RecordError{Index: 2, Err: telemetry.ErrNoDeviceTime}, "no_device_time"},
+		{&RecordError{Index: 0, Err: fmt.Errorf("odometer: %w", telemetry.ErrNegativeQuantity)}, "negative_counter"},
+		{&RecordError{Index: 0, Err: errors.New("other")}, "bad_record"},
+	}
+	for _, tt := range tests {
+		if got := Reason(tt.err); got != tt.want {
+			t.Errorf("Reason(%v) = %q, want %q", tt.err, got, tt.want)
+		}
+	}
 }

@@ -231,11 +231,11 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 		}
 		recs, recErrs, err := wire.DecodeBatch(addr.Vehicle, m.Data, isJSON(m))
 		if err != nil {
-			s.rej.Add("decode", addr.Vehicle, err)
+			s.rej.Add(wire.Reason(err), addr.Vehicle, err)
 			continue
 		}
 		for _, re := range recErrs {
-			s.rej.Add("record", addr.Vehicle, &re)
+			s.rej.Add(wire.Reason(&re), addr.Vehicle, &re)
 		}
 		for _, r := range recs {
 			if err := r.CheckPosition(); err != nil {

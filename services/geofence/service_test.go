@@ -494,7 +494,7 @@ func TestBadInputIsCountedAndSkipped(t *testing.T) {
 	waitFor(t, "the good record's enter", func() bool { return log.count("enter") == 1 })
 	// A record older than the last applied one.
 	publish(t, b, "bad2", rec("bad2", geo.Destination(base, 0, 5000), tStart.Add(time.Second), 0))
-	for _, reason := range []string{"decode", "nan_coordinate", "out_of_range", "out_of_order"} {
+	for _, reason := range []string{"malformed", "nan_coordinate", "out_of_range", "out_of_order"} {
 		waitFor(t, "rejection "+reason, func() bool { return in.s.rej.Count(reason) == 1 })
 	}
 	if log.count("exit") != 0 {

@@ -10,7 +10,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
-	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/pkg/wire"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
@@ -57,38 +56,6 @@ func (s *Service) consume(ctx context.Context, parts []int) error {
 	return nil
 }
 
-// decodeReason names a whole-message decode failure for the reject counter.
-func decodeReason(err error) string {
-	switch {
-	case errors.Is(err, wire.ErrTooLarge):
-		return "too_large"
-	case errors.Is(err, wire.ErrMalformed):
-		return "malformed"
-	case errors.Is(err, wire.ErrTooManyRecords):
-		return "too_many_records"
-	case errors.Is(err, wire.ErrVehicleMismatch):
-		return "vehicle_mismatch"
-	case errors.Is(err, wire.ErrEmptyBatch):
-		return "empty_batch"
-	case errors.Is(err, telemetry.ErrNoVehicle), errors.Is(err, telemetry.ErrBadVehicleID):
-		return "bad_vehicle_id"
-	}
-	return "undecodable"
-}
-
-// recordReason names a single-record failure.
-func recordReason(err error) string {
-	switch {
-	case errors.Is(err, telemetry.ErrNegativeQuantity):
-		return "negative_counter"
-	case errors.Is(err, telemetry.ErrNoDeviceTime):
-		return "no_device_time"
-	case errors.Is(err, wire.ErrVehicleMismatch):
-		return "vehicle_mismatch"
-	}
-	return "bad_record"
-}
-
 // handle processes one batch of stored messages. Bad input is counted and skipped; an
 // error (store or bus unreachable) makes the bus redeliver the batch, which is safe:
 // records already applied are skipped by device time, fuel events and samples are keyed
@@ -126,11 +93,11 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 		isJSON := m.Header != nil && m.Header.Get(wire.HeaderContentType) == wire.ContentTypeJSON
 		recs, bad, err := wire.DecodeBatch(addr.Vehicle, m.Data, isJSON)
 		if err != nil {
-			s.rej.Add(decodeReason(err), addr.Vehicle, err)
+			s.rej.Add(wire.Reason(err), addr.Vehicle, err)
 			continue
 		}
 		for i := range bad {
-			s.rej.Add(recordReason(bad[i].Err), addr.Vehicle, &bad[i])
+			s.rej.Add(wire.Reason(&bad[i]), addr.Vehicle, &bad[i])
 		}
 		for _, r := range recs {
 			r.ReceivedTime, r.StreamSeq = m.Time, m.StreamSeq

@@ -2,7 +2,6 @@ package tracking
 
 import (
 	"context"
-	"errors"
 	"strconv"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -16,14 +15,9 @@ import (
 // This file is the bus edge: it turns JetStream messages into records, applies them, writes
 // the store once per batch and publishes status events.
 
-// Rejection reasons counted by the bus adapter, besides the filter rules (Reason).
-const (
-	rejectUnknownSubject = "unknown_subject"
-	rejectMalformed      = "malformed"
-	rejectTooLarge       = "too_large"
-	rejectBatch          = "bad_batch"
-	rejectRecord         = "bad_record"
-)
+// rejectUnknownSubject counts messages on subjects outside the device scheme; decode
+// failures are counted under wire.Reason's names, filter rules under Reason.
+const rejectUnknownSubject = "unknown_subject"
 
 type decoded struct {
 	msg     *bus.Msg
@@ -49,11 +43,11 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 		isJSON := m.Header != nil && m.Header.Get(wire.HeaderContentType) == wire.ContentTypeJSON
 		recs, bad, err := wire.DecodeBatch(addr.Vehicle, m.Data, isJSON)
 		if err != nil {
-			s.rej.Add(decodeReason(err), addr.Vehicle, err, "stream_seq", m.StreamSeq)
+			s.rej.Add(wire.Reason(err), addr.Vehicle, err, "stream_seq", m.StreamSeq)
 			continue
 		}
 		for _, be := range bad {
-			s.rej.Add(rejectRecord, addr.Vehicle, &be, "stream_seq", m.StreamSeq)
+			s.rej.Add(wire.Reason(&be), addr.Vehicle, &be, "stream_seq", m.StreamSeq)
 		}
 		items = append(items, decoded{msg: m, vehicle: addr.Vehicle, part: addr.Partition, recs: recs})
 	}
@@ -163,16 +157,6 @@ func (s *Service) load(ctx context.Context, items []decoded) (map[string]*workEn
 		work[it.vehicle].part = it.part
 	}
 	return work, nil
-}
-
-func decodeReason(err error) string {
-	switch {
-	case errors.Is(err, wire.ErrTooLarge):
-		return rejectTooLarge
-	case errors.Is(err, wire.ErrMalformed):
-		return rejectMalformed
-	}
-	return rejectBatch
 }
 
 // statusEvent is a status change to publish: the state right after it, and the record that

@@ -196,14 +196,14 @@ func TestBadInputRejectedCountedAndSkipped(t *testing.T) {
 		t.Errorf("got position %.6f,%.6f, want %.6f,%.6f", s.Fix.Lat, s.Fix.Lon, want[0], want[1])
 	}
 	for reason, want := range map[string]float64{
-		rejectMalformed: 2, rejectUnknownSubject: 1, "nan_coordinate": 1, "out_of_range": 1,
+		"malformed": 2, rejectUnknownSubject: 1, "nan_coordinate": 1, "out_of_range": 1,
 	} {
 		if got := svc.Rejected(reason); got != want {
 			t.Errorf("reason %s: got %v rejections, want %v", reason, got, want)
 		}
 	}
 	text := logs.String()
-	for _, reason := range []string{rejectMalformed, rejectUnknownSubject, "nan_coordinate", "out_of_range"} {
+	for _, reason := range []string{"malformed", rejectUnknownSubject, "nan_coordinate", "out_of_range"} {
 		if n := strings.Count(text, "reason="+reason); n != 1 {
 			t.Errorf("reason %s logged %d times, want once", reason, n)
 		}

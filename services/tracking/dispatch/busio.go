@@ -138,11 +138,11 @@ func (s *Service) handleDevice(ctx context.Context, batch []bus.Msg) error {
 		case bus.KindTelemetry, bus.KindAlarm:
 			recs, bad, err := wire.DecodeBatch(addr.Vehicle, m.Data, isJSON(m))
 			if err != nil {
-				s.rej.Add("bad_batch", addr.Vehicle, err)
+				s.rej.Add(wire.Reason(err), addr.Vehicle, err)
 				continue
 			}
 			for _, re := range bad {
-				s.rej.Add("bad_record", addr.Vehicle, &re)
+				s.rej.Add(wire.Reason(&re), addr.Vehicle, &re)
 			}
 			for j := range recs {
 				recs[j].ReceivedTime, recs[j].StreamSeq = m.Time, m.StreamSeq
