@@ -66,6 +66,9 @@ func TestPartitionedConsumeSeesEveryVehicleOnce(t *testing.T) {
 					t.Errorf("vehicle %s in partitions %d and %d", a.Vehicle, p, a.Partition)
 				}
 				partOf[a.Vehicle] = a.Partition
+				if got := PartitionOf(a.Vehicle, n); got != a.Partition {
+					t.Errorf("PartitionOf(%s) = %d, server says %d", a.Vehicle, got, a.Partition)
+				}
 				usedPart[a.Partition] = true
 			}
 			if len(seen) == vehicles {

@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetwire/fleetwire/pkg/wire"
 )
 
 // Msg is one stored message handed to a service.
@@ -24,6 +26,12 @@ type Msg struct {
 	StreamSeq uint64    // position in the stream: stable across redeliveries
 	Time      time.Time // when the stream stored it (server clock): stable across redeliveries
 	Delivered uint64    // 1 on first delivery
+}
+
+// JSON reports whether the payload is the JSON form of the tracker protocol (header
+// Content-Type: application/json) rather than protobuf binary.
+func (m *Msg) JSON() bool {
+	return m.Header != nil && m.Header.Get(wire.HeaderContentType) == wire.ContentTypeJSON
 }
 
 // Handler processes a batch of messages in stream order. Returning nil acknowledges the

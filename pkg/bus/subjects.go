@@ -2,6 +2,7 @@ package bus
 
 import (
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 )
@@ -65,6 +66,14 @@ func PartitionFilter(p int, kind string) string {
 
 // VehicleFilter selects every stored record of one vehicle.
 func VehicleFilter(vehicle string) string { return inPrefix + "*." + vehicle + ".>" }
+
+// PartitionOf is the partition the server assigns vehicle to: FNV-1a of the vehicle
+// token modulo n, as the stream's partition() subject transform computes it.
+func PartitionOf(vehicle string, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(vehicle))
+	return int(h.Sum32() % uint32(n))
+}
 
 // subjectTransform maps published subjects to stored ones, adding the partition token.
 func subjectTransform(partitions int) (src, dest string) {

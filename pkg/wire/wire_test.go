@@ -200,3 +200,26 @@ func TestReason(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkDecodeBatchJSON(b *testing.B) {
+	recs := make([]telemetry.Record, 10)
+	for i := range recs {
+		recs[i] = fullRecord()
+		recs[i].IO = nil
+		recs[i].FaultCodes = nil
+	}
+	bin, _ := EncodeBatch("veh-1", time.Now(), recs)
+	var pb fleetv1.TelemetryBatch
+	if err := proto.Unmarshal(bin, &pb); err != nil {
+		b.Fatal(err)
+	}
+	data, _ := protojson.Marshal(&pb)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := DecodeBatch("veh-1", data, true); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "records/s")
+}

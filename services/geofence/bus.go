@@ -194,10 +194,6 @@ func (s *Service) awaitZone(ctx context.Context, id string, rev uint64, deleted 
 	}
 }
 
-func isJSON(m *bus.Msg) bool {
-	return m.Header != nil && m.Header.Get(wire.HeaderContentType) == wire.ContentTypeJSON
-}
-
 // item is one usable record of a batch.
 type item struct {
 	rec   telemetry.Record
@@ -229,7 +225,7 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 			s.rej.Add("subject", "", err, "subject", m.Subject)
 			continue
 		}
-		recs, recErrs, err := wire.DecodeBatch(addr.Vehicle, m.Data, isJSON(m))
+		recs, recErrs, err := wire.DecodeBatch(addr.Vehicle, m.Data, m.JSON())
 		if err != nil {
 			s.rej.Add(wire.Reason(err), addr.Vehicle, err)
 			continue

@@ -90,8 +90,7 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 			s.rej.Add("unexpected_kind", addr.Vehicle, fmt.Errorf("kind %q", addr.Kind))
 			continue
 		}
-		isJSON := m.Header != nil && m.Header.Get(wire.HeaderContentType) == wire.ContentTypeJSON
-		recs, bad, err := wire.DecodeBatch(addr.Vehicle, m.Data, isJSON)
+		recs, bad, err := wire.DecodeBatch(addr.Vehicle, m.Data, m.JSON())
 		if err != nil {
 			s.rej.Add(wire.Reason(err), addr.Vehicle, err)
 			continue

@@ -40,8 +40,7 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 		if addr.Kind == bus.KindReply {
 			continue // command replies are the dispatch service's
 		}
-		isJSON := m.Header != nil && m.Header.Get(wire.HeaderContentType) == wire.ContentTypeJSON
-		recs, bad, err := wire.DecodeBatch(addr.Vehicle, m.Data, isJSON)
+		recs, bad, err := wire.DecodeBatch(addr.Vehicle, m.Data, m.JSON())
 		if err != nil {
 			s.rej.Add(wire.Reason(err), addr.Vehicle, err, "stream_seq", m.StreamSeq)
 			continue

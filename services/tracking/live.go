@@ -107,7 +107,7 @@ func (s *Service) followOthers() (func(), error) {
 	}
 	sub, err := s.bus.NC.Subscribe(bus.LiveWildcard(), func(m *nats.Msg) {
 		id, ok := bus.LiveVehicle(m.Subject)
-		if !ok || s.owned[partitionOf(id, s.nParts)] {
+		if !ok || s.owned[bus.PartitionOf(id, s.nParts)] {
 			return // our own vehicles reach our watchers directly
 		}
 		v, err := decodeLive(id, m.Data)

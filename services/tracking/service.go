@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"sync"
 	"time"
@@ -162,14 +161,6 @@ func (s *Service) Run(ctx context.Context) error {
 	return nil
 }
 
-// partitionOf is the partition the NATS server assigns vehicle to: FNV-1a of the vehicle
-// token modulo the partition count (the stream's partition() subject transform).
-func partitionOf(vehicle string, n int) int {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(vehicle))
-	return int(h.Sum32() % uint32(n))
-}
-
 // preload fills the cache with the stored vehicles of this instance's partitions, so the
 // offline sweep also covers vehicles that never send again after a restart.
 func (s *Service) preload(ctx context.Context) error {
@@ -186,7 +177,7 @@ func (s *Service) preload(ctx context.Context) error {
 		after = ids[len(ids)-1]
 		mine := ids[:0]
 		for _, id := range ids {
-			if s.owned[partitionOf(id, s.nParts)] {
+			if s.owned[bus.PartitionOf(id, s.nParts)] {
 				mine = append(mine, id)
 			}
 		}
@@ -200,7 +191,7 @@ func (s *Service) preload(ctx context.Context) error {
 				continue
 			}
 			if _, ok := s.cache[v.Info.ID]; !ok {
-				s.cache[v.Info.ID] = &entry{part: partitionOf(v.Info.ID, s.nParts), state: v.State, info: v.Info}
+				s.cache[v.Info.ID] = &entry{part: bus.PartitionOf(v.Info.ID, s.nParts), state: v.State, info: v.Info}
 				loaded++
 			}
 		}
@@ -285,12 +276,18 @@ func (s *Service) commit(es []*entry) {
 		s.cache[e.state.VehicleID] = e
 	}
 	s.mu.Unlock()
-	vs := make([]Vehicle, len(es))
-	for i, e := range es {
-		vs[i] = Vehicle{Info: e.info, State: e.state}
-		s.hub.publish(vs[i])
+	var live []Vehicle
+	if s.sharesFleet() {
+		live = make([]Vehicle, 0, len(es))
 	}
-	s.publishLive(vs)
+	for _, e := range es {
+		v := Vehicle{Info: e.info, State: e.state}
+		s.hub.publish(v)
+		if live != nil {
+			live = append(live, v)
+		}
+	}
+	s.publishLive(live)
 }
 
 // registryChanged refreshes the cached registry entry of a vehicle and tells watchers.

@@ -453,36 +453,6 @@ func TestGRPCWatchAndQueries(t *testing.T) {
 	}
 }
 
-func TestPartitionOfMatchesServer(t *testing.T) {
-	b := testBus(t)
-	ctx := context.Background()
-	n, err := b.Partitions(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids := []string{"a", "veh-1", "TRUCK_0042", "x-y-z", "0"}
-	for _, id := range ids {
-		publish(t, b, id, bus.KindTelemetry, []byte("x"), nil)
-	}
-	s, err := b.JS.Stream(ctx, bus.TelemetryStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for seq := uint64(1); seq <= uint64(len(ids)); seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, err := bus.ParseSubject(m.Subject)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := partitionOf(a.Vehicle, n); got != a.Partition {
-			t.Errorf("%s: got partition %d, server says %d", a.Vehicle, got, a.Partition)
-		}
-	}
-}
-
 func TestTwoInstancesSplitPartitions(t *testing.T) {
 	c := redistest.Client(t)
 	prefix := redistest.Prefix(t, c)
@@ -545,8 +515,8 @@ func TestTwoInstancesSplitPartitions(t *testing.T) {
 		r.mu.RLock()
 		n := len(r.cache)
 		for id := range r.cache {
-			if !r.owned[partitionOf(id, bus.DefaultPartitions)] {
-				t.Errorf("instance with partitions %v applied %s of partition %d", r.cfg.Partitions, id, partitionOf(id, bus.DefaultPartitions))
+			if !r.owned[bus.PartitionOf(id, bus.DefaultPartitions)] {
+				t.Errorf("instance with partitions %v applied %s of partition %d", r.cfg.Partitions, id, bus.PartitionOf(id, bus.DefaultPartitions))
 			}
 		}
 		r.mu.RUnlock()

@@ -106,10 +106,6 @@ func DecodeEvent(data []byte, fallbackID string, fallbackTime time.Time) (EventI
 	return e, nil
 }
 
-func isJSON(m *bus.Msg) bool {
-	return m.Header != nil && m.Header.Get(wire.HeaderContentType) == wire.ContentTypeJSON
-}
-
 // handleDevice is the handler of the dispatch-pNN consumers (kinds tele, alarm, reply).
 func (s *Service) handleDevice(ctx context.Context, batch []bus.Msg) error {
 	work := map[string]*vehicleWork{}
@@ -129,14 +125,14 @@ func (s *Service) handleDevice(ctx context.Context, batch []bus.Msg) error {
 		}
 		switch addr.Kind {
 		case bus.KindReply:
-			r, err := DecodeReply(addr.Vehicle, m.Data, isJSON(m))
+			r, err := DecodeReply(addr.Vehicle, m.Data, m.JSON())
 			if err != nil {
 				s.rej.Add("bad_reply", addr.Vehicle, err)
 				continue
 			}
 			w.replies = append(w.replies, r)
 		case bus.KindTelemetry, bus.KindAlarm:
-			recs, bad, err := wire.DecodeBatch(addr.Vehicle, m.Data, isJSON(m))
+			recs, bad, err := wire.DecodeBatch(addr.Vehicle, m.Data, m.JSON())
 			if err != nil {
 				s.rej.Add(wire.Reason(err), addr.Vehicle, err)
 				continue
