@@ -19,7 +19,7 @@ import (
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
-	"github.com/fleetwire/fleetwire/services/tracking/dispatch"
+	"github.com/fleetwire/fleetwire/services/dispatch"
 )
 
 // lockedBuffer is written by a following command while the test reads it.

@@ -28,6 +28,9 @@ const (
 	HasRPM
 	HasCoolantTemp
 	HasMIL
+	HasMovement
+	HasGSMLevel
+	HasPDOP
 )
 
 // AlarmKind is an alarm a device raises by itself. The values match fleet.v1.AlarmKind.
@@ -90,6 +93,9 @@ type Record struct {
 	CoolantTempC    float64
 	MIL             bool     // malfunction indicator lamp ("check engine")
 	FaultCodes      []string // active OBD-II DTCs as reported, e.g. "P0301"
+	Movement        bool     // the device's accelerometer senses movement (GNSS-independent)
+	GSMLevel        uint8    // cellular signal 0 (none) .. 5 (best)
+	PDOP            float64  // 3D dilution of precision
 
 	Alarms []AlarmKind
 	IO     map[string]float64 // other IO elements, by name or numeric id

@@ -172,6 +172,18 @@ func FromRecord(vehicle string, pr *fleetv1.TelemetryRecord, r *telemetry.Record
 			r.FaultCodes = append([]string(nil), codes...)
 		}
 	}
+	if pr.Movement != nil {
+		r.Movement = *pr.Movement
+		r.Set(telemetry.HasMovement)
+	}
+	if pr.GsmLevel != nil {
+		// Levels above 5 are not a scale any tracker uses; clamp rather than drop the record.
+		r.GSMLevel = uint8(min(*pr.GsmLevel, 5))
+		r.Set(telemetry.HasGSMLevel)
+	}
+	if err := opt(pr.Pdop, telemetry.HasPDOP, &r.PDOP, true); err != nil {
+		return fmt.Errorf("pdop: %w", err)
+	}
 	for _, a := range pr.GetAlarms() {
 		k := telemetry.AlarmKind(a)
 		if k.Valid() {
@@ -233,6 +245,15 @@ func ToRecord(r *telemetry.Record) *fleetv1.TelemetryRecord {
 		}
 		pr.Diagnostics = d
 	}
+	if r.Has(telemetry.HasMovement) {
+		mv := r.Movement
+		pr.Movement = &mv
+	}
+	if r.Has(telemetry.HasGSMLevel) {
+		gsm := uint32(r.GSMLevel)
+		pr.GsmLevel = &gsm
+	}
+	pr.Pdop = f(telemetry.HasPDOP, r.PDOP)
 	for _, a := range r.Alarms {
 		pr.Alarms = append(pr.Alarms, fleetv1.AlarmKind(a))
 	}

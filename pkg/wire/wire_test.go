@@ -23,11 +23,11 @@ func fullRecord() telemetry.Record {
 		Ignition: true, OdometerM: 123456, EngineHours: 789.5, FuelLitres: 41.2, FuelPercent: 68.7,
 		ExternalVoltage: 13.9, BatteryVoltage: 4.1, RPM: 1800, CoolantTempC: 88, MIL: true,
 		FaultCodes: []string{"P0301"}, Alarms: []telemetry.AlarmKind{telemetry.AlarmTow, telemetry.AlarmPanic},
-		IO: map[string]float64{"21": 4},
+		IO: map[string]float64{"21": 4}, Movement: true, GSMLevel: 3, PDOP: 1.7,
 	}
 	r.Fields = telemetry.HasIgnition | telemetry.HasOdometer | telemetry.HasEngineHours | telemetry.HasFuelLitres |
 		telemetry.HasFuelPercent | telemetry.HasExternalVoltage | telemetry.HasBatteryVoltage | telemetry.HasRPM |
-		telemetry.HasCoolantTemp | telemetry.HasMIL
+		telemetry.HasCoolantTemp | telemetry.HasMIL | telemetry.HasMovement | telemetry.HasGSMLevel | telemetry.HasPDOP
 	return r
 }
 
@@ -59,7 +59,8 @@ func TestRoundTripKeepsEveryField(t *testing.T) {
 		}
 		g.DeviceTime, g.SentTime = want.DeviceTime, want.SentTime
 		if g.Fields != want.Fields || g.Lat != want.Lat || g.FuelLitres != want.FuelLitres || g.MIL != want.MIL ||
-			len(g.Alarms) != 2 || g.Alarms[1] != telemetry.AlarmPanic || g.FaultCodes[0] != "P0301" || g.IO["21"] != 4 || g.Sequence != 42 {
+			len(g.Alarms) != 2 || g.Alarms[1] != telemetry.AlarmPanic || g.FaultCodes[0] != "P0301" || g.IO["21"] != 4 || g.Sequence != 42 ||
+			!g.Movement || g.GSMLevel != 3 || g.PDOP != 1.7 {
 			t.Fatalf("json=%v: got %+v, want %+v", asJSON, g, want)
 		}
 	}

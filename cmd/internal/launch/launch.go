@@ -26,22 +26,23 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
+	"github.com/fleetwire/fleetwire/services/dispatch"
 	"github.com/fleetwire/fleetwire/services/geofence"
 	"github.com/fleetwire/fleetwire/services/maintenance"
 	"github.com/fleetwire/fleetwire/services/tracking"
-	"github.com/fleetwire/fleetwire/services/tracking/dispatch"
 	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 )
 
 // Service names accepted in Options.Services.
 const (
-	Tracking    = "tracking" // includes the alert feed and commands (package dispatch)
+	Tracking    = "tracking"
 	Geofence    = "geofence"
 	Maintenance = "maintenance"
+	Dispatch    = "dispatch" // theft detection, the alert feed and commands to vehicles
 )
 
 // AllServices is every service, in start order.
-var AllServices = []string{Tracking, Geofence, Maintenance}
+var AllServices = []string{Tracking, Geofence, Maintenance, Dispatch}
 
 // Options configure a process. Flags fills them from flags and environment variables.
 type Options struct {
@@ -270,6 +271,8 @@ func (p *Platform) build(name string, o Options, b *bus.Bus, parts []int, memory
 		if err != nil {
 			return nil, fmt.Errorf("tracking: %w", err)
 		}
+		return []component{ts}, nil
+	case Dispatch:
 		dcfg := dispatch.DefaultConfig()
 		dcfg.Partitions, dcfg.Rebuild = parts, memory
 		if o.Schedules != "" {
@@ -285,11 +288,11 @@ func (p *Platform) build(name string, o Options, b *bus.Bus, parts []int, memory
 		if !memory {
 			dst = dispatch.NewRedisStore(p.redis, prefix)
 		}
-		ds, err := dispatch.New(dcfg, b, dst, log.With("component", "dispatch"), prometheus.WrapRegistererWith(prometheus.Labels{"component": "dispatch"}, reg))
+		ds, err := dispatch.New(dcfg, b, dst, log, reg)
 		if err != nil {
 			return nil, fmt.Errorf("dispatch: %w", err)
 		}
-		return []component{ts, ds}, nil
+		return []component{ds}, nil
 	case Geofence:
 		cfg := geofence.DefaultConfig()
 		cfg.Partitions, cfg.Rebuild = parts, memory

@@ -156,7 +156,15 @@ type TelemetryRecord struct {
 	// Alarms raised at this instant.
 	Alarms []AlarmKind `protobuf:"varint,20,rep,packed,name=alarms,proto3,enum=fleet.v1.AlarmKind" json:"alarms,omitempty"`
 	// Engine diagnostics read over OBD-II / CAN, when available.
-	Diagnostics   *Diagnostics `protobuf:"bytes,21,opt,name=diagnostics,proto3" json:"diagnostics,omitempty"`
+	Diagnostics *Diagnostics `protobuf:"bytes,21,opt,name=diagnostics,proto3" json:"diagnostics,omitempty"`
+	// Movement as the device's accelerometer sees it, independent of GNSS. A towed vehicle
+	// moves with the ignition off and, in a garage or a jammed area, with no fix.
+	Movement *bool `protobuf:"varint,22,opt,name=movement,proto3,oneof" json:"movement,omitempty"`
+	// Cellular signal level, 0 (none) to 5 (best), as Teltonika IO 21 reports it. A tunnel
+	// loses GNSS but usually keeps some GSM; a jammer takes both.
+	GsmLevel *uint32 `protobuf:"varint,23,opt,name=gsm_level,json=gsmLevel,proto3,oneof" json:"gsm_level,omitempty"`
+	// Position dilution of precision (3D); hdop is the horizontal one.
+	Pdop          *float64 `protobuf:"fixed64,24,opt,name=pdop,proto3,oneof" json:"pdop,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -338,6 +346,27 @@ func (x *TelemetryRecord) GetDiagnostics() *Diagnostics {
 	return nil
 }
 
+func (x *TelemetryRecord) GetMovement() bool {
+	if x != nil && x.Movement != nil {
+		return *x.Movement
+	}
+	return false
+}
+
+func (x *TelemetryRecord) GetGsmLevel() uint32 {
+	if x != nil && x.GsmLevel != nil {
+		return *x.GsmLevel
+	}
+	return 0
+}
+
+func (x *TelemetryRecord) GetPdop() float64 {
+	if x != nil && x.Pdop != nil {
+		return *x.Pdop
+	}
+	return 0
+}
+
 // Diagnostics is what the tracker reads from the vehicle's OBD-II or CAN bus.
 type Diagnostics struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -482,7 +511,7 @@ var File_fleet_v1_telemetry_proto protoreflect.FileDescriptor
 
 const file_fleet_v1_telemetry_proto_rawDesc = "" +
 	"\n" +
-	"\x18fleet/v1/telemetry.proto\x12\bfleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\a\n" +
+	"\x18fleet/v1/telemetry.proto\x12\bfleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\b\n" +
 	"\x0fTelemetryRecord\x12\x1d\n" +
 	"\n" +
 	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\x12;\n" +
@@ -513,7 +542,10 @@ const file_fleet_v1_telemetry_proto_rawDesc = "" +
 	"\x11battery_voltage_v\x18\x12 \x01(\x01H\x06R\x0fbatteryVoltageV\x88\x01\x01\x121\n" +
 	"\x02io\x18\x13 \x03(\v2!.fleet.v1.TelemetryRecord.IoEntryR\x02io\x12+\n" +
 	"\x06alarms\x18\x14 \x03(\x0e2\x13.fleet.v1.AlarmKindR\x06alarms\x127\n" +
-	"\vdiagnostics\x18\x15 \x01(\v2\x15.fleet.v1.DiagnosticsR\vdiagnostics\x1a5\n" +
+	"\vdiagnostics\x18\x15 \x01(\v2\x15.fleet.v1.DiagnosticsR\vdiagnostics\x12\x1f\n" +
+	"\bmovement\x18\x16 \x01(\bH\aR\bmovement\x88\x01\x01\x12 \n" +
+	"\tgsm_level\x18\x17 \x01(\rH\bR\bgsmLevel\x88\x01\x01\x12\x17\n" +
+	"\x04pdop\x18\x18 \x01(\x01H\tR\x04pdop\x88\x01\x01\x1a5\n" +
 	"\aIoEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01B\v\n" +
@@ -523,7 +555,11 @@ const file_fleet_v1_telemetry_proto_rawDesc = "" +
 	"\r_fuel_level_lB\x11\n" +
 	"\x0f_fuel_level_pctB\x15\n" +
 	"\x13_external_voltage_vB\x14\n" +
-	"\x12_battery_voltage_v\"\xaa\x01\n" +
+	"\x12_battery_voltage_vB\v\n" +
+	"\t_movementB\f\n" +
+	"\n" +
+	"_gsm_levelB\a\n" +
+	"\x05_pdop\"\xaa\x01\n" +
 	"\vDiagnostics\x12\x15\n" +
 	"\x03rpm\x18\x01 \x01(\x01H\x00R\x03rpm\x88\x01\x01\x12)\n" +
 	"\x0ecoolant_temp_c\x18\x02 \x01(\x01H\x01R\fcoolantTempC\x88\x01\x01\x12\x15\n" +
