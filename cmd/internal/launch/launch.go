@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,6 +58,10 @@ type Options struct {
 	Sim         int   // simulated vehicles run in-process (0 = none)
 	SimSeed     int64 // seed of the simulated fleet
 	Grace       time.Duration
+	// DataDir is the all-in-one's home for everything it keeps between runs: the JetStream
+	// store (DataDir/jetstream) and its generated development credentials
+	// (DataDir/credentials). Empty: DefaultDataDir().
+	DataDir string
 	// Schedules is a JSON file of allowed driving hours per vehicle or group, for the
 	// movement-outside-hours theft rule (format in docs/dispatch.md); empty: rule off.
 	Schedules string
@@ -86,6 +91,18 @@ func (o *Options) Flags(fs *flag.FlagSet, def Options) {
 	fs.StringVar(&o.Partitions, "partitions", env("FLEETWIRE_PARTITIONS", ""), `telemetry partitions this instance handles: "0-7", "i/k" (instance i of k), "ordinal/k" (i from the host name's trailing number, for StatefulSets); empty = all (env FLEETWIRE_PARTITIONS)`)
 	fs.StringVar(&o.Schedules, "schedules", env("FLEETWIRE_SCHEDULES", ""), "JSON file of allowed driving hours per vehicle or group (docs/dispatch.md); empty disables the outside-hours rule (env FLEETWIRE_SCHEDULES)")
 	fs.DurationVar(&o.Grace, "grace", envDuration("FLEETWIRE_GRACE", 10*time.Second), "graceful shutdown limit (env FLEETWIRE_GRACE)")
+}
+
+// DefaultDataDir is where the all-in-one keeps its data unless told otherwise:
+// $XDG_DATA_HOME/fleetwire, else ~/.local/share/fleetwire, else ./fleetwire-data.
+func DefaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "fleetwire")
+	}
+	if h, err := os.UserHomeDir(); err == nil && h != "" {
+		return filepath.Join(h, ".local", "share", "fleetwire")
+	}
+	return "fleetwire-data"
 }
 
 func env(key, def string) string {
