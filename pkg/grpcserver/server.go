@@ -5,6 +5,7 @@ package grpcserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,10 +16,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+
+	"github.com/fleetwire/fleetwire/pkg/auth"
 )
 
 // Server is a gRPC server with the standard Fleetwire services attached.
@@ -29,8 +34,43 @@ type Server struct {
 	lis    net.Listener
 }
 
-// New creates a server. Register services on s.GRPC, then call Serve.
+// Config bounds and secures a server. The zero value is a plaintext server without
+// authentication (what a service's own tests use); the binaries always set TLS and Guard.
+type Config struct {
+	// TLS, when set, serves gRPC over TLS only.
+	TLS *tls.Config
+	// Guard authenticates and authorises every call; nil lets everyone in.
+	Guard *auth.Guard
+	// MaxConcurrentStreams per connection (0: DefaultMaxConcurrentStreams).
+	MaxConcurrentStreams uint32
+	// MaxRecvMsgSize is the largest request accepted (0: DefaultMaxRecvMsgSize).
+	MaxRecvMsgSize int
+}
+
+// Limits every server applies unless told otherwise.
+const (
+	// DefaultMaxConcurrentStreams: a console holds a few watch streams and issues a few
+	// calls at a time; a connection opening hundreds is not a console.
+	DefaultMaxConcurrentStreams = 128
+	// DefaultMaxRecvMsgSize fits the largest legitimate request, a zone whose GeoJSON may
+	// be up to 60 KiB (fence.MaxDefinitionBytes), four times over; gRPC's own default is
+	// 4 MiB, which an attacker would otherwise have parsed.
+	DefaultMaxRecvMsgSize = 256 << 10
+	// Keepalive enforcement: a client may ping at most every MinPingInterval; the server
+	// pings idle connections every PingInterval and drops those that do not answer.
+	MinPingInterval = 10 * time.Second
+	PingInterval    = 2 * time.Minute
+	PingTimeout     = 20 * time.Second
+)
+
+// New creates a plaintext server without authentication. Register services on s.GRPC,
+// then call Serve.
 func New(log *slog.Logger, reg prometheus.Registerer) *Server {
+	return NewServer(log, reg, Config{})
+}
+
+// NewServer creates a server configured by cfg.
+func NewServer(log *slog.Logger, reg prometheus.Registerer, cfg Config) *Server {
 	calls := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fleetwire_grpc_requests_total", Help: "gRPC calls by method and code.",
 	}, []string{"method", "code"})
@@ -64,7 +104,35 @@ func New(log *slog.Logger, reg prometheus.Registerer) *Server {
 		}()
 		return h(srv, ss)
 	}
-	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if cfg.MaxRecvMsgSize == 0 {
+		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize
+	}
+	unaries := []grpc.UnaryServerInterceptor{unary}
+	streams := []grpc.StreamServerInterceptor{stream}
+	if cfg.Guard != nil {
+		// After the recovery and metrics interceptors, so refusals are counted too.
+		unaries = append(unaries, cfg.Guard.Unary())
+		streams = append(streams, cfg.Guard.Stream())
+		if reg != nil {
+			for _, c := range cfg.Guard.Collectors() {
+				_ = reg.Register(c)
+			}
+		}
+	}
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unaries...), grpc.ChainStreamInterceptor(streams...),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: MinPingInterval, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: PingInterval, Timeout: PingTimeout}),
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	gs := grpc.NewServer(opts...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)

@@ -1,0 +1,136 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// GroupsBucket is the JetStream key-value bucket mapping each registered vehicle to its
+// groups. Tracking's registry calls (RegisterVehicle, UpdateVehicle) write it; every
+// service reads it through Groups, so a group-scoped principal sees the same vehicles in
+// tracking, geofence, maintenance and dispatch. A vehicle with no entry belongs to no group:
+// it is invisible to every group-scoped principal.
+const GroupsBucket = "FLEET_VEHICLE_GROUPS"
+
+// Groups mirrors GroupsBucket in memory.
+type Groups struct {
+	kv  jetstream.KeyValue
+	log *slog.Logger
+
+	mu     sync.RWMutex
+	of     map[string][]string
+	loaded chan struct{}
+}
+
+// OpenGroups opens (creating if needed) the bucket and mirrors it until ctx ends. It
+// returns once the current contents are loaded.
+func OpenGroups(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) (*Groups, error) {
+	if replicas < 1 {
+		replicas = 1
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: GroupsBucket, Description: "Fleetwire vehicle groups, for group-scoped principals", Replicas: replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("vehicle groups bucket: %w", err)
+	}
+	g := &Groups{kv: kv, log: log, of: map[string][]string{}, loaded: make(chan struct{})}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("watch vehicle groups: %w", err)
+	}
+	go g.mirror(ctx, w)
+	select {
+	case <-g.loaded:
+		return g, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(30 * time.Second):
+		return nil, errors.New("vehicle groups bucket: initial load timed out")
+	}
+}
+
+func (g *Groups) mirror(ctx context.Context, w jetstream.KeyWatcher) {
+	defer func() { _ = w.Stop() }()
+	once := sync.OnceFunc(func() { close(g.loaded) })
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				once()
+				continue
+			}
+			g.mu.Lock()
+			var gs []string
+			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &gs) == nil {
+				g.of[e.Key()] = gs
+			} else {
+				delete(g.of, e.Key())
+			}
+			g.mu.Unlock()
+		}
+	}
+}
+
+// Set records a vehicle's groups. Called by tracking's registry.
+func (g *Groups) Set(ctx context.Context, vehicle string, groups []string) error {
+	g.mu.RLock()
+	cur, ok := g.of[vehicle]
+	g.mu.RUnlock()
+	if ok && slices.Equal(cur, groups) {
+		return nil
+	}
+	data, _ := json.Marshal(groups)
+	if _, err := g.kv.Put(ctx, vehicle, data); err != nil {
+		return fmt.Errorf("vehicle %s groups: %w", Truncate(vehicle), err)
+	}
+	g.mu.Lock()
+	g.of[vehicle] = slices.Clone(groups)
+	g.mu.Unlock()
+	return nil
+}
+
+// Of returns a vehicle's groups (nil when it has none or is unknown).
+func (g *Groups) Of(vehicle string) []string {
+	if g == nil {
+		return nil
+	}
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.of[vehicle]
+}
+
+// Visible reports whether p may see vehicle.
+func (g *Groups) Visible(p *Principal, vehicle string) bool {
+	if !p.Scoped() {
+		return true
+	}
+	return p.SeesGroups(g.Of(vehicle))
+}
+
+type groupsKey struct{}
+
+// VehicleVisible reports whether the calling principal may see vehicle, for the few edge
+// handlers that address a vehicle's data by another id (an alert id) and must check before
+// changing anything. True when the server runs without authentication.
+func VehicleVisible(ctx context.Context, vehicle string) bool {
+	p := FromContext(ctx)
+	if !p.Scoped() {
+		return true
+	}
+	g, _ := ctx.Value(groupsKey{}).(*Groups)
+	return g.Visible(p, vehicle)
+}

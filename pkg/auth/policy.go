@@ -1,0 +1,108 @@
+package auth
+
+import (
+	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
+)
+
+// Rule is what one gRPC method requires.
+type Rule struct {
+	// Role is the weakest role allowed to call the method. RoleNone makes the method
+	// public: no credentials needed (health checks only).
+	Role Role
+	// Mutates marks a call that changes state; every such call is audited.
+	Mutates bool
+	// Raise, when set, may demand a stronger role after reading the request (IMMOBILIZE and
+	// RESUME need a supervisor although other commands need only a dispatcher).
+	Raise func(req any) Role
+	// Watch marks a long-lived stream that counts against the per-principal watch cap.
+	Watch bool
+}
+
+const (
+	tracking    = "/fleet.v1.TrackingService/"
+	geofence    = "/fleet.v1.GeofenceService/"
+	maintenance = "/fleet.v1.MaintenanceService/"
+	alerts      = "/fleet.v1.AlertService/"
+	commands    = "/fleet.v1.CommandService/"
+	tokens      = "/fleet.v1.TokenService/"
+	audit       = "/fleet.v1.AuditService/"
+)
+
+var (
+	read  = Rule{Role: Viewer}
+	watch = Rule{Role: Viewer, Watch: true}
+	admin = Rule{Role: Admin, Mutates: true}
+)
+
+// criticalCommand: cutting or restoring a moving vehicle's engine is a supervisor's call.
+func criticalCommand(req any) Role {
+	if r, ok := req.(*fleetv1.SendCommandRequest); ok {
+		switch r.GetKind() {
+		case fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE, fleetv1.CommandKind_COMMAND_KIND_RESUME:
+			return Supervisor
+		}
+	}
+	return Dispatcher
+}
+
+// Policy is the role every method needs. A method missing here is refused for everyone
+// (PermissionDenied), and TestEveryMethodHasARule fails, so a new RPC cannot ship open.
+var Policy = map[string]Rule{
+	// Standard services: health stays public so load balancers and probes work without
+	// credentials; reflection (what grpcurl uses to list services) needs any principal.
+	"/grpc.health.v1.Health/Check":                                   {Role: RoleNone},
+	"/grpc.health.v1.Health/List":                                    {Role: RoleNone},
+	"/grpc.health.v1.Health/Watch":                                   {Role: RoleNone},
+	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      read,
+	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": read,
+
+	tracking + "GetVehicle":            read,
+	tracking + "ListVehicles":          read,
+	tracking + "WatchVehicles":         watch,
+	tracking + "SearchNearestVehicles": read,
+	tracking + "GetTrack":              read,
+	tracking + "ListTrips":             read,
+	tracking + "ListStops":             read,
+	tracking + "RegisterVehicle":       admin,
+	tracking + "UpdateVehicle":         admin,
+
+	geofence + "CreateZone":      admin,
+	geofence + "UpdateZone":      admin,
+	geofence + "DeleteZone":      admin,
+	geofence + "GetZone":         read,
+	geofence + "ListZones":       read,
+	geofence + "ExportZones":     read,
+	geofence + "VehiclesInZone":  read,
+	geofence + "ZonesForVehicle": read,
+	geofence + "ZonesAtPoint":    read,
+	geofence + "ListZoneEvents":  read,
+	geofence + "WatchZoneEvents": watch,
+
+	maintenance + "CreatePlan": admin,
+	maintenance + "ListPlans":  read,
+	maintenance + "DeletePlan": admin,
+	maintenance + "SetGroup":   admin, // which plans apply to a vehicle: registry data
+	// Recording work done in the workshop is daily operations, not configuration.
+	maintenance + "RecordService":    {Role: Dispatcher, Mutates: true},
+	maintenance + "ListServiceLog":   read,
+	maintenance + "ListDue":          read,
+	maintenance + "GetVehicleHealth": read,
+	maintenance + "ListFaultCodes":   read,
+	maintenance + "SetFuelProfile":   admin, // tank calibration is vehicle configuration
+	maintenance + "GetFuelReport":    read,
+
+	alerts + "ListAlerts":       read,
+	alerts + "WatchAlerts":      watch,
+	alerts + "AcknowledgeAlert": {Role: Dispatcher, Mutates: true},
+	alerts + "ResolveAlert":     {Role: Dispatcher, Mutates: true},
+
+	commands + "SendCommand":  {Role: Dispatcher, Mutates: true, Raise: criticalCommand},
+	commands + "GetCommand":   read,
+	commands + "ListCommands": read,
+
+	tokens + "CreateToken": admin,
+	tokens + "ListTokens":  {Role: Admin},
+	tokens + "RevokeToken": admin,
+
+	audit + "ListAuditRecords": {Role: Admin},
+}
