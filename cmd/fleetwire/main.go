@@ -33,7 +33,10 @@ func main() {
 	_ = fs.Parse(os.Args[1:])
 	o.FallbackPorts = true
 	launch.TuneGC()
-
+	if _, err := launch.ParseLevel(*level); err != nil {
+		fmt.Fprintf(os.Stderr, "fleetwire: %v\n", err)
+		os.Exit(2)
+	}
 	log := launch.NewLogger(os.Stderr, *level)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

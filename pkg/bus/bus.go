@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	neturl "net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -89,7 +91,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		b.Close()
-		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+		return nil, fmt.Errorf("connect to nats %s: %w", redactURL(url), err)
 	}
 	b.NC = nc
 	js, err := jetstream.New(nc)
@@ -131,12 +133,12 @@ func (b *Bus) startEmbedded(cfg Config) error {
 		StoreDir:   dir,
 		NoSigs:     true,
 		MaxPayload: MaxMessageBytes,
-		NoLog:      true,
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("embedded nats: %w", err)
 	}
+	srv.SetLoggerV2(natsLogger{b.log.With("from", "nats-server")}, b.log.Enabled(context.Background(), slog.LevelDebug), false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
@@ -145,6 +147,20 @@ func (b *Bus) startEmbedded(cfg Config) error {
 	b.srv = srv
 	b.log.Info("embedded nats started", "url", srv.ClientURL(), "jetstream_dir", dir)
 	return nil
+}
+
+// redactURL hides the userinfo of each server in a NATS URL list: errors end up in logs.
+func redactURL(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = nil
+			parts[i] = strings.Replace(u.String(), "://", "://***@", 1)
+		} else if err != nil && strings.Contains(p, "@") {
+			parts[i] = "(unparseable url)"
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // ClientURL is the URL other processes use to reach this bus's server.

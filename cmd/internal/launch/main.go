@@ -29,7 +29,12 @@ func Main(service string) {
 	_ = fs.Parse(os.Args[1:])
 	o.Services = []string{service}
 	TuneGC()
-	log := NewLogger(os.Stderr, *level)
+	lvl, err := ParseLevel(*level)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", service, err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	p, err := Start(ctx, o, log)
@@ -45,12 +50,22 @@ func Main(service string) {
 	log.Info("stopped")
 }
 
-// NewLogger returns a JSON slog logger at level (text when w is a terminal is not worth a
-// dependency; JSON is what log collectors want).
-func NewLogger(w io.Writer, level string) *slog.Logger {
+// ParseLevel reads a log level name: debug, info, warn or error. Anything else is a
+// configuration error, so a typo does not silently hide the debug logs asked for.
+func ParseLevel(level string) (slog.Level, error) {
 	var l slog.Level
-	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
-		fmt.Fprintf(os.Stderr, "bad log level %q, using info\n", level)
+	if err := l.UnmarshalText([]byte(strings.ToUpper(strings.TrimSpace(level)))); err != nil {
+		return 0, fmt.Errorf("%w: log level %q (want debug, info, warn or error)", ErrConfig, level)
+	}
+	return l, nil
+}
+
+// NewLogger returns a JSON slog logger at level (text when w is a terminal is not worth a
+// dependency; JSON is what log collectors want). Callers check level with ParseLevel first;
+// an unknown level logs at info.
+func NewLogger(w io.Writer, level string) *slog.Logger {
+	l, err := ParseLevel(level)
+	if err != nil {
 		l = slog.LevelInfo
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))

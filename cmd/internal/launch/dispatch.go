@@ -1,0 +1,29 @@
+package launch
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/fleetwire/fleetwire/services/dispatch"
+)
+
+// buildDispatch makes the dispatch service: theft detection, the alert feed and commands
+// to vehicles.
+func buildDispatch(d deps) (service, error) {
+	cfg := dispatch.DefaultConfig()
+	cfg.Partitions, cfg.Rebuild = d.parts, d.memory()
+	if path := d.opts.Schedules; path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("schedules: %w", err)
+		}
+		if cfg.Detect.Schedules, cfg.Detect.Groups, err = dispatch.ParseSchedules(data); err != nil {
+			return nil, fmt.Errorf("schedules %s: %w", path, err)
+		}
+	}
+	var st dispatch.Store = dispatch.NewMemoryStore()
+	if !d.memory() {
+		st = dispatch.NewRedisStore(d.redis, d.prefix)
+	}
+	return dispatch.New(cfg, d.bus, st, d.log.With("service", Dispatch), d.registerer(Dispatch))
+}

@@ -1,0 +1,14 @@
+package launch
+
+import "github.com/fleetwire/fleetwire/services/geofence"
+
+// buildGeofence makes the geofence service: zones, membership and zone events.
+func buildGeofence(d deps) (service, error) {
+	cfg := geofence.DefaultConfig()
+	cfg.Partitions, cfg.Rebuild = d.parts, d.memory()
+	var st geofence.Store = geofence.NewMemoryStore()
+	if !d.memory() {
+		st = geofence.NewRedisStore(d.redis, d.prefix)
+	}
+	return geofence.New(cfg, d.bus, st, d.log.With("service", Geofence), d.registerer(Geofence))
+}

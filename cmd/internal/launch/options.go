@@ -1,0 +1,290 @@
+package launch
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fleetwire/fleetwire/pkg/bus"
+)
+
+// Service names accepted in Options.Services.
+const (
+	Tracking    = "tracking"
+	Geofence    = "geofence"
+	Maintenance = "maintenance"
+	Dispatch    = "dispatch" // theft detection, the alert feed and commands to vehicles
+)
+
+// AllServices is every service, in start order.
+var AllServices = []string{Tracking, Geofence, Maintenance, Dispatch}
+
+// ErrConfig is wrapped by every configuration error: a malformed environment value, an
+// unknown service. Such errors stop the process at start rather than fall back to a default
+// the operator did not choose.
+var ErrConfig = errors.New("configuration")
+
+// Options configure a process. Flags fills them from flags and environment variables.
+//
+// Start logs the effective options once (LogValue). A field that holds a secret is named
+// with Password, Token, Secret or NKey, or tagged `secret:"true"`: its value is logged as
+// "***". Userinfo in any URL is masked the same way. File paths (credentials, keys) are
+// logged as paths; their content never is.
+type Options struct {
+	NATS        bus.Config
+	Streams     bus.StreamConfig
+	RedisURL    string // empty or "memory": in-memory stores
+	RedisPrefix string
+	GRPCAddr    string
+	MetricsAddr string // empty: no metrics endpoint
+	Partitions  string // which telemetry partitions this instance handles ("" = all)
+	Services    []string
+	Sim         int   // simulated vehicles run in-process (0 = none)
+	SimSeed     int64 // seed of the simulated fleet
+	Grace       time.Duration
+	// DataDir is the all-in-one's home for everything it keeps between runs: the JetStream
+	// store (DataDir/jetstream) and its generated development credentials
+	// (DataDir/credentials). Empty: DefaultDataDir().
+	DataDir string
+	// Schedules is a JSON file of allowed driving hours per vehicle or group, for the
+	// movement-outside-hours theft rule (format in docs/dispatch.md); empty: rule off.
+	Schedules string
+	// FallbackPorts lets the all-in-one move to a free port when a default one is taken, so
+	// it starts on any machine; per-service binaries fail instead (an orchestrator expects
+	// the port it configured).
+	FallbackPorts bool
+
+	// envErr collects malformed environment values seen by Flags; Validate reports them.
+	envErr error
+}
+
+// Flags registers the options on fs. Each flag's default comes from its environment
+// variable when set, then from def. A malformed environment value is remembered and
+// reported by Validate (and so by Start): the process stops instead of silently using def.
+func (o *Options) Flags(fs *flag.FlagSet, def Options) {
+	var e envReader
+	fs.StringVar(&o.NATS.URL, "nats-url", e.str("FLEETWIRE_NATS_URL", e.str("NATS_URL", def.NATS.URL)), `NATS server URL, or "embedded" for an in-process server (env FLEETWIRE_NATS_URL, NATS_URL)`)
+	fs.StringVar(&o.NATS.CredsFile, "nats-creds", e.str("FLEETWIRE_NATS_CREDS", ""), "NATS credentials file (env FLEETWIRE_NATS_CREDS)")
+	fs.StringVar(&o.NATS.TLSCert, "nats-tls-cert", e.str("FLEETWIRE_NATS_TLS_CERT", ""), "client certificate for NATS TLS (env FLEETWIRE_NATS_TLS_CERT)")
+	fs.StringVar(&o.NATS.TLSKey, "nats-tls-key", e.str("FLEETWIRE_NATS_TLS_KEY", ""), "client key for NATS TLS (env FLEETWIRE_NATS_TLS_KEY)")
+	fs.StringVar(&o.NATS.TLSCA, "nats-tls-ca", e.str("FLEETWIRE_NATS_TLS_CA", ""), "CA bundle for NATS TLS (env FLEETWIRE_NATS_TLS_CA)")
+	fs.StringVar(&o.NATS.ListenHost, "nats-listen-host", e.str("FLEETWIRE_NATS_LISTEN_HOST", "127.0.0.1"), "embedded NATS: interface to listen on (env FLEETWIRE_NATS_LISTEN_HOST)")
+	fs.IntVar(&o.NATS.ListenPort, "nats-listen-port", e.int("FLEETWIRE_NATS_LISTEN_PORT", 0), "embedded NATS: port; 0 = 4222 or a free port if taken (env FLEETWIRE_NATS_LISTEN_PORT)")
+	fs.StringVar(&o.NATS.StoreDir, "store-dir", e.str("FLEETWIRE_STORE_DIR", ""), "embedded NATS: JetStream directory; empty = temporary, removed at exit (env FLEETWIRE_STORE_DIR)")
+	fs.DurationVar(&o.Streams.TelemetryMaxAge, "telemetry-retention", e.duration("FLEETWIRE_TELEMETRY_RETENTION", 7*24*time.Hour), "how long raw records stay in the telemetry stream (env FLEETWIRE_TELEMETRY_RETENTION)")
+	fs.IntVar(&o.Streams.Replicas, "stream-replicas", e.int("FLEETWIRE_STREAM_REPLICAS", 1), "JetStream replicas for the streams (3 in a cluster) (env FLEETWIRE_STREAM_REPLICAS)")
+	fs.StringVar(&o.RedisURL, "redis-url", e.str("REDIS_URL", def.RedisURL), `Redis URL for shared state, or "memory" for in-process stores (env REDIS_URL)`)
+	fs.StringVar(&o.RedisPrefix, "redis-prefix", e.str("FLEETWIRE_REDIS_PREFIX", "fw:"), "prefix of every Redis key (env FLEETWIRE_REDIS_PREFIX)")
+	fs.StringVar(&o.GRPCAddr, "grpc-addr", e.str("FLEETWIRE_GRPC_ADDR", def.GRPCAddr), "gRPC listen address (env FLEETWIRE_GRPC_ADDR)")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", e.str("FLEETWIRE_METRICS_ADDR", def.MetricsAddr), "Prometheus /metrics listen address; empty disables (env FLEETWIRE_METRICS_ADDR)")
+	fs.StringVar(&o.Partitions, "partitions", e.str("FLEETWIRE_PARTITIONS", ""), `telemetry partitions this instance handles: "0-7", "i/k" (instance i of k), "ordinal/k" (i from the host name's trailing number, for StatefulSets); empty = all (env FLEETWIRE_PARTITIONS)`)
+	fs.StringVar(&o.Schedules, "schedules", e.str("FLEETWIRE_SCHEDULES", ""), "JSON file of allowed driving hours per vehicle or group (docs/dispatch.md); empty disables the outside-hours rule (env FLEETWIRE_SCHEDULES)")
+	fs.DurationVar(&o.Grace, "grace", e.duration("FLEETWIRE_GRACE", 10*time.Second), "graceful shutdown limit (env FLEETWIRE_GRACE)")
+	o.envErr = e.err()
+}
+
+// Validate reports configuration errors, each wrapping ErrConfig: malformed environment
+// values seen by Flags and names that are not services.
+func (o Options) Validate() error {
+	errs := []error{o.envErr}
+	for _, name := range o.Services {
+		if !knownService(name) {
+			errs = append(errs, fmt.Errorf("%w: unknown service %q (want one of %s)", ErrConfig, name, strings.Join(AllServices, ", ")))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func knownService(name string) bool {
+	for _, s := range AllServices {
+		if s == name {
+			return true
+		}
+	}
+	return false
+}
+
+// DefaultDataDir is where the all-in-one keeps its data unless told otherwise:
+// $XDG_DATA_HOME/fleetwire, else ~/.local/share/fleetwire, else ./fleetwire-data.
+func DefaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "fleetwire")
+	}
+	if h, err := os.UserHomeDir(); err == nil && h != "" {
+		return filepath.Join(h, ".local", "share", "fleetwire")
+	}
+	return "fleetwire-data"
+}
+
+// envReader reads flag defaults from the environment and remembers every value it could
+// not parse, so one start reports all of them at once.
+type envReader struct {
+	lookup func(string) (string, bool) // nil: os.LookupEnv
+	errs   []error
+}
+
+func (e *envReader) get(key string) (string, bool) {
+	if e.lookup != nil {
+		return e.lookup(key)
+	}
+	return os.LookupEnv(key)
+}
+
+// str returns the variable when set (even empty: "FLEETWIRE_METRICS_ADDR=" disables the
+// endpoint), else def.
+func (e *envReader) str(key, def string) string {
+	if v, ok := e.get(key); ok {
+		return v
+	}
+	return def
+}
+
+// int returns the variable parsed as an integer; unset or empty means def.
+func (e *envReader) int(key string, def int) int {
+	v, ok := e.get(key)
+	if !ok || strings.TrimSpace(v) == "" {
+		return def
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("%w: %s=%q is not an integer", ErrConfig, key, v))
+		return def
+	}
+	return n
+}
+
+// duration returns the variable parsed as a Go duration ("90s", "7h"); unset or empty
+// means def.
+func (e *envReader) duration(key string, def time.Duration) time.Duration {
+	v, ok := e.get(key)
+	if !ok || strings.TrimSpace(v) == "" {
+		return def
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("%w: %s=%q is not a duration such as 30s or 7h", ErrConfig, key, v))
+		return def
+	}
+	return d
+}
+
+func (e *envReader) err() error { return errors.Join(e.errs...) }
+
+// env reads one string variable for callers outside Flags (the log level).
+func env(key, def string) string {
+	var e envReader
+	return e.str(key, def)
+}
+
+// LogValue renders the effective options with secrets masked (see Options).
+func (o Options) LogValue() slog.Value { return maskedValue(reflect.ValueOf(o), false) }
+
+const masked = "***"
+
+var secretName = []string{"password", "passwd", "token", "secret", "nkey"}
+
+func isSecretField(f reflect.StructField) bool {
+	if f.Tag.Get("secret") == "true" {
+		return true
+	}
+	name := strings.ToLower(f.Name)
+	for _, s := range secretName {
+		if strings.Contains(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// maskedValue walks v (structs, slices, maps and scalars) into an slog value, replacing
+// secrets. Unexported fields are left out.
+func maskedValue(v reflect.Value, secret bool) slog.Value {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return slog.AnyValue(nil)
+		}
+		return maskedValue(v.Elem(), secret)
+	case reflect.Struct:
+		var attrs []slog.Attr
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			attrs = append(attrs, slog.Attr{Key: f.Name, Value: maskedValue(v.Field(i), secret || isSecretField(f))})
+		}
+		return slog.GroupValue(attrs...)
+	case reflect.String:
+		s := v.String()
+		if secret && s != "" {
+			return slog.StringValue(masked)
+		}
+		return slog.StringValue(maskURL(s))
+	case reflect.Slice, reflect.Array:
+		if v.Type().Elem().Kind() == reflect.Uint8 { // raw bytes: keys, certificates
+			if secret && v.Len() > 0 {
+				return slog.StringValue(masked)
+			}
+			return slog.StringValue(fmt.Sprintf("%d bytes", v.Len()))
+		}
+		out := make([]string, 0, v.Len())
+		for i := 0; i < v.Len(); i++ {
+			out = append(out, maskedValue(v.Index(i), secret).String())
+		}
+		return slog.StringValue("[" + strings.Join(out, " ") + "]")
+	case reflect.Map:
+		if secret && v.Len() > 0 {
+			return slog.StringValue(masked)
+		}
+		return slog.StringValue(fmt.Sprintf("%d entries", v.Len()))
+	case reflect.Func, reflect.Chan:
+		return slog.StringValue(v.Type().String())
+	default:
+		if v.Kind() == reflect.Int64 && v.Type() == reflect.TypeOf(time.Duration(0)) {
+			return slog.StringValue(time.Duration(v.Int()).String())
+		}
+		if secret && !v.IsZero() {
+			return slog.StringValue(masked)
+		}
+		return slog.AnyValue(v.Interface())
+	}
+}
+
+// maskURL hides the userinfo of a URL ("nats://user:pass@host" → "nats://***@host"); other
+// strings are returned as they are.
+func maskURL(s string) string {
+	if !strings.Contains(s, "://") || !strings.Contains(s, "@") {
+		return s
+	}
+	var out []string
+	// A NATS URL may list several servers separated by commas.
+	for _, part := range strings.Split(s, ",") {
+		u, err := url.Parse(strings.TrimSpace(part))
+		if err != nil {
+			// Unparseable but shaped like a URL with userinfo: hide everything before '@'.
+			if i := strings.LastIndex(part, "@"); i >= 0 {
+				if j := strings.Index(part, "://"); j >= 0 && j < i {
+					part = part[:j+3] + masked + part[i:]
+				}
+			}
+			out = append(out, part)
+			continue
+		}
+		if u.User != nil {
+			u.User = nil
+			part = u.Scheme + "://" + masked + "@" + strings.TrimPrefix(u.String(), u.Scheme+"://")
+		}
+		out = append(out, part)
+	}
+	return strings.Join(out, ",")
+}

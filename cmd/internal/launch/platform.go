@@ -1,0 +1,280 @@
+// Package launch wires Fleetwire's services into a process: the all-in-one binary runs all
+// of them around an embedded NATS server, the per-service binaries run one each against
+// external NATS and Redis. It only wires; behaviour lives in services/ and pkg/.
+//
+// One file per component: options.go (flags, environment, the logged configuration),
+// tracking.go, geofence.go, maintenance.go and dispatch.go (one service each), sim.go (the
+// in-process simulated fleet), admin.go (the metrics and profiling server) and this file,
+// which starts them and supervises every one: the first to fail stops the process, and its
+// name says which.
+package launch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+
+	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/grpcserver"
+	"github.com/fleetwire/fleetwire/simulators/fleetsim"
+)
+
+// service is what every Fleetwire service offers the process: gRPC services to register
+// and a loop that runs until ctx ends.
+type service interface {
+	Register(gs *grpc.Server)
+	Run(ctx context.Context) error
+}
+
+// deps are what the components of one process share.
+type deps struct {
+	opts   Options
+	bus    *bus.Bus
+	parts  []int         // telemetry partitions this instance handles
+	redis  *redis.Client // nil: in-memory stores
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	prefix string
+}
+
+// memory reports whether the services keep their state in process.
+func (d deps) memory() bool { return d.redis == nil }
+
+// registerer labels a service's metrics with its name.
+func (d deps) registerer(name string) prometheus.Registerer {
+	return prometheus.WrapRegistererWith(prometheus.Labels{"service": name}, d.reg)
+}
+
+// builders make each service from the shared dependencies; one file per service.
+var builders = map[string]func(deps) (service, error){
+	Tracking:    buildTracking,
+	Geofence:    buildGeofence,
+	Maintenance: buildMaintenance,
+	Dispatch:    buildDispatch,
+}
+
+// Platform is a running process.
+type Platform struct {
+	Bus         *bus.Bus
+	GRPCAddr    string
+	MetricsAddr string
+	Sim         *fleetsim.Fleet
+
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	err    error
+	redis  *redis.Client
+}
+
+// Start validates o, brings the services up and returns once they are serving. Stop (or
+// cancelling ctx) shuts them down. A configuration error is returned before anything
+// starts and wraps ErrConfig.
+func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	if len(o.Services) == 0 {
+		o.Services = AllServices
+	}
+	if o.Grace <= 0 {
+		o.Grace = 10 * time.Second
+	}
+	log.Info("configuration", "options", o)
+
+	ctx, cancel := context.WithCancel(ctx)
+	p := &Platform{log: log, cancel: cancel, done: make(chan struct{})}
+	fail := func(err error) (*Platform, error) {
+		cancel()
+		p.closeDeps()
+		return nil, err
+	}
+
+	b, err := bus.Open(ctx, o.NATS, log.With("component", "bus"))
+	if err != nil {
+		return fail(fmt.Errorf("bus: %w", err))
+	}
+	p.Bus = b
+	if err := b.EnsureStreams(ctx, o.Streams); err != nil {
+		return fail(fmt.Errorf("bus: %w", err))
+	}
+	n, err := b.Partitions(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("bus: %w", err))
+	}
+	parts, err := bus.ParsePartitions(resolveOrdinal(o.Partitions), n)
+	if err != nil {
+		return fail(fmt.Errorf("partitions: %w", err))
+	}
+	if o.RedisURL != "" && o.RedisURL != "memory" {
+		if p.redis, err = openRedis(ctx, o.RedisURL); err != nil {
+			return fail(err)
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d := deps{opts: o, bus: b, parts: parts, redis: p.redis, log: log, reg: reg, prefix: o.RedisPrefix}
+
+	gs := grpcserver.New(log.With("component", "grpc"), reg)
+	type named struct {
+		name string
+		svc  service
+	}
+	var svcs []named
+	for _, name := range o.Services {
+		s, err := builders[name](d)
+		if err != nil {
+			return fail(fmt.Errorf("%s: %w", name, err))
+		}
+		s.Register(gs.GRPC)
+		svcs = append(svcs, named{name, s})
+	}
+	if err := listenGRPC(gs, o.GRPCAddr, o.FallbackPorts); err != nil {
+		return fail(fmt.Errorf("grpc: %w", err))
+	}
+	p.GRPCAddr = gs.Addr()
+
+	var admin *adminServer
+	if o.MetricsAddr != "" {
+		if admin, err = newAdminServer(o.MetricsAddr, o.FallbackPorts, reg); err != nil {
+			return fail(fmt.Errorf("metrics: %w", err))
+		}
+		p.MetricsAddr = admin.Addr()
+	}
+	var sim *fleetsim.Fleet
+	if o.Sim > 0 {
+		if sim, err = newSim(o, log.With("component", "fleetsim")); err != nil {
+			return fail(fmt.Errorf("fleetsim: %w", err))
+		}
+		p.Sim = sim
+	}
+
+	// Everything that can fail is built; from here every component runs supervised.
+	var wg sync.WaitGroup
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				p.setErr(fmt.Errorf("%s: %w", name, err))
+				cancel()
+			}
+		}()
+	}
+	for _, s := range svcs {
+		run(s.name, s.svc.Run)
+	}
+	run("grpc", func(ctx context.Context) error { return gs.Serve(ctx, o.Grace) })
+	if admin != nil {
+		run("metrics", admin.Serve)
+	}
+	if sim != nil {
+		run("fleetsim", func(ctx context.Context) error { return sim.Run(ctx, b.NC) })
+	}
+	go func() {
+		wg.Wait()
+		p.closeDeps()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func openRedis(ctx context.Context, rawURL string) (*redis.Client, error) {
+	ropts, err := redis.ParseURL(rawURL)
+	if err != nil {
+		// The driver's message may quote the URL, password included.
+		return nil, fmt.Errorf("%w: redis url %s is malformed", ErrConfig, maskURL(rawURL))
+	}
+	c := redis.NewClient(ropts)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.Ping(pctx).Err(); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("redis %s: %w", ropts.Addr, err)
+	}
+	return c, nil
+}
+
+func listenGRPC(gs *grpcserver.Server, addr string, fallback bool) error {
+	err := gs.Listen(addr)
+	if err != nil && fallback {
+		host, _, _ := net.SplitHostPort(addr)
+		return gs.Listen(net.JoinHostPort(host, "0"))
+	}
+	return err
+}
+
+func listenTCP(addr string, fallback bool) (net.Listener, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil && fallback {
+		host, _, _ := net.SplitHostPort(addr)
+		return net.Listen("tcp", net.JoinHostPort(host, "0"))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return lis, nil
+}
+
+// resolveOrdinal turns "ordinal/k" into "i/k", i being the trailing number of the host
+// name: a Kubernetes StatefulSet pod "tracking-2" is instance 2.
+func resolveOrdinal(spec string) string {
+	rest, ok := strings.CutPrefix(spec, "ordinal/")
+	if !ok {
+		return spec
+	}
+	host, _ := os.Hostname()
+	if h := os.Getenv("HOSTNAME"); h != "" {
+		host = h
+	}
+	i := strings.LastIndexByte(host, '-')
+	if i < 0 {
+		return "0/" + rest
+	}
+	return host[i+1:] + "/" + rest
+}
+
+func (p *Platform) setErr(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err == nil {
+		p.err = err
+		p.log.Error("stopping after failure", "err", err)
+	}
+}
+
+func (p *Platform) closeDeps() {
+	if p.Bus != nil {
+		p.Bus.Close()
+	}
+	if p.redis != nil {
+		_ = p.redis.Close()
+	}
+}
+
+// Stop shuts everything down and waits for it.
+func (p *Platform) Stop() error {
+	p.cancel()
+	return p.Wait()
+}
+
+// Wait blocks until the platform has stopped and returns the first failure, if any.
+func (p *Platform) Wait() error {
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
