@@ -66,6 +66,7 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 	now := s.now()
 	var (
 		points  []TrackPoint
+		removed []TrackPoint
 		events  []statusEvent
 		touched []*entry
 	)
@@ -76,11 +77,12 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 			touched = append(touched, &e.entry)
 		}
 		st := e.state
+		tr := s.tracker.ForModel(e.info.Metadata[MetaDeviceModel])
 		for i := range it.recs {
 			r := &it.recs[i]
 			r.ReceivedTime = it.msg.Time
 			r.StreamSeq = it.msg.StreamSeq
-			res := s.tracker.Apply(st, r, now)
+			res := tr.Apply(st, r, now)
 			if res.Reasons != 0 {
 				s.count(res.Reasons, it.vehicle, r)
 			}
@@ -88,6 +90,12 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 				continue
 			}
 			s.records.Inc()
+			for _, f := range res.Released {
+				points = append(points, TrackPoint{VehicleID: it.vehicle, Fix: f})
+			}
+			for _, f := range res.Retracted {
+				removed = append(removed, TrackPoint{VehicleID: it.vehicle, Fix: f})
+			}
 			if res.HasPoint {
 				points = append(points, TrackPoint{VehicleID: it.vehicle, Fix: res.Point})
 			}
@@ -101,7 +109,7 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 	for i, e := range touched {
 		states[i] = e.state
 	}
-	if err := s.store.Write(ctx, Batch{States: states, Points: points, Retention: s.cfg.HistoryRetention, Now: now}); err != nil {
+	if err := s.store.Write(ctx, Batch{States: states, Points: points, Removed: removed, Retention: s.cfg.HistoryRetention, Now: now}); err != nil {
 		return err // nothing committed: the redelivered batch starts from the same states
 	}
 	if err := s.publishEvents(ctx, events); err != nil {

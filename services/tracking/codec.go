@@ -15,7 +15,9 @@ import (
 // encodings are versioned so a newer service can read what an older one wrote.
 
 const (
-	stateVersion = 1
+	// stateVersion 2 added the GPS odometer, the parked hold, pending suspect fixes and
+	// the reported speed of remembered fixes; version 1 blobs still decode.
+	stateVersion = 2
 	fixVersion   = 1
 )
 
@@ -153,6 +155,9 @@ func encodeState(dst []byte, st *State) []byte {
 	if st.Forgot {
 		flags |= 8
 	}
+	if st.Parked {
+		flags |= 16
+	}
 	e.u8(flags)
 	e.fix(&st.Fix)
 	e.tm(st.LastSeen)
@@ -168,10 +173,10 @@ func encodeState(dst []byte, st *State) []byte {
 	e.f64(st.DeviceOdometer)
 	e.uv(st.Records)
 	e.tm(st.StillSince)
-	e.u8(st.TeleportStreak)
-	e.iv(st.Candidate.T)
-	e.f64(st.Candidate.Lat)
-	e.f64(st.Candidate.Lon)
+	e.u8(st.AwayStreak)
+	e.iv(st.Away.T)
+	e.f64(st.Away.Lat)
+	e.f64(st.Away.Lon)
 	e.uv(uint64(len(st.Applied)))
 	var prevSeq uint64
 	var prevAT int64
@@ -200,9 +205,28 @@ func encodeState(dst []byte, st *State) []byte {
 			e.iv(lat - prevLat)
 			e.iv(lon - prevLon)
 			prevLat, prevLon = lat, lon
+			e.uv(uint64(math.Round(float64(r.Speed) * 10)))
 		} else {
 			e.u8(0)
 		}
+	}
+	e.f64(st.GPSOdometerM)
+	for i := range st.Backlog {
+		b := &st.Backlog[i]
+		if !b.HasPos {
+			e.u8(0)
+			continue
+		}
+		e.u8(1)
+		e.iv(b.T)
+		e.uv(b.Seq)
+		e.f64(b.Lat)
+		e.f64(b.Lon)
+		e.uv(uint64(math.Round(float64(b.Speed) * 10)))
+	}
+	e.uv(uint64(len(st.Pending)))
+	for i := range st.Pending {
+		e.fix(&st.Pending[i])
 	}
 	return e.b
 }
@@ -220,8 +244,9 @@ const maxRecent = 4096
 // decodeState parses a blob written by encodeState.
 func decodeState(b []byte) (*State, error) {
 	d := decoder{b: b}
-	if v := d.u8(); d.err == nil && v != stateVersion {
-		return nil, fmt.Errorf("%w: state version %d", ErrCorrupt, v)
+	version := d.u8()
+	if d.err == nil && version != 1 && version != stateVersion {
+		return nil, fmt.Errorf("%w: state version %d", ErrCorrupt, version)
 	}
 	st := &State{}
 	st.VehicleID = d.str()
@@ -230,6 +255,7 @@ func decodeState(b []byte) (*State, error) {
 	st.StatusTime = d.tm()
 	flags := d.u8()
 	st.HasFix, st.Ignition, st.OdoFromDevice, st.Forgot = flags&1 != 0, flags&2 != 0, flags&4 != 0, flags&8 != 0
+	st.Parked = flags&16 != 0
 	d.fix(&st.Fix)
 	st.LastSeen = d.tm()
 	st.LastDeviceTime = d.tm()
@@ -244,11 +270,14 @@ func decodeState(b []byte) (*State, error) {
 	st.DeviceOdometer = d.f64()
 	st.Records = d.uv()
 	st.StillSince = d.tm()
-	st.TeleportStreak = d.u8()
-	st.Candidate.T = d.iv()
-	st.Candidate.Lat = d.f64()
-	st.Candidate.Lon = d.f64()
-	st.Candidate.HasPos = st.TeleportStreak > 0
+	st.AwayStreak = d.u8()
+	st.Away.T = d.iv()
+	st.Away.Lat = d.f64()
+	st.Away.Lon = d.f64()
+	if version == 1 {
+		st.AwayStreak = 0 // was the old teleport streak
+	}
+	st.Away.HasPos = st.AwayStreak > 0
 	na := d.uv()
 	if d.err != nil || na > maxRecent || na > uint64(len(d.b)) {
 		return nil, fmt.Errorf("%w: state of %q", ErrCorrupt, st.VehicleID)
@@ -287,7 +316,36 @@ func decodeState(b []byte) (*State, error) {
 			prevLat += d.iv()
 			prevLon += d.iv()
 			r.Lat, r.Lon = float64(prevLat)/1e7, float64(prevLon)/1e7
+			if version >= 2 {
+				r.Speed = float32(float64(d.uv()) / 10)
+			}
 		}
+	}
+	if version >= 2 {
+		st.GPSOdometerM = d.f64()
+		for i := range st.Backlog {
+			if d.u8() == 1 {
+				b := &st.Backlog[i]
+				b.HasPos = true
+				b.T = d.iv()
+				b.Seq = d.uv()
+				b.Lat = d.f64()
+				b.Lon = d.f64()
+				b.Speed = float32(float64(d.uv()) / 10)
+			}
+		}
+		np := d.uv()
+		if d.err != nil || np > maxPending {
+			return nil, fmt.Errorf("%w: state of %q", ErrCorrupt, st.VehicleID)
+		}
+		if np > 0 {
+			st.Pending = make([]Fix, np)
+		}
+		for i := range st.Pending {
+			d.fix(&st.Pending[i])
+		}
+	} else if !st.OdoFromDevice {
+		st.GPSOdometerM = st.OdometerM
 	}
 	if d.err != nil {
 		return nil, fmt.Errorf("%w: state of %q", ErrCorrupt, st.VehicleID)

@@ -18,9 +18,14 @@ func sampleState() *State {
 	st.StillSince = st.Fix.Time.Add(-time.Minute)
 	st.LastSentTime = st.Fix.Time.Add(time.Second)
 	st.LastSequence = 77
-	st.TeleportStreak = 2
-	st.Candidate = recent{T: 5, HasPos: true, Lat: 1, Lon: 2}
-	st.Recent = append(st.Recent, recent{T: st.Fix.Time.UnixNano() + 1e9, Seq: 2})
+	st.AwayStreak = 2
+	st.Away = recent{T: 5, HasPos: true, Lat: 1, Lon: 2}
+	st.Parked = true
+	st.GPSOdometerM = 12345.6
+	st.Backlog = [2]recent{{T: 7, Seq: 3, HasPos: true, Lat: 1.5, Lon: 2.5, Speed: 12.5}, {T: 9, Seq: 4, HasPos: true, Lat: 1.6, Lon: 2.6}}
+	st.Recent = append(st.Recent, recent{T: st.Fix.Time.UnixNano() + 1e9, Seq: 2},
+		recent{T: st.Fix.Time.UnixNano() + 2e9, Seq: 3, HasPos: true, Lat: -33.9000001, Lon: 151.2, Speed: 42.5})
+	st.Pending = []Fix{{Time: st.Fix.Time.Add(3 * time.Second), Seq: 4, Lat: -33.95, Lon: 151.25, SpeedKmh: 50, Ignition: 1}}
 	st.MarkApplied(10, st.Fix.Time)
 	st.MarkApplied(12, st.Fix.Time.Add(time.Second))
 	return st

@@ -26,16 +26,11 @@ type Config struct {
 	// MaxFutureSkew: a record whose device time is further than this ahead of the server
 	// clock has a broken clock; its position is discarded (default 5 min).
 	MaxFutureSkew time.Duration
-	// MaxSpeedKmh: a fix implying a faster move from the previous accepted fix is a
-	// "teleport" and its position is discarded (default 300 km/h).
-	MaxSpeedKmh float64
-	// TeleportConfirm: after this many consecutive teleports that agree with each other
-	// (the vehicle really is elsewhere, e.g. carried on a ferry or the first fix was the bad
-	// one) the new position is accepted (default 3).
-	TeleportConfirm int
-	// DriftMinDistanceM: while stopped, a jump shorter than this is GPS drift and the
-	// previous coordinates are kept (default 30 m).
-	DriftMinDistanceM float64
+	// Filter holds the GPS filter thresholds of trackers without a profile of their own.
+	Filter FilterConfig
+	// ModelFilters holds per-device-model filter profiles, keyed by the registry metadata
+	// value "device_model" (see docs/tracking.md); a model without one uses Filter.
+	ModelFilters map[string]FilterConfig
 	// MovingSpeedKmh: at or above this reported speed a vehicle is moving (default 5 km/h).
 	MovingSpeedKmh float64
 	// IdleAfter: not moving with ignition on for longer than this is "idle" (default 3 min).
@@ -52,6 +47,111 @@ type Config struct {
 
 	// Trips holds the trip segmentation thresholds.
 	Trips TripConfig
+	// GroupTrips holds per-group trip thresholds, keyed by registry group. A vehicle uses
+	// the first of its groups (in registry order) that has an entry, else Trips.
+	GroupTrips map[string]TripConfig
+}
+
+// FilterConfig holds the thresholds of the GPS filter rules for one kind of tracker. The
+// names follow Traccar's filter.* keys where one exists (docs/tracking.md has the table).
+type FilterConfig struct {
+	// MinSatellites: a fix from fewer satellites is discarded (default 3, the fewest a 2-D
+	// fix needs; fixes from 0–2 satellites are typically 100–3 000 m off). A record with 0
+	// satellites and no HDOP is taken as "not reported" and not judged. 0 disables.
+	MinSatellites uint32
+	// MaxHDOP: a fix with a larger horizontal dilution of precision is discarded (default
+	// 10: above it the geometry of the satellites makes errors of hundreds of metres
+	// common). 0 disables.
+	MaxHDOP float64
+	// MaxPDOP: the same for the 3-D dilution, when the tracker reports it (default 15;
+	// PDOP is always at least HDOP). 0 disables.
+	MaxPDOP float64
+	// MaxSpeedKmh: a fix implying a faster move from the last accepted fix is a teleport
+	// (default 300 km/h, Traccar's filter.maxSpeed).
+	MaxSpeedKmh float64
+	// SpeedTolerance and JumpSlackM: within SpeedCheckWindow, a jump longer than the
+	// reported speed explains — more than max(speed before, speed after) × time ×
+	// SpeedTolerance + JumpSlackM — is suspect: a reported speed is measured by Doppler
+	// and stays right when the position is wrong (defaults 1.5 and 100 m: speed changes
+	// within an interval, and the few tens of metres good fixes are off). SpeedTolerance 0
+	// disables the check, for trackers that report no speed.
+	SpeedTolerance float64
+	JumpSlackM     float64
+	// SpeedCheckWindow: the reported-speed check applies to fixes at most this far apart
+	// (default 2 min); over longer gaps the vehicle may have driven faster in between.
+	SpeedCheckWindow time.Duration
+	// TeleportConfirm: a suspect fix is held back until the next fix decides: back near
+	// the last accepted fix (a jump and return, A → B → A) rejects it as a spike, whatever
+	// the interval; this many consecutive suspect fixes that agree with each other are
+	// accepted together (the vehicle really is there, or the earlier fix was the bad one)
+	// (default 2).
+	TeleportConfirm int
+	// DriftMinDistanceM: while standing (previous and current speed below
+	// MovingSpeedKmh), a jump shorter than this is GPS drift and the previous coordinates
+	// are kept (default 30 m, Traccar's filter.distance / minError).
+	DriftMinDistanceM float64
+	// Static: with the ignition off and no movement (the accelerometer's flag, or, when
+	// the tracker has none, a reported speed below MovingSpeedKmh) the parked position is
+	// held and no distance accrues (default true, Traccar's filter.static).
+	Static bool
+	// StaticReleaseM: TeleportConfirm consecutive parked fixes that agree with each other
+	// and lie further than this from the held position move it without adding distance:
+	// the vehicle was carried (tow truck, ferry) by a tracker without a movement sensor
+	// (default 500 m).
+	StaticReleaseM float64
+}
+
+// DefaultFilterConfig returns the documented filter defaults.
+func DefaultFilterConfig() FilterConfig {
+	return FilterConfig{
+		MinSatellites:     3,
+		MaxHDOP:           10,
+		MaxPDOP:           15,
+		MaxSpeedKmh:       300,
+		SpeedTolerance:    1.5,
+		JumpSlackM:        100,
+		SpeedCheckWindow:  2 * time.Minute,
+		TeleportConfirm:   2,
+		DriftMinDistanceM: 30,
+		Static:            true,
+		StaticReleaseM:    500,
+	}
+}
+
+func (f FilterConfig) validate(name string) error {
+	switch {
+	case f.MaxSpeedKmh <= 0:
+		return fmt.Errorf("%w: filter %s: MaxSpeedKmh must be positive", ErrBadConfig, name)
+	case f.TeleportConfirm < 1:
+		return fmt.Errorf("%w: filter %s: TeleportConfirm must be at least 1", ErrBadConfig, name)
+	case f.TeleportConfirm > maxPending:
+		return fmt.Errorf("%w: filter %s: TeleportConfirm must be at most %d", ErrBadConfig, name, maxPending)
+	case f.DriftMinDistanceM < 0 || f.JumpSlackM < 0 || f.StaticReleaseM < 0:
+		return fmt.Errorf("%w: filter %s: distances must not be negative", ErrBadConfig, name)
+	case f.MaxHDOP < 0 || f.MaxPDOP < 0 || f.SpeedTolerance < 0 || f.SpeedCheckWindow < 0:
+		return fmt.Errorf("%w: filter %s: thresholds must not be negative", ErrBadConfig, name)
+	}
+	return nil
+}
+
+func (c TripConfig) validate(name string) error {
+	switch {
+	case c.MovingSpeedKmh <= 0 || c.MaxGap <= 0:
+		return fmt.Errorf("%w: trips %s: MovingSpeedKmh and MaxGap must be positive", ErrBadConfig, name)
+	case c.MinParking < 0 || c.MinDistanceM < 0 || c.MinDuration < 0:
+		return fmt.Errorf("%w: trips %s: thresholds must not be negative", ErrBadConfig, name)
+	}
+	return nil
+}
+
+// TripsFor returns the trip thresholds of a vehicle in groups.
+func (c Config) TripsFor(groups []string) TripConfig {
+	for _, g := range groups {
+		if tc, ok := c.GroupTrips[g]; ok {
+			return tc
+		}
+	}
+	return c.Trips
 }
 
 // TripConfig holds the thresholds of trip segmentation (see docs/tracking.md).
@@ -71,18 +171,16 @@ type TripConfig struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		AckWait:           30 * time.Second,
-		MaxFutureSkew:     5 * time.Minute,
-		MaxSpeedKmh:       300,
-		TeleportConfirm:   3,
-		DriftMinDistanceM: 30,
-		MovingSpeedKmh:    5,
-		IdleAfter:         3 * time.Minute,
-		OfflineAfter:      10 * time.Minute,
-		SweepInterval:     15 * time.Second,
-		HistoryRetention:  30 * 24 * time.Hour,
-		RecentFixes:       64,
-		Trips:             DefaultTripConfig(),
+		AckWait:          30 * time.Second,
+		MaxFutureSkew:    5 * time.Minute,
+		Filter:           DefaultFilterConfig(),
+		MovingSpeedKmh:   5,
+		IdleAfter:        3 * time.Minute,
+		OfflineAfter:     10 * time.Minute,
+		SweepInterval:    15 * time.Second,
+		HistoryRetention: 30 * 24 * time.Hour,
+		RecentFixes:      64,
+		Trips:            DefaultTripConfig(),
 	}
 }
 
@@ -104,12 +202,6 @@ func (c Config) validate() error {
 	switch {
 	case c.MaxFutureSkew <= 0:
 		return fmt.Errorf("%w: MaxFutureSkew must be positive", ErrBadConfig)
-	case c.MaxSpeedKmh <= 0:
-		return fmt.Errorf("%w: MaxSpeedKmh must be positive", ErrBadConfig)
-	case c.TeleportConfirm < 1:
-		return fmt.Errorf("%w: TeleportConfirm must be at least 1", ErrBadConfig)
-	case c.DriftMinDistanceM < 0:
-		return fmt.Errorf("%w: DriftMinDistanceM must not be negative", ErrBadConfig)
 	case c.MovingSpeedKmh <= 0:
 		return fmt.Errorf("%w: MovingSpeedKmh must be positive", ErrBadConfig)
 	case c.OfflineAfter <= 0 || c.SweepInterval <= 0 || c.IdleAfter < 0:
@@ -118,8 +210,22 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: HistoryRetention must be positive", ErrBadConfig)
 	case c.RecentFixes < 2:
 		return fmt.Errorf("%w: RecentFixes must be at least 2", ErrBadConfig)
-	case c.Trips.MovingSpeedKmh <= 0 || c.Trips.MaxGap <= 0:
-		return fmt.Errorf("%w: trip thresholds must be positive", ErrBadConfig)
+	}
+	if err := c.Filter.validate("default"); err != nil {
+		return err
+	}
+	for m, f := range c.ModelFilters {
+		if err := f.validate(m); err != nil {
+			return err
+		}
+	}
+	if err := c.Trips.validate("default"); err != nil {
+		return err
+	}
+	for g, tc := range c.GroupTrips {
+		if err := tc.validate(g); err != nil {
+			return err
+		}
 	}
 	return nil
 }

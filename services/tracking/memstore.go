@@ -74,6 +74,16 @@ func (m *MemoryStore) Write(_ context.Context, b Batch) error {
 			v.hist = slices.Delete(v.hist, 0, i)
 		}
 	}
+	for _, p := range b.Removed {
+		v, ok := m.vehicles[p.VehicleID]
+		if !ok {
+			continue
+		}
+		i := sort.Search(len(v.hist), func(i int) bool { return !fixBefore(&v.hist[i], &p.Fix) })
+		if i < len(v.hist) && v.hist[i].Time.Equal(p.Time) && v.hist[i].Seq == p.Seq {
+			v.hist = slices.Delete(v.hist, i, i+1)
+		}
+	}
 	return nil
 }
 

@@ -53,7 +53,7 @@ func (s *RedisStore) histKey(id string, day time.Time) string {
 
 // Write stores one batch in a single pipeline.
 func (s *RedisStore) Write(ctx context.Context, b Batch) error {
-	if len(b.States) == 0 && len(b.Points) == 0 {
+	if len(b.States) == 0 && len(b.Points) == 0 && len(b.Removed) == 0 {
 		return nil
 	}
 	pipe := s.c.Pipeline()
@@ -84,6 +84,11 @@ func (s *RedisStore) Write(ctx context.Context, b Batch) error {
 		if _, ok := expire[k]; !ok {
 			expire[k] = day.Add(24*time.Hour + b.Retention)
 		}
+	}
+	for i := range b.Removed {
+		p := &b.Removed[i]
+		// History members encode the whole fix, so the same fix removes the same member.
+		pipe.ZRem(ctx, s.histKey(p.VehicleID, p.Time.UTC().Truncate(24*time.Hour)), encodeFix(nil, &p.Fix))
 	}
 	if b.Retention > 0 {
 		for k, at := range expire {

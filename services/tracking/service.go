@@ -91,11 +91,12 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 // Rejected returns how many inputs were rejected or repaired for reason (tests, status).
 func (s *Service) Rejected(reason string) float64 { return s.rej.Count(reason) }
 
-// count accounts for the filter rules that fired on a record. Parked drift is routine
-// (every parked tracker wanders a few metres), so it is only counted, not logged.
+// count accounts for the filter rules that fired on a record. Parked drift and the static
+// hold are routine (every parked tracker wanders a few metres), so they are only counted,
+// not logged.
 func (s *Service) count(reasons Reason, vehicle string, r *telemetry.Record) {
 	reasons.Each(func(reason Reason) {
-		if reason == ReasonParkedDrift {
+		if reason == ReasonParkedDrift || reason == ReasonStatic {
 			s.drift.Inc()
 			return
 		}

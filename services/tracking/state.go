@@ -2,6 +2,7 @@ package tracking
 
 import (
 	"errors"
+	"math"
 	"slices"
 	"time"
 
@@ -51,6 +52,7 @@ type recent struct {
 	HasPos bool
 	Lat    float64
 	Lon    float64
+	Speed  float32 // reported km/h, for the late-fix plausibility check
 }
 
 // State is the live state of one vehicle.
@@ -76,16 +78,29 @@ type State struct {
 	FuelPercent     float64
 	ExternalVoltage float64
 
-	OdometerM      float64
+	OdometerM      float64 // the odometer the API shows: the device's when sane, else GPSOdometerM's growth
 	OdoFromDevice  bool    // the odometer follows the device's own counter
 	DeviceOdometer float64 // last sane device odometer reading
+	GPSOdometerM   float64 // distance between accepted fixes, kept alongside whatever the source
 	Records        uint64
 
 	StillSince time.Time // device time the vehicle stopped moving; zero while moving
 
-	// Teleport confirmation: consecutive rejected fixes and the last of them.
-	TeleportStreak uint8
-	Candidate      recent
+	// Parked: the last accepted fix was taken with the ignition off and no movement, so
+	// the static rule holds the position at Fix.
+	Parked bool
+	// Static release: consecutive parked fixes far from the held position and the last of
+	// them (a vehicle carried away by a tracker without a movement sensor).
+	AwayStreak uint8
+	Away       recent
+
+	// Backlog: the last late fix accepted and the accepted fix after it, so a backlog
+	// longer than the Recent window keeps counting toward the odometer.
+	Backlog [2]recent
+
+	// Pending holds suspect fixes (ordered by device time, at most maxPending) waiting for
+	// the next fix to confirm or reject them.
+	Pending []Fix
 
 	// Applied remembers the last stream messages applied (see MessageApplied), ordered by
 	// stream sequence, at most maxApplied.
@@ -164,6 +179,7 @@ func (s *State) Clone() *State {
 	c := *s
 	c.Recent = slices.Clone(s.Recent)
 	c.Applied = slices.Clone(s.Applied)
+	c.Pending = slices.Clone(s.Pending)
 	return &c
 }
 
@@ -181,19 +197,27 @@ const (
 	ReasonTeleport
 	ReasonParkedDrift
 	ReasonOdometer
+	ReasonLowSatellites
+	ReasonHighDOP
+	ReasonSpike
+	ReasonStatic
 	reasonEnd
 )
 
 var reasonNames = map[Reason]string{
-	ReasonInvalidFix:  "invalid_fix",
-	ReasonNullIsland:  "null_island",
-	ReasonOutOfRange:  "out_of_range",
-	ReasonNaN:         "nan_coordinate",
-	ReasonFutureTime:  "future_time",
-	ReasonDuplicate:   "duplicate",
-	ReasonTeleport:    "teleport",
-	ReasonParkedDrift: "parked_drift",
-	ReasonOdometer:    "odometer_insane",
+	ReasonInvalidFix:    "invalid_fix",
+	ReasonNullIsland:    "null_island",
+	ReasonOutOfRange:    "out_of_range",
+	ReasonNaN:           "nan_coordinate",
+	ReasonFutureTime:    "future_time",
+	ReasonDuplicate:     "duplicate",
+	ReasonTeleport:      "teleport",
+	ReasonParkedDrift:   "parked_drift",
+	ReasonOdometer:      "odometer_insane",
+	ReasonLowSatellites: "low_satellites",
+	ReasonHighDOP:       "high_dop",
+	ReasonSpike:         "spike",
+	ReasonStatic:        "static",
 }
 
 func (r Reason) String() string { return reasonNames[r] }
@@ -214,6 +238,9 @@ type Result struct {
 	Late          bool   // older than the live state: history and odometer only
 	HasPoint      bool   // Point holds a fix for the history
 	Point         Fix
+	Pending       bool  // the position is suspect and held back until the next fix decides
+	Released      []Fix // earlier suspect fixes this record confirmed: history too, older than Point
+	Retracted     []Fix // fixes accepted earlier that this record showed to be spikes: out of the history
 	StatusChanged bool
 	Changed       bool // the live state changed
 }
@@ -222,11 +249,31 @@ type Result struct {
 // its own and is safe for concurrent use on different States.
 type Tracker struct {
 	cfg       Config
+	f         FilterConfig
 	movingKmh float64
+	models    map[string]*Tracker
 }
 
 // NewTracker returns a tracker for cfg.
-func NewTracker(cfg Config) *Tracker { return &Tracker{cfg: cfg, movingKmh: cfg.MovingSpeedKmh} }
+func NewTracker(cfg Config) *Tracker {
+	t := &Tracker{cfg: cfg, f: cfg.Filter, movingKmh: cfg.MovingSpeedKmh}
+	if len(cfg.ModelFilters) > 0 {
+		t.models = make(map[string]*Tracker, len(cfg.ModelFilters))
+		for m, f := range cfg.ModelFilters {
+			t.models[m] = &Tracker{cfg: cfg, f: f, movingKmh: cfg.MovingSpeedKmh}
+		}
+	}
+	return t
+}
+
+// ForModel returns the tracker for a device model's filter profile (the default one for
+// a model without a profile).
+func (t *Tracker) ForModel(model string) *Tracker {
+	if m, ok := t.models[model]; ok {
+		return m
+	}
+	return t
+}
 
 // NewState returns the state of a vehicle that has never sent anything.
 func NewState(vehicle string) *State {
@@ -273,67 +320,15 @@ func (t *Tracker) Apply(st *State, r *telemetry.Record, now time.Time) Result {
 		posOK = false
 		res.Reasons |= positionReason(err)
 	}
+	if posOK {
+		if reason := t.quality(r); reason != 0 {
+			posOK = false
+			res.Reasons |= reason
+		}
+	}
 	late := !st.LastDeviceTime.IsZero() && (devTime.Before(st.LastDeviceTime) ||
 		(devTime.Equal(st.LastDeviceTime) && r.Sequence < st.LastSequence))
 	res.Late = late
-
-	lat, lon, speed := r.Lat, r.Lon, r.SpeedKmh
-	var addM float64
-	if posOK {
-		prev, next := st.neighbours(idx)
-		p := geo.Point{Lat: lat, Lon: lon}
-		if prev == nil && next != nil && !st.Forgot {
-			// A late fix older than every fix seen so far: the path now starts here.
-			d := geo.DistanceM(p, geo.Point{Lat: next.Lat, Lon: next.Lon})
-			if d/max(float64(next.T-tns)/1e9, 1)*3.6 > t.cfg.MaxSpeedKmh {
-				posOK = false
-				res.Reasons |= ReasonTeleport
-			} else {
-				addM = d
-			}
-		}
-		if prev != nil {
-			pp := geo.Point{Lat: prev.Lat, Lon: prev.Lon}
-			d := geo.DistanceM(pp, p)
-			dt := max(float64(tns-prev.T)/1e9, 1)
-			if d/dt*3.6 > t.cfg.MaxSpeedKmh && !t.confirmTeleport(st, tns, p) {
-				posOK = false
-				res.Reasons |= ReasonTeleport
-			} else if !late && st.HasFix && st.Fix.SpeedKmh < t.movingKmh && speed < t.movingKmh && d < t.cfg.DriftMinDistanceM {
-				// Parked drift: keep the coordinates the vehicle is parked at.
-				res.Reasons |= ReasonParkedDrift
-				lat, lon, speed = prev.Lat, prev.Lon, 0
-			} else {
-				addM = d
-				if next != nil {
-					np := geo.Point{Lat: next.Lat, Lon: next.Lon}
-					addM += geo.DistanceM(p, np) - geo.DistanceM(pp, np)
-				}
-			}
-		}
-		if posOK {
-			st.TeleportStreak = 0
-		}
-	}
-
-	// Odometer: the device's counter when it is sane, else the distance between fixes.
-	if !late && r.Has(telemetry.HasOdometer) {
-		if t.saneOdometer(st, r.OdometerM, devTime) {
-			st.OdometerM = r.OdometerM
-			st.DeviceOdometer = r.OdometerM
-			st.OdoFromDevice = true
-			addM = 0
-		} else {
-			res.Reasons |= ReasonOdometer
-			st.OdoFromDevice = false
-		}
-	} else if !late && st.OdoFromDevice {
-		// The device stopped reporting its counter: continue from it with fix distances.
-		st.OdoFromDevice = false
-	}
-	if addM > 0 && !(late && st.OdoFromDevice) {
-		st.OdometerM += addM
-	}
 
 	ign := int8(0)
 	if r.Has(telemetry.HasIgnition) {
@@ -342,12 +337,48 @@ func (t *Tracker) Apply(st *State, r *telemetry.Record, now time.Time) Result {
 			ign = 1
 		}
 	}
+	cur := Fix{Time: devTime, Seq: r.Sequence, Lat: r.Lat, Lon: r.Lon, AltitudeM: r.AltitudeM,
+		SpeedKmh: r.SpeedKmh, HeadingDeg: r.HeadingDeg, Ignition: ign}
+	static := t.f.Static && ign < 0 && cur.SpeedKmh < t.movingKmh &&
+		(!r.Has(telemetry.HasMovement) || !r.Movement)
+	var addM float64
+	if posOK {
+		if late {
+			posOK, addM = t.placeLate(st, &res, &cur, idx, static)
+		} else {
+			posOK, addM = t.placeNew(st, &res, &cur, idx, static)
+		}
+	}
+
+	// Odometer: the device's counter when it is sane, else the distance between fixes
+	// continued from it. The GPS odometer always counts the fixes.
+	// addM is negative when a spike accepted earlier was retracted.
+	st.GPSOdometerM = max(st.GPSOdometerM+addM, 0)
+	switch {
+	case !late && r.Has(telemetry.HasOdometer):
+		if t.saneOdometer(st, r.OdometerM, devTime) {
+			st.OdometerM = r.OdometerM
+			st.DeviceOdometer = r.OdometerM
+			st.OdoFromDevice = true
+		} else {
+			res.Reasons |= ReasonOdometer
+			st.OdoFromDevice = false
+			st.OdometerM += addM
+		}
+	case !late && st.OdoFromDevice:
+		// The device stopped reporting its counter: continue from it with fix distances.
+		st.OdoFromDevice = false
+		st.OdometerM += addM
+	case !st.OdoFromDevice:
+		st.OdometerM += addM
+	}
+
 	if posOK {
 		res.HasPoint = true
-		res.Point = Fix{Time: devTime, Seq: r.Sequence, Lat: lat, Lon: lon, AltitudeM: r.AltitudeM,
-			SpeedKmh: speed, HeadingDeg: r.HeadingDeg, Ignition: ign}
+		res.Point = cur
 	}
-	rc := recent{T: tns, Seq: r.Sequence, HasPos: posOK}
+	lat, lon, speed := cur.Lat, cur.Lon, cur.SpeedKmh
+	rc := recent{T: tns, Seq: r.Sequence, HasPos: posOK, Speed: round1(speed)}
 	if posOK {
 		// Rounded to the 1 cm the stored state keeps, so a state read back from a store
 		// behaves exactly like the one in memory.
@@ -375,6 +406,7 @@ func (t *Tracker) Apply(st *State, r *telemetry.Record, now time.Time) Result {
 	if posOK {
 		st.HasFix = true
 		st.Fix = res.Point
+		st.Parked = static
 	}
 	if r.Has(telemetry.HasIgnition) {
 		st.Ignition = r.Ignition
@@ -451,30 +483,6 @@ func (t *Tracker) Sweep(st *State, now time.Time) bool {
 	return true
 }
 
-// confirmTeleport counts a fix that implies an impossible speed. It returns true when
-// enough consecutive ones agree with each other: then the vehicle really moved (or the
-// earlier fix was the bad one) and the new position is accepted.
-func (t *Tracker) confirmTeleport(st *State, tns int64, p geo.Point) bool {
-	c := st.Candidate
-	agrees := st.TeleportStreak > 0 && c.HasPos
-	if agrees {
-		d := geo.DistanceM(geo.Point{Lat: c.Lat, Lon: c.Lon}, p)
-		dt := max(float64(tns-c.T)/1e9, 1)
-		agrees = d/dt*3.6 <= t.cfg.MaxSpeedKmh
-	}
-	if agrees {
-		st.TeleportStreak++
-	} else {
-		st.TeleportStreak = 1
-	}
-	st.Candidate = recent{T: tns, HasPos: true, Lat: p.Lat, Lon: p.Lon}
-	if int(st.TeleportStreak) > t.cfg.TeleportConfirm {
-		st.TeleportStreak = 0
-		return true
-	}
-	return false
-}
-
 // saneOdometer reports whether a device odometer reading fits the previous one: it may
 // not run backwards (10 m tolerance) nor grow faster than MaxSpeedKmh allows (+1 km).
 func (t *Tracker) saneOdometer(st *State, v float64, at time.Time) bool {
@@ -485,7 +493,7 @@ func (t *Tracker) saneOdometer(st *State, v float64, at time.Time) bool {
 		return false
 	}
 	dt := at.Sub(st.LastDeviceTime).Seconds()
-	return v-st.DeviceOdometer <= t.cfg.MaxSpeedKmh/3.6*max(dt, 1)+1000
+	return v-st.DeviceOdometer <= t.f.MaxSpeedKmh/3.6*max(dt, 1)+1000
 }
 
 func positionReason(err error) Reason {
@@ -499,6 +507,9 @@ func positionReason(err error) Reason {
 	}
 	return ReasonInvalidFix
 }
+
+// round1 rounds a speed to the 0.1 km/h the stored state keeps of it.
+func round1(kmh float64) float32 { return float32(math.Round(math.Max(kmh, 0)*10) / 10) }
 
 // findRecent returns where (t, seq) belongs in st.Recent and whether it is already there.
 func (st *State) findRecent(t int64, seq uint64) (int, bool) {

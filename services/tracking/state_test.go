@@ -25,6 +25,21 @@ func withIgnition(r telemetry.Record, on bool) telemetry.Record {
 	return r
 }
 
+func withQuality(r telemetry.Record, sats uint32, hdop, pdop float64) telemetry.Record {
+	r.Satellites, r.HDOP = sats, hdop
+	if pdop > 0 {
+		r.PDOP = pdop
+		r.Set(telemetry.HasPDOP)
+	}
+	return r
+}
+
+func withMovement(r telemetry.Record, on bool) telemetry.Record {
+	r.Movement = on
+	r.Set(telemetry.HasMovement)
+	return r
+}
+
 func withAlarm(r telemetry.Record) telemetry.Record {
 	r.Alarms = []telemetry.AlarmKind{telemetry.AlarmPanic}
 	return r
@@ -105,9 +120,59 @@ func TestFilterRules(t *testing.T) {
 			wantPoint: true, wantLat: 52.5, wantLon: 13.4,
 		},
 		{
-			name:        "teleport discarded",
-			records:     []telemetry.Record{rec(0, 1, 52.5, 13.4, 30), rec(60, 2, latFar, lonFar, 30)},
-			wantReasons: ReasonTeleport, wantLat: 52.5, wantLon: 13.4,
+			name:    "teleport held back until the next fix decides",
+			records: []telemetry.Record{rec(0, 1, 52.5, 13.4, 30), rec(60, 2, latFar, lonFar, 30)},
+			wantLat: 52.5, wantLon: 13.4,
+		},
+		{
+			name: "jump and return rejected as a spike, the fix after it kept",
+			records: []telemetry.Record{rec(0, 1, 52.5, 13.4, 30), rec(60, 2, latFar, lonFar, 30),
+				rec(120, 3, lat1, lon1, 30)},
+			wantReasons: ReasonSpike, wantPoint: true, wantLat: lat1, wantLon: lon1,
+		},
+		{
+			name: "jump and return while parked with a long interval rejected",
+			records: []telemetry.Record{rec(0, 1, 52.5, 13.4, 0), rec(1800, 2, latFar, lonFar, 0),
+				rec(3000, 3, 52.5, 13.4, 0)},
+			wantReasons: ReasonSpike | ReasonParkedDrift, wantPoint: true, wantLat: 52.5, wantLon: 13.4,
+		},
+		{
+			name:    "jump the reported speed cannot explain is held back",
+			records: []telemetry.Record{rec(0, 1, 52.5, 13.4, 10), rec(60, 2, lat1, lon1, 10)},
+			wantLat: 52.5, wantLon: 13.4,
+		},
+		{
+			name:        "too few satellites discarded",
+			records:     []telemetry.Record{rec(0, 1, 52.5, 13.4, 30), withQuality(rec(60, 2, lat1, lon1, 30), 2, 20, 0)},
+			wantReasons: ReasonLowSatellites, wantLat: 52.5, wantLon: 13.4,
+		},
+		{
+			name:        "high HDOP discarded",
+			records:     []telemetry.Record{rec(0, 1, 52.5, 13.4, 30), withQuality(rec(60, 2, lat1, lon1, 30), 9, 25, 0)},
+			wantReasons: ReasonHighDOP, wantLat: 52.5, wantLon: 13.4,
+		},
+		{
+			name:        "high PDOP discarded",
+			records:     []telemetry.Record{rec(0, 1, 52.5, 13.4, 30), withQuality(rec(60, 2, lat1, lon1, 30), 9, 2, 30)},
+			wantReasons: ReasonHighDOP, wantLat: 52.5, wantLon: 13.4,
+		},
+		{
+			name: "good fix after a bad one kept",
+			records: []telemetry.Record{rec(0, 1, 52.5, 13.4, 30), withQuality(rec(30, 2, latFar, lonFar, 30), 1, 30, 0),
+				rec(60, 3, lat1, lon1, 30)},
+			wantPoint: true, wantLat: lat1, wantLon: lon1,
+		},
+		{
+			name: "parked with ignition off: position held, teleport too",
+			records: []telemetry.Record{withIgnition(rec(0, 1, 52.5, 13.4, 0), false), withIgnition(rec(600, 2, latDrift, lonDrift, 2), false),
+				withIgnition(rec(1200, 3, latFar, lonFar, 0), false)},
+			wantReasons: ReasonStatic, wantPoint: true, wantLat: 52.5, wantLon: 13.4,
+		},
+		{
+			name: "parked but the accelerometer feels movement: not held",
+			records: []telemetry.Record{withIgnition(rec(0, 1, 52.5, 13.4, 0), false),
+				withMovement(withIgnition(rec(600, 2, latDrift, lonDrift, 2), false), true)},
+			wantReasons: ReasonParkedDrift, wantPoint: true, wantLat: 52.5, wantLon: 13.4,
 		},
 		{
 			name:        "parked drift keeps coordinates",
@@ -123,7 +188,7 @@ func TestFilterRules(t *testing.T) {
 			name: "alarm with a teleport position still counts",
 			records: []telemetry.Record{rec(0, 1, 52.5, 13.4, 30),
 				withAlarm(rec(60, 2, latFar, lonFar, 30))},
-			wantReasons: ReasonTeleport, wantLat: 52.5, wantLon: 13.4, wantAlarmOK: true,
+			wantLat: 52.5, wantLon: 13.4, wantAlarmOK: true,
 		},
 		{
 			name: "ignition change with (0,0) still applied",
@@ -182,16 +247,50 @@ func TestTeleportConfirmedAfterConsistentFixes(t *testing.T) {
 	r := rec(0, 1, 52.5, 13.4, 0)
 	tr.Apply(st, &r, now)
 	lat, lon := east(52.5, 13.4, 50_000)
-	for i := 1; i <= 4; i++ {
+	confirm := DefaultConfig().Filter.TeleportConfirm
+	var released int
+	for i := 1; i <= confirm+1; i++ {
 		r := rec(i*10, uint64(i+1), lat, lon, 0)
 		res := tr.Apply(st, &r, now)
-		wantTeleport := i <= DefaultConfig().TeleportConfirm
-		if got := res.Reasons&ReasonTeleport != 0; got != wantTeleport {
-			t.Fatalf("fix %d: got teleport %v, want %v", i, got, wantTeleport)
+		released += len(res.Released)
+		if got, want := res.Pending, i < confirm; got != want {
+			t.Fatalf("fix %d: got pending %v, want %v", i, got, want)
 		}
 	}
 	if !near(st.Fix.Lat, lat, 1e-9) || !near(st.Fix.Lon, lon, 1e-9) {
 		t.Fatalf("got position %.5f,%.5f, want the confirmed %.5f,%.5f", st.Fix.Lat, st.Fix.Lon, lat, lon)
+	}
+	if released != confirm-1 {
+		t.Errorf("got %d held-back fixes released into the history, want %d", released, confirm-1)
+	}
+}
+
+func TestSpikeAcceptedThenRetracted(t *testing.T) {
+	tr := NewTracker(DefaultConfig())
+	st := NewState("v1")
+	now := t0.Add(time.Hour)
+	// 60 km/h east. After a three-minute gap (beyond SpeedCheckWindow, so only the speed
+	// limit judges it) a fix 400 m off the road passes; the next one, ten seconds later and
+	// back on the road, shows it was a spike.
+	var recs []telemetry.Record
+	for i, sec := range []int{0, 10, 20, 200, 210, 220} {
+		lat, lon := east(52.5, 13.4, float64(sec)*60/3.6)
+		if sec == 200 {
+			p := geo.Destination(geo.Point{Lat: lat, Lon: lon}, 0, 400)
+			lat, lon = p.Lat, p.Lon
+		}
+		recs = append(recs, rec(sec, uint64(i+1), lat, lon, 60))
+	}
+	var retracted []Fix
+	for i := range recs {
+		res := tr.Apply(st, &recs[i], now)
+		retracted = append(retracted, res.Retracted...)
+	}
+	if len(retracted) != 1 || retracted[0].Seq != 4 {
+		t.Fatalf("got retracted %+v, want the fix of sequence 4", retracted)
+	}
+	if want := 220 * 60 / 3.6; !near(st.OdometerM, want, 1) || !near(st.GPSOdometerM, want, 1) {
+		t.Errorf("got odometer %.1f m (GPS %.1f m), want %.1f", st.OdometerM, st.GPSOdometerM, want)
 	}
 }
 

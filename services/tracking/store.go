@@ -16,6 +16,10 @@ var (
 	ErrInvalid       = errors.New("invalid argument")
 )
 
+// MetaDeviceModel is the registry metadata key naming a vehicle's tracker model; it
+// selects the model's filter profile (Config.ModelFilters).
+const MetaDeviceModel = "device_model"
+
 // Info is what the registry knows of a vehicle.
 type Info struct {
 	ID         string
@@ -55,6 +59,7 @@ type TrackPoint struct {
 type Batch struct {
 	States    []*State
 	Points    []TrackPoint
+	Removed   []TrackPoint  // fixes to take out of the history again (retracted spikes), after Points
 	Retention time.Duration // history older than now minus this is dropped
 	Now       time.Time
 }

@@ -164,6 +164,36 @@ func runStoreConformance(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("retracted fixes leave the history", func(t *testing.T) {
+		s := newStore(t)
+		base := now.Add(-time.Hour).Truncate(time.Second)
+		fix := func(i int) TrackPoint {
+			return TrackPoint{VehicleID: "r1", Fix: Fix{Time: base.Add(time.Duration(i) * time.Second), Seq: uint64(i), Lat: float64(i), Lon: 1, SpeedKmh: 30, Ignition: 1}}
+		}
+		if err := s.Write(ctx, Batch{Points: []TrackPoint{fix(0), fix(1)}, Now: now, Retention: 24 * time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		// The next batch adds a fix and retracts one written before and one of its own;
+		// written twice, as a redelivery would.
+		b := Batch{Points: []TrackPoint{fix(2), fix(3)}, Removed: []TrackPoint{fix(1), fix(3)}, Now: now, Retention: 24 * time.Hour}
+		for range 2 {
+			if err := s.Write(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.Track(ctx, "r1", base, base.Add(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lats []float64
+		for _, f := range got {
+			lats = append(lats, f.Lat)
+		}
+		if want := []float64{0, 2}; !slices.Equal(lats, want) {
+			t.Fatalf("got track %v, want %v", lats, want)
+		}
+	})
+
 	t.Run("history across days", func(t *testing.T) {
 		s := newStore(t)
 		midnight := now.Truncate(24 * time.Hour)
