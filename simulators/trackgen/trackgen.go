@@ -617,7 +617,7 @@ func (r *recorder) deliver() {
 	for i := range r.items {
 		it := &r.items[i]
 		// Sent with the next batch after it was taken.
-		t := it.TrueTime.Truncate(send).Add(send + time.Duration(rng.IntN(3000))*time.Millisecond)
+		t := it.TrueTime.Truncate(send).Add(send) // a batch keeps its order (stable sort below)
 		it.Deliver = t
 		it.Record.SentTime = t.Add(-time.Second)
 	}
