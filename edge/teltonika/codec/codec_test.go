@@ -87,10 +87,9 @@ var (
 	// H4: Codec 12. "getinfo" is the wiki's example; the others are built the same way.
 	vecGetinfo  = []string{"00000000", "0000000F", "0C", "01", "05", "00000007", "676574696E666F", "01", "00004312"}
 	vecSetdigo  = []string{"00000000", "00000013", "0C", "01", "05", "0000000B", "7365746469676F75742031", "01", "000087A2"} // "setdigout 1"
-	vecGetgps   = []string{"00000000", "0000000E", "0C", "01", "05", "00000006", "676574677073", "01", "0000CCD7"}             // "getgps"
+	vecGetgps   = []string{"00000000", "0000000E", "0C", "01", "05", "00000006", "676574677073", "01", "0000CCD7"}           // "getgps"
 	vecDoutResp = []string{"00000000", "00000017", "0C", "01", "06", "0000000F", "444F5554313A3120444F5554323A30", "01", "000091A7"}
 )
-
 
 func ioMap(r Record) map[uint16]uint64 {
 	m := map[uint16]uint64{}
