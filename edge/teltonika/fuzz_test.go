@@ -26,9 +26,16 @@ func FuzzPacketToBatch(f *testing.F) {
 		if err := p.Decode(body); err != nil {
 			return
 		}
-		recs := make([]telemetry.Record, len(p.Records))
+		var recs []telemetry.Record
 		for i := range p.Records {
-			toRecord("veh-fuzz", &p.Records[i], &recs[i])
+			if ts := p.Records[i].TimestampMs; ts < 0 || ts > maxTimestampMs {
+				continue // refused by the gateway before publishing (store)
+			}
+			recs = append(recs, telemetry.Record{})
+			toRecord("veh-fuzz", &p.Records[i], &recs[len(recs)-1])
+		}
+		if len(recs) == 0 {
+			return
 		}
 		data, err := wire.EncodeBatch("veh-fuzz", time.Unix(0, 0), recs)
 		if err != nil {

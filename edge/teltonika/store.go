@@ -20,6 +20,9 @@ import (
 // acknowledged to the device, which sends them again.
 var ErrStore = errors.New("records not stored")
 
+// maxTimestampMs is 9999-12-31T23:59:59.999Z, the last instant a protobuf Timestamp holds.
+const maxTimestampMs = 253402300799999
+
 // store publishes the records of one AVL packet of vehicle, as the vehicle's own tracker
 // would, and returns once JetStream has acknowledged every one of them. Records carrying
 // an alarm go to the alarm subject, the rest to the telemetry subject (docs/protocol.md).
@@ -30,6 +33,13 @@ func (g *Gateway) store(ctx context.Context, vehicle string, p *codec.Packet, cr
 	start := time.Now()
 	recs = recs[:0]
 	for i := range p.Records {
+		if ts := p.Records[i].TimestampMs; ts < 0 || ts > maxTimestampMs {
+			// No service can use a record without a representable time, and the device
+			// would send it again forever if the packet were refused: it is counted and
+			// acknowledged with the rest.
+			g.rej.Add("bad_timestamp", vehicle, fmt.Errorf("timestamp %d ms outside 1970..9999", ts))
+			continue
+		}
 		recs = append(recs, telemetry.Record{})
 		toRecord(vehicle, &p.Records[i], &recs[len(recs)-1])
 	}
