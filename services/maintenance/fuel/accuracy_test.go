@@ -103,6 +103,9 @@ func score(kind Kind, truth []truthEvent, det []Event, drives [][2]time.Time, c 
 			}
 		case match >= 0:
 			c.splitFP++
+		case d.Across:
+			// Judged from the levels around a stop: a false one belongs to the stop (or
+			// the stops joined by a short move), not to the drive.
 		default:
 			for _, dr := range drives {
 				if !d.End.Before(dr[0]) && !d.Start.After(dr[1]) {

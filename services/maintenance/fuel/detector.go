@@ -54,6 +54,14 @@ type Config struct {
 	// SloshIgnore). Off by default: slosh makes such judgements unreliable.
 	RefuelWhileMoving bool
 	DrainWhileMoving  bool
+	// DriveKmh is the speed at or above which readings count as driving for the
+	// across-stop judgement (10 km/h): creeping at walking pace is part of the stop.
+	DriveKmh float64
+	// AcrossMinPct is the smallest change, in percent of the tank, the across-stop
+	// judgement reports (5 %): its references are read on the road, where slosh moves
+	// the level by a few percent of the tank.
+	AcrossMinPct float64
+
 	// RangeTolerancePct: a level up to this much above the tank capacity is clamped to the
 	// capacity (sensor over-range at the brim); beyond it the reading is refused (5 %).
 	RangeTolerancePct float64
@@ -77,6 +85,8 @@ func DefaultConfig() Config {
 		MaxChange:         2 * time.Hour,
 		MaxGap:            10 * time.Minute,
 		RangeTolerancePct: 5,
+		DriveKmh:          10,
+		AcrossMinPct:      5,
 	}
 }
 
@@ -130,7 +140,29 @@ type Event struct {
 	Lon         float64 `json:"lon"`
 	HasPosition bool    `json:"has_position"`
 	Moving      bool    `json:"moving,omitempty"` // judged from readings taken while moving
+	// Across: judged from the levels the vehicle arrived and left with, not from stable
+	// levels during the stop (see across.go).
+	Across bool `json:"across,omitempty"`
+	// Confidence in 0..1: how firmly the readings support the event. See confidence.
+	Confidence float64 `json:"confidence"`
+	// StartEng is the engine running time (State.EngineSec) at Start, so the consumption
+	// can follow a volume refined with later readings.
+	StartEng float64 `json:"start_eng,omitempty"`
+	// unsettled: reported as the vehicle left before its new level was measured well;
+	// the across-stop judgement may measure it better.
+	unsettled bool
 }
+
+// Confidence levels. An event is alerted when its confidence reaches the fleet's
+// threshold (dispatch; DefaultMinConfidence unless set): below it the event is still
+// stored and reported, marked as a suggestion.
+const (
+	// ConfidenceStable: measured between two stable levels during the stop.
+	ConfidenceStable = 0.9
+	// DefaultMinConfidence is the threshold the benchmark scores at and dispatch applies
+	// by default.
+	DefaultMinConfidence = 0.5
+)
 
 // Reading errors; the caller counts them. The rest of the record is still usable.
 var (
@@ -191,6 +223,23 @@ type State struct {
 	PendingOpen bool   `json:"pending_open,omitempty"`
 	Judging     bool   `json:"judging,omitempty"` // the last reading was judged
 	Carry       *Carry `json:"carry,omitempty"`   // a small change that may continue
+
+	// Across-stop judgement (across.go).
+	Driving       bool         `json:"driving,omitempty"`
+	DriveSince    time.Time    `json:"drive_since"`
+	DriveFromDist float64      `json:"drive_from_dist,omitempty"`
+	StopSeen      time.Time    `json:"stop_seen"`
+	StopIdle      float64      `json:"stop_idle,omitempty"`
+	StopLat       float64      `json:"stop_lat,omitempty"`
+	StopLon       float64      `json:"stop_lon,omitempty"`
+	StopPos       bool         `json:"stop_pos,omitempty"`
+	StopCommitted bool         `json:"stop_committed,omitempty"`
+	DriveBuf      []refReading `json:"drive_buf,omitempty"`
+	Across        *Across      `json:"across,omitempty"`
+	DepL          float64      `json:"dep_l,omitempty"`
+	DepDist       float64      `json:"dep_dist,omitempty"`
+	HasDep        bool         `json:"has_dep,omitempty"`
+	Lkm           float64      `json:"lkm,omitempty"` // learned litres per km
 
 	// Running totals, for reports.
 	EngineSec  float64 `json:"engine_sec"` // engine running time
@@ -304,6 +353,7 @@ func (d *Detector) Add(r Reading) ([]Event, error) {
 			out = d.judge(r, st.Smoothed, r.Level, moving, out)
 		}
 	}
+	out = d.across(r, out)
 	st.LastTime = r.Time
 	return out, levelErr
 }
@@ -323,6 +373,15 @@ func (d *Detector) Flush(now time.Time) []Event {
 	age := now.Sub(p.End)
 	enough := !d.st.PendingOpen || len(d.st.StableRaw) >= 2*d.cfg.StableReadings
 	if age >= d.cfg.MergeGap && enough || age >= holdMax {
+		d.st.Pending, d.st.PendingOpen = nil, false
+		return []Event{*p}
+	}
+	return nil
+}
+
+// FlushAll reports the pending event whatever its age: the end of a replay.
+func (d *Detector) FlushAll() []Event {
+	if p := d.st.Pending; p != nil {
 		d.st.Pending, d.st.PendingOpen = nil, false
 		return []Event{*p}
 	}
@@ -425,7 +484,7 @@ func (d *Detector) judge(r Reading, s, raw float64, moving bool, out []Event) []
 			// Refine the pending event's "after" level while it is still open: the more
 			// readings of the new level, the better its volume.
 			if p := st.Pending; p != nil && st.PendingOpen {
-				d.setAfter(p, d.stableLevel())
+				d.refine(p)
 			}
 			break
 		}
@@ -542,8 +601,9 @@ func (d *Detector) conclude(c change, after float64, endAt time.Time, only Kind,
 	expected := d.cfg.IdleBurnLph * (st.EngineSec - c.startEng) / 3600
 	delta := after - c.before
 	ev := Event{
-		Start: c.start, End: endAt, Before: c.before, After: after, ExpectedL: expected,
-		Lat: c.lat, Lon: c.lon, HasPosition: c.hasPos, Moving: c.moved,
+		Start: c.start, End: endAt, Before: c.before, After: after, ExpectedL: expected, StartEng: c.startEng,
+		Confidence: ConfidenceStable,
+		Lat:        c.lat, Lon: c.lon, HasPosition: c.hasPos, Moving: c.moved,
 	}
 	switch {
 	case delta+expected >= d.cfg.MinRefuelL:
@@ -610,6 +670,36 @@ func kindDirection(k Kind) int {
 	return -1
 }
 
+// refine measures an open pending event's "after" level from the newest readings of the
+// level it ended on (a damped sensor, or the tail of a drain, keeps moving within the
+// band for minutes), with the consumption up to now.
+func (d *Detector) refine(p *Event) {
+	st := d.st
+	// Readings three sensor time constants after the change are the settled level; the
+	// newest few stand in while there are not yet enough of them.
+	lag := d.prof.LagSec
+	if lag <= 0 {
+		lag = defaultLagSec / 3
+	}
+	settled := p.End.Add(time.Duration(3 * lag * float64(time.Second))).UnixMilli()
+	var raw []float64
+	for i, t := range st.StableRawT {
+		if t >= settled {
+			raw = append(raw, st.StableRaw[i])
+		}
+	}
+	if len(raw) < refMinReadings {
+		raw = st.StableRaw[max(0, len(st.StableRaw)-refReadings):]
+	}
+	if len(raw) == 0 {
+		return
+	}
+	if p.StartEng > 0 || st.EngineSec == 0 {
+		p.ExpectedL = d.cfg.IdleBurnLph * (st.EngineSec - p.StartEng) / 3600
+	}
+	d.setAfter(p, levelEstimate(raw))
+}
+
 // setAfter moves an event's "after" level and recomputes its volume.
 func (d *Detector) setAfter(p *Event, after float64) {
 	p.After = after
@@ -653,8 +743,13 @@ func (d *Detector) endStop(r Reading, out []Event) []Event {
 			}
 		}
 	}
-	if st.Pending != nil {
-		out = append(out, *st.Pending)
+	if p := st.Pending; p != nil {
+		lag := d.prof.LagSec
+		if lag <= 0 {
+			lag = defaultLagSec / 3
+		}
+		p.unsettled = st.PendingOpen && st.LastTime.Sub(p.End) < time.Duration(3*lag*float64(time.Second))
+		out = append(out, *p)
 		st.Pending, st.PendingOpen = nil, false
 	}
 	st.Phase = phaseNone
@@ -738,6 +833,11 @@ func (s *State) Clone() State {
 	if s.Carry != nil {
 		cr := *s.Carry
 		c.Carry = &cr
+	}
+	c.DriveBuf = slices.Clone(s.DriveBuf)
+	if s.Across != nil {
+		a := *s.Across
+		c.Across = &a
 	}
 	return c
 }

@@ -39,6 +39,12 @@ type Profile struct {
 	Calibration []CalPoint `json:"calibration,omitempty"`
 	// SensorKey is the IO element holding the raw value (default DefaultSensorKey).
 	SensorKey string `json:"sensor_key,omitempty"`
+	// StepL is the sensor's resolution in litres (a van reporting whole percent of 80 L
+	// has 0.8 L steps); 0 means unknown, learned from the first readings.
+	StepL float64 `json:"step_l,omitempty"`
+	// LagSec is the sensor's response time in seconds (a damped sensor follows a change
+	// with a time constant of up to 2 minutes); 0 means unknown or none.
+	LagSec float64 `json:"lag_sec,omitempty"`
 }
 
 // Profile errors.
