@@ -256,6 +256,12 @@ const (
 	EventResolve             // close the open alert of an incident (vehicle back online)
 )
 
+// FuelMinConfidence: a fuel drain reported with a lower confidence (the maintenance
+// service's "confidence" attribute) is a warning marked unconfirmed instead of a critical
+// fuel-theft alarm. It matches the fuel detector's DefaultMinConfidence. Every drain is
+// its own alert, so the alerts and the fuel report agree event for event.
+const FuelMinConfidence = 0.5
+
 type eventRule struct {
 	kind     string
 	severity Severity
@@ -269,7 +275,7 @@ var eventRules = map[[2]string]eventRule{
 	{"geofence", "dwell"}:             {"geofence_dwell", SeverityInfo, "-", "dwelling in zone"},
 	{"geofence", "crossed"}:           {"geofence_crossed", SeverityInfo, "-", "crossed zone"},
 	{"geofence", "overspeed_in_zone"}: {"overspeed_in_zone", SeverityWarning, "zone_id", "overspeed in zone"},
-	{"maintenance", "fuel_drain"}:     {KindFuelTheft, SeverityCritical, "", "fuel drained"},
+	{"maintenance", "fuel_drain"}:     {KindFuelTheft, SeverityCritical, "-", "fuel drained"},
 	{"maintenance", "refuel"}:         {"refuel", SeverityInfo, "-", "refuelled"},
 	{"maintenance", "plan_due_soon"}:  {"plan_due_soon", SeverityInfo, "plan_id", "maintenance due soon"},
 	{"maintenance", "plan_overdue"}:   {"plan_overdue", SeverityWarning, "plan_id", "maintenance overdue"},
@@ -333,6 +339,12 @@ func AlertFromEvent(e *EventIn) (Alert, EventAction) {
 	}
 	if zone != "" && e.Source == "geofence" {
 		a.Message += " " + zone
+	}
+	if c, err := strconv.ParseFloat(e.Attributes["confidence"], 64); err == nil && a.Kind == KindFuelTheft && c < FuelMinConfidence {
+		// The readings suggest a drain but cannot confirm it: the dispatcher sees it,
+		// marked so, without a critical alarm.
+		a.Severity = SeverityWarning
+		a.Message = "possible fuel drain (unconfirmed, confidence " + e.Attributes["confidence"] + ")"
 	}
 	if l := e.Attributes["litres"]; l != "" {
 		a.Message += ": " + l + " l"

@@ -285,7 +285,9 @@ func TestAlertFromEvent(t *testing.T) {
 		{"must stay inside exit", ev("geofence", "exit", map[string]string{"zone_id": "z9", "must_stay_inside": "true"}), EventRaise, KindZoneExit, SeverityCritical, "zone_exit:v1:z9"},
 		{"plain exit", ev("geofence", "exit", map[string]string{"zone_id": "z9"}), EventRaise, "geofence_exit", SeverityInfo, "geofence_exit:v1:e1"},
 		{"overspeed in zone", ev("geofence", "overspeed_in_zone", map[string]string{"zone_id": "z9"}), EventRaise, "overspeed_in_zone", SeverityWarning, "overspeed_in_zone:v1:z9"},
-		{"fuel drain", ev("maintenance", "fuel_drain", map[string]string{"litres": "35"}), EventRaise, KindFuelTheft, SeverityCritical, "fuel_theft:v1"},
+		{"fuel drain", ev("maintenance", "fuel_drain", map[string]string{"litres": "35", "confidence": "0.90"}), EventRaise, KindFuelTheft, SeverityCritical, "fuel_theft:v1:e1"},
+		{"fuel drain without confidence", ev("maintenance", "fuel_drain", map[string]string{"litres": "35"}), EventRaise, KindFuelTheft, SeverityCritical, "fuel_theft:v1:e1"},
+		{"unconfirmed fuel drain", ev("maintenance", "fuel_drain", map[string]string{"litres": "12", "confidence": "0.35"}), EventRaise, KindFuelTheft, SeverityWarning, "fuel_theft:v1:e1"},
 		{"plan overdue", ev("maintenance", "plan_overdue", map[string]string{"plan_id": "oil"}), EventRaise, "plan_overdue", SeverityWarning, "plan_overdue:v1:oil"},
 		{"unknown", ev("maintenance", "something_new", nil), EventIgnore, "", 0, ""},
 	} {

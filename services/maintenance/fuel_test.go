@@ -9,6 +9,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/services/maintenance/fuel"
+	"github.com/fleetwire/fleetwire/services/maintenance/fuel/fuelsim"
 )
 
 // tank is a non-linear calibration (a tank narrower at the bottom).
@@ -184,5 +185,67 @@ func TestQuietVehicleFuelEvent(t *testing.T) {
 	}
 	if evs := feed(t, s, recs[15:]...); len(evs) != 0 {
 		t.Fatalf("records after the check: got %v, want no repeat", kinds(evs))
+	}
+}
+
+// TestFuelReportAgreesWithAlerts: over simulated days with refuels and drains, every
+// fuel event on the bus (what dispatch turns into refuel and fuel-theft alerts, one
+// alert per event) is in the fuel report with the same id, volume and confidence, and
+// the report has no event the bus did not carry.
+func TestFuelReportAgreesWithAlerts(t *testing.T) {
+	ctx := context.Background()
+	s := newTestService(t, DefaultConfig())
+	tr := fuelsim.Generate(fuelsim.DevSeeds(3)[2], 3)
+	if _, err := s.SetFuelProfile(ctx, "V1", fuel.Profile{CapacityL: tr.CapacityL}); err != nil {
+		t.Fatal(err)
+	}
+	var recs []telemetry.Record
+	for _, r := range tr.Records {
+		x := rec("V1", r.Time, odo(r.OdometerM/1000), ign(r.Ignition), speed(r.SpeedKmh))
+		x.Lat, x.Lon = r.Lat, r.Lon
+		if r.HasLevel {
+			fuelL(r.LevelL)(&x)
+		}
+		recs = append(recs, x)
+	}
+	bus := map[string]Event{}
+	for i := 0; i < len(recs); i += 50 {
+		for _, e := range feed(t, s, recs[i:min(i+50, len(recs))]...) {
+			if e.Kind == EventRefuel || e.Kind == EventFuelDrain {
+				if _, dup := bus[e.ID]; dup {
+					t.Errorf("event %s published twice", e.ID)
+				}
+				bus[e.ID] = e
+			}
+		}
+	}
+	from, to := tr.Records[0].Time.Add(-time.Hour), tr.Records[len(tr.Records)-1].Time.Add(time.Hour)
+	reports, _, err := s.FuelReports(ctx, "V1", "", from, to)
+	if err != nil || len(reports) != 1 {
+		t.Fatalf("FuelReports: got %d reports, %v", len(reports), err)
+	}
+	lines := append(append([]FuelEvent(nil), reports[0].Refuels...), reports[0].Drains...)
+	drains := 0
+	for _, l := range lines {
+		e, ok := bus[l.ID]
+		if !ok {
+			t.Errorf("report line %s (%s %.1f L): no bus event", l.ID, l.Kind, l.Litres)
+			continue
+		}
+		delete(bus, l.ID)
+		if e.Kind != l.Kind.String() || e.Attrs["litres"] != strconv.FormatFloat(l.Litres, 'f', 1, 64) ||
+			e.Attrs["confidence"] != strconv.FormatFloat(l.Confidence, 'f', 2, 64) {
+			t.Errorf("event %s: bus says %s %s L confidence %s, report says %s %.1f L confidence %.2f",
+				l.ID, e.Kind, e.Attrs["litres"], e.Attrs["confidence"], l.Kind, l.Litres, l.Confidence)
+		}
+		if l.Kind == fuel.KindDrain {
+			drains++
+		}
+	}
+	for id, e := range bus {
+		t.Errorf("bus event %s (%s %s L): not in the report", id, e.Kind, e.Attrs["litres"])
+	}
+	if drains == 0 || len(reports[0].Refuels) == 0 {
+		t.Errorf("got %d refuels and %d drains, want some of each for the comparison to mean anything", len(reports[0].Refuels), drains)
 	}
 }

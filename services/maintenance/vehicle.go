@@ -437,7 +437,13 @@ func fuelEventsOut(st *VehicleState, evs []fuel.Event) ([]FuelEvent, []Event) {
 				"after_l":  strconv.FormatFloat(e.After, 'f', 1, 64),
 				"start":    e.Start.UTC().Format(time.RFC3339),
 				"end":      e.End.UTC().Format(time.RFC3339),
+				// How firmly the readings support the event (0..1); dispatch alerts a
+				// drain below its threshold as unconfirmed.
+				"confidence": strconv.FormatFloat(e.Confidence, 'f', 2, 64),
 			},
+		}
+		if e.Across {
+			ev.Attrs["basis"] = "across_stop"
 		}
 		out = append(out, ev)
 	}

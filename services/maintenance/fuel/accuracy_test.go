@@ -121,7 +121,10 @@ func score(kind Kind, truth []truthEvent, det []Event, drives [][2]time.Time, c 
 // seeds 1000.. were used while developing the detector, seeds 9000.. were not (a
 // held-out set). Both are judged together.
 func TestAccuracyOnSyntheticFleet(t *testing.T) {
-	const vehicles, days = 40, 15
+	vehicles, days := 40, 15
+	if raceEnabled {
+		vehicles, days = 1, 3
+	}
 	cfg := DefaultConfig()
 	var ours, trac [2]confusion // [refuel, drain]
 	readings := 0
@@ -149,6 +152,9 @@ func TestAccuracyOnSyntheticFleet(t *testing.T) {
 	for i, n := range names {
 		row("fleetwire", ours[i], n)
 		row("traccar", trac[i], n)
+	}
+	if raceEnabled {
+		return // a smoke run: see raceEnabled
 	}
 	for i, n := range names {
 		c := ours[i]

@@ -16,8 +16,8 @@ import (
 // in-stop judgement (which raises an overnight theft during the night) and never
 // repeats an event of the same kind the in-stop judgement reported for the stop.
 
-// refReading is one driving reading kept for a reference level.
-type refReading struct {
+// RefReading is one driving reading kept for a reference level.
+type RefReading struct {
 	T     int64   `json:"t"`
 	L     float64 `json:"l"`
 	DistM float64 `json:"d"`
@@ -74,7 +74,7 @@ func (d *Detector) refSkip() time.Duration {
 // standard error of the level: the readings' robust spread (1.4826 × the median
 // absolute deviation) over the square root of half their number, because slosh makes
 // neighbouring readings move together.
-func refLevel(buf []refReading) (l float64, t time.Time, dist, se float64) {
+func refLevel(buf []RefReading) (l float64, t time.Time, dist, se float64) {
 	ls := make([]float64, len(buf))
 	ts := make([]float64, len(buf))
 	ds := make([]float64, len(buf))
@@ -139,7 +139,7 @@ func (d *Detector) across(r Reading, evs []Event) []Event {
 		out = d.openStop(out)
 	}
 	if driving && r.HasLevel && r.Time.Sub(st.DriveSince) >= d.refSkip() {
-		st.DriveBuf = append(st.DriveBuf, refReading{T: r.Time.UnixMilli(), L: r.Level, DistM: st.DistanceM})
+		st.DriveBuf = append(st.DriveBuf, RefReading{T: r.Time.UnixMilli(), L: r.Level, DistM: st.DistanceM})
 		if len(st.DriveBuf) > refReadings {
 			st.DriveBuf = st.DriveBuf[len(st.DriveBuf)-refReadings:]
 		}

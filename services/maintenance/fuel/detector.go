@@ -234,7 +234,7 @@ type State struct {
 	StopLon       float64      `json:"stop_lon,omitempty"`
 	StopPos       bool         `json:"stop_pos,omitempty"`
 	StopCommitted bool         `json:"stop_committed,omitempty"`
-	DriveBuf      []refReading `json:"drive_buf,omitempty"`
+	DriveBuf      []RefReading `json:"drive_buf,omitempty"`
 	Across        *Across      `json:"across,omitempty"`
 	DepL          float64      `json:"dep_l,omitempty"`
 	DepDist       float64      `json:"dep_dist,omitempty"`
@@ -837,6 +837,10 @@ func (s *State) Clone() State {
 	c.DriveBuf = slices.Clone(s.DriveBuf)
 	if s.Across != nil {
 		a := *s.Across
+		if a.Held != nil {
+			h := *a.Held
+			a.Held = &h
+		}
 		c.Across = &a
 	}
 	return c

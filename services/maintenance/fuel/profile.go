@@ -51,13 +51,24 @@ type Profile struct {
 var (
 	ErrBadCapacity    = errors.New("tank capacity must be a finite number >= 0")
 	ErrBadCalibration = errors.New("calibration table invalid")
+	ErrBadProfile     = errors.New("fuel profile invalid")
 )
+
+// MaxLagSec bounds a sensor's lag: a sensor slower than 10 minutes cannot tell a
+// refuel's end from a drive's start.
+const MaxLagSec = 600
 
 // Normalize validates p and returns it with the table sorted by raw value and the
 // sensor key defaulted.
 func (p Profile) Normalize() (Profile, error) {
 	if math.IsNaN(p.CapacityL) || math.IsInf(p.CapacityL, 0) || p.CapacityL < 0 {
 		return p, ErrBadCapacity
+	}
+	if !finite(p.StepL) || p.StepL < 0 || p.CapacityL > 0 && p.StepL > p.CapacityL/10 {
+		return p, fmt.Errorf("%w: sensor step %v L", ErrBadProfile, p.StepL)
+	}
+	if !finite(p.LagSec) || p.LagSec < 0 || p.LagSec > MaxLagSec {
+		return p, fmt.Errorf("%w: sensor lag %v s (want 0..%d)", ErrBadProfile, p.LagSec, MaxLagSec)
 	}
 	if len(p.Calibration) == 1 || len(p.Calibration) > MaxCalibrationPoints {
 		return p, fmt.Errorf("%w: %d points (need 2..%d)", ErrBadCalibration, len(p.Calibration), MaxCalibrationPoints)
