@@ -74,8 +74,12 @@ func NewServer(log *slog.Logger, reg prometheus.Registerer, cfg Config) *Server 
 	calls := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fleetwire_grpc_requests_total", Help: "gRPC calls by method and code.",
 	}, []string{"method", "code"})
+	lagged := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fleetwire_grpc_watch_lagged_total", Help: "Watch streams ended because the reader fell behind its buffer, by method.",
+	}, []string{"method"})
 	if reg != nil {
 		_ = reg.Register(calls)
+		_ = reg.Register(lagged)
 	}
 	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 		start := time.Now()
@@ -101,6 +105,9 @@ func NewServer(log *slog.Logger, reg prometheus.Registerer, cfg Config) *Server 
 				err = status.Error(codes.Internal, "internal error")
 			}
 			calls.WithLabelValues(info.FullMethod, status.Code(err).String()).Inc()
+			if IsLagged(err) {
+				lagged.WithLabelValues(info.FullMethod).Inc()
+			}
 		}()
 		return h(srv, ss)
 	}

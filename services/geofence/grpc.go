@@ -7,6 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/grpcserver"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 	"github.com/fleetwire/fleetwire/services/geofence/fence"
@@ -416,19 +420,38 @@ func (g *grpcServer) ListZoneEvents(ctx context.Context, req *fleetv1.ListZoneEv
 	return resp, nil
 }
 
+// watchBuffer is how many events a WatchZoneEvents stream holds for a slow reader.
+const watchBuffer = 1024
+
 func (g *grpcServer) WatchZoneEvents(req *fleetv1.WatchZoneEventsRequest, stream grpc.ServerStreamingServer[fleetv1.WatchZoneEventsResponse]) error {
 	zone, vehicle := req.GetZoneId(), req.GetVehicleId()
 	if err := checkFilters(zone, vehicle, false); err != nil {
 		return err
 	}
-	// A plain subscription sees every instance's events as they are stored. A client too
-	// slow to keep up loses events here (never the stream): it can catch up with
-	// ListZoneEvents.
-	ch := make(chan *nats.Msg, 4096)
-	sub, err := g.s.b.NC.ChanSubscribe(eventFilter(vehicle), ch)
+	// A plain subscription sees every instance's events as they are stored. They wait for
+	// the client in a buffer of watchBuffer events; a client further behind than that is
+	// told it lagged (with the time of the last event it received, to resume from with
+	// ListZoneEvents) instead of the server holding ever more for it.
+	ch := make(chan *nats.Msg, watchBuffer)
+	lagged := make(chan struct{})
+	var once sync.Once
+	var self atomic.Pointer[nats.Subscription]
+	sub, err := g.s.b.NC.Subscribe(eventFilter(vehicle), func(m *nats.Msg) {
+		select {
+		case ch <- m:
+		default:
+			once.Do(func() {
+				close(lagged)
+				if s := self.Load(); s != nil {
+					_ = s.Unsubscribe() // nothing more is delivered for this reader
+				}
+			})
+		}
+	})
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "watch: %v", err)
 	}
+	self.Store(sub)
 	defer func() { _ = sub.Unsubscribe() }()
 	if err := g.s.b.NC.FlushTimeout(5 * time.Second); err != nil {
 		return status.Errorf(codes.Unavailable, "watch: %v", err)
@@ -437,10 +460,21 @@ func (g *grpcServer) WatchZoneEvents(req *fleetv1.WatchZoneEventsRequest, stream
 	if err := stream.SendHeader(nil); err != nil {
 		return err
 	}
+	resume := time.Now()
 	for {
+		select {
+		case <-lagged: // before anything still buffered: the reader is told at once
+			_ = sub.Unsubscribe()
+			cursor := resume.UTC().Format(time.RFC3339Nano)
+			return grpcserver.Lagged(stream.Context(), cursor,
+				"the reader fell more than "+strconv.Itoa(watchBuffer)+" events behind; call ListZoneEvents with from = the trailer's "+grpcserver.ResumeCursorKey+" ("+cursor+"), then watch again")
+		default:
+		}
 		select {
 		case <-stream.Context().Done():
 			return nil
+		case <-lagged:
+			continue
 		case m := <-ch:
 			var e fleetv1.Event
 			if err := proto.Unmarshal(m.Data, &e); err != nil {
@@ -451,6 +485,9 @@ func (g *grpcServer) WatchZoneEvents(req *fleetv1.WatchZoneEventsRequest, stream
 			}
 			if err := stream.Send(&fleetv1.WatchZoneEventsResponse{Event: &e}); err != nil {
 				return err
+			}
+			if e.GetPublishTime() != nil {
+				resume = e.GetPublishTime().AsTime()
 			}
 		}
 	}

@@ -69,6 +69,7 @@ func clientBus(t testing.TB, b *bus.Bus) *bus.Bus {
 type instance struct {
 	s      *Service
 	client fleetv1.GeofenceServiceClient
+	addr   string
 	stop   func() // stops Run and the server, and waits for both
 }
 
@@ -106,7 +107,7 @@ func startInstance(t testing.TB, b *bus.Bus, st Store, cfg Config) *instance {
 	case <-time.After(20 * time.Second):
 		t.Fatal("zones not loaded after 20s")
 	}
-	return &instance{s: s, client: fleetv1.NewGeofenceServiceClient(conn), stop: stop}
+	return &instance{s: s, client: fleetv1.NewGeofenceServiceClient(conn), addr: gs.Addr(), stop: stop}
 }
 
 var base = geo.Point{Lat: 48.137, Lon: 11.575} // Munich

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetwire/fleetwire/pkg/geo"
+	"github.com/fleetwire/fleetwire/pkg/grpcserver"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
@@ -126,7 +127,11 @@ func (g *grpcServer) WatchVehicles(req *fleetv1.WatchVehiclesRequest, stream grp
 			return nil
 		case <-w.notify:
 		}
-		for _, v := range w.take() {
+		updates, lagged := w.take()
+		if lagged {
+			return grpcserver.Lagged(ctx, "", fmt.Sprintf("the reader fell more than %d vehicles behind; watch again (the new stream's snapshot has every vehicle's current state)", watchBuffer))
+		}
+		for _, v := range updates {
 			if err := stream.Send(&fleetv1.WatchVehiclesResponse{Vehicle: toProtoVehicle(&v)}); err != nil {
 				return err
 			}

@@ -492,7 +492,8 @@ func TestTwoInstancesSplitPartitions(t *testing.T) {
 		return true
 	})
 	waitFor(t, "a watcher on one instance seeing every vehicle's last record", func() bool {
-		for _, v := range w.take() {
+		updates, _ := w.take()
+		for _, v := range updates {
 			if v.State != nil {
 				watched[v.Info.ID] = max(watched[v.Info.ID], v.State.Records)
 			}

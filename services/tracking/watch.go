@@ -10,7 +10,10 @@ import (
 // hub fans live updates out to watchers without ever blocking ingest: each watcher has a
 // map of pending updates keyed by vehicle, so a watcher that falls behind receives the
 // latest state of each vehicle once, however many updates it missed in between. Its
-// memory is bounded by the number of vehicles it watches.
+// memory is bounded by the number of vehicles it watches, and by watchBuffer: a watcher
+// with more vehicles pending than that is marked lagged, its pending updates dropped, and
+// its stream ends with a "lagged" status telling the client to watch again (the new
+// stream's snapshot brings every vehicle's current state, so nothing is lost for good).
 type hub struct {
 	mu   sync.RWMutex
 	subs map[*watcher]struct{}
@@ -41,7 +44,11 @@ func (f *WatchFilter) Match(v *Vehicle) bool {
 	return true
 }
 
+// watchBuffer is the most vehicles one watcher may have pending.
+const watchBuffer = 10_000
+
 type watcher struct {
+	lagged  bool // set once pending outgrew watchBuffer; nothing more is buffered
 	filter  WatchFilter
 	notify  chan struct{} // capacity 1: "there is something pending"
 	mu      sync.Mutex
@@ -73,10 +80,17 @@ func (h *hub) publish(v Vehicle) {
 			continue
 		}
 		w.mu.Lock()
-		if _, ok := w.pending[v.Info.ID]; !ok {
+		switch _, ok := w.pending[v.Info.ID]; {
+		case w.lagged:
+		case !ok && len(w.order) >= watchBuffer:
+			w.lagged = true
+			w.pending, w.order = nil, nil
+		case !ok:
 			w.order = append(w.order, v.Info.ID)
+			w.pending[v.Info.ID] = v
+		default:
+			w.pending[v.Info.ID] = v // latest wins
 		}
-		w.pending[v.Info.ID] = v // latest wins
 		w.mu.Unlock()
 		select {
 		case w.notify <- struct{}{}:
@@ -85,15 +99,19 @@ func (h *hub) publish(v Vehicle) {
 	}
 }
 
-// take returns the pending updates, oldest first, and clears them.
-func (w *watcher) take() []Vehicle {
+// take returns the pending updates, oldest first, and clears them; lagged reports that
+// updates were dropped because the reader fell too far behind.
+func (w *watcher) take() (_ []Vehicle, lagged bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.lagged {
+		return nil, true
+	}
 	out := make([]Vehicle, 0, len(w.order))
 	for _, id := range w.order {
 		out = append(out, w.pending[id])
 	}
 	clear(w.pending)
 	w.order = w.order[:0]
-	return out
+	return out, false
 }

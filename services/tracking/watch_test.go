@@ -1,6 +1,7 @@
 package tracking
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/fleetwire/fleetwire/pkg/geo"
@@ -19,8 +20,8 @@ func TestWatchCoalescesForSlowWatchers(t *testing.T) {
 			h.publish(Vehicle{Info: Info{ID: id}, State: st})
 		}
 	}
-	got := w.take()
-	if len(got) != 3 {
+	got, lagged := w.take()
+	if len(got) != 3 || lagged {
 		t.Fatalf("got %d pending updates, want 3", len(got))
 	}
 	for i, v := range got {
@@ -28,8 +29,28 @@ func TestWatchCoalescesForSlowWatchers(t *testing.T) {
 			t.Errorf("update %d: got %s with %d records, want %s with 1000", i, v.Info.ID, v.State.Records, want)
 		}
 	}
-	if len(w.take()) != 0 {
+	if more, _ := w.take(); len(more) != 0 {
 		t.Error("updates left after take")
+	}
+}
+
+// A watcher that reads nothing while more vehicles change than its buffer holds is marked
+// lagged and holds nothing more: its memory stops growing with the fleet.
+func TestWatchLagsInsteadOfGrowing(t *testing.T) {
+	h := newHub()
+	w := h.subscribe(WatchFilter{})
+	defer h.unsubscribe(w)
+	for i := range watchBuffer + 5000 {
+		h.publish(Vehicle{Info: Info{ID: fmt.Sprintf("v%06d", i)}, State: NewState("x")})
+	}
+	w.mu.Lock()
+	held := len(w.pending)
+	w.mu.Unlock()
+	if held != 0 {
+		t.Errorf("a lagged watcher holds %d updates, want 0", held)
+	}
+	if got, lagged := w.take(); !lagged || len(got) != 0 {
+		t.Fatalf("take = %d updates, lagged %v; want none and lagged", len(got), lagged)
 	}
 }
 

@@ -402,6 +402,35 @@ func ExportFeatureCollection(zones []*Zone) ([]byte, error) {
 	return json.Marshal(map[string]any{"type": "FeatureCollection", "features": fs})
 }
 
+// precheck refuses a definition too large, or with too many positions, before anything
+// parses it: one pass over the bytes, no allocation. A position is an array whose first
+// element is a number, so counting '[' followed by a number bounds the vertices from
+// above (a few extra for bounding boxes, which only makes the check stricter by a hair).
+func precheck(src string) error {
+	if len(src) > MaxDefinitionBytes {
+		return fmt.Errorf("%w: GeoJSON of %d bytes, limit %d", ErrTooLarge, len(src), MaxDefinitionBytes)
+	}
+	n := 0
+	for i := 0; i < len(src); i++ {
+		if src[i] != '[' {
+			continue
+		}
+		j := i + 1
+		for j < len(src) && (src[j] == ' ' || src[j] == '\t' || src[j] == '\n' || src[j] == '\r') {
+			j++
+		}
+		if j < len(src) && (src[j] == '-' || (src[j] >= '0' && src[j] <= '9')) {
+			if n++; n > MaxVertices+maxBBoxes {
+				return fmt.Errorf("%w: more than %d positions, limit %d vertices", ErrTooManyVertices, MaxVertices+maxBBoxes, MaxVertices)
+			}
+		}
+	}
+	return nil
+}
+
+// maxBBoxes: room for "bbox" members, which look like positions to precheck.
+const maxBBoxes = 8
+
 // rawGeo is the part of a GeoJSON object the compiler reads.
 type rawGeo struct {
 	Type        string          `json:"type"`
@@ -414,6 +443,9 @@ func (z *Zone) compileGeometry() error {
 	src := strings.TrimSpace(z.GeoJSON)
 	if src == "" {
 		return fmt.Errorf("%w: no GeoJSON given", ErrEmptyGeometry)
+	}
+	if err := precheck(src); err != nil {
+		return err
 	}
 	var g rawGeo
 	if err := json.Unmarshal([]byte(src), &g); err != nil {

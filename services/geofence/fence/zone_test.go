@@ -35,6 +35,8 @@ func TestCompileRejectsInvalidGeoJSON(t *testing.T) {
 		{"degenerate ring", Spec{GeoJSON: `{"type":"Polygon","coordinates":[[[10,50],[10.1,50],[10,50],[10.1,50],[10,50]]]}`}, ErrRingTooShort, "fewer than 3 distinct"},
 		{"longitude out of range", Spec{GeoJSON: `{"type":"Polygon","coordinates":[[[10,50],[190,50],[10.1,50.1],[10,50]]]}`}, ErrCoordinate, "position 1 [190, 50]"},
 		{"latitude out of range", Spec{GeoJSON: `{"type":"Point","coordinates":[10,95]}`, RadiusM: 100}, ErrCoordinate, "circle centre [10, 95]"},
+		{"oversized GeoJSON", Spec{GeoJSON: `{"type":"Polygon","coordinates":[[` + strings.Repeat("[10.000001,50.000001],", 200_000) + `[10,50]]]}`}, ErrTooLarge, "limit 61440"},
+		{"positions far beyond the vertex limit", Spec{GeoJSON: `{"type":"Polygon","coordinates":[[` + strings.Repeat("[1,2],", 5000) + `[1,2]]]}`}, ErrTooManyVertices, "more than 2008 positions"},
 		{"too many vertices", Spec{GeoJSON: `{"type":"Polygon","coordinates":[[` + strings.Join(big, ",") + `]]}`}, ErrTooManyVertices, fmt.Sprintf("limit %d", MaxVertices)},
 		{"empty polygon", Spec{GeoJSON: `{"type":"Polygon","coordinates":[]}`}, ErrEmptyGeometry, "no rings"},
 		{"empty ring", Spec{GeoJSON: `{"type":"Polygon","coordinates":[[]]}`}, ErrEmptyGeometry, "no positions"},
@@ -66,6 +68,26 @@ func TestCompileRejectsInvalidGeoJSON(t *testing.T) {
 	}
 	if _, err := Compile(Spec{ID: "bad id!", Name: "x", GeoJSON: square(50, 10, 500)}); !errors.Is(err, ErrID) {
 		t.Errorf("got %v for a bad id, want ErrID", err)
+	}
+}
+
+// A 4 MB GeoJSON is refused by a scan of its bytes, before anything parses it (parsing
+// would allocate for every one of its 200 000 positions).
+func TestOversizedGeoJSONRefusedBeforeParsing(t *testing.T) {
+	huge := Spec{ID: "z", Name: "z", GeoJSON: `{"type":"Polygon","coordinates":[[` + strings.Repeat("[10.000001,50.000001],", 200_000) + `[10,50]]]}`}
+	many := Spec{ID: "z", Name: "z", GeoJSON: `{"type":"Polygon","coordinates":[[` + strings.Repeat("[1,2],", 9000) + `[1,2]]]}`}
+	for name, tc := range map[string]struct {
+		spec Spec
+		want error
+	}{"4 MB": {huge, ErrTooLarge}, "9000 positions": {many, ErrTooManyVertices}} {
+		allocs := testing.AllocsPerRun(3, func() {
+			if _, err := Compile(tc.spec); !errors.Is(err, tc.want) {
+				t.Fatalf("%s: got %v, want %v", name, err, tc.want)
+			}
+		})
+		if allocs > 50 {
+			t.Errorf("%s: %.0f allocations to refuse it, want a handful (refused before parsing)", name, allocs)
+		}
 	}
 }
 

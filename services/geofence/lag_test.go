@@ -1,0 +1,114 @@
+package geofence
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/grpcserver"
+	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
+)
+
+// Sixteen watchers that never read, while 20 MB of events go by: the server keeps a
+// bounded buffer for each (not the 20 MB each), and each watcher, once it reads, learns it
+// lagged and where to resume.
+func TestNonReadingWatchersLagWithBoundedMemory(t *testing.T) {
+	const watchers, events = 16, 20_000
+	b := openBus(t)
+	in := startInstance(t, b, NewMemoryStore(), DefaultConfig())
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+
+	// The watchers' client accepts no more than gRPC's basic 64 KiB window per stream, as a
+	// client on another machine would hold its own buffers: what is measured is the server.
+	conn, err := grpc.NewClient(in.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := fleetv1.NewGeofenceServiceClient(conn)
+	var streams []grpc.ServerStreamingClient[fleetv1.WatchZoneEventsResponse]
+	for range watchers {
+		s, err := client.WatchZoneEvents(ctx, &fleetv1.WatchZoneEventsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Header(); err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, s)
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	before := heap()
+
+	// A probe sees the events at about the time the watchers' subscriptions do; the heap is
+	// then sampled a few times while the server's goroutines settle.
+	seen := make(chan struct{})
+	n := 0
+	probe, err := clientBus(t, b).NC.Subscribe(bus.EventSourceFilter(Source), func(*nats.Msg) {
+		if n++; n == events {
+			close(seen)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Unsubscribe()
+	ev := &fleetv1.Event{EventId: "e", Source: Source, Kind: "enter", VehicleId: "v1", Attributes: map[string]string{"pad": strings.Repeat("x", 1000)}}
+	data, _ := proto.Marshal(ev)
+	subject := bus.EventSubject(Source, "enter", "v1")
+	pub := clientBus(t, b) // a publisher elsewhere, at a pace the server can deliver
+	for i := range events {
+		if err := pub.NC.Publish(subject, data); err != nil {
+			t.Fatal(err)
+		}
+		if i%100 == 99 {
+			if err := pub.NC.FlushTimeout(10 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	select {
+	case <-seen:
+	case <-ctx.Done():
+		t.Fatalf("probe saw %d of %d events", n, events)
+	}
+	var peak uint64
+	for range 10 { // a few samples while the server's goroutines settle
+		peak = max(peak, heap())
+	}
+	const limit = 96 << 20 // 16 × (1 024 buffered events + a gRPC window) + NATS in flight, with room
+	if grew := int64(peak) - int64(before); grew > limit {
+		t.Errorf("heap grew by %d MB with %d non-reading watchers, want under %d MB (unbounded would be %d MB)",
+			grew>>20, watchers, limit>>20, watchers*events*len(data)>>20)
+	}
+
+	for i, s := range streams {
+		var err error
+		for err == nil {
+			_, err = s.Recv()
+		}
+		if !grpcserver.IsLagged(err) {
+			t.Fatalf("watcher %d ended with %v, want lagged", i, err)
+		}
+		if cur := s.Trailer()[grpcserver.ResumeCursorKey]; len(cur) != 1 {
+			t.Errorf("watcher %d: trailer %v, want a resume cursor", i, s.Trailer())
+		} else if _, perr := time.Parse(time.RFC3339Nano, cur[0]); perr != nil {
+			t.Errorf("watcher %d: cursor %q is not a time: %v", i, cur[0], perr)
+		}
+	}
+}
