@@ -159,7 +159,18 @@ func (s *Service) Trips(ctx context.Context, id string, from, to time.Time) ([]T
 	if err != nil {
 		return nil, nil, err
 	}
-	trips, stops := Segment(fixes, s.cfg.Trips)
+	tc := s.cfg.Trips
+	if len(s.cfg.GroupTrips) > 0 {
+		// The vehicle's groups pick its trip thresholds.
+		vs, err := s.store.Vehicles(ctx, []string{id})
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(vs) == 1 {
+			tc = s.cfg.TripsFor(vs[0].Info.Groups)
+		}
+	}
+	trips, stops := Segment(fixes, tc)
 	return trips, stops, nil
 }
 

@@ -194,3 +194,55 @@ func TestSimplify(t *testing.T) {
 		}
 	}
 }
+
+// TestTripThresholdsPerGroup checks that a vehicle's group picks its short-trip
+// thresholds and that other vehicles keep the defaults.
+func TestTripThresholdsPerGroup(t *testing.T) {
+	ctx := t.Context()
+	cfg := DefaultConfig()
+	long := cfg.Trips
+	long.MinDistanceM, long.MinDuration = 2000, 5*time.Minute
+	cfg.GroupTrips = map[string]TripConfig{"long-haul": long}
+	store := NewMemoryStore()
+	s, err := New(cfg, nil, store, discardLog(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := t0
+	// Parked, a 3-minute 1.5 km hop at 30 km/h, parked again.
+	fixes := synthDay(start, geo.Point{Lat: 48, Lon: 11}, []leg{
+		{dur: 10 * time.Minute, every: time.Minute},
+		{dur: 3 * time.Minute, kmh: 30, bearing: 90, every: 10 * time.Second, ign: true},
+		{dur: 10 * time.Minute, every: time.Minute},
+	})
+	for _, id := range []string{"lh1", "van1"} {
+		groups := []string{"vans"}
+		if id == "lh1" {
+			groups = []string{"depot-a", "long-haul"}
+		}
+		if err := store.Register(ctx, Info{ID: id, Groups: groups, Registered: true}); err != nil {
+			t.Fatal(err)
+		}
+		var pts []TrackPoint
+		for _, f := range fixes {
+			pts = append(pts, TrackPoint{VehicleID: id, Fix: f})
+		}
+		if err := store.Write(ctx, Batch{Points: pts, Now: start.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		id    string
+		trips int
+	}{{"lh1", 0}, {"van1", 1}} {
+		t.Run(tc.id, func(t *testing.T) {
+			trips, _, err := s.Trips(ctx, tc.id, start, start.Add(time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(trips) != tc.trips {
+				t.Errorf("got %d trips, want %d", len(trips), tc.trips)
+			}
+		})
+	}
+}
