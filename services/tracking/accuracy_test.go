@@ -358,3 +358,32 @@ func TestOdometerAccuracy(t *testing.T) {
 	}
 	t.Logf("%d vehicles × %d seeds per set, one day each\n%s\n%s", accuracyVehicles, len(trackgen.DevSeeds), accuracyHeader, strings.Join(lines, "\n"))
 }
+
+// BenchmarkApplyNoisy measures the filters on trackgen's noisy day (spikes, drift, late
+// batches, duplicates) rather than on a clean straight line: one record per op.
+func BenchmarkApplyNoisy(b *testing.B) {
+	fleet := trackgen.Generate(trackgen.Config{Seed: trackgen.DevSeeds[0], Vehicles: 5})
+	var items []trackgen.Item
+	for _, v := range fleet {
+		items = append(items, v.Items...)
+	}
+	tr := NewTracker(DefaultConfig())
+	states := map[string]*State{}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		k := i % len(items)
+		if k == 0 {
+			clear(states)
+		}
+		it := &items[k]
+		st := states[it.Record.VehicleID]
+		if st == nil {
+			st = NewState(it.Record.VehicleID)
+			states[it.Record.VehicleID] = st
+		}
+		r := it.Record
+		tr.Apply(st, &r, it.Deliver)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
