@@ -104,17 +104,65 @@ type Alert struct {
 	SpeedKmh    float64
 	Attributes  map[string]string
 
+	// Confidence and Evidence: how sure the rules are, and what they saw (theft kinds).
+	Confidence Confidence
+	Evidence   []Evidence
+	// Tracked: the incident key names one incident whose lifecycle the rules track (it
+	// carries the incident's start), so every occurrence with that key belongs to it,
+	// whatever the operator did meanwhile and however long it lasts.
+	Tracked bool `json:",omitempty"`
+
 	AckBy, AckNote          string
 	AckTime                 time.Time
 	ResolvedBy, ResolveNote string
 	ResolveTime             time.Time
 }
 
-// mergeable reports whether occurrence o belongs to the incident of alert a: same key, a
-// not resolved, and o no later than cooldown after a's latest occurrence. An occurrence
-// older than a's latest (a backlog) always merges.
+// Confidence is how sure the theft rules are of an alert. The values match
+// fleet.v1.AlertConfidence.
+type Confidence uint8
+
+const (
+	ConfidenceUnspecified Confidence = iota
+	ConfidenceLow
+	ConfidenceMedium
+	ConfidenceHigh
+)
+
+func (c Confidence) String() string {
+	switch c {
+	case ConfidenceLow:
+		return "low"
+	case ConfidenceMedium:
+		return "medium"
+	case ConfidenceHigh:
+		return "high"
+	}
+	return "unspecified"
+}
+
+// Evidence is one observation behind a theft alert.
+type Evidence struct {
+	Kind   string // EvFixes, EvAccelerometer, ...
+	Detail string
+	Time   time.Time // device time it was observed (from)
+}
+
+// maxEvidence bounds the evidence an alert keeps.
+const maxEvidence = 16
+
+// mergeable reports whether occurrence o belongs to the incident of alert a. A tracked
+// occurrence belongs to the alert with its key, always. Otherwise: same key, a not
+// resolved, and o no later than cooldown after a's latest occurrence; an occurrence older
+// than a's latest (a backlog) always merges.
 func (a *Alert) mergeable(o *Alert, cooldown time.Duration) bool {
-	return a.IncidentKey == o.IncidentKey && a.State != AlertResolved && !o.FirstTime.After(a.LastTime.Add(cooldown))
+	if a.IncidentKey != o.IncidentKey {
+		return false
+	}
+	if o.Tracked {
+		return true
+	}
+	return a.State != AlertResolved && !o.FirstTime.After(a.LastTime.Add(cooldown))
 }
 
 // merge folds occurrence o into a.
@@ -134,13 +182,25 @@ func (a *Alert) merge(o *Alert) {
 			a.Sources = append(a.Sources, s)
 		}
 	}
+	newer := !o.FirstTime.Before(a.LastTime)
 	for k, v := range o.Attributes {
-		if _, ok := a.Attributes[k]; !ok {
+		// A tracked incident's newer occurrence brings the current figures (distance,
+		// closing); otherwise the first occurrence's details stay.
+		if _, ok := a.Attributes[k]; !ok || (o.Tracked && newer) {
 			if a.Attributes == nil {
 				a.Attributes = map[string]string{}
 			}
 			a.Attributes[k] = v
 		}
+	}
+	if o.Confidence > a.Confidence {
+		a.Confidence = o.Confidence
+	}
+	for _, e := range o.Evidence {
+		if len(a.Evidence) >= maxEvidence {
+			break
+		}
+		a.Evidence = append(a.Evidence, e)
 	}
 }
 

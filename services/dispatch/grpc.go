@@ -99,6 +99,10 @@ func AlertToProto(a *Alert) *fleetv1.Alert {
 		Occurrences: uint32(a.Occurrences), SpeedKmh: a.SpeedKmh, Attributes: a.Attributes,
 		AcknowledgedBy: a.AckBy, AcknowledgeTime: ts(a.AckTime), AcknowledgeNote: a.AckNote,
 		ResolvedBy: a.ResolvedBy, ResolveTime: ts(a.ResolveTime), ResolveNote: a.ResolveNote,
+		Confidence: fleetv1.AlertConfidence(a.Confidence),
+	}
+	for _, e := range a.Evidence {
+		pa.Evidence = append(pa.Evidence, &fleetv1.AlertEvidence{Kind: e.Kind, Detail: e.Detail, Time: ts(e.Time)})
 	}
 	if a.HasPosition {
 		pa.Position = &fleetv1.LatLng{Latitude: a.Lat, Longitude: a.Lon}

@@ -114,8 +114,9 @@ func (cs *compiledSchedule) allowed(t time.Time) bool {
 //	 "schedules": {"day-shift": {"time_zone": "Europe/Berlin",
 //	   "windows": [{"days": ["mon","tue","wed","thu","fri"], "start": "07:00", "end": "19:00"}]}}}
 type scheduleFile struct {
-	Groups    map[string]string `json:"groups"`
-	Schedules map[string]struct {
+	Groups     map[string]string            `json:"groups"`
+	Thresholds map[string]thresholdOverride `json:"thresholds"`
+	Schedules  map[string]struct {
 		TimeZone string `json:"time_zone"`
 		Windows  []struct {
 			Days       []string `json:"days"`
@@ -129,14 +130,102 @@ var weekdays = map[string]time.Weekday{
 	"thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday,
 }
 
+// thresholdOverride is the JSON form of a group's thresholds: the fields given replace
+// the defaults, durations in seconds.
+type thresholdOverride struct {
+	MovingKmh          *float64 `json:"moving_kmh"`
+	MinSatellites      *uint32  `json:"min_satellites"`
+	MaxHDOP            *float64 `json:"max_hdop"`
+	MaxPDOP            *float64 `json:"max_pdop"`
+	TowArmAfterS       *float64 `json:"tow_arm_after_s"`
+	TowDistanceM       *float64 `json:"tow_distance_m"`
+	TowSpeedKmh        *float64 `json:"tow_speed_kmh"`
+	TowMovementForS    *float64 `json:"tow_movement_for_s"`
+	TowMovementAloneS  *float64 `json:"tow_movement_alone_s"`
+	TowSupplyLowV      *float64 `json:"tow_supply_low_v"`
+	IncidentCloseAfter *float64 `json:"incident_close_after_s"`
+	JamConfirmS        *float64 `json:"jam_confirm_s"`
+	JamGSMMax          *int8    `json:"jam_gsm_max"`
+	JamGSMDrop         *int8    `json:"jam_gsm_drop"`
+	JamSilentAfterS    *float64 `json:"jam_silent_after_s"`
+	JamLongLossS       *float64 `json:"jam_long_loss_s"`
+}
+
+func (o *thresholdOverride) apply(t Thresholds) Thresholds {
+	secs := func(dst *time.Duration, v *float64) {
+		if v != nil {
+			*dst = time.Duration(*v * float64(time.Second))
+		}
+	}
+	set := func(dst *float64, v *float64) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	set(&t.MovingKmh, o.MovingKmh)
+	if o.MinSatellites != nil {
+		t.MinSatellites = *o.MinSatellites
+	}
+	set(&t.MaxHDOP, o.MaxHDOP)
+	set(&t.MaxPDOP, o.MaxPDOP)
+	secs(&t.TowArmAfter, o.TowArmAfterS)
+	set(&t.TowDistanceM, o.TowDistanceM)
+	set(&t.TowSpeedKmh, o.TowSpeedKmh)
+	secs(&t.TowMovementFor, o.TowMovementForS)
+	secs(&t.TowMovementAlone, o.TowMovementAloneS)
+	set(&t.TowSupplyLowV, o.TowSupplyLowV)
+	secs(&t.IncidentCloseAfter, o.IncidentCloseAfter)
+	secs(&t.JamConfirm, o.JamConfirmS)
+	if o.JamGSMMax != nil {
+		t.JamGSMMax = *o.JamGSMMax
+	}
+	if o.JamGSMDrop != nil {
+		t.JamGSMDrop = *o.JamGSMDrop
+	}
+	secs(&t.JamSilentAfter, o.JamSilentAfterS)
+	secs(&t.JamLongLoss, o.JamLongLossS)
+	return t
+}
+
+// ParseDetectConfig reads schedules, group memberships and per-group thresholds from JSON
+// (see scheduleFile; "thresholds" maps a group to the thresholds it changes) onto base,
+// checking every zone, window and threshold.
+func ParseDetectConfig(data []byte, base DetectConfig) (DetectConfig, error) {
+	sched, groups, f, err := parseScheduleFile(data)
+	if err != nil {
+		return base, err
+	}
+	base.Schedules, base.Groups = sched, groups
+	if len(f.Thresholds) > 0 {
+		base.GroupThresholds = make(map[string]Thresholds, len(f.Thresholds))
+	}
+	for g, o := range f.Thresholds {
+		t := o.apply(base.Thresholds)
+		if err := t.validate(); err != nil {
+			return base, fmt.Errorf("thresholds of group %q: %w", g, err)
+		}
+		base.GroupThresholds[g] = t
+	}
+	return base, nil
+}
+
 // ParseSchedules reads allowed-hours schedules and group memberships from JSON (see
 // scheduleFile) into the form DetectConfig takes, checking every zone and window.
+// Per-group thresholds in the file are refused here: ParseDetectConfig reads them.
 func ParseSchedules(data []byte) (map[string]Schedule, map[string]string, error) {
+	sched, groups, f, err := parseScheduleFile(data)
+	if err == nil && len(f.Thresholds) > 0 {
+		return nil, nil, fmt.Errorf("%w: schedules: thresholds need ParseDetectConfig", ErrInvalid)
+	}
+	return sched, groups, err
+}
+
+func parseScheduleFile(data []byte) (map[string]Schedule, map[string]string, *scheduleFile, error) {
 	var f scheduleFile
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		return nil, nil, fmt.Errorf("%w: schedules: %v", ErrInvalid, err)
+		return nil, nil, nil, fmt.Errorf("%w: schedules: %v", ErrInvalid, err)
 	}
 	out := make(map[string]Schedule, len(f.Schedules))
 	for name, fs := range f.Schedules {
@@ -146,21 +235,22 @@ func ParseSchedules(data []byte) (map[string]Schedule, map[string]string, error)
 			for _, d := range fw.Days {
 				wd, ok := weekdays[strings.ToLower(d)]
 				if !ok {
-					return nil, nil, fmt.Errorf("%w: schedule %q: weekday %q (want sun..sat)", ErrInvalid, name, d)
+					return nil, nil, nil, fmt.Errorf("%w: schedule %q: weekday %q (want sun..sat)", ErrInvalid, name, d)
 				}
 				w.Days = append(w.Days, wd)
 			}
 			s.Windows = append(s.Windows, w)
 		}
 		if _, err := compileSchedule(s); err != nil {
-			return nil, nil, fmt.Errorf("schedule %q: %w", name, err)
+			return nil, nil, nil, fmt.Errorf("schedule %q: %w", name, err)
 		}
 		out[name] = s
 	}
 	for v, g := range f.Groups {
-		if _, ok := out[g]; !ok {
-			return nil, nil, fmt.Errorf("%w: vehicle %q is in group %q, which has no schedule", ErrInvalid, v, g)
+		_, hasThresholds := f.Thresholds[g]
+		if _, ok := out[g]; !ok && !hasThresholds {
+			return nil, nil, nil, fmt.Errorf("%w: vehicle %q is in group %q, which has no schedule and no thresholds", ErrInvalid, v, g)
 		}
 	}
-	return out, f.Groups, nil
+	return out, f.Groups, &f, nil
 }

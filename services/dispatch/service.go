@@ -52,15 +52,7 @@ type Config struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Detect: DetectConfig{
-			MovingKmh:          5,
-			TowArmAfter:        60 * time.Second,
-			TowDistanceM:       150,
-			TowSpeedKmh:        10,
-			IncidentCloseAfter: 10 * time.Minute,
-			JamMinLoss:         60 * time.Second,
-			JamJumpM:           1000,
-		},
+		Detect:             DetectConfig{Thresholds: DefaultThresholds()},
 		AlertCooldown:      30 * time.Minute,
 		ImmobilizeMaxKmh:   5,
 		OfflineAfter:       10 * time.Minute,
@@ -88,6 +80,13 @@ type Service struct {
 	cmds     *prometheus.CounterVec
 	wake     signal
 	now      func() time.Time
+
+	// silent holds the vehicles whose newest record showed GNSS lost while moving: the
+	// silence rule (Detector.Silent) is checked on them by the sweep, because a jammer
+	// that stays on sends no record to drive detection. In memory, per instance: each
+	// instance watches the vehicles of its own partitions.
+	silentMu sync.Mutex
+	silent   map[string]VehicleState
 }
 
 // New checks cfg and builds the service. reg may be nil.
@@ -111,7 +110,8 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 		cmds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fleetwire_dispatch_command_transitions_total", Help: "Command state changes, by new state.",
 		}, []string{"state"}),
-		now: time.Now,
+		now:    time.Now,
+		silent: map[string]VehicleState{},
 	}
 	s.wake.ch = make(chan struct{})
 	if reg != nil {
@@ -248,6 +248,7 @@ func (s *Service) handleVehicles(ctx context.Context, order []string, work map[s
 		states[v] = st
 		updated = append(updated, st)
 	}
+	s.watchSilence(updated)
 	// Alerts first, then the states: a crash in between re-raises on redelivery (the
 	// store ignores the repeat) instead of losing the alert.
 	if err := s.raise(ctx, alerts); err != nil {
@@ -395,7 +396,49 @@ func (s *Service) sweep(ctx context.Context) error {
 		if err := s.sweepOnce(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("command sweep failed", "err", err)
 		}
+		if err := s.checkSilence(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("silence check failed", "err", err)
+		}
 	}
+}
+
+// watchSilence updates the silence watch list from states just applied.
+func (s *Service) watchSilence(states []VehicleState) {
+	s.silentMu.Lock()
+	defer s.silentMu.Unlock()
+	for i := range states {
+		if SilenceCheck(&states[i]) {
+			s.silent[states[i].Vehicle] = states[i]
+		} else {
+			delete(s.silent, states[i].Vehicle)
+		}
+	}
+}
+
+// checkSilence raises the silence rule's alerts. A vehicle stays on the list until a
+// record takes it off, so the check repeats; the alert's cause id makes the repeats
+// no-ops in the store.
+func (s *Service) checkSilence(ctx context.Context) error {
+	now := s.now()
+	var alerts []Alert
+	var raised []string
+	s.silentMu.Lock()
+	for v, st := range s.silent {
+		if as := s.det.Silent(&st, now); len(as) > 0 {
+			alerts = append(alerts, as...)
+			raised = append(raised, v)
+		}
+	}
+	s.silentMu.Unlock()
+	if err := s.raise(ctx, alerts); err != nil {
+		return err // still listed: the next sweep tries again
+	}
+	s.silentMu.Lock()
+	for _, v := range raised {
+		delete(s.silent, v) // the next record puts it back if it is still silent-prone
+	}
+	s.silentMu.Unlock()
+	return nil
 }
 
 func (s *Service) sweepOnce(ctx context.Context) error {

@@ -292,7 +292,10 @@ func testTowScenarioImmobilizeAndResume(t *testing.T, st Store) {
 	}
 
 	// The tow starts: the first record that satisfies the rule raises the alert.
-	first := at(base, 3*time.Minute, 40, 25, false)
+	// One good fix 200 m away with the accelerometer sensing movement confirms it.
+	first := at(base, 3*time.Minute, 200, 25, false)
+	first.Movement = true
+	first.Set(telemetry.HasMovement)
 	dev.send(first)
 	var tow *fleetv1.Alert
 	eventually(t, "tow alert", func() bool {
@@ -615,7 +618,10 @@ func TestRestartMidIncidentNoDuplicate(t *testing.T) {
 		dev := newDevice(t, h.b, v)
 		base := time.Now().Add(-10 * time.Minute).UTC().Truncate(time.Millisecond)
 		dev.send(at(base, 0, 0, 0, false))
-		dev.send(at(base, 2*time.Minute, 300, 20, false))
+		towed := at(base, 2*time.Minute, 300, 20, false) // one fix away plus the accelerometer
+		towed.Movement = true
+		towed.Set(telemetry.HasMovement)
+		dev.send(towed)
 		eventually(t, "tow alert", func() bool {
 			return len(h.listAlerts(&fleetv1.ListAlertsRequest{VehicleId: v})) == 1
 		})
@@ -740,4 +746,57 @@ func TestTwoInstancesShareRedis(t *testing.T) {
 			t.Fatalf("%s received %v, want [%s] once", devs[i].vehicle, got, id)
 		}
 	}
+}
+
+// TestJammerThatStaysOn: the tracker loses GNSS while moving and then sends nothing (the
+// jammer blocks its uplink too). The sweep's silence rule alerts without any further
+// record; the buffered records that arrive later join the same alert.
+func TestJammerThatStaysOn(t *testing.T) { forStores(t, testJammerThatStaysOn) }
+
+func testJammerThatStaysOn(t *testing.T, st Store) {
+	cfg := testConfig()
+	cfg.Detect.JamSilentAfter = 2 * time.Second
+	h := newHarnessWith(t, st, cfg)
+	const v = "jam-1"
+	dev := newDevice(t, h.b, v)
+	base := time.Now().Add(-30 * time.Second).UTC().Truncate(time.Millisecond)
+	drive := func(off time.Duration, dist float64, fix bool, level uint8) telemetry.Record {
+		r := at(base, off, dist, 60, true)
+		r.FixValid = fix
+		r.Movement, r.GSMLevel = true, level
+		r.Set(telemetry.HasMovement | telemetry.HasGSMLevel)
+		return r
+	}
+	dev.send(drive(0, 0, true, 4))
+	dev.send(drive(10*time.Second, 170, true, 4))
+	lost := drive(20*time.Second, 0, false, 3)
+	dev.send(lost)
+	var jam *fleetv1.Alert
+	eventually(t, "jamming alert from the silence", func() bool {
+		got := h.listAlerts(&fleetv1.ListAlertsRequest{VehicleId: v, Kind: KindGNSSJamming})
+		if len(got) > 0 {
+			jam = got[0]
+		}
+		return jam != nil
+	})
+	kinds := map[string]bool{}
+	for _, e := range jam.GetEvidence() {
+		kinds[e.GetKind()] = true
+	}
+	if !kinds[EvSilence] || !kinds[EvGNSSLoss] || jam.GetConfidence() == fleetv1.AlertConfidence_ALERT_CONFIDENCE_UNSPECIFIED || jam.GetPosition() == nil {
+		t.Fatalf("got evidence %v confidence %v position %v, want silence and GNSS loss, a confidence and the last position",
+			jam.GetEvidence(), jam.GetConfidence(), jam.GetPosition())
+	}
+	// The operator resolves it; then the jammer goes off and the buffer arrives.
+	if _, err := h.alerts.ResolveAlert(h.ctx(), &fleetv1.ResolveAlertRequest{AlertId: jam.GetAlertId(), Who: "ann"}); err != nil {
+		t.Fatal(err)
+	}
+	dev.send(drive(30*time.Second, 0, false, 1))
+	last := drive(40*time.Second, 0, false, 1)
+	dev.send(last)
+	h.waitApplied(v, last.DeviceTime)
+	eventually(t, "the buffered records to join the alert", func() bool {
+		got := h.listAlerts(&fleetv1.ListAlertsRequest{VehicleId: v})
+		return len(got) == 1 && got[0].GetOccurrences() >= 2
+	})
 }

@@ -241,7 +241,9 @@ func runStoreConformance(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 		v := VehicleState{Vehicle: "v1", LastDeviceTime: t0, LastReceived: t0.Add(time.Second), SpeedKmh: 42,
 			HasFix: true, FixLat: 52.5, FixLon: 13.4, FixTime: t0, IgnitionKnown: true, IgnitionOffSince: t0,
-			ParkSet: true, ParkLat: 52.5, ParkLon: 13.4, TowActive: true}
+			ParkSet: true, ParkLat: 52.5, ParkLon: 13.4, ParkCells: []int64{5, 9}, LastGSM: 3,
+			RecentFixes: []FixSample{{Time: t0, SpeedKmh: 3, Good: true}},
+			Tow:         Incident{Open: true, Key: "tow:v1:x", Kind: KindTow, Start: t0, Opened: t0, Evidence: []string{EvFixes}}}
 		if err := st.PutVehicle(ctx, v); err != nil {
 			t.Fatal(err)
 		}

@@ -45,7 +45,6 @@ func kinds(as []Alert) string {
 	}
 	return strings.Join(out, ",")
 }
-
 func TestDeviceAlarmsWhateverTheFix(t *testing.T) {
 	d := testDetector(t)
 	for k := telemetry.AlarmTow; k.Valid(); k++ {
@@ -71,8 +70,18 @@ func TestDeviceAlarmsWhateverTheFix(t *testing.T) {
 				if got[0].HasPosition != wantPos {
 					t.Fatalf("got HasPosition %v, want %v", got[0].HasPosition, wantPos)
 				}
-				if got[0].IncidentKey != IncidentKey(k.String(), "v1") || got[0].CauseID == "" {
-					t.Fatalf("got key %q cause %q", got[0].IncidentKey, got[0].CauseID)
+				wantKey := IncidentKey(k.String(), "v1")
+				switch k {
+				case telemetry.AlarmTow, telemetry.AlarmGNSSJamming, telemetry.AlarmGSMJamming:
+					// Theft alarms open a tracked incident the server-side rules join.
+					wantKey = trackedKey(k.String(), "v1", r.DeviceTime)
+					if !got[0].Tracked || got[0].Confidence != ConfidenceHigh || len(got[0].Evidence) != 1 {
+						t.Fatalf("got tracked %v confidence %s evidence %v, want a tracked, high-confidence alert with the alarm as evidence",
+							got[0].Tracked, got[0].Confidence, got[0].Evidence)
+					}
+				}
+				if got[0].IncidentKey != wantKey || got[0].CauseID == "" {
+					t.Fatalf("got key %q cause %q, want key %q", got[0].IncidentKey, got[0].CauseID, wantKey)
 				}
 			})
 		}
@@ -91,101 +100,358 @@ func runSteps(t *testing.T, d *Detector, steps []step) VehicleState {
 	for i, s := range steps {
 		got := d.Apply(&st, &s.r)
 		if kinds(got) != s.want {
-			t.Fatalf("step %d (t+%s): got alerts %q, want %q", i, s.r.DeviceTime.Sub(t0), kinds(got), s.want)
+			t.Fatalf("step %d (t+%s): got alerts %q, want %q (%s)", i, s.r.DeviceTime.Sub(t0), kinds(got), s.want, messages(got))
 		}
 	}
 	return st
 }
 
-func TestTheftRules(t *testing.T) {
-	noFix := func(r telemetry.Record) telemetry.Record { r.FixValid = false; return r }
-	min := time.Minute
+func messages(as []Alert) string {
+	var out []string
+	for _, a := range as {
+		out = append(out, a.Message)
+	}
+	return strings.Join(out, "; ")
+}
+
+// Record options for the rule tables.
+type opt func(*telemetry.Record)
+
+func moving(r *telemetry.Record) { r.Movement = true; r.Set(telemetry.HasMovement) }
+func still(r *telemetry.Record)  { r.Movement = false; r.Set(telemetry.HasMovement) }
+func noFix(r *telemetry.Record)  { r.FixValid = false }
+func poor(r *telemetry.Record)   { r.Satellites, r.HDOP = 4, 4.5 }
+func gsm(l uint8) opt {
+	return func(r *telemetry.Record) { r.GSMLevel = l; r.Set(telemetry.HasGSMLevel) }
+}
+func cell(id float64) opt {
+	return func(r *telemetry.Record) { r.IO = map[string]float64{"205": id} }
+}
+func supply(v float64) opt {
+	return func(r *telemetry.Record) { r.ExternalVoltage = v; r.Set(telemetry.HasExternalVoltage) }
+}
+
+// rr builds a record at t0+at, distM north of home, with good geometry unless changed.
+func rr(at time.Duration, distM, speed float64, ign *bool, opts ...opt) telemetry.Record {
+	r := rec(at, distM, speed, ign)
+	r.Satellites, r.HDOP = 10, 0.9
+	for _, o := range opts {
+		o(&r)
+	}
+	return r
+}
+
+func TestTowRules(t *testing.T) {
+	const min = time.Minute
+	sec := func(n int) time.Duration { return time.Duration(n) * time.Second }
+	parked := []step{
+		{rr(0, 0, 0, off, still, cell(1)), ""},
+		{rr(5*min, 5, 0, off, still, cell(1)), ""},
+		{rr(10*min, 0, 0, off, still, cell(1)), ""},
+	}
+	with := func(steps ...step) []step { return append(append([]step{}, parked...), steps...) }
 	for _, tc := range []struct {
 		name  string
 		steps []step
 	}{
-		{"tow by distance, once per incident", []step{
-			{rec(0, 0, 0, off), ""},
-			{rec(30*time.Second, 50, 0, off), ""}, // not armed yet: the car rolls into its space
-			{rec(5*min, 60, 0, off), ""},
-			{rec(6*min, 100, 3, off), ""}, // 40 m from where it parked: drift
-			{rec(7*min, 260, 8, off), "tow"},
-			{rec(8*min, 900, 30, off), ""},
-			{rec(9*min, 1500, 30, off), ""},
+		{"multipath: one fix 400 m off with 4 satellites and HDOP 4.5", with(
+			step{rr(11*min, 400, 12, off, still, poor), ""},
+			step{rr(12*min, 3, 0, off, still), ""},
+		)},
+		{"one good fix far off and back: not confirmed", with(
+			step{rr(11*min, 600, 0, off, still), ""},
+			step{rr(12*min, 3, 0, off, still), ""},
+		)},
+		{"valet: 50 m with one 11 km/h reading", with(
+			step{rr(11*min, 10, 11, off, moving), ""},
+			step{rr(11*min+sec(20), 30, 3, off, moving), ""},
+			step{rr(11*min+sec(40), 50, 3, off, moving), ""},
+			step{rr(12*min, 52, 0, off, still), ""},
+			step{rr(20*min, 50, 0, off, still), ""},
+		)},
+		{"ferry: fixes far away, no accelerometer movement", with(
+			step{rr(11*min, 500, 25, off, still, cell(2)), ""},
+			step{rr(12*min+sec(30), 1500, 25, off, still, cell(3)), ""},
+			step{rr(14*min, 2500, 25, off, still, cell(4)), ""},
+		)},
+		{"two good fixes away with movement", with(
+			step{rr(11*min, 20, 2, off, moving), ""},
+			step{rr(11*min+sec(30), 200, 25, off, moving), "tow"},
+			step{rr(12*min, 400, 25, off, moving), ""},
+		)},
+		{"one good fix away plus the accelerometer", with(
+			step{rr(11*min, 300, 25, off, moving), "tow"},
+		)},
+		{"tracker without accelerometer: two good fixes away", []step{
+			{rr(0, 0, 0, off), ""},
+			{rr(5*min, 200, 20, off), ""},
+			{rr(6*min, 500, 20, off), "tow"},
 		}},
-		{"tow by speed", []step{
-			{rec(0, 0, 0, off), ""},
-			{rec(2*min, 20, 25, off), "tow"},
-		}},
-		{"tow incident closes after standing still, next movement is a new one", []step{
-			{rec(0, 0, 0, off), ""},
-			{rec(2*min, 300, 20, off), "tow"},
-			{rec(3*min, 2000, 0, off), ""},
-			{rec(14*min, 2000, 0, off), ""}, // still for 11 min: closed, re-armed here
-			{rec(15*min, 2100, 0, off), ""},
-			{rec(16*min, 2400, 20, off), "tow"},
-		}},
-		{"ignition on closes and disarms", []step{
-			{rec(0, 0, 0, off), ""},
-			{rec(2*min, 300, 20, off), "tow"},
-			{rec(3*min, 400, 20, on), ""},
-			{rec(4*min, 900, 40, on), ""},
-			{rec(5*min, 900, 0, off), ""},
-			{rec(5*min+30*time.Second, 1100, 20, off), ""}, // not armed again yet
-		}},
+		{"no fix: movement for 2 min and a new cell", with(
+			step{rr(11*min, 0, 0, off, moving, noFix, cell(1)), ""},
+			step{rr(12*min, 0, 0, off, moving, noFix, cell(2)), ""},
+			step{rr(13*min, 0, 0, off, moving, noFix, cell(2)), "tow"},
+		)},
+		{"no fix: movement for 2 min and the supply cut", with(
+			step{rr(11*min, 0, 0, off, moving, noFix, supply(0)), ""},
+			step{rr(12*min, 0, 0, off, moving, noFix, supply(0)), ""},
+			step{rr(13*min, 0, 0, off, moving, noFix, supply(0)), "tow"},
+		)},
+		{"no fix: movement alone for 3 min", with(
+			step{rr(11*min, 0, 0, off, moving, noFix), ""},
+			step{rr(13*min, 0, 0, off, moving, noFix), ""},
+			step{rr(14*min, 0, 0, off, moving, noFix), "tow"},
+		)},
+		{"no fix: movement for 90 s alone", with(
+			step{rr(11*min, 0, 0, off, moving, noFix), ""},
+			step{rr(12*min+sec(30), 0, 0, off, moving, noFix), ""},
+			step{rr(13*min, 0, 0, off, still, noFix), ""},
+		)},
+		{"parked: cells change and the supply drops, nothing moves", with(
+			step{rr(11*min, 0, 0, off, still, cell(7), supply(0)), ""},
+			step{rr(20*min, 0, 0, off, still, cell(8), supply(0)), ""},
+			step{rr(30*min, 0, 0, off, still, cell(1), supply(0)), ""},
+		)},
 		{"driving with ignition on is not towing", []step{
-			{rec(0, 0, 50, on), ""},
-			{rec(5*min, 3000, 50, on), ""},
+			{rr(0, 0, 50, on, moving), ""},
+			{rr(5*min, 3000, 50, on, moving), ""},
 		}},
 		{"no ignition data: no tow rule", []step{
-			{rec(0, 0, 0, nil), ""},
-			{rec(5*min, 3000, 50, nil), ""},
-		}},
-		{"jamming: lost while moving, back far away", []step{
-			{rec(0, 0, 60, on), ""},
-			{noFix(rec(30*time.Second, 500, 0, on)), ""},
-			{noFix(rec(2*min, 0, 0, on)), ""},
-			{rec(3*min, 3000, 60, on), "gnss_jamming"},
-			{rec(4*min, 4000, 60, on), ""},
-		}},
-		{"short tunnel is not jamming", []step{
-			{rec(0, 0, 60, on), ""},
-			{noFix(rec(20*time.Second, 0, 0, on)), ""},
-			{rec(40*time.Second, 1200, 60, on), ""},
-		}},
-		{"fix lost while parked is not jamming", []step{
-			{rec(0, 0, 0, on), ""},
-			{noFix(rec(time.Minute, 0, 0, on)), ""},
-			{rec(10*min, 5000, 0, on), ""},
+			{rr(0, 0, 0, nil), ""},
+			{rr(5*min, 3000, 50, nil), ""},
 		}},
 		{"old and repeated records do not move the state", []step{
-			{rec(0, 0, 0, off), ""},
-			{rec(5*min, 0, 0, off), ""},
-			{rec(2*min, 900, 40, off), ""}, // older than the state: ignored by the rules
-			{rec(5*min, 900, 40, off), ""}, // same time: a repeat
+			{rr(0, 0, 0, off), ""},
+			{rr(5*min, 0, 0, off), ""},
+			{rr(2*min, 900, 40, off), ""}, // older than the state: ignored by the rules
+			{rr(5*min, 900, 40, off), ""}, // same time: a repeat
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { runSteps(t, testDetector(t), tc.steps) })
 	}
 }
 
-func TestTowAlertDetails(t *testing.T) {
+// TestTowLifecycle: one incident, updated while it lasts, closed by a standstill counted
+// from its own opening, and the next movement is a new incident with a new key.
+func TestTowLifecycle(t *testing.T) {
 	d := testDetector(t)
-	st := runSteps(t, d, []step{{rec(0, 0, 0, off), ""}})
-	r := rec(2*time.Minute, 400, 12, off)
-	got := d.Apply(&st, &r)
-	if len(got) != 1 {
-		t.Fatalf("got %d alerts, want 1", len(got))
+	const min = time.Minute
+	st := runSteps(t, d, []step{
+		{rr(0, 0, 0, off, still, cell(1)), ""},
+		{rr(5*min, 0, 0, off, still, cell(1)), ""},
+	})
+	apply := func(r telemetry.Record) []Alert { t.Helper(); return d.Apply(&st, &r) }
+	opened := apply(rr(6*min, 300, 20, off, moving, cell(1)))
+	if len(opened) != 1 || opened[0].Kind != KindTow || !opened[0].Tracked || opened[0].Confidence < ConfidenceMedium {
+		t.Fatalf("got %+v, want one tracked tow alert of at least medium confidence", opened)
 	}
-	a := got[0]
-	if a.Severity != SeverityCritical || !a.FirstTime.Equal(r.DeviceTime) || !a.HasPosition || a.Attributes["distance_m"] != "400" || a.Sources[0] != SourceDispatch {
-		t.Fatalf("got %+v", a)
+	key := opened[0].IncidentKey
+	if got := evidenceKinds(opened[0].Evidence); !strings.Contains(got, EvFixes) || !strings.Contains(got, EvAccelerometer) || !strings.Contains(got, EvIgnitionOff) {
+		t.Fatalf("got evidence %s, want fixes, accelerometer and ignition off", got)
 	}
-	if !st.TowActive {
-		t.Fatal("got TowActive false after a tow alert, want true")
+	// A new cell is news: one update with the same key. Further records add nothing.
+	upd := apply(rr(7*min, 2000, 40, off, moving, cell(2)))
+	if len(upd) != 1 || upd[0].IncidentKey != key || evidenceKinds(upd[0].Evidence) != EvCellChange {
+		t.Fatalf("got %+v, want one update with the cell change", upd)
+	}
+	if got := apply(rr(8*min, 3000, 40, off, moving, cell(2))); len(got) != 0 {
+		t.Fatalf("got %q, want nothing new", kinds(got))
+	}
+	// Unloaded: still from 9 min. Not closed at 18 min, closed at 19 min (10 min still).
+	for _, m := range []time.Duration{9, 12, 15, 18} {
+		if got := apply(rr(m*min, 3100, 0, off, still, cell(2))); len(got) != 0 {
+			t.Fatalf("at %d min: got %q (%s), want nothing", m, kinds(got), messages(got))
+		}
+	}
+	closed := apply(rr(19*min, 3100, 0, off, still, cell(2)))
+	if len(closed) != 1 || closed[0].IncidentKey != key || closed[0].Attributes["closed"] == "" {
+		t.Fatalf("got %+v, want the closing occurrence", closed)
+	}
+	// Re-armed where it stands: moved again, a new incident.
+	again := apply(rr(25*min, 3500, 30, off, moving, cell(3)))
+	if len(again) != 1 || again[0].Kind != KindTow || again[0].IncidentKey == key {
+		t.Fatalf("got %+v, want a new tow incident", again)
 	}
 }
 
+// TestTowOpenedByOneSlowFixDoesNotCloseAtOnce is the reported failure: a tow confirmed on
+// a standing vehicle must not close on the record that opened it.
+func TestTowOpenedByOneSlowFixDoesNotCloseAtOnce(t *testing.T) {
+	d := testDetector(t)
+	const min = time.Minute
+	var st VehicleState
+	for i, s := range []telemetry.Record{
+		rr(0, 0, 0, off, still), rr(20*min, 0, 0, off, still), rr(21*min, 0, 0, off, still),
+	} {
+		if got := d.Apply(&st, &s); len(got) != 0 {
+			t.Fatalf("step %d: got %q", i, kinds(got))
+		}
+	}
+	var all []Alert
+	for _, r := range []telemetry.Record{
+		rr(22*min, 200, 3, off, moving), rr(22*min+20*time.Second, 260, 4, off, moving),
+		rr(23*min, 300, 4, off, moving), rr(24*min, 350, 0, off, still),
+	} {
+		all = append(all, d.Apply(&st, &r)...)
+	}
+	if len(all) != 1 || all[0].Message == "" || st.Tow.Open != true {
+		t.Fatalf("got %q, want one tow alert and the incident open", kinds(all))
+	}
+}
+
+func TestJammingRules(t *testing.T) {
+	const min = time.Minute
+	sec := func(n int) time.Duration { return time.Duration(n) * time.Second }
+	driving := []step{
+		{rr(0, 0, 60, on, moving, gsm(4)), ""},
+		{rr(sec(20), 300, 60, on, moving, gsm(4)), ""},
+	}
+	with := func(steps ...step) []step { return append(append([]step{}, driving...), steps...) }
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"jammer: GNSS lost and GSM falling while moving", with(
+			step{rr(sec(40), 0, 0, on, moving, noFix, gsm(3)), ""},
+			step{rr(sec(50), 0, 0, on, moving, noFix, gsm(1)), ""}, // lost for 10 s: could be a bridge
+			step{rr(sec(62), 0, 0, on, moving, noFix, gsm(1)), "gnss_jamming"},
+			step{rr(sec(75), 0, 0, on, moving, noFix, gsm(0)), ""},
+		)},
+		{"long tunnel: GNSS lost 5 min, GSM steady", with(
+			step{rr(sec(40), 0, 0, on, moving, noFix, gsm(4)), ""},
+			step{rr(2*min, 0, 0, on, moving, noFix, gsm(3)), ""},
+			step{rr(5*min, 0, 0, on, moving, noFix, gsm(4)), ""},
+			step{rr(5*min+sec(40), 5000, 70, on, moving, gsm(4)), ""},
+		)},
+		{"garage: GNSS lost, parked, GSM low", with(
+			step{rr(sec(40), 0, 5, on, moving, noFix, gsm(2)), ""},
+			step{rr(min, 0, 0, off, still, noFix, gsm(1)), ""},
+			step{rr(30*min, 0, 0, off, still, noFix, gsm(1)), ""},
+			step{rr(90*min, 0, 0, on, moving, noFix, gsm(1)), ""},
+			step{rr(91*min, 0, 0, on, moving, noFix, gsm(2)), ""},
+		)},
+		{"one record of loss is not enough", with(
+			step{rr(sec(40), 0, 0, on, moving, noFix, gsm(1)), ""},
+			step{rr(sec(60), 700, 60, on, moving, gsm(4)), ""},
+		)},
+		{"ferry at sea: fix fine, GSM gone", []step{
+			{rr(0, 0, 20, off, still, gsm(4)), ""},
+			{rr(min, 300, 20, off, still, gsm(1)), ""},
+			{rr(2*min, 600, 20, off, still, gsm(1)), ""},
+		}},
+		{"GNSS-only jammer for longer than any tunnel", with(
+			step{rr(sec(40), 0, 0, on, moving, noFix, gsm(4)), ""},
+			step{rr(10*min, 0, 0, on, moving, noFix, gsm(4)), ""},
+			step{rr(21*min, 0, 0, on, moving, noFix, gsm(4)), "gnss_jamming"},
+		)},
+	} {
+		t.Run(tc.name, func(t *testing.T) { runSteps(t, testDetector(t), tc.steps) })
+	}
+}
+
+// TestJammingLifecycle: the silence rule and the record rule raise the same incident; one
+// good fix does not end it, two do.
+func TestJammingLifecycle(t *testing.T) {
+	d := testDetector(t)
+	sec := func(n int) time.Duration { return time.Duration(n) * time.Second }
+	var st VehicleState
+	recv := func(r telemetry.Record) telemetry.Record { r.ReceivedTime = r.DeviceTime.Add(time.Second); return r }
+	for _, r := range []telemetry.Record{
+		recv(rr(0, 0, 60, on, moving, gsm(4))),
+		recv(rr(sec(20), 300, 60, on, moving, gsm(4))),
+		recv(rr(sec(40), 0, 0, on, moving, noFix, gsm(3))), // then nothing arrives
+	} {
+		if got := d.Apply(&st, &r); len(got) != 0 {
+			t.Fatalf("got %q before the silence", kinds(got))
+		}
+	}
+	if !SilenceCheck(&st) {
+		t.Fatal("got no silence watch after GNSS lost while moving")
+	}
+	if got := d.Silent(&st, t0.Add(sec(41+100))); len(got) != 0 {
+		t.Fatalf("got %q after 100 s of silence, want nothing before 2 min", kinds(got))
+	}
+	silent := d.Silent(&st, t0.Add(sec(41+125)))
+	if len(silent) != 1 || silent[0].Kind != KindGNSSJamming || !strings.Contains(evidenceKinds(silent[0].Evidence), EvSilence) || !silent[0].HasPosition {
+		t.Fatalf("got %+v, want a jamming alert with the silence as evidence and the last position", silent)
+	}
+	// The buffered records arrive: the record rule opens the same incident (same key).
+	var later []Alert
+	for _, r := range []telemetry.Record{
+		recv(rr(sec(60), 0, 0, on, moving, noFix, gsm(1))),
+		recv(rr(sec(80), 0, 0, on, moving, noFix, gsm(1))),
+	} {
+		later = append(later, d.Apply(&st, &r)...)
+	}
+	if len(later) != 1 || later[0].IncidentKey != silent[0].IncidentKey {
+		t.Fatalf("got %+v, want one occurrence of incident %s", later, silent[0].IncidentKey)
+	}
+	if got := d.Silent(&st, t0.Add(10*time.Minute)); len(got) != 0 {
+		t.Fatalf("got %q, want no silence alert while the incident is open", kinds(got))
+	}
+	r := rr(sec(100), 5000, 60, on, moving, gsm(4))
+	if got := d.Apply(&st, &r); len(got) != 0 || !st.Jam.Open {
+		t.Fatalf("one good fix: got %q, open %v; want the incident still open", kinds(got), st.Jam.Open)
+	}
+	r = rr(sec(120), 5300, 60, on, moving, gsm(4))
+	if got := d.Apply(&st, &r); len(got) != 1 || got[0].Attributes["closed"] == "" || st.Jam.Open {
+		t.Fatalf("two good fixes: got %+v, want the closing occurrence", got)
+	}
+}
+
+// TestDeviceAlarmJoinsIncident: a tracker's TOW alarm and the tow rule are one incident.
+func TestDeviceAlarmJoinsIncident(t *testing.T) {
+	d := testDetector(t)
+	const min = time.Minute
+	var st VehicleState
+	var all []Alert
+	for _, r := range []telemetry.Record{
+		rr(0, 0, 0, off, still), rr(5*min, 0, 0, off, still),
+		func() telemetry.Record {
+			r := rr(6*min, 0, 0, off, moving)
+			r.Alarms = []telemetry.AlarmKind{telemetry.AlarmTow}
+			return r
+		}(),
+		rr(7*min, 400, 20, off, moving), rr(8*min, 900, 30, off, moving),
+		func() telemetry.Record {
+			r := rr(9*min, 1200, 0, off, moving)
+			r.Alarms = []telemetry.AlarmKind{telemetry.AlarmTow}
+			return r
+		}(),
+	} {
+		all = append(all, d.Apply(&st, &r)...)
+	}
+	if len(all) < 2 {
+		t.Fatalf("got %q, want the alarm and the rule's evidence", kinds(all))
+	}
+	for _, a := range all {
+		if a.IncidentKey != all[0].IncidentKey || a.Kind != KindTow {
+			t.Fatalf("got %s %s, want every occurrence in incident %s", a.Kind, a.IncidentKey, all[0].IncidentKey)
+		}
+	}
+}
+
+// TestTrackedIncidentIsOneAlert: resolving a tracked incident's alert does not make its
+// next occurrence a new alert, however late it comes.
+func TestTrackedIncidentIsOneAlert(t *testing.T) {
+	ctx := t.Context()
+	st := NewMemoryStore()
+	a := Alert{Vehicle: "v1", Kind: KindTow, IncidentKey: "tow:v1:x", Tracked: true, CauseID: "c1", FirstTime: t0, LastTime: t0, Occurrences: 1,
+		Confidence: ConfidenceMedium, Evidence: []Evidence{{Kind: EvFixes}}}
+	first, isNew, err := st.RaiseAlert(ctx, a, time.Minute)
+	if err != nil || !isNew {
+		t.Fatalf("got new %v err %v", isNew, err)
+	}
+	if _, err := st.SetAlertState(ctx, first.ID, AlertResolved, "op", "", t0); err != nil {
+		t.Fatal(err)
+	}
+	b := a
+	b.CauseID, b.FirstTime, b.LastTime, b.Confidence, b.Evidence = "c2", t0.Add(time.Hour), t0.Add(time.Hour), ConfidenceHigh, []Evidence{{Kind: EvCellChange}}
+	got, isNew, err := st.RaiseAlert(ctx, b, time.Minute)
+	if err != nil || isNew || got.ID != first.ID || got.Occurrences != 2 || got.Confidence != ConfidenceHigh || len(got.Evidence) != 2 {
+		t.Fatalf("got %+v new %v err %v, want occurrence 2 of alert %d with both evidence", got, isNew, err, first.ID)
+	}
+}
 func TestMovementOutsideHours(t *testing.T) {
 	cfg := DefaultConfig().Detect
 	cfg.Schedules = map[string]Schedule{
@@ -199,6 +465,11 @@ func TestMovementOutsideHours(t *testing.T) {
 	}
 	berlin, _ := time.LoadLocation("Europe/Berlin")
 	at := func(v string, tm time.Time, speed float64) telemetry.Record {
+		r := telemetry.Record{VehicleID: v, DeviceTime: tm, Lat: home.Lat, Lon: home.Lon, SpeedKmh: speed, FixValid: true, Ignition: true}
+		r.Set(telemetry.HasIgnition)
+		return r
+	}
+	glitch := func(v string, tm time.Time, speed float64) telemetry.Record {
 		return telemetry.Record{VehicleID: v, DeviceTime: tm, Lat: home.Lat, Lon: home.Lon, SpeedKmh: speed, FixValid: true}
 	}
 	tue := func(h, m int) time.Time { return time.Date(2026, 3, 10, h, m, 0, 0, berlin) } // a Tuesday
@@ -207,10 +478,12 @@ func TestMovementOutsideHours(t *testing.T) {
 		r    telemetry.Record
 		want string
 	}{
+		{glitch("v1", tue(6, 20), 40), ""}, // one moving fix, nothing else moving: not confirmed
+		{glitch("v1", tue(6, 25), 0), ""},
 		{at("v1", tue(6, 30), 40), KindMovementOutsideHours},
-		{at("v1", tue(6, 40), 40), ""}, // same incident
-		{at("v1", tue(7, 10), 40), ""}, // allowed hours: closes it
-		{at("v1", tue(19, 30), 0), ""}, // outside, but parked
+		{at("v1", tue(6, 40), 40), ""},                       // same incident
+		{at("v1", tue(7, 10), 40), KindMovementOutsideHours}, // allowed hours: the closing occurrence
+		{at("v1", tue(19, 30), 0), ""},                       // outside, but parked
 		{at("v1", tue(19, 40), 30), KindMovementOutsideHours},
 	} {
 		if got := kinds(d.Apply(&st, &s.r)); got != s.want {
@@ -328,5 +601,48 @@ func TestParseSchedules(t *testing.T) {
 		if _, _, err := ParseSchedules([]byte(bad)); !errors.Is(err, ErrInvalid) {
 			t.Errorf("ParseSchedules(%s): got %v, want ErrInvalid", bad, err)
 		}
+	}
+}
+
+func TestGroupThresholds(t *testing.T) {
+	cfg, err := ParseDetectConfig([]byte(`{"groups":{"v1":"trucks"},
+		"thresholds":{"trucks":{"tow_distance_m":1000,"tow_movement_alone_s":600}}}`), DefaultConfig().Detect)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.GroupThresholds["trucks"]; got.TowDistanceM != 1000 || got.TowMovementAlone != 10*time.Minute || got.TowSpeedKmh != 10 {
+		t.Fatalf("got %+v, want distance 1000, movement alone 10 min, the rest default", got)
+	}
+	d, err := NewDetector(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 400 m with movement is a tow for the defaults, not for the trucks' 1 000 m.
+	steps := []step{
+		{rr(0, 0, 0, off, still), ""},
+		{rr(5*time.Minute, 0, 0, off, still), ""},
+		{rr(6*time.Minute, 400, 20, off, moving), ""},
+	}
+	runSteps(t, d, steps)
+	other := steps[len(steps)-1]
+	other.want = KindTow
+	var st VehicleState
+	for _, s := range append(steps[:2:2], other) {
+		s.r.VehicleID = "v2"
+		if got := kinds(d.Apply(&st, &s.r)); got != s.want {
+			t.Fatalf("v2 at %s: got %q, want %q", s.r.DeviceTime.Sub(t0), got, s.want)
+		}
+	}
+	for _, bad := range []string{
+		`{"thresholds":{"x":{"tow_distance_m":-1}}}`,
+		`{"thresholds":{"x":{"tow_movement_for_s":600,"tow_movement_alone_s":60}}}`,
+		`{"thresholds":{"x":{"no_such":1}}}`,
+	} {
+		if _, err := ParseDetectConfig([]byte(bad), DefaultConfig().Detect); !errors.Is(err, ErrInvalid) {
+			t.Errorf("ParseDetectConfig(%s): got %v, want ErrInvalid", bad, err)
+		}
+	}
+	if _, _, err := ParseSchedules([]byte(`{"thresholds":{"x":{}}}`)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("ParseSchedules with thresholds: got %v, want ErrInvalid", err)
 	}
 }

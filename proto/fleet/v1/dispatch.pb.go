@@ -137,6 +137,65 @@ func (AlertState) EnumDescriptor() ([]byte, []int) {
 	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{1}
 }
 
+// AlertConfidence is how sure the theft rules are of an alert: a tracker's own alarm or
+// three independent kinds of evidence (positions, accelerometer, cellular, supply) are
+// high, two medium, one low.
+type AlertConfidence int32
+
+const (
+	// Not set (alerts that are not theft alerts).
+	AlertConfidence_ALERT_CONFIDENCE_UNSPECIFIED AlertConfidence = 0
+	// One kind of evidence; such alerts are warnings.
+	AlertConfidence_ALERT_CONFIDENCE_LOW AlertConfidence = 1
+	// Two independent kinds of evidence agree.
+	AlertConfidence_ALERT_CONFIDENCE_MEDIUM AlertConfidence = 2
+	// The tracker's own alarm, or three independent kinds of evidence.
+	AlertConfidence_ALERT_CONFIDENCE_HIGH AlertConfidence = 3
+)
+
+// Enum value maps for AlertConfidence.
+var (
+	AlertConfidence_name = map[int32]string{
+		0: "ALERT_CONFIDENCE_UNSPECIFIED",
+		1: "ALERT_CONFIDENCE_LOW",
+		2: "ALERT_CONFIDENCE_MEDIUM",
+		3: "ALERT_CONFIDENCE_HIGH",
+	}
+	AlertConfidence_value = map[string]int32{
+		"ALERT_CONFIDENCE_UNSPECIFIED": 0,
+		"ALERT_CONFIDENCE_LOW":         1,
+		"ALERT_CONFIDENCE_MEDIUM":      2,
+		"ALERT_CONFIDENCE_HIGH":        3,
+	}
+)
+
+func (x AlertConfidence) Enum() *AlertConfidence {
+	p := new(AlertConfidence)
+	*p = x
+	return p
+}
+
+func (x AlertConfidence) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AlertConfidence) Descriptor() protoreflect.EnumDescriptor {
+	return file_fleet_v1_dispatch_proto_enumTypes[2].Descriptor()
+}
+
+func (AlertConfidence) Type() protoreflect.EnumType {
+	return &file_fleet_v1_dispatch_proto_enumTypes[2]
+}
+
+func (x AlertConfidence) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AlertConfidence.Descriptor instead.
+func (AlertConfidence) EnumDescriptor() ([]byte, []int) {
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{2}
+}
+
 // CommandState is where a command is in its life.
 type CommandState int32
 
@@ -194,11 +253,11 @@ func (x CommandState) String() string {
 }
 
 func (CommandState) Descriptor() protoreflect.EnumDescriptor {
-	return file_fleet_v1_dispatch_proto_enumTypes[2].Descriptor()
+	return file_fleet_v1_dispatch_proto_enumTypes[3].Descriptor()
 }
 
 func (CommandState) Type() protoreflect.EnumType {
-	return &file_fleet_v1_dispatch_proto_enumTypes[2]
+	return &file_fleet_v1_dispatch_proto_enumTypes[3]
 }
 
 func (x CommandState) Number() protoreflect.EnumNumber {
@@ -207,7 +266,7 @@ func (x CommandState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CommandState.Descriptor instead.
 func (CommandState) EnumDescriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{2}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{3}
 }
 
 // Alert is one incident on one vehicle. Repeated occurrences of the same incident, from
@@ -256,7 +315,11 @@ type Alert struct {
 	// When it was resolved.
 	ResolveTime *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=resolve_time,json=resolveTime,proto3" json:"resolve_time,omitempty"`
 	// The resolver's note.
-	ResolveNote   string `protobuf:"bytes,21,opt,name=resolve_note,json=resolveNote,proto3" json:"resolve_note,omitempty"`
+	ResolveNote string `protobuf:"bytes,21,opt,name=resolve_note,json=resolveNote,proto3" json:"resolve_note,omitempty"`
+	// How sure the theft rules are (theft kinds; unspecified for other alerts).
+	Confidence AlertConfidence `protobuf:"varint,22,opt,name=confidence,proto3,enum=fleet.v1.AlertConfidence" json:"confidence,omitempty"`
+	// What raised the alert and what was learned while the incident lasted (theft kinds).
+	Evidence      []*AlertEvidence `protobuf:"bytes,23,rep,name=evidence,proto3" json:"evidence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -438,6 +501,86 @@ func (x *Alert) GetResolveNote() string {
 	return ""
 }
 
+func (x *Alert) GetConfidence() AlertConfidence {
+	if x != nil {
+		return x.Confidence
+	}
+	return AlertConfidence_ALERT_CONFIDENCE_UNSPECIFIED
+}
+
+func (x *Alert) GetEvidence() []*AlertEvidence {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
+}
+
+// AlertEvidence is one observation behind a theft alert.
+type AlertEvidence struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What was observed: "fixes", "accelerometer", "ignition_off", "cell_change",
+	// "supply_lost", "gnss_loss", "gsm_loss", "silence", "moving", "last_position",
+	// "device_alarm".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Human-readable figures, e.g. "2 good fixes away, 420 m from where it parked".
+	Detail string `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	// When it was observed (device time; for a duration, its start).
+	Time          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlertEvidence) Reset() {
+	*x = AlertEvidence{}
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlertEvidence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlertEvidence) ProtoMessage() {}
+
+func (x *AlertEvidence) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlertEvidence.ProtoReflect.Descriptor instead.
+func (*AlertEvidence) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AlertEvidence) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AlertEvidence) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *AlertEvidence) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 // ListAlertsRequest filters the feed. Empty filters match everything.
 type ListAlertsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -465,7 +608,7 @@ type ListAlertsRequest struct {
 
 func (x *ListAlertsRequest) Reset() {
 	*x = ListAlertsRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[1]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +620,7 @@ func (x *ListAlertsRequest) String() string {
 func (*ListAlertsRequest) ProtoMessage() {}
 
 func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[1]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +633,7 @@ func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertsRequest.ProtoReflect.Descriptor instead.
 func (*ListAlertsRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{1}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ListAlertsRequest) GetVehicleId() string {
@@ -569,7 +712,7 @@ type ListAlertsResponse struct {
 
 func (x *ListAlertsResponse) Reset() {
 	*x = ListAlertsResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[2]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +724,7 @@ func (x *ListAlertsResponse) String() string {
 func (*ListAlertsResponse) ProtoMessage() {}
 
 func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[2]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +737,7 @@ func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertsResponse.ProtoReflect.Descriptor instead.
 func (*ListAlertsResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{2}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListAlertsResponse) GetAlerts() []*Alert {
@@ -627,7 +770,7 @@ type WatchAlertsRequest struct {
 
 func (x *WatchAlertsRequest) Reset() {
 	*x = WatchAlertsRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[3]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +782,7 @@ func (x *WatchAlertsRequest) String() string {
 func (*WatchAlertsRequest) ProtoMessage() {}
 
 func (x *WatchAlertsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[3]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +795,7 @@ func (x *WatchAlertsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAlertsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAlertsRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{3}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *WatchAlertsRequest) GetAfterAlertId() uint64 {
@@ -687,7 +830,7 @@ type WatchAlertsResponse struct {
 
 func (x *WatchAlertsResponse) Reset() {
 	*x = WatchAlertsResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[4]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +842,7 @@ func (x *WatchAlertsResponse) String() string {
 func (*WatchAlertsResponse) ProtoMessage() {}
 
 func (x *WatchAlertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[4]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +855,7 @@ func (x *WatchAlertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAlertsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAlertsResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{4}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *WatchAlertsResponse) GetAlert() *Alert {
@@ -737,7 +880,7 @@ type AcknowledgeAlertRequest struct {
 
 func (x *AcknowledgeAlertRequest) Reset() {
 	*x = AcknowledgeAlertRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[5]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +892,7 @@ func (x *AcknowledgeAlertRequest) String() string {
 func (*AcknowledgeAlertRequest) ProtoMessage() {}
 
 func (x *AcknowledgeAlertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[5]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +905,7 @@ func (x *AcknowledgeAlertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeAlertRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeAlertRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{5}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AcknowledgeAlertRequest) GetAlertId() uint64 {
@@ -797,7 +940,7 @@ type AcknowledgeAlertResponse struct {
 
 func (x *AcknowledgeAlertResponse) Reset() {
 	*x = AcknowledgeAlertResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[6]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +952,7 @@ func (x *AcknowledgeAlertResponse) String() string {
 func (*AcknowledgeAlertResponse) ProtoMessage() {}
 
 func (x *AcknowledgeAlertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[6]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +965,7 @@ func (x *AcknowledgeAlertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeAlertResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeAlertResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{6}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AcknowledgeAlertResponse) GetAlert() *Alert {
@@ -847,7 +990,7 @@ type ResolveAlertRequest struct {
 
 func (x *ResolveAlertRequest) Reset() {
 	*x = ResolveAlertRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[7]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +1002,7 @@ func (x *ResolveAlertRequest) String() string {
 func (*ResolveAlertRequest) ProtoMessage() {}
 
 func (x *ResolveAlertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[7]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +1015,7 @@ func (x *ResolveAlertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveAlertRequest.ProtoReflect.Descriptor instead.
 func (*ResolveAlertRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{7}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResolveAlertRequest) GetAlertId() uint64 {
@@ -907,7 +1050,7 @@ type ResolveAlertResponse struct {
 
 func (x *ResolveAlertResponse) Reset() {
 	*x = ResolveAlertResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[8]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1062,7 @@ func (x *ResolveAlertResponse) String() string {
 func (*ResolveAlertResponse) ProtoMessage() {}
 
 func (x *ResolveAlertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[8]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1075,7 @@ func (x *ResolveAlertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveAlertResponse.ProtoReflect.Descriptor instead.
 func (*ResolveAlertResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{8}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ResolveAlertResponse) GetAlert() *Alert {
@@ -957,7 +1100,7 @@ type CommandTransition struct {
 
 func (x *CommandTransition) Reset() {
 	*x = CommandTransition{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[9]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1112,7 @@ func (x *CommandTransition) String() string {
 func (*CommandTransition) ProtoMessage() {}
 
 func (x *CommandTransition) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[9]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1125,7 @@ func (x *CommandTransition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandTransition.ProtoReflect.Descriptor instead.
 func (*CommandTransition) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{9}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CommandTransition) GetState() CommandState {
@@ -1039,7 +1182,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[10]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1194,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[10]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1207,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{10}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Command) GetCommandId() string {
@@ -1170,7 +1313,7 @@ type SendCommandRequest struct {
 
 func (x *SendCommandRequest) Reset() {
 	*x = SendCommandRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[11]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1182,7 +1325,7 @@ func (x *SendCommandRequest) String() string {
 func (*SendCommandRequest) ProtoMessage() {}
 
 func (x *SendCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[11]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1195,7 +1338,7 @@ func (x *SendCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommandRequest.ProtoReflect.Descriptor instead.
 func (*SendCommandRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{11}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SendCommandRequest) GetVehicleId() string {
@@ -1244,7 +1387,7 @@ type SendCommandResponse struct {
 
 func (x *SendCommandResponse) Reset() {
 	*x = SendCommandResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[12]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1256,7 +1399,7 @@ func (x *SendCommandResponse) String() string {
 func (*SendCommandResponse) ProtoMessage() {}
 
 func (x *SendCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[12]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1269,7 +1412,7 @@ func (x *SendCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommandResponse.ProtoReflect.Descriptor instead.
 func (*SendCommandResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{12}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SendCommandResponse) GetCommand() *Command {
@@ -1290,7 +1433,7 @@ type GetCommandRequest struct {
 
 func (x *GetCommandRequest) Reset() {
 	*x = GetCommandRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[13]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1445,7 @@ func (x *GetCommandRequest) String() string {
 func (*GetCommandRequest) ProtoMessage() {}
 
 func (x *GetCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[13]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1458,7 @@ func (x *GetCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCommandRequest.ProtoReflect.Descriptor instead.
 func (*GetCommandRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{13}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetCommandRequest) GetCommandId() string {
@@ -1336,7 +1479,7 @@ type GetCommandResponse struct {
 
 func (x *GetCommandResponse) Reset() {
 	*x = GetCommandResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[14]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1491,7 @@ func (x *GetCommandResponse) String() string {
 func (*GetCommandResponse) ProtoMessage() {}
 
 func (x *GetCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[14]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1504,7 @@ func (x *GetCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCommandResponse.ProtoReflect.Descriptor instead.
 func (*GetCommandResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{14}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetCommandResponse) GetCommand() *Command {
@@ -1386,7 +1529,7 @@ type ListCommandsRequest struct {
 
 func (x *ListCommandsRequest) Reset() {
 	*x = ListCommandsRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[15]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1541,7 @@ func (x *ListCommandsRequest) String() string {
 func (*ListCommandsRequest) ProtoMessage() {}
 
 func (x *ListCommandsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[15]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1554,7 @@ func (x *ListCommandsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCommandsRequest.ProtoReflect.Descriptor instead.
 func (*ListCommandsRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{15}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListCommandsRequest) GetVehicleId() string {
@@ -1446,7 +1589,7 @@ type ListCommandsResponse struct {
 
 func (x *ListCommandsResponse) Reset() {
 	*x = ListCommandsResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[16]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1601,7 @@ func (x *ListCommandsResponse) String() string {
 func (*ListCommandsResponse) ProtoMessage() {}
 
 func (x *ListCommandsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[16]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1614,7 @@ func (x *ListCommandsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCommandsResponse.ProtoReflect.Descriptor instead.
 func (*ListCommandsResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{16}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListCommandsResponse) GetCommands() []*Command {
@@ -1485,7 +1628,7 @@ var File_fleet_v1_dispatch_proto protoreflect.FileDescriptor
 
 const file_fleet_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"\x17fleet/v1/dispatch.proto\x12\bfleet.v1\x1a\x16fleet/v1/command.proto\x1a\x12fleet/v1/geo.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\a\n" +
+	"\x17fleet/v1/dispatch.proto\x12\bfleet.v1\x1a\x16fleet/v1/command.proto\x1a\x12fleet/v1/geo.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\b\n" +
 	"\x05Alert\x12\x19\n" +
 	"\balert_id\x18\x01 \x01(\x04R\aalertId\x12\x1d\n" +
 	"\n" +
@@ -1514,10 +1657,18 @@ const file_fleet_v1_dispatch_proto_rawDesc = "" +
 	"\vresolved_by\x18\x13 \x01(\tR\n" +
 	"resolvedBy\x12=\n" +
 	"\fresolve_time\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\vresolveTime\x12!\n" +
-	"\fresolve_note\x18\x15 \x01(\tR\vresolveNote\x1a=\n" +
+	"\fresolve_note\x18\x15 \x01(\tR\vresolveNote\x129\n" +
+	"\n" +
+	"confidence\x18\x16 \x01(\x0e2\x19.fleet.v1.AlertConfidenceR\n" +
+	"confidence\x123\n" +
+	"\bevidence\x18\x17 \x03(\v2\x17.fleet.v1.AlertEvidenceR\bevidence\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xff\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"k\n" +
+	"\rAlertEvidence\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06detail\x18\x02 \x01(\tR\x06detail\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xff\x02\n" +
 	"\x11ListAlertsRequest\x12\x1d\n" +
 	"\n" +
 	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\x12\x12\n" +
@@ -1614,7 +1765,12 @@ const file_fleet_v1_dispatch_proto_rawDesc = "" +
 	"\x17ALERT_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10ALERT_STATE_OPEN\x10\x01\x12\x1c\n" +
 	"\x18ALERT_STATE_ACKNOWLEDGED\x10\x02\x12\x18\n" +
-	"\x14ALERT_STATE_RESOLVED\x10\x03*\xe8\x01\n" +
+	"\x14ALERT_STATE_RESOLVED\x10\x03*\x85\x01\n" +
+	"\x0fAlertConfidence\x12 \n" +
+	"\x1cALERT_CONFIDENCE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14ALERT_CONFIDENCE_LOW\x10\x01\x12\x1b\n" +
+	"\x17ALERT_CONFIDENCE_MEDIUM\x10\x02\x12\x19\n" +
+	"\x15ALERT_CONFIDENCE_HIGH\x10\x03*\xe8\x01\n" +
 	"\fCommandState\x12\x1d\n" +
 	"\x19COMMAND_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14COMMAND_STATE_QUEUED\x10\x01\x12\x16\n" +
@@ -1649,92 +1805,97 @@ func file_fleet_v1_dispatch_proto_rawDescGZIP() []byte {
 	return file_fleet_v1_dispatch_proto_rawDescData
 }
 
-var file_fleet_v1_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_fleet_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_fleet_v1_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_fleet_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_fleet_v1_dispatch_proto_goTypes = []any{
 	(AlertSeverity)(0),               // 0: fleet.v1.AlertSeverity
 	(AlertState)(0),                  // 1: fleet.v1.AlertState
-	(CommandState)(0),                // 2: fleet.v1.CommandState
-	(*Alert)(nil),                    // 3: fleet.v1.Alert
-	(*ListAlertsRequest)(nil),        // 4: fleet.v1.ListAlertsRequest
-	(*ListAlertsResponse)(nil),       // 5: fleet.v1.ListAlertsResponse
-	(*WatchAlertsRequest)(nil),       // 6: fleet.v1.WatchAlertsRequest
-	(*WatchAlertsResponse)(nil),      // 7: fleet.v1.WatchAlertsResponse
-	(*AcknowledgeAlertRequest)(nil),  // 8: fleet.v1.AcknowledgeAlertRequest
-	(*AcknowledgeAlertResponse)(nil), // 9: fleet.v1.AcknowledgeAlertResponse
-	(*ResolveAlertRequest)(nil),      // 10: fleet.v1.ResolveAlertRequest
-	(*ResolveAlertResponse)(nil),     // 11: fleet.v1.ResolveAlertResponse
-	(*CommandTransition)(nil),        // 12: fleet.v1.CommandTransition
-	(*Command)(nil),                  // 13: fleet.v1.Command
-	(*SendCommandRequest)(nil),       // 14: fleet.v1.SendCommandRequest
-	(*SendCommandResponse)(nil),      // 15: fleet.v1.SendCommandResponse
-	(*GetCommandRequest)(nil),        // 16: fleet.v1.GetCommandRequest
-	(*GetCommandResponse)(nil),       // 17: fleet.v1.GetCommandResponse
-	(*ListCommandsRequest)(nil),      // 18: fleet.v1.ListCommandsRequest
-	(*ListCommandsResponse)(nil),     // 19: fleet.v1.ListCommandsResponse
-	nil,                              // 20: fleet.v1.Alert.AttributesEntry
-	nil,                              // 21: fleet.v1.Command.ParamsEntry
-	nil,                              // 22: fleet.v1.SendCommandRequest.ParamsEntry
-	(*timestamppb.Timestamp)(nil),    // 23: google.protobuf.Timestamp
-	(*LatLng)(nil),                   // 24: fleet.v1.LatLng
-	(CommandKind)(0),                 // 25: fleet.v1.CommandKind
-	(*durationpb.Duration)(nil),      // 26: google.protobuf.Duration
+	(AlertConfidence)(0),             // 2: fleet.v1.AlertConfidence
+	(CommandState)(0),                // 3: fleet.v1.CommandState
+	(*Alert)(nil),                    // 4: fleet.v1.Alert
+	(*AlertEvidence)(nil),            // 5: fleet.v1.AlertEvidence
+	(*ListAlertsRequest)(nil),        // 6: fleet.v1.ListAlertsRequest
+	(*ListAlertsResponse)(nil),       // 7: fleet.v1.ListAlertsResponse
+	(*WatchAlertsRequest)(nil),       // 8: fleet.v1.WatchAlertsRequest
+	(*WatchAlertsResponse)(nil),      // 9: fleet.v1.WatchAlertsResponse
+	(*AcknowledgeAlertRequest)(nil),  // 10: fleet.v1.AcknowledgeAlertRequest
+	(*AcknowledgeAlertResponse)(nil), // 11: fleet.v1.AcknowledgeAlertResponse
+	(*ResolveAlertRequest)(nil),      // 12: fleet.v1.ResolveAlertRequest
+	(*ResolveAlertResponse)(nil),     // 13: fleet.v1.ResolveAlertResponse
+	(*CommandTransition)(nil),        // 14: fleet.v1.CommandTransition
+	(*Command)(nil),                  // 15: fleet.v1.Command
+	(*SendCommandRequest)(nil),       // 16: fleet.v1.SendCommandRequest
+	(*SendCommandResponse)(nil),      // 17: fleet.v1.SendCommandResponse
+	(*GetCommandRequest)(nil),        // 18: fleet.v1.GetCommandRequest
+	(*GetCommandResponse)(nil),       // 19: fleet.v1.GetCommandResponse
+	(*ListCommandsRequest)(nil),      // 20: fleet.v1.ListCommandsRequest
+	(*ListCommandsResponse)(nil),     // 21: fleet.v1.ListCommandsResponse
+	nil,                              // 22: fleet.v1.Alert.AttributesEntry
+	nil,                              // 23: fleet.v1.Command.ParamsEntry
+	nil,                              // 24: fleet.v1.SendCommandRequest.ParamsEntry
+	(*timestamppb.Timestamp)(nil),    // 25: google.protobuf.Timestamp
+	(*LatLng)(nil),                   // 26: fleet.v1.LatLng
+	(CommandKind)(0),                 // 27: fleet.v1.CommandKind
+	(*durationpb.Duration)(nil),      // 28: google.protobuf.Duration
 }
 var file_fleet_v1_dispatch_proto_depIdxs = []int32{
 	0,  // 0: fleet.v1.Alert.severity:type_name -> fleet.v1.AlertSeverity
 	1,  // 1: fleet.v1.Alert.state:type_name -> fleet.v1.AlertState
-	23, // 2: fleet.v1.Alert.first_time:type_name -> google.protobuf.Timestamp
-	23, // 3: fleet.v1.Alert.last_time:type_name -> google.protobuf.Timestamp
-	23, // 4: fleet.v1.Alert.create_time:type_name -> google.protobuf.Timestamp
-	24, // 5: fleet.v1.Alert.position:type_name -> fleet.v1.LatLng
-	20, // 6: fleet.v1.Alert.attributes:type_name -> fleet.v1.Alert.AttributesEntry
-	23, // 7: fleet.v1.Alert.acknowledge_time:type_name -> google.protobuf.Timestamp
-	23, // 8: fleet.v1.Alert.resolve_time:type_name -> google.protobuf.Timestamp
-	0,  // 9: fleet.v1.ListAlertsRequest.min_severity:type_name -> fleet.v1.AlertSeverity
-	1,  // 10: fleet.v1.ListAlertsRequest.state:type_name -> fleet.v1.AlertState
-	23, // 11: fleet.v1.ListAlertsRequest.start_time:type_name -> google.protobuf.Timestamp
-	23, // 12: fleet.v1.ListAlertsRequest.end_time:type_name -> google.protobuf.Timestamp
-	3,  // 13: fleet.v1.ListAlertsResponse.alerts:type_name -> fleet.v1.Alert
-	0,  // 14: fleet.v1.WatchAlertsRequest.min_severity:type_name -> fleet.v1.AlertSeverity
-	3,  // 15: fleet.v1.WatchAlertsResponse.alert:type_name -> fleet.v1.Alert
-	3,  // 16: fleet.v1.AcknowledgeAlertResponse.alert:type_name -> fleet.v1.Alert
-	3,  // 17: fleet.v1.ResolveAlertResponse.alert:type_name -> fleet.v1.Alert
-	2,  // 18: fleet.v1.CommandTransition.state:type_name -> fleet.v1.CommandState
-	23, // 19: fleet.v1.CommandTransition.time:type_name -> google.protobuf.Timestamp
-	25, // 20: fleet.v1.Command.kind:type_name -> fleet.v1.CommandKind
-	21, // 21: fleet.v1.Command.params:type_name -> fleet.v1.Command.ParamsEntry
-	2,  // 22: fleet.v1.Command.state:type_name -> fleet.v1.CommandState
-	23, // 23: fleet.v1.Command.issue_time:type_name -> google.protobuf.Timestamp
-	23, // 24: fleet.v1.Command.expire_time:type_name -> google.protobuf.Timestamp
-	23, // 25: fleet.v1.Command.sent_time:type_name -> google.protobuf.Timestamp
-	23, // 26: fleet.v1.Command.update_time:type_name -> google.protobuf.Timestamp
-	12, // 27: fleet.v1.Command.history:type_name -> fleet.v1.CommandTransition
-	25, // 28: fleet.v1.SendCommandRequest.kind:type_name -> fleet.v1.CommandKind
-	22, // 29: fleet.v1.SendCommandRequest.params:type_name -> fleet.v1.SendCommandRequest.ParamsEntry
-	26, // 30: fleet.v1.SendCommandRequest.ttl:type_name -> google.protobuf.Duration
-	13, // 31: fleet.v1.SendCommandResponse.command:type_name -> fleet.v1.Command
-	13, // 32: fleet.v1.GetCommandResponse.command:type_name -> fleet.v1.Command
-	2,  // 33: fleet.v1.ListCommandsRequest.state:type_name -> fleet.v1.CommandState
-	13, // 34: fleet.v1.ListCommandsResponse.commands:type_name -> fleet.v1.Command
-	4,  // 35: fleet.v1.AlertService.ListAlerts:input_type -> fleet.v1.ListAlertsRequest
-	6,  // 36: fleet.v1.AlertService.WatchAlerts:input_type -> fleet.v1.WatchAlertsRequest
-	8,  // 37: fleet.v1.AlertService.AcknowledgeAlert:input_type -> fleet.v1.AcknowledgeAlertRequest
-	10, // 38: fleet.v1.AlertService.ResolveAlert:input_type -> fleet.v1.ResolveAlertRequest
-	14, // 39: fleet.v1.CommandService.SendCommand:input_type -> fleet.v1.SendCommandRequest
-	16, // 40: fleet.v1.CommandService.GetCommand:input_type -> fleet.v1.GetCommandRequest
-	18, // 41: fleet.v1.CommandService.ListCommands:input_type -> fleet.v1.ListCommandsRequest
-	5,  // 42: fleet.v1.AlertService.ListAlerts:output_type -> fleet.v1.ListAlertsResponse
-	7,  // 43: fleet.v1.AlertService.WatchAlerts:output_type -> fleet.v1.WatchAlertsResponse
-	9,  // 44: fleet.v1.AlertService.AcknowledgeAlert:output_type -> fleet.v1.AcknowledgeAlertResponse
-	11, // 45: fleet.v1.AlertService.ResolveAlert:output_type -> fleet.v1.ResolveAlertResponse
-	15, // 46: fleet.v1.CommandService.SendCommand:output_type -> fleet.v1.SendCommandResponse
-	17, // 47: fleet.v1.CommandService.GetCommand:output_type -> fleet.v1.GetCommandResponse
-	19, // 48: fleet.v1.CommandService.ListCommands:output_type -> fleet.v1.ListCommandsResponse
-	42, // [42:49] is the sub-list for method output_type
-	35, // [35:42] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	25, // 2: fleet.v1.Alert.first_time:type_name -> google.protobuf.Timestamp
+	25, // 3: fleet.v1.Alert.last_time:type_name -> google.protobuf.Timestamp
+	25, // 4: fleet.v1.Alert.create_time:type_name -> google.protobuf.Timestamp
+	26, // 5: fleet.v1.Alert.position:type_name -> fleet.v1.LatLng
+	22, // 6: fleet.v1.Alert.attributes:type_name -> fleet.v1.Alert.AttributesEntry
+	25, // 7: fleet.v1.Alert.acknowledge_time:type_name -> google.protobuf.Timestamp
+	25, // 8: fleet.v1.Alert.resolve_time:type_name -> google.protobuf.Timestamp
+	2,  // 9: fleet.v1.Alert.confidence:type_name -> fleet.v1.AlertConfidence
+	5,  // 10: fleet.v1.Alert.evidence:type_name -> fleet.v1.AlertEvidence
+	25, // 11: fleet.v1.AlertEvidence.time:type_name -> google.protobuf.Timestamp
+	0,  // 12: fleet.v1.ListAlertsRequest.min_severity:type_name -> fleet.v1.AlertSeverity
+	1,  // 13: fleet.v1.ListAlertsRequest.state:type_name -> fleet.v1.AlertState
+	25, // 14: fleet.v1.ListAlertsRequest.start_time:type_name -> google.protobuf.Timestamp
+	25, // 15: fleet.v1.ListAlertsRequest.end_time:type_name -> google.protobuf.Timestamp
+	4,  // 16: fleet.v1.ListAlertsResponse.alerts:type_name -> fleet.v1.Alert
+	0,  // 17: fleet.v1.WatchAlertsRequest.min_severity:type_name -> fleet.v1.AlertSeverity
+	4,  // 18: fleet.v1.WatchAlertsResponse.alert:type_name -> fleet.v1.Alert
+	4,  // 19: fleet.v1.AcknowledgeAlertResponse.alert:type_name -> fleet.v1.Alert
+	4,  // 20: fleet.v1.ResolveAlertResponse.alert:type_name -> fleet.v1.Alert
+	3,  // 21: fleet.v1.CommandTransition.state:type_name -> fleet.v1.CommandState
+	25, // 22: fleet.v1.CommandTransition.time:type_name -> google.protobuf.Timestamp
+	27, // 23: fleet.v1.Command.kind:type_name -> fleet.v1.CommandKind
+	23, // 24: fleet.v1.Command.params:type_name -> fleet.v1.Command.ParamsEntry
+	3,  // 25: fleet.v1.Command.state:type_name -> fleet.v1.CommandState
+	25, // 26: fleet.v1.Command.issue_time:type_name -> google.protobuf.Timestamp
+	25, // 27: fleet.v1.Command.expire_time:type_name -> google.protobuf.Timestamp
+	25, // 28: fleet.v1.Command.sent_time:type_name -> google.protobuf.Timestamp
+	25, // 29: fleet.v1.Command.update_time:type_name -> google.protobuf.Timestamp
+	14, // 30: fleet.v1.Command.history:type_name -> fleet.v1.CommandTransition
+	27, // 31: fleet.v1.SendCommandRequest.kind:type_name -> fleet.v1.CommandKind
+	24, // 32: fleet.v1.SendCommandRequest.params:type_name -> fleet.v1.SendCommandRequest.ParamsEntry
+	28, // 33: fleet.v1.SendCommandRequest.ttl:type_name -> google.protobuf.Duration
+	15, // 34: fleet.v1.SendCommandResponse.command:type_name -> fleet.v1.Command
+	15, // 35: fleet.v1.GetCommandResponse.command:type_name -> fleet.v1.Command
+	3,  // 36: fleet.v1.ListCommandsRequest.state:type_name -> fleet.v1.CommandState
+	15, // 37: fleet.v1.ListCommandsResponse.commands:type_name -> fleet.v1.Command
+	6,  // 38: fleet.v1.AlertService.ListAlerts:input_type -> fleet.v1.ListAlertsRequest
+	8,  // 39: fleet.v1.AlertService.WatchAlerts:input_type -> fleet.v1.WatchAlertsRequest
+	10, // 40: fleet.v1.AlertService.AcknowledgeAlert:input_type -> fleet.v1.AcknowledgeAlertRequest
+	12, // 41: fleet.v1.AlertService.ResolveAlert:input_type -> fleet.v1.ResolveAlertRequest
+	16, // 42: fleet.v1.CommandService.SendCommand:input_type -> fleet.v1.SendCommandRequest
+	18, // 43: fleet.v1.CommandService.GetCommand:input_type -> fleet.v1.GetCommandRequest
+	20, // 44: fleet.v1.CommandService.ListCommands:input_type -> fleet.v1.ListCommandsRequest
+	7,  // 45: fleet.v1.AlertService.ListAlerts:output_type -> fleet.v1.ListAlertsResponse
+	9,  // 46: fleet.v1.AlertService.WatchAlerts:output_type -> fleet.v1.WatchAlertsResponse
+	11, // 47: fleet.v1.AlertService.AcknowledgeAlert:output_type -> fleet.v1.AcknowledgeAlertResponse
+	13, // 48: fleet.v1.AlertService.ResolveAlert:output_type -> fleet.v1.ResolveAlertResponse
+	17, // 49: fleet.v1.CommandService.SendCommand:output_type -> fleet.v1.SendCommandResponse
+	19, // 50: fleet.v1.CommandService.GetCommand:output_type -> fleet.v1.GetCommandResponse
+	21, // 51: fleet.v1.CommandService.ListCommands:output_type -> fleet.v1.ListCommandsResponse
+	45, // [45:52] is the sub-list for method output_type
+	38, // [38:45] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_dispatch_proto_init() }
@@ -1744,14 +1905,14 @@ func file_fleet_v1_dispatch_proto_init() {
 	}
 	file_fleet_v1_command_proto_init()
 	file_fleet_v1_geo_proto_init()
-	file_fleet_v1_dispatch_proto_msgTypes[3].OneofWrappers = []any{}
+	file_fleet_v1_dispatch_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_dispatch_proto_rawDesc), len(file_fleet_v1_dispatch_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   20,
+			NumEnums:      4,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
