@@ -17,7 +17,8 @@ func buildDispatch(d deps) (service, error) {
 		if err != nil {
 			return nil, fmt.Errorf("schedules: %w", err)
 		}
-		if cfg.Detect.Schedules, cfg.Detect.Groups, err = dispatch.ParseSchedules(data); err != nil {
+		// Schedules, groups and per-group theft thresholds (docs/dispatch.md).
+		if cfg.Detect, err = dispatch.ParseDetectConfig(data, cfg.Detect); err != nil {
 			return nil, fmt.Errorf("schedules %s: %w", path, err)
 		}
 	}
