@@ -91,7 +91,7 @@ func TestDispatchCommands(t *testing.T) {
 
 	data, _ := proto.Marshal(&fleetv1.Event{EventId: "g1", Source: "geofence", Kind: "exit", VehicleId: "van-7", Time: timestamppb.Now(),
 		Attributes: map[string]string{"zone_id": "yard", "zone_name": "Yard", "must_stay_inside": "true"}})
-	if _, err := b.JS.Publish(ctx, bus.EventSubject("geofence", "exit", "van-7"), data, jetstream.WithMsgID("g1")); err != nil {
+	if _, err := b.JS.Publish(ctx, bus.EventSubject("geofence", "exit", "van-7", "g1"), data, jetstream.WithMsgID("g1")); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)

@@ -53,6 +53,9 @@ type Bus struct {
 	log      *slog.Logger
 	srv      *server.Server
 	tmpStore string
+
+	metrics *ConsumerMetrics // nil until RegisterMetrics
+	events  *EventMetrics    // nil until RegisterMetrics
 }
 
 // Open connects to NATS, starting the embedded server first when cfg asks for it.

@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetwire/fleetwire/pkg/wire"
 )
@@ -26,6 +25,10 @@ type Msg struct {
 	StreamSeq uint64    // position in the stream: stable across redeliveries
 	Time      time.Time // when the stream stored it (server clock): stable across redeliveries
 	Delivered uint64    // 1 on first delivery
+	// Replayed: a rebuild is re-reading a message that an earlier run of the service had
+	// already processed (at or below the durable's ack floor before the rebuild). Use it to
+	// rebuild state without raising events again; the event stream refuses repeats anyway.
+	Replayed bool
 }
 
 // JSON reports whether the payload is the JSON form of the tracker protocol (header
@@ -41,21 +44,31 @@ func (m *Msg) JSON() bool {
 // fail the batch, or it would be redelivered for ever.
 type Handler func(ctx context.Context, batch []Msg) error
 
+// ErrPoison marks a handler failure that retrying cannot cure: the input itself is the
+// problem (a state the service cannot decode, a value it cannot encode). Wrap it with %w.
+// The consumer then narrows the batch down to the message that fails, moves that message
+// to the dead-letter stream with an alert, and carries on with the partition. Any other
+// error is taken as transient (a store or the event stream unreachable) and retried for
+// as long as it lasts: an outage stalls the partition, it never drops or reorders it.
+var ErrPoison = errors.New("poison input")
+
 // ConsumerConfig describes one durable pull consumer.
 type ConsumerConfig struct {
 	Stream  string
 	Durable string
 	Filters []string
+	// Service names the consuming service in dead-letter alerts (default: the durable's
+	// name up to its last '-').
+	Service string
 
 	MaxBatch int           // most messages handed to the handler at once (default 512)
 	AckWait  time.Duration // redelivery timeout for unacknowledged messages (default 30s)
-	// Rebuild deletes the durable consumer at start and reads the stream from its first
-	// message. A service whose state lives only in memory sets it, so a restarted process
-	// rebuilds its state from the retained stream instead of resuming past records it no
-	// longer has.
+	// Rebuild rewinds the durable consumer to the stream's first message at start. A
+	// service whose state lives only in memory sets it, so a restarted process rebuilds
+	// its state from the retained stream instead of resuming past records it no longer has.
 	Rebuild bool
 
-	Metrics *ConsumerMetrics // optional
+	Metrics *ConsumerMetrics // optional; default: the bus's (Bus.RegisterMetrics)
 }
 
 func (c *ConsumerConfig) defaults() {
@@ -65,177 +78,357 @@ func (c *ConsumerConfig) defaults() {
 	if c.AckWait <= 0 {
 		c.AckWait = 30 * time.Second
 	}
-}
-
-// ConsumerMetrics counts what the consumers did. Register it once per process.
-type ConsumerMetrics struct {
-	Messages *prometheus.CounterVec // by durable
-	Batches  *prometheus.CounterVec // by durable
-	Failures *prometheus.CounterVec // handler errors (batches redelivered), by durable
-}
-
-// NewConsumerMetrics creates and registers the consumer metrics with reg (may be nil).
-func NewConsumerMetrics(reg prometheus.Registerer) *ConsumerMetrics {
-	m := &ConsumerMetrics{
-		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetwire_bus_messages_total", Help: "Messages handed to handlers."}, []string{"durable"}),
-		Batches:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetwire_bus_batches_total", Help: "Batches handed to handlers."}, []string{"durable"}),
-		Failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetwire_bus_handler_failures_total", Help: "Batches a handler failed; they are redelivered."}, []string{"durable"}),
+	if c.Service == "" {
+		c.Service = c.Durable
+		if i := strings.LastIndexByte(c.Durable, '-'); i > 0 {
+			c.Service = c.Durable[:i]
+		}
 	}
-	if reg != nil {
-		reg.MustRegister(m.Messages, m.Batches, m.Failures)
-	}
-	return m
 }
-
-const fetchWait = 2 * time.Second
 
 // Consume runs a durable consumer until ctx ends.
 //
-// Every message is acknowledged individually, after the handler has processed the batch
-// that held it. Cumulative acknowledgement (AckAll) would halve the server's ack work,
-// but it acknowledges every earlier message too: a delivery lost in a reconnect, or a
-// message still pending from a crashed process, would be acknowledged unprocessed. With
-// explicit acks the server redelivers anything unacknowledged after AckWait, and the
-// handlers are idempotent and order-tolerant, so nothing is lost and nothing counts twice.
-// Devices that send several records per message keep the ack rate well below the ceiling.
+// Delivery is a stream, not a series of fetches: one subscription lives as long as the
+// consumer, and the client keeps pull requests open on it. A fetch that gives up on its
+// own clock abandons whatever the server sends after that (the server times a request
+// from when it reads it, which under CPU pressure is later), and an abandoned message
+// comes back only after AckWait, behind newer records of the same vehicles
+// (TestConsumeKeepsOrderWhenRequestsArriveLate).
+//
+// Order is checked, not assumed. Every delivery carries the consumer's delivery sequence;
+// a gap means a delivery was lost on the way (a reconnect, a slow consumer's dropped
+// messages). The consumer then stops taking messages, hands back what it holds, and resets
+// the durable to the first stream sequence it has not processed, so nothing passes a lost
+// message. A redelivery of a message already processed (its acknowledgement was lost) is
+// acknowledged again without reaching the handler.
+//
+// Each message is acknowledged after the handler has processed the batch that held it,
+// and the last acknowledgement of a batch waits for the server's confirmation, which
+// covers the earlier ones (one connection, processed in order). A lost acknowledgement
+// costs a redelivery, never a loss: handlers are idempotent.
 //
 // A failed batch is retried in place with back-off (its AckWait extended meanwhile), so a
-// store outage stalls the consumer instead of reordering or dropping its input.
+// store outage stalls the consumer instead of reordering or dropping its input. A batch
+// that fails with ErrPoison (or panics) is split; the message that fails alone goes to
+// the dead-letter stream, with an alert event, and the partition moves on.
 func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error {
 	cfg.defaults()
-	cons, err := b.durable(ctx, cfg)
+	c := &consumer{b: b, cfg: cfg, h: h, log: b.log.With("durable", cfg.Durable), m: cfg.Metrics}
+	if c.m == nil {
+		c.m = b.metrics
+	}
+	cons, replayed, err := b.durable(ctx, cfg)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting
 		}
 		return err
 	}
-	log := b.log.With("durable", cfg.Durable)
-	var (
-		pending = make([]jetstream.Msg, 0, cfg.MaxBatch)
-		batch   = make([]Msg, 0, cfg.MaxBatch)
-	)
-	// flush hands pending to the handler until it succeeds or ctx ends.
-	flush := func() bool {
-		if len(pending) == 0 {
-			return true
-		}
-		batch = batch[:0]
-		for _, m := range pending {
-			batch = append(batch, toMsg(m))
-		}
-		var backoff time.Duration
-		for {
-			err := h(ctx, batch)
-			if cfg.Metrics != nil {
-				cfg.Metrics.Batches.WithLabelValues(cfg.Durable).Inc()
-			}
-			if err == nil {
-				break
-			}
-			if cfg.Metrics != nil {
-				cfg.Metrics.Failures.WithLabelValues(cfg.Durable).Inc()
-			}
-			backoff = nextBackoff(backoff)
-			log.Warn("handler failed; retrying batch", "err", err, "messages", len(batch), "backoff", backoff)
-			for _, m := range pending {
-				_ = m.InProgress()
-			}
-			select {
-			case <-ctx.Done():
-				return false
-			case <-time.After(backoff):
-			}
-		}
-		if cfg.Metrics != nil {
-			cfg.Metrics.Messages.WithLabelValues(cfg.Durable).Add(float64(len(batch)))
-		}
-		for _, m := range pending {
-			_ = m.Ack()
-		}
-		pending = pending[:0]
-		return true
-	}
+	c.cons, c.replayed = cons, replayed
 	var backoff time.Duration
 	for ctx.Err() == nil {
-		// The pull request is tied to ctx: when the consumer stops, its inbox is
-		// unsubscribed at once, so the server stops delivering to a request nobody reads
-		// (a message sent there would otherwise wait AckWait before redelivery).
-		fctx, fcancel := context.WithTimeout(ctx, fetchWait)
-		mb, err := cons.Fetch(cfg.MaxBatch, jetstream.FetchContext(fctx))
-		if err != nil {
-			fcancel()
-			if ctx.Err() != nil {
-				break
-			}
-			backoff = nextBackoff(backoff)
-			log.Warn("fetch failed", "err", err, "backoff", backoff)
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
-			}
-			continue
-		}
-		backoff = 0
-		msgs := mb.Messages()
-	drain:
-		for {
-			var (
-				m  jetstream.Msg
-				ok bool
-			)
-			if len(pending) == 0 {
-				select {
-				case m, ok = <-msgs:
-				case <-ctx.Done():
-					break drain
-				}
-			} else {
-				select {
-				case m, ok = <-msgs:
-				default:
-					// Nothing more is ready: hand over what we have rather than wait, so a
-					// quiet fleet gets low latency and a busy one gets big batches.
-					if !flush() {
-						break drain
-					}
-					continue
-				}
-			}
-			if !ok {
-				break
-			}
-			pending = append(pending, m)
-			if len(pending) == cfg.MaxBatch && !flush() {
-				break drain
-			}
-		}
-		if ctx.Err() != nil {
-			fcancel()
-			// Hand back what we hold so a restarted consumer need not wait for AckWait.
-			for _, m := range pending {
-				_ = m.Nak()
-			}
-			pending = pending[:0]
-			for {
-				select {
-				case m, ok := <-msgs:
-					if !ok {
-						return nil
-					}
-					_ = m.Nak()
-				default:
+		if c.cons == nil {
+			// The durable may be gone (a server that lost a memory stream, an operator):
+			// create it again where the stream and its configuration say.
+			again := cfg
+			again.Rebuild = false // rebuilt once at start; from here on, resume
+			if c.cons, _, err = b.durable(ctx, again); err != nil {
+				if ctx.Err() != nil {
 					return nil
 				}
+				backoff = nextBackoff(backoff)
+				c.log.Warn("consumer unavailable", "err", err, "backoff", backoff)
+				sleep(ctx, backoff)
+				continue
 			}
 		}
-		flush()
-		fcancel()
-		if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			log.Debug("fetch ended", "err", err)
+		err := c.session(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, errGap):
+			backoff = 0
+			if c.m != nil {
+				c.m.Gaps.WithLabelValues(cfg.Durable).Inc()
+			}
+			c.log.Warn("delivery gap; resetting consumer to the first unprocessed message", "resume_seq", c.done+1, "err", err)
+			if c.cons, err = b.resetTo(ctx, cfg, c.done+1); err != nil {
+				c.log.Warn("reset consumer", "err", err)
+				c.cons = nil
+			}
+		default:
+			backoff = nextBackoff(backoff)
+			c.log.Warn("consuming interrupted", "err", err, "backoff", backoff)
+			c.cons = nil
+			sleep(ctx, backoff)
 		}
 	}
 	return nil
+}
+
+var errGap = errors.New("delivery sequence gap")
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+type consumer struct {
+	b    *Bus
+	cfg  ConsumerConfig
+	h    Handler
+	log  *slog.Logger
+	m    *ConsumerMetrics
+	cons jetstream.Consumer
+	// done is the stream sequence up to which this consumer's input has been processed
+	// and acknowledged (the ack floor as this process knows it).
+	done uint64
+	// replayed: with Rebuild, the ack floor before the rewind (Msg.Replayed).
+	replayed uint64
+}
+
+// held is a delivered message with its metadata.
+type held struct {
+	m  jetstream.Msg
+	md *jetstream.MsgMetadata
+}
+
+// session consumes over one subscription until ctx ends, a gap is seen (errGap) or the
+// subscription fails.
+func (c *consumer) session(ctx context.Context) error {
+	info, err := c.cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("consumer info: %w", err)
+	}
+	if info.NumAckPending > 0 {
+		// Messages out with nobody (a previous session's subscription) would come back
+		// only after AckWait, behind newer ones: take them back now.
+		seq := max(info.AckFloor.Stream+1, info.Config.OptStartSeq)
+		if c.cons, err = c.b.resetTo(ctx, c.cfg, seq); err != nil {
+			return err
+		}
+		if info, err = c.cons.Info(ctx); err != nil {
+			return fmt.Errorf("consumer info: %w", err)
+		}
+	}
+	c.done = info.AckFloor.Stream
+	lastDelivery := info.Delivered.Consumer
+
+	// The channel holds everything the server may have out (MaxAckPending) plus the
+	// client's buffer, so the subscription's callback never blocks: a blocked callback
+	// would also hold up the heartbeats the client watches.
+	in := make(chan jetstream.Msg, 6*c.cfg.MaxBatch)
+	stop := make(chan struct{})
+	fatal := make(chan error, 1)
+	cc, err := c.cons.Consume(func(m jetstream.Msg) {
+		select {
+		case in <- m:
+		case <-stop:
+			_ = m.Nak()
+		}
+	},
+		jetstream.PullMaxMessages(2*c.cfg.MaxBatch),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			switch {
+			case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound),
+				errors.Is(err, jetstream.ErrConnectionClosed), errors.Is(err, jetstream.ErrBadRequest):
+				select {
+				case fatal <- err:
+				default:
+				}
+			default:
+				c.log.Debug("consume", "err", err)
+			}
+		}))
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	defer func() {
+		// Hand back at once, in order, whatever was delivered and not processed, so the
+		// next owner of the partition need not wait for AckWait.
+		cc.Stop()
+		close(stop)
+		for {
+			select {
+			case m := <-in:
+				_ = m.Nak()
+			default:
+				return
+			}
+		}
+	}()
+
+	batch := make([]held, 0, c.cfg.MaxBatch)
+	for {
+		batch = batch[:0]
+		var gap bool
+		select {
+		case m := <-in:
+			batch, gap = c.take(batch, m, &lastDelivery)
+		case err := <-fatal:
+			return err
+		case <-ctx.Done():
+			return nil
+		}
+	fill:
+		for len(batch) < c.cfg.MaxBatch && !gap {
+			select {
+			case m := <-in:
+				batch, gap = c.take(batch, m, &lastDelivery)
+			default:
+				// Nothing more is ready: hand over what we have rather than wait, so a
+				// quiet fleet gets low latency and a busy one gets big batches.
+				break fill
+			}
+		}
+		// What came before a gap is in order and is processed; nothing after it is.
+		if len(batch) > 0 && !c.process(ctx, batch) {
+			return nil // stopping: the deferred hand-back NAKs what is left
+		}
+		if gap {
+			return errGap
+		}
+	}
+}
+
+// take checks m against the delivery sequence and appends it to batch when it is new.
+// It reports a gap (and hands m back) when a delivery before m never arrived.
+func (c *consumer) take(batch []held, m jetstream.Msg, lastDelivery *uint64) ([]held, bool) {
+	md, err := m.Metadata()
+	if err != nil {
+		c.log.Warn("message without metadata; handed back", "err", err)
+		_ = m.Nak()
+		return batch, false
+	}
+	switch d := md.Sequence.Consumer; {
+	case d > *lastDelivery+1:
+		_ = m.Nak()
+		return batch, true
+	case d <= *lastDelivery:
+		return batch, false // a stale delivery the server has forgotten since
+	}
+	*lastDelivery = md.Sequence.Consumer
+	if md.NumDelivered > 1 && c.m != nil {
+		c.m.Redelivered.WithLabelValues(c.cfg.Durable).Inc()
+	}
+	if md.Sequence.Stream <= c.done {
+		// Processed already; only its acknowledgement was lost.
+		_ = m.Ack()
+		return batch, false
+	}
+	if c.m != nil {
+		c.m.Pending.WithLabelValues(c.cfg.Durable).Set(float64(md.NumPending))
+	}
+	return append(batch, held{m: m, md: md}), false
+}
+
+// process hands batch to the handler until it succeeds, dead-letters what is poison, and
+// acknowledges. It returns false when ctx ended first.
+func (c *consumer) process(ctx context.Context, batch []held) bool {
+	msgs := make([]Msg, len(batch))
+	for i, h := range batch {
+		msgs[i] = toMsgMeta(h.m, h.md)
+		msgs[i].Replayed = msgs[i].StreamSeq <= c.replayed
+	}
+	err := c.retry(ctx, batch, msgs)
+	if err == nil {
+		return c.ack(ctx, batch, msgs)
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+	// Poison: find it by handling the messages one at a time, in order.
+	for i := range batch {
+		one := batch[i : i+1]
+		err := c.retry(ctx, one, msgs[i:i+1])
+		if err != nil && ctx.Err() == nil {
+			if !c.deadLetter(ctx, batch[i], err) {
+				return false
+			}
+			continue
+		}
+		if ctx.Err() != nil || !c.ack(ctx, one, msgs[i:i+1]) {
+			return false
+		}
+	}
+	return true
+}
+
+// retry calls the handler until it succeeds, fails with poison, or ctx ends.
+func (c *consumer) retry(ctx context.Context, batch []held, msgs []Msg) error {
+	var backoff time.Duration
+	for {
+		err := c.call(ctx, msgs)
+		if c.m != nil {
+			c.m.Batches.WithLabelValues(c.cfg.Durable).Inc()
+		}
+		if err == nil {
+			return nil
+		}
+		if c.m != nil {
+			c.m.Failures.WithLabelValues(c.cfg.Durable).Inc()
+		}
+		if errors.Is(err, ErrPoison) {
+			c.log.Error("handler refused its input", "err", err, "messages", len(msgs), "first_seq", msgs[0].StreamSeq)
+			return err
+		}
+		backoff = nextBackoff(backoff)
+		c.log.Warn("handler failed; retrying batch", "err", err, "messages", len(msgs), "backoff", backoff)
+		for _, h := range batch {
+			_ = h.m.InProgress()
+		}
+		sleep(ctx, backoff)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// call runs the handler, turning a panic into a poison error: input that crashes a
+// handler would crash every process that reads the partition.
+func (c *consumer) call(ctx context.Context, msgs []Msg) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: handler panic: %v", ErrPoison, r)
+		}
+	}()
+	return c.h(ctx, msgs)
+}
+
+// ack acknowledges a processed batch; the last acknowledgement waits for the server.
+func (c *consumer) ack(ctx context.Context, batch []held, msgs []Msg) bool {
+	now := time.Now()
+	for i, h := range batch {
+		if i == len(batch)-1 {
+			// Sent even when stopping: the batch is processed, and an acknowledgement
+			// lost here would replay it.
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if err := h.m.DoubleAck(actx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+				// Not fatal: the message comes back after AckWait and is recognised as done.
+				c.log.Debug("acknowledgement not confirmed", "err", err, "stream_seq", h.md.Sequence.Stream)
+				if c.m != nil {
+					c.m.Unconfirmed.WithLabelValues(c.cfg.Durable).Inc()
+				}
+			}
+			cancel()
+		} else {
+			_ = h.m.Ack()
+		}
+		c.done = h.md.Sequence.Stream
+		if c.m != nil && !msgs[i].Time.IsZero() {
+			c.m.Delay.WithLabelValues(c.cfg.Durable).Observe(now.Sub(msgs[i].Time).Seconds())
+		}
+	}
+	if c.m != nil {
+		c.m.Messages.WithLabelValues(c.cfg.Durable).Add(float64(len(batch)))
+		last := batch[len(batch)-1].md
+		c.m.AckFloorLag.WithLabelValues(c.cfg.Durable).Set(float64(last.NumPending))
+	}
+	return ctx.Err() == nil
 }
 
 func nextBackoff(d time.Duration) time.Duration {
@@ -248,13 +441,7 @@ func nextBackoff(d time.Duration) time.Duration {
 	return d * 2
 }
 
-func (b *Bus) durable(ctx context.Context, cfg ConsumerConfig) (jetstream.Consumer, error) {
-	if cfg.Rebuild {
-		err := b.JS.DeleteConsumer(ctx, cfg.Stream, cfg.Durable)
-		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return nil, fmt.Errorf("reset consumer %s: %w", cfg.Durable, err)
-		}
-	}
+func (b *Bus) consumerConfig(cfg ConsumerConfig) jetstream.ConsumerConfig {
 	cc := jetstream.ConsumerConfig{
 		Durable:       cfg.Durable,
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -268,40 +455,87 @@ func (b *Bus) durable(ctx context.Context, cfg ConsumerConfig) (jetstream.Consum
 	} else {
 		cc.FilterSubjects = cfg.Filters
 	}
+	return cc
+}
+
+// durable creates or updates the durable consumer and puts its start where this process
+// must begin: the stream's first message for a rebuild, else the first message not
+// acknowledged.
+func (b *Bus) durable(ctx context.Context, cfg ConsumerConfig) (cons jetstream.Consumer, replayed uint64, err error) {
+	cc := b.consumerConfig(cfg)
 	if existing, err := b.JS.Consumer(ctx, cfg.Stream, cfg.Durable); err == nil {
-		// The start position of an existing durable cannot change (it may have been
-		// rewound, below); it only matters at creation anyway.
+		// The start position of an existing durable cannot change; it only matters at
+		// creation anyway.
 		prev := existing.CachedInfo().Config
 		cc.DeliverPolicy, cc.OptStartSeq = prev.DeliverPolicy, prev.OptStartSeq
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, 0, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
 	}
-	cons, err := b.JS.CreateOrUpdateConsumer(ctx, cfg.Stream, cc)
+	cons, err = b.JS.CreateOrUpdateConsumer(ctx, cfg.Stream, cc)
 	if err != nil {
-		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
+		return nil, 0, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
 	}
-	// A durable that still has messages out, or pull requests waiting, belongs to a run
-	// that is gone (crashed, or stopped a moment ago): those messages would only come back
-	// after AckWait, and a waiting request could swallow the next message the same way.
-	// Recreate the durable at its ack floor so everything unacknowledged is delivered
-	// again now, in order. Handlers are idempotent, so re-reading is safe.
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("consumer %s info: %w", cfg.Durable, err)
+		return nil, 0, fmt.Errorf("consumer %s info: %w", cfg.Durable, err)
 	}
-	if info.NumAckPending == 0 && info.NumWaiting == 0 {
+	switch {
+	case cfg.Rebuild:
+		b.log.Info("rebuilding from the start of the stream", "durable", cfg.Durable, "processed_before", info.AckFloor.Stream)
+		cons, err = b.resetTo(ctx, cfg, 1)
+		return cons, info.AckFloor.Stream, err
+	case info.NumAckPending > 0:
+		// Messages still out belong to a run that is gone (crashed, or stopped a moment
+		// ago): they would only come back after AckWait, behind newer ones. Never below
+		// the durable's own start: a durable created at sequence N that crashed before its
+		// first acknowledgement has an ack floor of N-1, not 0.
+		seq := max(info.AckFloor.Stream+1, info.Config.OptStartSeq)
+		b.log.Info("rewinding consumer to its ack floor", "durable", cfg.Durable,
+			"resume_seq", seq, "ack_pending", info.NumAckPending)
+		cons, err = b.resetTo(ctx, cfg, seq)
+		return cons, 0, err
+	}
+	return cons, 0, nil
+}
+
+// resetTo makes the durable deliver from stream sequence seq next, forgetting what it
+// has out. The server's consumer reset (nats-server 2.14+) does it in place, atomically.
+// Older servers have no reset: the durable is deleted and created again at seq; a crash
+// between the two would leave no durable, and the next start would read the partition
+// from its first message (harmless for idempotent handlers, but slow).
+func (b *Bus) resetTo(ctx context.Context, cfg ConsumerConfig, seq uint64) (jetstream.Consumer, error) {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err := b.JS.ResetConsumerToSequence(rctx, cfg.Stream, cfg.Durable, seq)
+	cancel()
+	if err == nil {
+		cons, err := b.JS.Consumer(ctx, cfg.Stream, cfg.Durable)
+		if err != nil {
+			return nil, fmt.Errorf("consumer %s after reset: %w", cfg.Durable, err)
+		}
 		return cons, nil
 	}
-	b.log.Info("rewinding consumer to its ack floor", "durable", cfg.Durable,
-		"ack_floor", info.AckFloor.Stream, "ack_pending", info.NumAckPending, "waiting", info.NumWaiting)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	b.log.Info("consumer reset unavailable; recreating the durable", "durable", cfg.Durable, "resume_seq", seq, "err", err)
 	if err := b.JS.DeleteConsumer(ctx, cfg.Stream, cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("rewind consumer %s: %w", cfg.Durable, err)
 	}
-	cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-	cc.OptStartSeq = info.AckFloor.Stream + 1
-	cons, err = b.JS.CreateOrUpdateConsumer(ctx, cfg.Stream, cc)
+	cc := b.consumerConfig(cfg)
+	if seq > 1 {
+		cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cc.OptStartSeq = seq
+	}
+	cons, err := b.JS.CreateOrUpdateConsumer(ctx, cfg.Stream, cc)
 	if err != nil {
 		return nil, fmt.Errorf("rewind consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
 	}
 	return cons, nil
+}
+
+func toMsgMeta(m jetstream.Msg, md *jetstream.MsgMetadata) Msg {
+	return Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers(),
+		StreamSeq: md.Sequence.Stream, Time: md.Timestamp, Delivered: md.NumDelivered}
 }
 
 func toMsg(m jetstream.Msg) Msg {

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -14,13 +15,18 @@ import (
 // DefaultPublishTimeout bounds the wait for the event stream's acknowledgements.
 const DefaultPublishTimeout = 10 * time.Second
 
-// PublishEvents stores events in the event stream, each on
-// EventSubject(source, kind, vehicle) with its EventId as Nats-Msg-Id, and returns once
-// every one is acknowledged. A service calls it before acknowledging the input that
-// raised the events, so an event is never lost; the deterministic ids make a
-// republication after a redelivery a duplicate that JetStream drops. It publishes
-// asynchronously, so a batch of events costs one round trip, not one per event.
-// A zero timeout means DefaultPublishTimeout.
+// PublishEvents stores events in the event stream, each on EventSubject(source, kind,
+// vehicle, EventId), and returns once every one is stored or known to have been stored
+// before. A service calls it before it saves the state that raised the events and before
+// it acknowledges their input, so an event is never lost; a retry, a redelivery or a
+// rebuild raises the same ids, and the same ids are never stored twice:
+//
+//   - within the duplicate window, Nats-Msg-Id makes the server drop the repeat;
+//   - at any age, the publish expects its subject (which carries a digest of the id) to be
+//     empty, so the server refuses an event it still retains.
+//
+// It publishes asynchronously, so a batch of events costs one round trip, not one per
+// event. A zero timeout means DefaultPublishTimeout.
 func (b *Bus) PublishEvents(ctx context.Context, events []*fleetv1.Event, timeout time.Duration) error {
 	if len(events) == 0 {
 		return nil
@@ -34,7 +40,8 @@ func (b *Bus) PublishEvents(ctx context.Context, events []*fleetv1.Event, timeou
 		if err != nil {
 			return fmt.Errorf("encode event %s: %w", e.GetEventId(), err)
 		}
-		f, err := b.JS.PublishAsync(EventSubject(e.GetSource(), e.GetKind(), e.GetVehicleId()), data, jetstream.WithMsgID(e.GetEventId()))
+		subj := EventSubject(e.GetSource(), e.GetKind(), e.GetVehicleId(), e.GetEventId())
+		f, err := b.JS.PublishAsync(subj, data, jetstream.WithMsgID(e.GetEventId()), jetstream.WithExpectLastSequencePerSubject(0))
 		if err != nil {
 			return fmt.Errorf("publish %s event %s: %w", e.GetKind(), e.GetEventId(), err)
 		}
@@ -43,10 +50,25 @@ func (b *Bus) PublishEvents(ctx context.Context, events []*fleetv1.Event, timeou
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for i, f := range futures {
+		e := events[i]
 		select {
-		case <-f.Ok():
+		case ack := <-f.Ok():
+			if b.events != nil {
+				if ack.Duplicate {
+					b.events.Duplicates.WithLabelValues(e.GetSource(), e.GetKind()).Inc()
+				} else {
+					b.events.Published.WithLabelValues(e.GetSource(), e.GetKind()).Inc()
+				}
+			}
 		case err := <-f.Err():
-			return fmt.Errorf("%s event %s not stored: %w", events[i].GetKind(), events[i].GetEventId(), err)
+			if alreadyStored(err) {
+				// Stored before, outside the duplicate window: already emitted.
+				if b.events != nil {
+					b.events.Duplicates.WithLabelValues(e.GetSource(), e.GetKind()).Inc()
+				}
+				continue
+			}
+			return fmt.Errorf("%s event %s not stored: %w", e.GetKind(), e.GetEventId(), err)
 		case <-t.C:
 			return fmt.Errorf("publish events: no acknowledgement after %s", timeout)
 		case <-ctx.Done():
@@ -54,4 +76,18 @@ func (b *Bus) PublishEvents(ctx context.Context, events []*fleetv1.Event, timeou
 		}
 	}
 	return nil
+}
+
+// alreadyStored reports whether a publish expecting an empty subject was refused because
+// the subject holds a message.
+func alreadyStored(err error) bool {
+	var jsErr jetstream.JetStreamError
+	if !errors.As(err, &jsErr) || jsErr.APIError() == nil {
+		return false
+	}
+	switch jsErr.APIError().ErrorCode {
+	case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+		return true
+	}
+	return false
 }

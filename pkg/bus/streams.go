@@ -12,6 +12,10 @@ import (
 const (
 	TelemetryStream = "FLEET_TELEMETRY"
 	EventStream     = "FLEET_EVENTS"
+	// DeadLetterStream keeps input a service could not process (ErrPoison), with the
+	// original subject, stream sequence and error in headers, for an operator to inspect
+	// and republish.
+	DeadLetterStream = "FLEET_DEADLETTER"
 )
 
 // MaxMessageBytes is the largest message a device may publish (and the embedded server's
@@ -92,7 +96,20 @@ func (b *Bus) EnsureStreams(ctx context.Context, cfg StreamConfig) error {
 		Storage:     storage,
 		Replicas:    cfg.Replicas,
 	}
-	for _, sc := range []jetstream.StreamConfig{tele, evt} {
+	dead := jetstream.StreamConfig{
+		Name:        DeadLetterStream,
+		Description: "Input a service could not process, kept for inspection",
+		Subjects:    []string{DeadLetterWildcard()},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      cfg.EventMaxAge,
+		MaxBytes:    cfg.EventBytes,
+		MaxMsgSize:  MaxMessageBytes + 8<<10, // the original message plus its headers
+		Duplicates:  cfg.DedupWindow,
+		Storage:     storage,
+		Replicas:    cfg.Replicas,
+	}
+	for _, sc := range []jetstream.StreamConfig{tele, evt, dead} {
 		if _, err := b.JS.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("provision stream %s: %w", sc.Name, err)
 		}

@@ -1,6 +1,8 @@
 package bus
 
 import (
+	"crypto/sha256"
+	"encoding/base32"
 	"fmt"
 	"hash/fnv"
 	"strconv"
@@ -12,7 +14,8 @@ import (
 // Device → platform:   fleet.up.<vehicle>.<kind>          (kind: tele, alarm, diag, reply)
 // Stored as:           fleet.in.<partition>.<vehicle>.<kind> (stream subject transform)
 // Platform → device:   fleet.down.<vehicle>.cmd
-// Service events:      fleet.evt.<source>.<kind>.<vehicle>
+// Service events:      fleet.evt.<source>.<kind>.<vehicle>.<event>  (event: a digest of the event id)
+// Dead letters:        fleet.dead.<durable>
 // Live state fan-out:  fleet.live.<vehicle> (core NATS, between instances of a service)
 //
 // A NATS user for one tracker is confined with
@@ -38,6 +41,7 @@ const (
 	downPrefix = "fleet.down."
 	evtPrefix  = "fleet.evt."
 	livePrefix = "fleet.live."
+	deadPrefix = "fleet.dead."
 )
 
 // DefaultPartitions is the number of partitions of the telemetry stream. Vehicles are
@@ -80,9 +84,23 @@ func subjectTransform(partitions int) (src, dest string) {
 	return upPrefix + "*.*", fmt.Sprintf("%s{{partition(%d,1)}}.{{wildcard(1)}}.{{wildcard(2)}}", inPrefix, partitions)
 }
 
-// EventSubject is where a service publishes an event of kind about vehicle.
-func EventSubject(source, kind, vehicle string) string {
-	return evtPrefix + source + "." + kind + "." + vehicle
+// EventSubject is where a service publishes the event id, of kind, about vehicle. The last
+// token is a digest of the id, so every event has a subject of its own: the stream itself
+// then knows whether an event was ever stored (a publish expecting an empty subject), for
+// as long as it retains events, well past the Nats-Msg-Id window.
+func EventSubject(source, kind, vehicle, id string) string {
+	return evtPrefix + source + "." + kind + "." + vehicle + "." + EventToken(id)
+}
+
+// EventToken is the subject token of event id: 26 characters of base32 SHA-256.
+func EventToken(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:16]))
+}
+
+// EventFilter selects the events of source and kind about vehicle; each may be "*".
+func EventFilter(source, kind, vehicle string) string {
+	return evtPrefix + source + "." + kind + "." + vehicle + ".*"
 }
 
 // EventWildcard matches all events.
@@ -90,6 +108,12 @@ func EventWildcard() string { return evtPrefix + ">" }
 
 // EventSourceFilter matches every event a source publishes.
 func EventSourceFilter(source string) string { return evtPrefix + source + ".>" }
+
+// DeadLetterSubject is where the consumer durable moves input it cannot process.
+func DeadLetterSubject(durable string) string { return deadPrefix + durable }
+
+// DeadLetterWildcard matches every dead letter.
+func DeadLetterWildcard() string { return deadPrefix + ">" }
 
 // LiveSubject carries a vehicle's committed live state from the instance that owns its
 // partition to the other instances, so a watcher on any instance sees the whole fleet.

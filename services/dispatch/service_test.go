@@ -459,7 +459,7 @@ func TestAlarmWithInvalidFixRaisesAlert(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		_, err = s.GetLastMsgForSubject(context.Background(), bus.EventSubject(SourceDispatch, "alert", v))
+		_, err = s.GetLastMsgForSubject(context.Background(), bus.EventFilter(SourceDispatch, "alert", v))
 		return err == nil
 	})
 }
@@ -470,7 +470,7 @@ func publishEvent(t *testing.T, b *bus.Bus, source, kind, vehicle, id string, at
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.JS.Publish(context.Background(), bus.EventSubject(source, kind, vehicle), data, jetstream.WithMsgID(id)); err != nil {
+	if _, err := b.JS.Publish(context.Background(), bus.EventSubject(source, kind, vehicle, id), data, jetstream.WithMsgID(id)); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -197,7 +197,7 @@ func (s *Service) awaitZone(ctx context.Context, id string, rev uint64, deleted 
 // item is one usable record of a batch.
 type item struct {
 	rec   telemetry.Record
-	quiet bool // replayed from before a rebuild: update membership, publish nothing
+	quiet bool // an earlier run processed it (a rebuild): update membership, publish nothing
 }
 
 // handle evaluates a batch. It works on copies of the stored states, publishes the
@@ -214,10 +214,6 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 	defer cancel()
 	ix := s.Zones()
 	byVehicle := map[string][]item{}
-	quietBefore := time.Time{}
-	if s.cfg.Rebuild {
-		quietBefore = s.started.Add(-s.cfg.ReplayQuiet)
-	}
 	for i := range batch {
 		m := &batch[i]
 		addr, err := bus.ParseSubject(m.Subject)
@@ -239,7 +235,7 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 				continue
 			}
 			r.ReceivedTime, r.StreamSeq = m.Time, m.StreamSeq
-			byVehicle[addr.Vehicle] = append(byVehicle[addr.Vehicle], item{rec: r, quiet: m.Time.Before(quietBefore)})
+			byVehicle[addr.Vehicle] = append(byVehicle[addr.Vehicle], item{rec: r, quiet: m.Replayed})
 		}
 	}
 	if len(byVehicle) == 0 {

@@ -334,7 +334,7 @@ func eventFilter(vehicle string) string {
 	if vehicle == "" {
 		return bus.EventSourceFilter(Source)
 	}
-	return bus.EventSubject(Source, "*", vehicle)
+	return bus.EventFilter(Source, "*", vehicle)
 }
 
 func checkFilters(zone, vehicle string, needOne bool) error {

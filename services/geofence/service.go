@@ -39,11 +39,6 @@ type Config struct {
 	Rules fence.Rules
 	// ZoneBucket is the key-value bucket of zone definitions (default FLEET_ZONES).
 	ZoneBucket string
-	// ReplayQuiet applies with Rebuild: records the stream stored more than this long
-	// before the service started rebuild membership but publish no events, since a
-	// previous run published them and they are older than JetStream's duplicate window
-	// (default 10 minutes, the default window).
-	ReplayQuiet time.Duration
 	// MaxBatch is the most messages handled at once per partition (default 512).
 	MaxBatch int
 	// MaxListEvents caps ListZoneEvents answers (default 10 000).
@@ -55,7 +50,6 @@ func DefaultConfig() Config {
 	return Config{
 		Rules:         fence.DefaultRules(),
 		ZoneBucket:    DefaultZoneBucket,
-		ReplayQuiet:   10 * time.Minute,
 		MaxBatch:      512,
 		MaxListEvents: 10_000,
 	}
@@ -91,9 +85,6 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 	def := DefaultConfig()
 	if cfg.ZoneBucket == "" {
 		cfg.ZoneBucket = def.ZoneBucket
-	}
-	if cfg.ReplayQuiet <= 0 {
-		cfg.ReplayQuiet = def.ReplayQuiet
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = def.MaxBatch

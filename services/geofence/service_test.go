@@ -518,7 +518,6 @@ func TestRebuildFromStreamIsQuiet(t *testing.T) {
 	first.stop()
 	firstBus.Close()
 
-	cfg.ReplayQuiet = time.Nanosecond // everything stored before the restart is history
 	second := startInstance(t, clientBus(t, b), NewMemoryStore(), cfg)
 	waitFor(t, "membership rebuilt", func() bool {
 		r, err := second.client.VehiclesInZone(context.Background(), &fleetv1.VehiclesInZoneRequest{ZoneId: "depot"})

@@ -99,7 +99,9 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 			if res.HasPoint {
 				points = append(points, TrackPoint{VehicleID: it.vehicle, Fix: res.Point})
 			}
-			if res.StatusChanged && !it.msg.Time.Before(s.replayedBefore) {
+			// A record an earlier run of a rebuilding service already processed rebuilds
+			// the state without raising its events again.
+			if res.StatusChanged && !it.msg.Replayed {
 				events = append(events, statusEvent{state: cloneStatus(st), rec: r})
 			}
 		}
@@ -109,11 +111,15 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 	for i, e := range touched {
 		states[i] = e.state
 	}
-	if err := s.store.Write(ctx, Batch{States: states, Points: points, Removed: removed, Retention: s.cfg.HistoryRetention, Now: now}); err != nil {
-		return err // nothing committed: the redelivered batch starts from the same states
-	}
+	// Events first, then state. A crash after the events and before the state redelivers
+	// the batch, which raises the same event ids (stored once, see bus.PublishEvents);
+	// the other order would lose them, since the redelivered records would count as
+	// applied already.
 	if err := s.publishEvents(ctx, events); err != nil {
 		return err
+	}
+	if err := s.store.Write(ctx, Batch{States: states, Points: points, Removed: removed, Retention: s.cfg.HistoryRetention, Now: now}); err != nil {
+		return err // nothing committed: the redelivered batch starts from the same states
 	}
 	s.commit(touched)
 	return nil

@@ -36,14 +36,9 @@ type Service struct {
 	// other's update of a vehicle.
 	mu    sync.RWMutex
 	cache map[string]*entry
-	// replayedBefore: in Rebuild mode, records the stream stored before this Run began
-	// were handled, and their events published, by an earlier process; re-reading them
-	// rebuilds the state but raises no events again (JetStream's duplicate window is only
-	// minutes long, the retained stream days).
-	replayedBefore time.Time
-	partMu         []sync.Mutex
-	nParts         int
-	owned          map[int]bool
+	partMu []sync.Mutex
+	nParts int
+	owned  map[int]bool
 }
 
 type entry struct {
@@ -124,9 +119,6 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	s.mu.Lock()
-	if s.cfg.Rebuild {
-		s.replayedBefore = s.now()
-	}
 	s.nParts = n
 	s.partMu = make([]sync.Mutex, n)
 	s.owned = make(map[int]bool, len(parts))
@@ -255,15 +247,15 @@ func (s *Service) sweepPartition(ctx context.Context, p int, now time.Time) erro
 	evs := make([]statusEvent, 0, len(changed))
 	for i, e := range changed {
 		states[i] = e.state
-		if e.state.StatusTime.Before(s.replayedBefore) {
-			continue // went offline before this process started: reported already
-		}
+		// Published even when the vehicle went offline before this process started: the
+		// event's id is derived from the state, so one reported before is not stored again.
 		evs = append(evs, statusEvent{state: e.state})
 	}
-	if err := s.store.Write(ctx, Batch{States: states, Retention: s.cfg.HistoryRetention, Now: now}); err != nil {
+	// Events before state, as in handle.
+	if err := s.publishEvents(ctx, evs); err != nil {
 		return err
 	}
-	if err := s.publishEvents(ctx, evs); err != nil {
+	if err := s.store.Write(ctx, Batch{States: states, Retention: s.cfg.HistoryRetention, Now: now}); err != nil {
 		return err
 	}
 	s.commit(changed)

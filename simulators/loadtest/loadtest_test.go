@@ -84,7 +84,7 @@ func startDispatcher(t *testing.T, ctx context.Context, b *bus.Bus, hidden strin
 				seen[r.VehicleID] = true
 				ev, _ := proto.Marshal(&fleetv1.Event{EventId: "e-" + r.VehicleID, Source: "tracking", Kind: "status_changed",
 					VehicleId: r.VehicleID, Time: timestamppb.New(r.DeviceTime)})
-				_ = b.NC.Publish(bus.EventSubject("tracking", "status_changed", r.VehicleID), ev)
+				_ = b.NC.Publish(bus.EventSubject("tracking", "status_changed", r.VehicleID, "e-"+r.VehicleID), ev)
 			}
 			if r.VehicleID == w.hidden {
 				continue
