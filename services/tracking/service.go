@@ -34,8 +34,8 @@ type Service struct {
 	// The live states of the vehicles in this instance's partitions. The partition lock
 	// serialises a partition's consumer and the offline sweep, so neither overwrites the
 	// other's update of a vehicle.
-	mu    sync.RWMutex
-	cache map[string]*entry
+	mu     sync.RWMutex
+	cache  map[string]*entry
 	partMu []sync.Mutex
 	nParts int
 	owned  map[int]bool

@@ -126,6 +126,9 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := b.RegisterMetrics(reg); err != nil {
+		return fail(fmt.Errorf("bus: %w", err))
+	}
 	d := deps{opts: o, bus: b, parts: parts, redis: p.redis, log: log, reg: reg, prefix: o.RedisPrefix}
 
 	gs := grpcserver.New(log.With("component", "grpc"), reg)
