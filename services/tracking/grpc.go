@@ -398,8 +398,13 @@ func toProtoVehicle(v *Vehicle) *fleetv1.Vehicle {
 		LastSentTime:   ts(st.LastSentTime, func() *timestamppb.Timestamp { return timestamppb.New(st.LastSentTime) }),
 		LastSequence:   st.LastSequence,
 		OdometerM:      st.OdometerM,
+		OdometerSource: fleetv1.OdometerSource_ODOMETER_SOURCE_GPS,
+		GpsOdometerM:   st.GPSOdometerM,
 		EngineHours:    st.EngineHours,
 		Records:        st.Records,
+	}
+	if st.OdoFromDevice {
+		ps.OdometerSource = fleetv1.OdometerSource_ODOMETER_SOURCE_DEVICE
 	}
 	if st.HasFix {
 		ps.LastFix = toProtoFix(&st.Fix)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/geo"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
+	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
 
 var t0 = time.Date(2026, 3, 2, 8, 0, 0, 0, time.UTC)
@@ -454,5 +455,39 @@ func TestStatus(t *testing.T) {
 	r := rec(600, 6, 52.5011, 13.4, 30)
 	if res := tr.Apply(st, &r, now); !res.StatusChanged || st.Status != StatusMoving {
 		t.Fatalf("got status %v after new data, want moving", st.Status)
+	}
+}
+
+// TestOdometerSourceInAPI checks that the API shows where the odometer comes from, with
+// the GPS odometer alongside.
+func TestOdometerSourceInAPI(t *testing.T) {
+	lat1, lon1 := east(52.5, 13.4, 500)
+	tests := []struct {
+		name       string
+		records    []telemetry.Record
+		wantSource fleetv1.OdometerSource
+		wantOdo    float64
+	}{
+		{"fixes only", []telemetry.Record{rec(0, 1, 52.5, 13.4, 30), rec(60, 2, lat1, lon1, 30)},
+			fleetv1.OdometerSource_ODOMETER_SOURCE_GPS, 500},
+		{"device counter", []telemetry.Record{withOdometer(rec(0, 1, 52.5, 13.4, 30), 100_000),
+			withOdometer(rec(60, 2, lat1, lon1, 30), 100_510)},
+			fleetv1.OdometerSource_ODOMETER_SOURCE_DEVICE, 100_510},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := NewTracker(DefaultConfig())
+			st := NewState("v1")
+			for i := range tc.records {
+				tr.Apply(st, &tc.records[i], t0.Add(time.Hour))
+			}
+			ps := toProtoVehicle(&Vehicle{Info: Info{ID: "v1"}, State: st}).GetState()
+			if ps.GetOdometerSource() != tc.wantSource || !near(ps.GetOdometerM(), tc.wantOdo, 1) {
+				t.Errorf("got odometer %.1f from %v, want %.1f from %v", ps.GetOdometerM(), ps.GetOdometerSource(), tc.wantOdo, tc.wantSource)
+			}
+			if !near(ps.GetGpsOdometerM(), 500, 1) {
+				t.Errorf("got GPS odometer %.1f, want 500", ps.GetGpsOdometerM())
+			}
+		})
 	}
 }

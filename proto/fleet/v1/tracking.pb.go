@@ -89,6 +89,60 @@ func (VehicleStatus) EnumDescriptor() ([]byte, []int) {
 	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{0}
 }
 
+// OdometerSource says where a vehicle's odometer reading comes from.
+type OdometerSource int32
+
+const (
+	// Not set.
+	OdometerSource_ODOMETER_SOURCE_UNSPECIFIED OdometerSource = 0
+	// The distance between accepted GPS fixes (continued from the last device reading, if
+	// the device reported one before).
+	OdometerSource_ODOMETER_SOURCE_GPS OdometerSource = 1
+	// The device's or vehicle's own counter (e.g. Teltonika IO 16, a CAN odometer), sane.
+	OdometerSource_ODOMETER_SOURCE_DEVICE OdometerSource = 2
+)
+
+// Enum value maps for OdometerSource.
+var (
+	OdometerSource_name = map[int32]string{
+		0: "ODOMETER_SOURCE_UNSPECIFIED",
+		1: "ODOMETER_SOURCE_GPS",
+		2: "ODOMETER_SOURCE_DEVICE",
+	}
+	OdometerSource_value = map[string]int32{
+		"ODOMETER_SOURCE_UNSPECIFIED": 0,
+		"ODOMETER_SOURCE_GPS":         1,
+		"ODOMETER_SOURCE_DEVICE":      2,
+	}
+)
+
+func (x OdometerSource) Enum() *OdometerSource {
+	p := new(OdometerSource)
+	*p = x
+	return p
+}
+
+func (x OdometerSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OdometerSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_fleet_v1_tracking_proto_enumTypes[1].Descriptor()
+}
+
+func (OdometerSource) Type() protoreflect.EnumType {
+	return &file_fleet_v1_tracking_proto_enumTypes[1]
+}
+
+func (x OdometerSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OdometerSource.Descriptor instead.
+func (OdometerSource) EnumDescriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{1}
+}
+
 // Fix is an accepted position.
 type Fix struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -204,8 +258,13 @@ type VehicleState struct {
 	StatusTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=status_time,json=statusTime,proto3" json:"status_time,omitempty"`
 	// Status before the current one.
 	PreviousStatus VehicleStatus `protobuf:"varint,15,opt,name=previous_status,json=previousStatus,proto3,enum=fleet.v1.VehicleStatus" json:"previous_status,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Where odometer_m comes from.
+	OdometerSource OdometerSource `protobuf:"varint,16,opt,name=odometer_source,json=odometerSource,proto3,enum=fleet.v1.OdometerSource" json:"odometer_source,omitempty"`
+	// Distance in metres between the accepted GPS fixes, kept whatever odometer_m's source
+	// (spikes, drift and held parked positions add nothing).
+	GpsOdometerM  float64 `protobuf:"fixed64,17,opt,name=gps_odometer_m,json=gpsOdometerM,proto3" json:"gps_odometer_m,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VehicleState) Reset() {
@@ -341,6 +400,20 @@ func (x *VehicleState) GetPreviousStatus() VehicleStatus {
 		return x.PreviousStatus
 	}
 	return VehicleStatus_VEHICLE_STATUS_UNSPECIFIED
+}
+
+func (x *VehicleState) GetOdometerSource() OdometerSource {
+	if x != nil {
+		return x.OdometerSource
+	}
+	return OdometerSource_ODOMETER_SOURCE_UNSPECIFIED
+}
+
+func (x *VehicleState) GetGpsOdometerM() float64 {
+	if x != nil {
+		return x.GpsOdometerM
+	}
+	return 0
 }
 
 // Vehicle is a vehicle as the dispatcher sees it: identity plus live state.
@@ -1800,7 +1873,7 @@ const file_fleet_v1_tracking_proto_rawDesc = "" +
 	"\vheading_deg\x18\x04 \x01(\x01R\n" +
 	"headingDeg\x12;\n" +
 	"\vdevice_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"deviceTime\"\xa1\x06\n" +
+	"deviceTime\"\x8a\a\n" +
 	"\fVehicleState\x12/\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x17.fleet.v1.VehicleStatusR\x06status\x12(\n" +
 	"\blast_fix\x18\x02 \x01(\v2\r.fleet.v1.FixR\alastFix\x12@\n" +
@@ -1820,7 +1893,9 @@ const file_fleet_v1_tracking_proto_rawDesc = "" +
 	"\rlast_sequence\x18\r \x01(\x04R\flastSequence\x12;\n" +
 	"\vstatus_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"statusTime\x12@\n" +
-	"\x0fprevious_status\x18\x0f \x01(\x0e2\x17.fleet.v1.VehicleStatusR\x0epreviousStatusB\v\n" +
+	"\x0fprevious_status\x18\x0f \x01(\x0e2\x17.fleet.v1.VehicleStatusR\x0epreviousStatus\x12A\n" +
+	"\x0fodometer_source\x18\x10 \x01(\x0e2\x18.fleet.v1.OdometerSourceR\x0eodometerSource\x12$\n" +
+	"\x0egps_odometer_m\x18\x11 \x01(\x01R\fgpsOdometerMB\v\n" +
 	"\t_ignitionB\x0f\n" +
 	"\r_fuel_level_lB\x11\n" +
 	"\x0f_fuel_level_pctB\x15\n" +
@@ -1954,7 +2029,11 @@ const file_fleet_v1_tracking_proto_rawDesc = "" +
 	"\x15VEHICLE_STATUS_MOVING\x10\x02\x12\x17\n" +
 	"\x13VEHICLE_STATUS_IDLE\x10\x03\x12\x1a\n" +
 	"\x16VEHICLE_STATUS_STOPPED\x10\x04\x12\x1a\n" +
-	"\x16VEHICLE_STATUS_OFFLINE\x10\x052\xe0\x05\n" +
+	"\x16VEHICLE_STATUS_OFFLINE\x10\x05*f\n" +
+	"\x0eOdometerSource\x12\x1f\n" +
+	"\x1bODOMETER_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13ODOMETER_SOURCE_GPS\x10\x01\x12\x1a\n" +
+	"\x16ODOMETER_SOURCE_DEVICE\x10\x022\xe0\x05\n" +
 	"\x0fTrackingService\x12G\n" +
 	"\n" +
 	"GetVehicle\x12\x1b.fleet.v1.GetVehicleRequest\x1a\x1c.fleet.v1.GetVehicleResponse\x12M\n" +
@@ -1980,111 +2059,113 @@ func file_fleet_v1_tracking_proto_rawDescGZIP() []byte {
 	return file_fleet_v1_tracking_proto_rawDescData
 }
 
-var file_fleet_v1_tracking_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_fleet_v1_tracking_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_fleet_v1_tracking_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_fleet_v1_tracking_proto_goTypes = []any{
 	(VehicleStatus)(0),                    // 0: fleet.v1.VehicleStatus
-	(*Fix)(nil),                           // 1: fleet.v1.Fix
-	(*VehicleState)(nil),                  // 2: fleet.v1.VehicleState
-	(*Vehicle)(nil),                       // 3: fleet.v1.Vehicle
-	(*GetVehicleRequest)(nil),             // 4: fleet.v1.GetVehicleRequest
-	(*GetVehicleResponse)(nil),            // 5: fleet.v1.GetVehicleResponse
-	(*ListVehiclesRequest)(nil),           // 6: fleet.v1.ListVehiclesRequest
-	(*ListVehiclesResponse)(nil),          // 7: fleet.v1.ListVehiclesResponse
-	(*WatchVehiclesRequest)(nil),          // 8: fleet.v1.WatchVehiclesRequest
-	(*WatchVehiclesResponse)(nil),         // 9: fleet.v1.WatchVehiclesResponse
-	(*SearchNearestVehiclesRequest)(nil),  // 10: fleet.v1.SearchNearestVehiclesRequest
-	(*NearbyVehicle)(nil),                 // 11: fleet.v1.NearbyVehicle
-	(*SearchNearestVehiclesResponse)(nil), // 12: fleet.v1.SearchNearestVehiclesResponse
-	(*GetTrackRequest)(nil),               // 13: fleet.v1.GetTrackRequest
-	(*GetTrackResponse)(nil),              // 14: fleet.v1.GetTrackResponse
-	(*ListTripsRequest)(nil),              // 15: fleet.v1.ListTripsRequest
-	(*Trip)(nil),                          // 16: fleet.v1.Trip
-	(*ListTripsResponse)(nil),             // 17: fleet.v1.ListTripsResponse
-	(*ListStopsRequest)(nil),              // 18: fleet.v1.ListStopsRequest
-	(*Stop)(nil),                          // 19: fleet.v1.Stop
-	(*ListStopsResponse)(nil),             // 20: fleet.v1.ListStopsResponse
-	(*RegisterVehicleRequest)(nil),        // 21: fleet.v1.RegisterVehicleRequest
-	(*RegisterVehicleResponse)(nil),       // 22: fleet.v1.RegisterVehicleResponse
-	(*UpdateVehicleRequest)(nil),          // 23: fleet.v1.UpdateVehicleRequest
-	(*UpdateVehicleResponse)(nil),         // 24: fleet.v1.UpdateVehicleResponse
-	nil,                                   // 25: fleet.v1.Vehicle.MetadataEntry
-	nil,                                   // 26: fleet.v1.RegisterVehicleRequest.MetadataEntry
-	nil,                                   // 27: fleet.v1.UpdateVehicleRequest.MetadataEntry
-	(*LatLng)(nil),                        // 28: fleet.v1.LatLng
-	(*timestamppb.Timestamp)(nil),         // 29: google.protobuf.Timestamp
-	(*BoundingBox)(nil),                   // 30: fleet.v1.BoundingBox
-	(*durationpb.Duration)(nil),           // 31: google.protobuf.Duration
-	(*fieldmaskpb.FieldMask)(nil),         // 32: google.protobuf.FieldMask
+	(OdometerSource)(0),                   // 1: fleet.v1.OdometerSource
+	(*Fix)(nil),                           // 2: fleet.v1.Fix
+	(*VehicleState)(nil),                  // 3: fleet.v1.VehicleState
+	(*Vehicle)(nil),                       // 4: fleet.v1.Vehicle
+	(*GetVehicleRequest)(nil),             // 5: fleet.v1.GetVehicleRequest
+	(*GetVehicleResponse)(nil),            // 6: fleet.v1.GetVehicleResponse
+	(*ListVehiclesRequest)(nil),           // 7: fleet.v1.ListVehiclesRequest
+	(*ListVehiclesResponse)(nil),          // 8: fleet.v1.ListVehiclesResponse
+	(*WatchVehiclesRequest)(nil),          // 9: fleet.v1.WatchVehiclesRequest
+	(*WatchVehiclesResponse)(nil),         // 10: fleet.v1.WatchVehiclesResponse
+	(*SearchNearestVehiclesRequest)(nil),  // 11: fleet.v1.SearchNearestVehiclesRequest
+	(*NearbyVehicle)(nil),                 // 12: fleet.v1.NearbyVehicle
+	(*SearchNearestVehiclesResponse)(nil), // 13: fleet.v1.SearchNearestVehiclesResponse
+	(*GetTrackRequest)(nil),               // 14: fleet.v1.GetTrackRequest
+	(*GetTrackResponse)(nil),              // 15: fleet.v1.GetTrackResponse
+	(*ListTripsRequest)(nil),              // 16: fleet.v1.ListTripsRequest
+	(*Trip)(nil),                          // 17: fleet.v1.Trip
+	(*ListTripsResponse)(nil),             // 18: fleet.v1.ListTripsResponse
+	(*ListStopsRequest)(nil),              // 19: fleet.v1.ListStopsRequest
+	(*Stop)(nil),                          // 20: fleet.v1.Stop
+	(*ListStopsResponse)(nil),             // 21: fleet.v1.ListStopsResponse
+	(*RegisterVehicleRequest)(nil),        // 22: fleet.v1.RegisterVehicleRequest
+	(*RegisterVehicleResponse)(nil),       // 23: fleet.v1.RegisterVehicleResponse
+	(*UpdateVehicleRequest)(nil),          // 24: fleet.v1.UpdateVehicleRequest
+	(*UpdateVehicleResponse)(nil),         // 25: fleet.v1.UpdateVehicleResponse
+	nil,                                   // 26: fleet.v1.Vehicle.MetadataEntry
+	nil,                                   // 27: fleet.v1.RegisterVehicleRequest.MetadataEntry
+	nil,                                   // 28: fleet.v1.UpdateVehicleRequest.MetadataEntry
+	(*LatLng)(nil),                        // 29: fleet.v1.LatLng
+	(*timestamppb.Timestamp)(nil),         // 30: google.protobuf.Timestamp
+	(*BoundingBox)(nil),                   // 31: fleet.v1.BoundingBox
+	(*durationpb.Duration)(nil),           // 32: google.protobuf.Duration
+	(*fieldmaskpb.FieldMask)(nil),         // 33: google.protobuf.FieldMask
 }
 var file_fleet_v1_tracking_proto_depIdxs = []int32{
-	28, // 0: fleet.v1.Fix.position:type_name -> fleet.v1.LatLng
-	29, // 1: fleet.v1.Fix.device_time:type_name -> google.protobuf.Timestamp
+	29, // 0: fleet.v1.Fix.position:type_name -> fleet.v1.LatLng
+	30, // 1: fleet.v1.Fix.device_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: fleet.v1.VehicleState.status:type_name -> fleet.v1.VehicleStatus
-	1,  // 3: fleet.v1.VehicleState.last_fix:type_name -> fleet.v1.Fix
-	29, // 4: fleet.v1.VehicleState.last_seen_time:type_name -> google.protobuf.Timestamp
-	29, // 5: fleet.v1.VehicleState.last_device_time:type_name -> google.protobuf.Timestamp
-	29, // 6: fleet.v1.VehicleState.last_sent_time:type_name -> google.protobuf.Timestamp
-	29, // 7: fleet.v1.VehicleState.status_time:type_name -> google.protobuf.Timestamp
+	2,  // 3: fleet.v1.VehicleState.last_fix:type_name -> fleet.v1.Fix
+	30, // 4: fleet.v1.VehicleState.last_seen_time:type_name -> google.protobuf.Timestamp
+	30, // 5: fleet.v1.VehicleState.last_device_time:type_name -> google.protobuf.Timestamp
+	30, // 6: fleet.v1.VehicleState.last_sent_time:type_name -> google.protobuf.Timestamp
+	30, // 7: fleet.v1.VehicleState.status_time:type_name -> google.protobuf.Timestamp
 	0,  // 8: fleet.v1.VehicleState.previous_status:type_name -> fleet.v1.VehicleStatus
-	25, // 9: fleet.v1.Vehicle.metadata:type_name -> fleet.v1.Vehicle.MetadataEntry
-	2,  // 10: fleet.v1.Vehicle.state:type_name -> fleet.v1.VehicleState
-	3,  // 11: fleet.v1.GetVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
-	0,  // 12: fleet.v1.ListVehiclesRequest.statuses:type_name -> fleet.v1.VehicleStatus
-	3,  // 13: fleet.v1.ListVehiclesResponse.vehicles:type_name -> fleet.v1.Vehicle
-	30, // 14: fleet.v1.WatchVehiclesRequest.bounds:type_name -> fleet.v1.BoundingBox
-	3,  // 15: fleet.v1.WatchVehiclesResponse.vehicle:type_name -> fleet.v1.Vehicle
-	28, // 16: fleet.v1.SearchNearestVehiclesRequest.point:type_name -> fleet.v1.LatLng
-	0,  // 17: fleet.v1.SearchNearestVehiclesRequest.statuses:type_name -> fleet.v1.VehicleStatus
-	3,  // 18: fleet.v1.NearbyVehicle.vehicle:type_name -> fleet.v1.Vehicle
-	11, // 19: fleet.v1.SearchNearestVehiclesResponse.vehicles:type_name -> fleet.v1.NearbyVehicle
-	29, // 20: fleet.v1.GetTrackRequest.start_time:type_name -> google.protobuf.Timestamp
-	29, // 21: fleet.v1.GetTrackRequest.end_time:type_name -> google.protobuf.Timestamp
-	1,  // 22: fleet.v1.GetTrackResponse.fixes:type_name -> fleet.v1.Fix
-	29, // 23: fleet.v1.ListTripsRequest.start_time:type_name -> google.protobuf.Timestamp
-	29, // 24: fleet.v1.ListTripsRequest.end_time:type_name -> google.protobuf.Timestamp
-	29, // 25: fleet.v1.Trip.start_time:type_name -> google.protobuf.Timestamp
-	29, // 26: fleet.v1.Trip.end_time:type_name -> google.protobuf.Timestamp
-	28, // 27: fleet.v1.Trip.start_position:type_name -> fleet.v1.LatLng
-	28, // 28: fleet.v1.Trip.end_position:type_name -> fleet.v1.LatLng
-	31, // 29: fleet.v1.Trip.duration:type_name -> google.protobuf.Duration
-	31, // 30: fleet.v1.Trip.idle_duration:type_name -> google.protobuf.Duration
-	16, // 31: fleet.v1.ListTripsResponse.trips:type_name -> fleet.v1.Trip
-	29, // 32: fleet.v1.ListStopsRequest.start_time:type_name -> google.protobuf.Timestamp
-	29, // 33: fleet.v1.ListStopsRequest.end_time:type_name -> google.protobuf.Timestamp
-	29, // 34: fleet.v1.Stop.start_time:type_name -> google.protobuf.Timestamp
-	29, // 35: fleet.v1.Stop.end_time:type_name -> google.protobuf.Timestamp
-	28, // 36: fleet.v1.Stop.position:type_name -> fleet.v1.LatLng
-	31, // 37: fleet.v1.Stop.duration:type_name -> google.protobuf.Duration
-	19, // 38: fleet.v1.ListStopsResponse.stops:type_name -> fleet.v1.Stop
-	26, // 39: fleet.v1.RegisterVehicleRequest.metadata:type_name -> fleet.v1.RegisterVehicleRequest.MetadataEntry
-	3,  // 40: fleet.v1.RegisterVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
-	27, // 41: fleet.v1.UpdateVehicleRequest.metadata:type_name -> fleet.v1.UpdateVehicleRequest.MetadataEntry
-	32, // 42: fleet.v1.UpdateVehicleRequest.update_mask:type_name -> google.protobuf.FieldMask
-	3,  // 43: fleet.v1.UpdateVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
-	4,  // 44: fleet.v1.TrackingService.GetVehicle:input_type -> fleet.v1.GetVehicleRequest
-	6,  // 45: fleet.v1.TrackingService.ListVehicles:input_type -> fleet.v1.ListVehiclesRequest
-	8,  // 46: fleet.v1.TrackingService.WatchVehicles:input_type -> fleet.v1.WatchVehiclesRequest
-	10, // 47: fleet.v1.TrackingService.SearchNearestVehicles:input_type -> fleet.v1.SearchNearestVehiclesRequest
-	13, // 48: fleet.v1.TrackingService.GetTrack:input_type -> fleet.v1.GetTrackRequest
-	15, // 49: fleet.v1.TrackingService.ListTrips:input_type -> fleet.v1.ListTripsRequest
-	18, // 50: fleet.v1.TrackingService.ListStops:input_type -> fleet.v1.ListStopsRequest
-	21, // 51: fleet.v1.TrackingService.RegisterVehicle:input_type -> fleet.v1.RegisterVehicleRequest
-	23, // 52: fleet.v1.TrackingService.UpdateVehicle:input_type -> fleet.v1.UpdateVehicleRequest
-	5,  // 53: fleet.v1.TrackingService.GetVehicle:output_type -> fleet.v1.GetVehicleResponse
-	7,  // 54: fleet.v1.TrackingService.ListVehicles:output_type -> fleet.v1.ListVehiclesResponse
-	9,  // 55: fleet.v1.TrackingService.WatchVehicles:output_type -> fleet.v1.WatchVehiclesResponse
-	12, // 56: fleet.v1.TrackingService.SearchNearestVehicles:output_type -> fleet.v1.SearchNearestVehiclesResponse
-	14, // 57: fleet.v1.TrackingService.GetTrack:output_type -> fleet.v1.GetTrackResponse
-	17, // 58: fleet.v1.TrackingService.ListTrips:output_type -> fleet.v1.ListTripsResponse
-	20, // 59: fleet.v1.TrackingService.ListStops:output_type -> fleet.v1.ListStopsResponse
-	22, // 60: fleet.v1.TrackingService.RegisterVehicle:output_type -> fleet.v1.RegisterVehicleResponse
-	24, // 61: fleet.v1.TrackingService.UpdateVehicle:output_type -> fleet.v1.UpdateVehicleResponse
-	53, // [53:62] is the sub-list for method output_type
-	44, // [44:53] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	1,  // 9: fleet.v1.VehicleState.odometer_source:type_name -> fleet.v1.OdometerSource
+	26, // 10: fleet.v1.Vehicle.metadata:type_name -> fleet.v1.Vehicle.MetadataEntry
+	3,  // 11: fleet.v1.Vehicle.state:type_name -> fleet.v1.VehicleState
+	4,  // 12: fleet.v1.GetVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
+	0,  // 13: fleet.v1.ListVehiclesRequest.statuses:type_name -> fleet.v1.VehicleStatus
+	4,  // 14: fleet.v1.ListVehiclesResponse.vehicles:type_name -> fleet.v1.Vehicle
+	31, // 15: fleet.v1.WatchVehiclesRequest.bounds:type_name -> fleet.v1.BoundingBox
+	4,  // 16: fleet.v1.WatchVehiclesResponse.vehicle:type_name -> fleet.v1.Vehicle
+	29, // 17: fleet.v1.SearchNearestVehiclesRequest.point:type_name -> fleet.v1.LatLng
+	0,  // 18: fleet.v1.SearchNearestVehiclesRequest.statuses:type_name -> fleet.v1.VehicleStatus
+	4,  // 19: fleet.v1.NearbyVehicle.vehicle:type_name -> fleet.v1.Vehicle
+	12, // 20: fleet.v1.SearchNearestVehiclesResponse.vehicles:type_name -> fleet.v1.NearbyVehicle
+	30, // 21: fleet.v1.GetTrackRequest.start_time:type_name -> google.protobuf.Timestamp
+	30, // 22: fleet.v1.GetTrackRequest.end_time:type_name -> google.protobuf.Timestamp
+	2,  // 23: fleet.v1.GetTrackResponse.fixes:type_name -> fleet.v1.Fix
+	30, // 24: fleet.v1.ListTripsRequest.start_time:type_name -> google.protobuf.Timestamp
+	30, // 25: fleet.v1.ListTripsRequest.end_time:type_name -> google.protobuf.Timestamp
+	30, // 26: fleet.v1.Trip.start_time:type_name -> google.protobuf.Timestamp
+	30, // 27: fleet.v1.Trip.end_time:type_name -> google.protobuf.Timestamp
+	29, // 28: fleet.v1.Trip.start_position:type_name -> fleet.v1.LatLng
+	29, // 29: fleet.v1.Trip.end_position:type_name -> fleet.v1.LatLng
+	32, // 30: fleet.v1.Trip.duration:type_name -> google.protobuf.Duration
+	32, // 31: fleet.v1.Trip.idle_duration:type_name -> google.protobuf.Duration
+	17, // 32: fleet.v1.ListTripsResponse.trips:type_name -> fleet.v1.Trip
+	30, // 33: fleet.v1.ListStopsRequest.start_time:type_name -> google.protobuf.Timestamp
+	30, // 34: fleet.v1.ListStopsRequest.end_time:type_name -> google.protobuf.Timestamp
+	30, // 35: fleet.v1.Stop.start_time:type_name -> google.protobuf.Timestamp
+	30, // 36: fleet.v1.Stop.end_time:type_name -> google.protobuf.Timestamp
+	29, // 37: fleet.v1.Stop.position:type_name -> fleet.v1.LatLng
+	32, // 38: fleet.v1.Stop.duration:type_name -> google.protobuf.Duration
+	20, // 39: fleet.v1.ListStopsResponse.stops:type_name -> fleet.v1.Stop
+	27, // 40: fleet.v1.RegisterVehicleRequest.metadata:type_name -> fleet.v1.RegisterVehicleRequest.MetadataEntry
+	4,  // 41: fleet.v1.RegisterVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
+	28, // 42: fleet.v1.UpdateVehicleRequest.metadata:type_name -> fleet.v1.UpdateVehicleRequest.MetadataEntry
+	33, // 43: fleet.v1.UpdateVehicleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	4,  // 44: fleet.v1.UpdateVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
+	5,  // 45: fleet.v1.TrackingService.GetVehicle:input_type -> fleet.v1.GetVehicleRequest
+	7,  // 46: fleet.v1.TrackingService.ListVehicles:input_type -> fleet.v1.ListVehiclesRequest
+	9,  // 47: fleet.v1.TrackingService.WatchVehicles:input_type -> fleet.v1.WatchVehiclesRequest
+	11, // 48: fleet.v1.TrackingService.SearchNearestVehicles:input_type -> fleet.v1.SearchNearestVehiclesRequest
+	14, // 49: fleet.v1.TrackingService.GetTrack:input_type -> fleet.v1.GetTrackRequest
+	16, // 50: fleet.v1.TrackingService.ListTrips:input_type -> fleet.v1.ListTripsRequest
+	19, // 51: fleet.v1.TrackingService.ListStops:input_type -> fleet.v1.ListStopsRequest
+	22, // 52: fleet.v1.TrackingService.RegisterVehicle:input_type -> fleet.v1.RegisterVehicleRequest
+	24, // 53: fleet.v1.TrackingService.UpdateVehicle:input_type -> fleet.v1.UpdateVehicleRequest
+	6,  // 54: fleet.v1.TrackingService.GetVehicle:output_type -> fleet.v1.GetVehicleResponse
+	8,  // 55: fleet.v1.TrackingService.ListVehicles:output_type -> fleet.v1.ListVehiclesResponse
+	10, // 56: fleet.v1.TrackingService.WatchVehicles:output_type -> fleet.v1.WatchVehiclesResponse
+	13, // 57: fleet.v1.TrackingService.SearchNearestVehicles:output_type -> fleet.v1.SearchNearestVehiclesResponse
+	15, // 58: fleet.v1.TrackingService.GetTrack:output_type -> fleet.v1.GetTrackResponse
+	18, // 59: fleet.v1.TrackingService.ListTrips:output_type -> fleet.v1.ListTripsResponse
+	21, // 60: fleet.v1.TrackingService.ListStops:output_type -> fleet.v1.ListStopsResponse
+	23, // 61: fleet.v1.TrackingService.RegisterVehicle:output_type -> fleet.v1.RegisterVehicleResponse
+	25, // 62: fleet.v1.TrackingService.UpdateVehicle:output_type -> fleet.v1.UpdateVehicleResponse
+	54, // [54:63] is the sub-list for method output_type
+	45, // [45:54] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_tracking_proto_init() }
@@ -2099,7 +2180,7 @@ func file_fleet_v1_tracking_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_tracking_proto_rawDesc), len(file_fleet_v1_tracking_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
