@@ -27,11 +27,15 @@ func main() {
 		GRPCAddr:    "127.0.0.1:50051",
 		MetricsAddr: "127.0.0.1:9464",
 	})
+	o.TeltonikaFlags(fs, launch.TeltonikaOptions{TCPAddr: "127.0.0.1:5027", UDPAddr: "127.0.0.1:5027"})
 	fs.IntVar(&o.Sim, "sim", 0, "run this many simulated vehicles in-process")
 	fs.Int64Var(&o.SimSeed, "sim-seed", 1, "seed of the simulated fleet (same seed, same fleet)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	_ = fs.Parse(os.Args[1:])
 	o.FallbackPorts = true
+	if o.Teltonika.TCPAddr != "" || o.Teltonika.UDPAddr != "" {
+		o.Services = append(append([]string(nil), launch.AllServices...), launch.Teltonika)
+	}
 	launch.TuneGC()
 	if _, err := launch.ParseLevel(*level); err != nil {
 		fmt.Fprintf(os.Stderr, "fleetwire: %v\n", err)
@@ -50,14 +54,37 @@ func main() {
   NATS (trackers publish to fleet.up.<vehicle>.tele): %[2]s
   Prometheus metrics: http://%[3]s/metrics
   Simulated vehicles: %[4]d
-
+%[5]s
   go run ./cmd/fleetctl --addr %[1]s vehicles
   go run ./cmd/fleetctl --addr %[1]s watch
   grpcurl -plaintext %[1]s list
 Ctrl-C stops.
-`, p.GRPCAddr, p.Bus.ClientURL(), p.MetricsAddr, o.Sim)
+`, p.GRPCAddr, p.Bus.ClientURL(), p.MetricsAddr, o.Sim, teltonikaHelp(p, o))
 	if err := p.Wait(); err != nil {
 		log.Error("stopped with error", "err", err)
 		os.Exit(1)
 	}
+}
+
+// teltonikaHelp says where Teltonika trackers connect and how to register one.
+func teltonikaHelp(p *launch.Platform, o launch.Options) string {
+	if p.TeltonikaTCP == "" && p.TeltonikaUDP == "" {
+		return ""
+	}
+	s := fmt.Sprintf("  Teltonika trackers (Codec 8, 8E, 16; commands over Codec 12): TCP %s, UDP %s\n", orOff(p.TeltonikaTCP), orOff(p.TeltonikaUDP))
+	s += "    register a device: --teltonika-device IMEI=vehicle-id"
+	if o.Teltonika.DevicesFile != "" {
+		s += fmt.Sprintf(", or append \"IMEI vehicle-id\" to %s (re-read on change)", o.Teltonika.DevicesFile)
+	} else {
+		s += ", or --teltonika-devices FILE of \"IMEI vehicle-id\" lines (re-read on change)"
+	}
+	s += "\n    unregistered devices are refused; listen elsewhere with --teltonika-tcp-addr / --teltonika-udp-addr\n"
+	return s
+}
+
+func orOff(addr string) string {
+	if addr == "" {
+		return "off"
+	}
+	return addr
 }

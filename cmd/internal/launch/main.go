@@ -19,12 +19,21 @@ import (
 func Main(service string) {
 	fs := flag.NewFlagSet(service, flag.ExitOnError)
 	var o Options
-	o.Flags(fs, Options{
+	def := Options{
 		NATS:        bus.Config{URL: "nats://127.0.0.1:4222"},
 		RedisURL:    "redis://127.0.0.1:6379",
 		GRPCAddr:    ":50051",
 		MetricsAddr: ":9464",
-	})
+	}
+	if service == Teltonika {
+		// The gateway keeps no state: no Redis. Its own ports, so it can share a host
+		// with the services.
+		def.RedisURL, def.GRPCAddr, def.MetricsAddr = "memory", ":50055", ":9468"
+	}
+	o.Flags(fs, def)
+	if service == Teltonika {
+		o.TeltonikaFlags(fs, TeltonikaOptions{TCPAddr: "127.0.0.1:5027", UDPAddr: "127.0.0.1:5027"})
+	}
 	level := fs.String("log-level", env("FLEETWIRE_LOG_LEVEL", "info"), "debug, info, warn or error (env FLEETWIRE_LOG_LEVEL)")
 	_ = fs.Parse(os.Args[1:])
 	o.Services = []string{service}
@@ -42,7 +51,8 @@ func Main(service string) {
 		log.Error("start failed", "service", service, "err", err)
 		os.Exit(1)
 	}
-	log.Info("serving", "service", service, "grpc", p.GRPCAddr, "metrics", p.MetricsAddr, "nats", p.Bus.ClientURL())
+	log.Info("serving", "service", service, "grpc", p.GRPCAddr, "metrics", p.MetricsAddr, "nats", p.Bus.ClientURL(),
+		"teltonika_tcp", p.TeltonikaTCP, "teltonika_udp", p.TeltonikaUDP)
 	if err := p.Wait(); err != nil {
 		log.Error("stopped with error", "err", err)
 		os.Exit(1)

@@ -61,6 +61,8 @@ type Options struct {
 	// it starts on any machine; per-service binaries fail instead (an orchestrator expects
 	// the port it configured).
 	FallbackPorts bool
+	// Teltonika configures the Teltonika gateway (service Teltonika).
+	Teltonika TeltonikaOptions
 
 	// envErr collects malformed environment values seen by Flags; Validate reports them.
 	envErr error
@@ -104,7 +106,7 @@ func (o Options) Validate() error {
 }
 
 func knownService(name string) bool {
-	for _, s := range AllServices {
+	for _, s := range append(AllServices[:len(AllServices):len(AllServices)], Teltonika) {
 		if s == name {
 			return true
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
+	"github.com/fleetwire/fleetwire/edge/teltonika"
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
 	"github.com/fleetwire/fleetwire/simulators/fleetsim"
@@ -62,6 +63,7 @@ var builders = map[string]func(deps) (service, error){
 	Geofence:    buildGeofence,
 	Maintenance: buildMaintenance,
 	Dispatch:    buildDispatch,
+	Teltonika:   buildTeltonika,
 }
 
 // Platform is a running process.
@@ -70,6 +72,10 @@ type Platform struct {
 	GRPCAddr    string
 	MetricsAddr string
 	Sim         *fleetsim.Fleet
+	// TeltonikaTCP and TeltonikaUDP are the gateway's bound addresses when it runs.
+	TeltonikaTCP, TeltonikaUDP string
+	// TeltonikaDevices registers devices with the running gateway (nil without one).
+	TeltonikaDevices *teltonika.MemoryRegistry
 
 	log    *slog.Logger
 	cancel context.CancelFunc
@@ -144,6 +150,9 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 		}
 		s.Register(gs.GRPC)
 		svcs = append(svcs, named{name, s})
+		if tg, ok := s.(teltonikaGateway); ok {
+			p.TeltonikaTCP, p.TeltonikaUDP, p.TeltonikaDevices = tg.TCPAddr(), tg.UDPAddr(), tg.registry
+		}
 	}
 	if err := listenGRPC(gs, o.GRPCAddr, o.FallbackPorts); err != nil {
 		return fail(fmt.Errorf("grpc: %w", err))

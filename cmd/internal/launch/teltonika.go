@@ -1,0 +1,119 @@
+package launch
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/fleetwire/fleetwire/edge/teltonika"
+)
+
+// Teltonika is the gateway for Teltonika trackers (TCP and UDP), a protocol edge rather
+// than a service: it holds no state and serves no gRPC. The all-in-one hosts it; alone it
+// runs as cmd/teltonika.
+const Teltonika = "teltonika"
+
+// TeltonikaOptions configure the Teltonika gateway.
+type TeltonikaOptions struct {
+	TCPAddr, UDPAddr string // empty: that transport is off
+	// DevicesFile lists "IMEI vehicle-id" lines, re-read when it changes.
+	DevicesFile string
+	// Devices are registered at start ("IMEI=vehicle-id"), in addition to the file.
+	Devices []string
+	// Command texts sent over Codec 12 (docs/protocol-teltonika.md).
+	CmdImmobilize, CmdResume, CmdLocate string
+	IdleTimeout                         time.Duration
+	MaxConns                            int
+}
+
+// deviceList is a repeatable "IMEI=vehicle-id" flag.
+type deviceList struct{ l *[]string }
+
+func (d deviceList) String() string {
+	if d.l == nil {
+		return ""
+	}
+	return strings.Join(*d.l, ",")
+}
+
+func (d deviceList) Set(s string) error {
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*d.l = append(*d.l, p)
+		}
+	}
+	return nil
+}
+
+// TeltonikaFlags registers the gateway's flags on fs (the all-in-one and cmd/teltonika);
+// def gives the addresses' defaults.
+func (o *Options) TeltonikaFlags(fs *flag.FlagSet, def TeltonikaOptions) {
+	var e envReader
+	d := teltonika.DefaultConfig()
+	t := &o.Teltonika
+	fs.StringVar(&t.TCPAddr, "teltonika-tcp-addr", e.str("FLEETWIRE_TELTONIKA_TCP_ADDR", def.TCPAddr), "Teltonika gateway TCP address; empty disables (env FLEETWIRE_TELTONIKA_TCP_ADDR)")
+	fs.StringVar(&t.UDPAddr, "teltonika-udp-addr", e.str("FLEETWIRE_TELTONIKA_UDP_ADDR", def.UDPAddr), "Teltonika gateway UDP address; empty disables (env FLEETWIRE_TELTONIKA_UDP_ADDR)")
+	fs.StringVar(&t.DevicesFile, "teltonika-devices", e.str("FLEETWIRE_TELTONIKA_DEVICES", def.DevicesFile), `file of "IMEI vehicle-id" lines, re-read when it changes (env FLEETWIRE_TELTONIKA_DEVICES)`)
+	fs.Var(deviceList{&t.Devices}, "teltonika-device", `register a device as IMEI=vehicle-id (repeatable)`)
+	fs.StringVar(&t.CmdImmobilize, "teltonika-cmd-immobilize", e.str("FLEETWIRE_TELTONIKA_CMD_IMMOBILIZE", d.Commands.Immobilize), "Codec 12 command for IMMOBILIZE (env FLEETWIRE_TELTONIKA_CMD_IMMOBILIZE)")
+	fs.StringVar(&t.CmdResume, "teltonika-cmd-resume", e.str("FLEETWIRE_TELTONIKA_CMD_RESUME", d.Commands.Resume), "Codec 12 command for RESUME (env FLEETWIRE_TELTONIKA_CMD_RESUME)")
+	fs.StringVar(&t.CmdLocate, "teltonika-cmd-locate", e.str("FLEETWIRE_TELTONIKA_CMD_LOCATE", d.Commands.LocateNow), "Codec 12 command for LOCATE_NOW (env FLEETWIRE_TELTONIKA_CMD_LOCATE)")
+	fs.DurationVar(&t.IdleTimeout, "teltonika-idle-timeout", e.duration("FLEETWIRE_TELTONIKA_IDLE_TIMEOUT", d.IdleTimeout), "close a device session silent this long (env FLEETWIRE_TELTONIKA_IDLE_TIMEOUT)")
+	fs.IntVar(&t.MaxConns, "teltonika-max-conns", e.int("FLEETWIRE_TELTONIKA_MAX_CONNS", d.MaxConns), "most concurrent device sessions (env FLEETWIRE_TELTONIKA_MAX_CONNS)")
+	o.envErr = errors.Join(o.envErr, e.err())
+}
+
+// teltonikaGateway adapts the gateway to the process's service shape.
+type teltonikaGateway struct {
+	*teltonika.Gateway
+	registry *teltonika.MemoryRegistry // devices registered at start and simulated ones
+}
+
+func (teltonikaGateway) Register(*grpc.Server) {}
+
+func buildTeltonika(d deps) (service, error) {
+	o := d.opts.Teltonika
+	if o.TCPAddr == "" && o.UDPAddr == "" {
+		return nil, fmt.Errorf("%w: the Teltonika gateway needs a TCP or UDP address", ErrConfig)
+	}
+	mem := teltonika.NewMemoryRegistry()
+	for _, dev := range o.Devices {
+		imei, vehicle, ok := strings.Cut(dev, "=")
+		if !ok {
+			return nil, fmt.Errorf("%w: teltonika device %q: want IMEI=vehicle-id", ErrConfig, dev)
+		}
+		if _, err := teltonika.ParseDevices([]byte(imei + " " + vehicle)); err != nil {
+			return nil, fmt.Errorf("%w: teltonika device %q: %v", ErrConfig, dev, err)
+		}
+		_ = mem.Add(imei, vehicle)
+	}
+	regs := teltonika.Registries{mem}
+	log := d.log.With("service", Teltonika)
+	if o.DevicesFile != "" {
+		fr, err := teltonika.NewFileRegistry(o.DevicesFile, log)
+		if err != nil {
+			return nil, err
+		}
+		regs = append(regs, fr)
+	}
+	cfg := teltonika.DefaultConfig()
+	cfg.TCPAddr, cfg.UDPAddr = o.TCPAddr, o.UDPAddr
+	cfg.Commands = teltonika.CommandTexts{Immobilize: o.CmdImmobilize, Resume: o.CmdResume, LocateNow: o.CmdLocate}
+	cfg.IdleTimeout, cfg.MaxConns = o.IdleTimeout, o.MaxConns
+	g, err := teltonika.New(cfg, d.bus.NC, regs, log, d.registerer(Teltonika))
+	if err != nil {
+		return nil, err
+	}
+	if err := g.Listen(d.opts.FallbackPorts); err != nil {
+		return nil, err
+	}
+	return teltonikaGateway{Gateway: g, registry: mem}, nil
+}
+
+// Run serves devices until ctx ends.
+func (t teltonikaGateway) Run(ctx context.Context) error { return t.Gateway.Run(ctx) }
