@@ -321,7 +321,7 @@ func (g *grpcServer) SetFuelProfile(ctx context.Context, req *fleetv1.SetFuelPro
 	if err := needVehicle(pp.GetVehicleId()); err != nil {
 		return nil, err
 	}
-	p := fuel.Profile{CapacityL: pp.GetTankCapacityL(), SensorKey: pp.GetSensorIoKey()}
+	p := fuel.Profile{CapacityL: pp.GetTankCapacityL(), SensorKey: pp.GetSensorIoKey(), StepL: pp.GetSensorStepL(), LagSec: pp.GetSensorLagS()}
 	for _, c := range pp.GetCalibration() {
 		p.Calibration = append(p.Calibration, fuel.CalPoint{Raw: c.GetRaw(), Litres: c.GetLitres()})
 	}
@@ -329,7 +329,7 @@ func (g *grpcServer) SetFuelProfile(ctx context.Context, req *fleetv1.SetFuelPro
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	out := &fleetv1.FuelProfile{VehicleId: pp.GetVehicleId(), TankCapacityL: p.CapacityL, SensorIoKey: p.SensorKey}
+	out := &fleetv1.FuelProfile{VehicleId: pp.GetVehicleId(), TankCapacityL: p.CapacityL, SensorIoKey: p.SensorKey, SensorStepL: p.StepL, SensorLagS: p.LagSec}
 	for _, c := range p.Calibration {
 		out.Calibration = append(out.Calibration, &fleetv1.CalibrationPoint{Raw: c.Raw, Litres: c.Litres})
 	}
@@ -339,7 +339,10 @@ func (g *grpcServer) SetFuelProfile(ctx context.Context, req *fleetv1.SetFuelPro
 func fuelLine(e FuelEvent) *fleetv1.FuelEventLine {
 	l := &fleetv1.FuelEventLine{
 		StartTime: ts(e.Start), EndTime: ts(e.End), Litres: e.Litres,
-		LevelBeforeL: e.Before, LevelAfterL: e.After,
+		LevelBeforeL: e.Before, LevelAfterL: e.After, EventId: e.ID,
+	}
+	if e.Confidence > 0 {
+		l.Confidence = &e.Confidence
 	}
 	switch e.Kind {
 	case fuel.KindRefuel:

@@ -2,6 +2,7 @@ package maintenance
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -121,8 +122,9 @@ func TestBusRecordsInEventsOut(t *testing.T) {
 	go func() { runDone <- s.Run(runCtx) }()
 
 	// Set up over gRPC: the tank and a plan due every 100 km.
-	if _, err := api.SetFuelProfile(ctx, &fleetv1.SetFuelProfileRequest{Profile: &fleetv1.FuelProfile{VehicleId: "V1", TankCapacityL: 200}}); err != nil {
-		t.Fatal(err)
+	prof, err := api.SetFuelProfile(ctx, &fleetv1.SetFuelProfileRequest{Profile: &fleetv1.FuelProfile{VehicleId: "V1", TankCapacityL: 200, SensorStepL: 0.5, SensorLagS: 30}})
+	if err != nil || prof.GetProfile().GetSensorStepL() != 0.5 || prof.GetProfile().GetSensorLagS() != 30 {
+		t.Fatalf("SetFuelProfile: got %v, %v; want step 0.5 L and lag 30 s kept", prof, err)
 	}
 	plan, err := api.CreatePlan(ctx, &fleetv1.CreatePlanRequest{Plan: &fleetv1.MaintenancePlan{
 		Name: "Oil", VehicleId: "V1", EveryKm: 100, CreateTime: timestamppb.New(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)),
@@ -184,6 +186,9 @@ func TestBusRecordsInEventsOut(t *testing.T) {
 	}
 	if r := rep.GetReports(); len(r) != 1 || len(r[0].GetRefuels()) != 1 || len(r[0].GetDrains()) != 1 || r[0].GetDistanceKm() < 80 {
 		t.Fatalf("fuel report: got %v", rep)
+	}
+	if d := rep.GetReports()[0].GetDrains()[0]; d.Confidence == nil || d.GetConfidence() <= 0 || !strings.HasPrefix(d.GetEventId(), "maintenance.fuel_drain.V1.") {
+		t.Fatalf("drain line: got confidence %v and id %q, want a confidence and the event's id", d.Confidence, d.GetEventId())
 	}
 	svc, err := api.RecordService(ctx, &fleetv1.RecordServiceRequest{Service: &fleetv1.ServiceRecord{
 		VehicleId: "V1", PlanId: plan.GetPlan().GetPlanId(), Items: []*fleetv1.ServiceItem{{Name: "oil", Cost: 60}, {Name: "filter", Cost: 15}},
@@ -330,6 +335,10 @@ func TestGRPCPlansGroupsFaults(t *testing.T) {
 		{"fuel profile with a falling table", func() error {
 			_, err := api.SetFuelProfile(ctx, &fleetv1.SetFuelProfileRequest{Profile: &fleetv1.FuelProfile{VehicleId: "T1", TankCapacityL: 100,
 				Calibration: []*fleetv1.CalibrationPoint{{Raw: 0, Litres: 50}, {Raw: 10, Litres: 10}}}})
+			return err
+		}},
+		{"fuel profile with a negative lag", func() error {
+			_, err := api.SetFuelProfile(ctx, &fleetv1.SetFuelProfileRequest{Profile: &fleetv1.FuelProfile{VehicleId: "T1", TankCapacityL: 100, SensorLagS: -1}})
 			return err
 		}},
 		{"service with a negative cost", func() error {

@@ -1959,7 +1959,13 @@ type FuelProfile struct {
 	// Calibration table; empty when the tracker reports litres (or percent).
 	Calibration []*CalibrationPoint `protobuf:"bytes,3,rep,name=calibration,proto3" json:"calibration,omitempty"`
 	// IO element carrying the raw sensor value (default "fuel_raw").
-	SensorIoKey   string `protobuf:"bytes,4,opt,name=sensor_io_key,json=sensorIoKey,proto3" json:"sensor_io_key,omitempty"`
+	SensorIoKey string `protobuf:"bytes,4,opt,name=sensor_io_key,json=sensorIoKey,proto3" json:"sensor_io_key,omitempty"`
+	// Sensor resolution in litres per step (a van reporting whole percent of 80 L: 0.8);
+	// 0 when unknown.
+	SensorStepL float64 `protobuf:"fixed64,5,opt,name=sensor_step_l,json=sensorStepL,proto3" json:"sensor_step_l,omitempty"`
+	// Sensor response time constant in seconds (damped sensors: up to 120), 0..600; 0
+	// when unknown (the detector then assumes the slowest sensor where it matters).
+	SensorLagS    float64 `protobuf:"fixed64,6,opt,name=sensor_lag_s,json=sensorLagS,proto3" json:"sensor_lag_s,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2020,6 +2026,20 @@ func (x *FuelProfile) GetSensorIoKey() string {
 		return x.SensorIoKey
 	}
 	return ""
+}
+
+func (x *FuelProfile) GetSensorStepL() float64 {
+	if x != nil {
+		return x.SensorStepL
+	}
+	return 0
+}
+
+func (x *FuelProfile) GetSensorLagS() float64 {
+	if x != nil {
+		return x.SensorLagS
+	}
+	return 0
 }
 
 // SetFuelProfileRequest carries the profile.
@@ -2130,7 +2150,14 @@ type FuelEventLine struct {
 	// Stable level before, litres.
 	LevelBeforeL float64 `protobuf:"fixed64,6,opt,name=level_before_l,json=levelBeforeL,proto3" json:"level_before_l,omitempty"`
 	// Stable level after, litres.
-	LevelAfterL   float64 `protobuf:"fixed64,7,opt,name=level_after_l,json=levelAfterL,proto3" json:"level_after_l,omitempty"`
+	LevelAfterL float64 `protobuf:"fixed64,7,opt,name=level_after_l,json=levelAfterL,proto3" json:"level_after_l,omitempty"`
+	// How firmly the readings support the event, 0..1 (0.9 between stable levels during
+	// the stop; lower when judged from the levels around the stop). Below the alert
+	// threshold the event is a suggestion. Absent for events stored before it existed.
+	Confidence *float64 `protobuf:"fixed64,8,opt,name=confidence,proto3,oneof" json:"confidence,omitempty"`
+	// The event's id: the maintenance event (and the dispatch alert's cause "evt:<id>")
+	// that announced it.
+	EventId       string `protobuf:"bytes,9,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2212,6 +2239,20 @@ func (x *FuelEventLine) GetLevelAfterL() float64 {
 		return x.LevelAfterL
 	}
 	return 0
+}
+
+func (x *FuelEventLine) GetConfidence() float64 {
+	if x != nil && x.Confidence != nil {
+		return *x.Confidence
+	}
+	return 0
+}
+
+func (x *FuelEventLine) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
 }
 
 // FuelReport is one vehicle's (or a group's total) fuel over a period.
@@ -2655,17 +2696,20 @@ const file_fleet_v1_maintenance_proto_rawDesc = "" +
 	"\x06faults\x18\x01 \x03(\v2\x13.fleet.v1.FaultCodeR\x06faults\"<\n" +
 	"\x10CalibrationPoint\x12\x10\n" +
 	"\x03raw\x18\x01 \x01(\x01R\x03raw\x12\x16\n" +
-	"\x06litres\x18\x02 \x01(\x01R\x06litres\"\xb6\x01\n" +
+	"\x06litres\x18\x02 \x01(\x01R\x06litres\"\xfc\x01\n" +
 	"\vFuelProfile\x12\x1d\n" +
 	"\n" +
 	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\x12&\n" +
 	"\x0ftank_capacity_l\x18\x02 \x01(\x01R\rtankCapacityL\x12<\n" +
 	"\vcalibration\x18\x03 \x03(\v2\x1a.fleet.v1.CalibrationPointR\vcalibration\x12\"\n" +
-	"\rsensor_io_key\x18\x04 \x01(\tR\vsensorIoKey\"H\n" +
+	"\rsensor_io_key\x18\x04 \x01(\tR\vsensorIoKey\x12\"\n" +
+	"\rsensor_step_l\x18\x05 \x01(\x01R\vsensorStepL\x12 \n" +
+	"\fsensor_lag_s\x18\x06 \x01(\x01R\n" +
+	"sensorLagS\"H\n" +
 	"\x15SetFuelProfileRequest\x12/\n" +
 	"\aprofile\x18\x01 \x01(\v2\x15.fleet.v1.FuelProfileR\aprofile\"I\n" +
 	"\x16SetFuelProfileResponse\x12/\n" +
-	"\aprofile\x18\x01 \x01(\v2\x15.fleet.v1.FuelProfileR\aprofile\"\xbe\x02\n" +
+	"\aprofile\x18\x01 \x01(\v2\x15.fleet.v1.FuelProfileR\aprofile\"\x8d\x03\n" +
 	"\rFuelEventLine\x12+\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x17.fleet.v1.FuelEventKindR\x04kind\x129\n" +
 	"\n" +
@@ -2674,7 +2718,12 @@ const file_fleet_v1_maintenance_proto_rawDesc = "" +
 	"\x06litres\x18\x04 \x01(\x01R\x06litres\x12,\n" +
 	"\bposition\x18\x05 \x01(\v2\x10.fleet.v1.LatLngR\bposition\x12$\n" +
 	"\x0elevel_before_l\x18\x06 \x01(\x01R\flevelBeforeL\x12\"\n" +
-	"\rlevel_after_l\x18\a \x01(\x01R\vlevelAfterL\"\xd6\x03\n" +
+	"\rlevel_after_l\x18\a \x01(\x01R\vlevelAfterL\x12#\n" +
+	"\n" +
+	"confidence\x18\b \x01(\x01H\x00R\n" +
+	"confidence\x88\x01\x01\x12\x19\n" +
+	"\bevent_id\x18\t \x01(\tR\aeventIdB\r\n" +
+	"\v_confidence\"\xd6\x03\n" +
 	"\n" +
 	"FuelReport\x12\x1d\n" +
 	"\n" +
@@ -2866,6 +2915,7 @@ func file_fleet_v1_maintenance_proto_init() {
 	file_fleet_v1_maintenance_proto_msgTypes[10].OneofWrappers = []any{}
 	file_fleet_v1_maintenance_proto_msgTypes[15].OneofWrappers = []any{}
 	file_fleet_v1_maintenance_proto_msgTypes[20].OneofWrappers = []any{}
+	file_fleet_v1_maintenance_proto_msgTypes[28].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
