@@ -162,6 +162,7 @@ func (s *Service) handleEvents(ctx context.Context, batch []bus.Msg) error {
 			continue
 		}
 		a, act := AlertFromEvent(&e)
+		GradeFuelAlert(&a, s.cfg.fuelThreshold(a.Vehicle))
 		switch act {
 		case EventRaise:
 			if err := s.raise(ctx, []Alert{a}); err != nil {

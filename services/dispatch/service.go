@@ -44,6 +44,15 @@ type Config struct {
 	// WatchPoll is how often WatchAlerts looks for alerts raised by other instances
 	// (alerts raised by this instance wake watchers at once).
 	WatchPoll time.Duration
+	// FuelMinConfidence: a fuel drain whose confidence (the maintenance event's
+	// "confidence") is below it is raised as a warning marked unconfirmed instead of a
+	// critical fuel-theft alarm (0.5, the fuel detector's default). 0 alerts every
+	// drain as confirmed; 1 marks every drain judged around a stop unconfirmed.
+	FuelMinConfidence float64
+	// FuelMinConfidenceByGroup overrides it for the vehicles of a group (Detect.Groups):
+	// a fleet whose sensors are poor may want fewer critical alarms, one with valuable
+	// cargo more.
+	FuelMinConfidenceByGroup map[string]float64
 	// PublishAlertEvents publishes every alert as an Event (source "dispatch", kind
 	// "alert") on the event stream, for integrations.
 	PublishAlertEvents bool
@@ -63,7 +72,18 @@ func DefaultConfig() Config {
 		SweepEvery:         5 * time.Second,
 		WatchPoll:          time.Second,
 		PublishAlertEvents: true,
+		FuelMinConfidence:  FuelMinConfidence,
 	}
+}
+
+// fuelThreshold is the confidence a vehicle's fuel drain needs for a critical alarm.
+func (c *Config) fuelThreshold(vehicle string) float64 {
+	if g, ok := c.Detect.Groups[vehicle]; ok {
+		if th, ok := c.FuelMinConfidenceByGroup[g]; ok {
+			return th
+		}
+	}
+	return c.FuelMinConfidence
 }
 
 // Service runs theft detection, the alert feed and the command queue.
@@ -98,6 +118,14 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 	if cfg.CommandTTL <= 0 || cfg.MaxCommandTTL < cfg.CommandTTL || cfg.ReplyTimeout <= 0 ||
 		cfg.ExecuteTimeout <= 0 || cfg.SweepEvery <= 0 || cfg.WatchPoll <= 0 || cfg.OfflineAfter <= 0 {
 		return nil, fmt.Errorf("%w: dispatch durations must be positive (and MaxCommandTTL >= CommandTTL)", ErrInvalid)
+	}
+	for g, th := range cfg.FuelMinConfidenceByGroup {
+		if !(th >= 0 && th <= 1) {
+			return nil, fmt.Errorf("%w: fuel confidence threshold %v of group %q outside 0..1", ErrInvalid, th, g)
+		}
+	}
+	if !(cfg.FuelMinConfidence >= 0 && cfg.FuelMinConfidence <= 1) {
+		return nil, fmt.Errorf("%w: fuel confidence threshold %v outside 0..1", ErrInvalid, cfg.FuelMinConfidence)
 	}
 	s := &Service{
 		cfg: cfg, b: b, st: st, log: log, det: det,

@@ -892,11 +892,30 @@ const (
 	EventResolve             // close the open alert of an incident (vehicle back online)
 )
 
-// FuelMinConfidence: a fuel drain reported with a lower confidence (the maintenance
-// service's "confidence" attribute) is a warning marked unconfirmed instead of a critical
-// fuel-theft alarm. It matches the fuel detector's DefaultMinConfidence. Every drain is
-// its own alert, so the alerts and the fuel report agree event for event.
+// FuelMinConfidence is the default of Config.FuelMinConfidence; it matches the fuel
+// detector's DefaultMinConfidence. Every drain is its own alert, so the alerts and the
+// fuel report agree event for event.
 const FuelMinConfidence = 0.5
+
+// GradeFuelAlert marks a fuel-theft alert unconfirmed when its event's confidence is below
+// threshold: the readings suggest a drain but cannot confirm it, so the dispatcher sees
+// it, marked so, as a warning instead of a critical alarm. An event without a confidence
+// (older maintenance versions) stays critical.
+func GradeFuelAlert(a *Alert, threshold float64) {
+	if a.Kind != KindFuelTheft {
+		return
+	}
+	conf := a.Attributes["confidence"]
+	c, err := strconv.ParseFloat(conf, 64)
+	if err != nil || c >= threshold {
+		return
+	}
+	a.Severity = SeverityWarning
+	a.Message = "possible fuel drain (unconfirmed, confidence " + conf + ")"
+	if l := a.Attributes["litres"]; l != "" {
+		a.Message += ": " + l + " l"
+	}
+}
 
 type eventRule struct {
 	kind     string
@@ -975,12 +994,6 @@ func AlertFromEvent(e *EventIn) (Alert, EventAction) {
 	}
 	if zone != "" && e.Source == "geofence" {
 		a.Message += " " + zone
-	}
-	if c, err := strconv.ParseFloat(e.Attributes["confidence"], 64); err == nil && a.Kind == KindFuelTheft && c < FuelMinConfidence {
-		// The readings suggest a drain but cannot confirm it: the dispatcher sees it,
-		// marked so, without a critical alarm.
-		a.Severity = SeverityWarning
-		a.Message = "possible fuel drain (unconfirmed, confidence " + e.Attributes["confidence"] + ")"
 	}
 	if l := e.Attributes["litres"]; l != "" {
 		a.Message += ": " + l + " l"

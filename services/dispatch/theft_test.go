@@ -560,7 +560,6 @@ func TestAlertFromEvent(t *testing.T) {
 		{"overspeed in zone", ev("geofence", "overspeed_in_zone", map[string]string{"zone_id": "z9"}), EventRaise, "overspeed_in_zone", SeverityWarning, "overspeed_in_zone:v1:z9"},
 		{"fuel drain", ev("maintenance", "fuel_drain", map[string]string{"litres": "35", "confidence": "0.90"}), EventRaise, KindFuelTheft, SeverityCritical, "fuel_theft:v1:e1"},
 		{"fuel drain without confidence", ev("maintenance", "fuel_drain", map[string]string{"litres": "35"}), EventRaise, KindFuelTheft, SeverityCritical, "fuel_theft:v1:e1"},
-		{"unconfirmed fuel drain", ev("maintenance", "fuel_drain", map[string]string{"litres": "12", "confidence": "0.35"}), EventRaise, KindFuelTheft, SeverityWarning, "fuel_theft:v1:e1"},
 		{"plan overdue", ev("maintenance", "plan_overdue", map[string]string{"plan_id": "oil"}), EventRaise, "plan_overdue", SeverityWarning, "plan_overdue:v1:oil"},
 		{"unknown", ev("maintenance", "something_new", nil), EventIgnore, "", 0, ""},
 	} {
@@ -644,5 +643,42 @@ func TestGroupThresholds(t *testing.T) {
 	}
 	if _, _, err := ParseSchedules([]byte(`{"thresholds":{"x":{}}}`)); !errors.Is(err, ErrInvalid) {
 		t.Errorf("ParseSchedules with thresholds: got %v, want ErrInvalid", err)
+	}
+}
+
+func TestGradeFuelAlert(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Detect.Groups = map[string]string{"cargo1": "cargo", "van1": "vans"}
+	cfg.FuelMinConfidenceByGroup = map[string]float64{"cargo": 0.3, "vans": 0.95}
+	for _, tc := range []struct {
+		name, vehicle, conf string
+		want                Severity
+		unconfirmed         bool
+	}{
+		{"confirmed drain", "v1", "0.90", SeverityCritical, false},
+		{"suggested drain", "v1", "0.35", SeverityWarning, true},
+		{"no confidence (older maintenance)", "v1", "", SeverityCritical, false},
+		{"group with a lower threshold", "cargo1", "0.35", SeverityCritical, false},
+		{"group with a higher threshold", "van1", "0.90", SeverityWarning, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			attrs := map[string]string{"litres": "14.0"}
+			if tc.conf != "" {
+				attrs["confidence"] = tc.conf
+			}
+			a, act := AlertFromEvent(&EventIn{ID: "e1", Source: "maintenance", Kind: "fuel_drain", Vehicle: tc.vehicle, Time: t0, Attributes: attrs})
+			GradeFuelAlert(&a, cfg.fuelThreshold(tc.vehicle))
+			if act != EventRaise || a.Kind != KindFuelTheft || a.Severity != tc.want {
+				t.Fatalf("got %v %s severity %v, want a %s fuel_theft alert", act, a.Kind, a.Severity, tc.want)
+			}
+			if got := strings.Contains(a.Message, "unconfirmed"); got != tc.unconfirmed || !strings.Contains(a.Message, "14.0 l") {
+				t.Errorf("message: got %q, want unconfirmed=%v and the volume", a.Message, tc.unconfirmed)
+			}
+		})
+	}
+	bad := DefaultConfig()
+	bad.FuelMinConfidenceByGroup = map[string]float64{"g": 1.5}
+	if _, err := New(bad, nil, NewMemoryStore(), nil, nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("threshold 1.5: got %v, want ErrInvalid", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 func buildDispatch(d deps) (service, error) {
 	cfg := dispatch.DefaultConfig()
 	cfg.Partitions, cfg.Rebuild = d.parts, d.memory()
+	cfg.FuelMinConfidence = d.opts.FuelMinConfidence
 	if path := d.opts.Schedules; path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/services/dispatch"
 )
 
 // Service names accepted in Options.Services.
@@ -57,6 +58,10 @@ type Options struct {
 	// Schedules is a JSON file of allowed driving hours per vehicle or group, for the
 	// movement-outside-hours theft rule (format in docs/dispatch.md); empty: rule off.
 	Schedules string
+	// FuelMinConfidence: fuel drains below this confidence are dispatched as unconfirmed
+	// warnings instead of critical fuel-theft alarms (the fleet's threshold, 0..1; the
+	// flag's default is dispatch.FuelMinConfidence, a zero Options alerts every drain).
+	FuelMinConfidence float64
 	// FallbackPorts lets the all-in-one move to a free port when a default one is taken, so
 	// it starts on any machine; per-service binaries fail instead (an orchestrator expects
 	// the port it configured).
@@ -89,6 +94,7 @@ func (o *Options) Flags(fs *flag.FlagSet, def Options) {
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", e.str("FLEETWIRE_METRICS_ADDR", def.MetricsAddr), "Prometheus /metrics listen address; empty disables (env FLEETWIRE_METRICS_ADDR)")
 	fs.StringVar(&o.Partitions, "partitions", e.str("FLEETWIRE_PARTITIONS", ""), `telemetry partitions this instance handles: "0-7", "i/k" (instance i of k), "ordinal/k" (i from the host name's trailing number, for StatefulSets); empty = all (env FLEETWIRE_PARTITIONS)`)
 	fs.StringVar(&o.Schedules, "schedules", e.str("FLEETWIRE_SCHEDULES", ""), "JSON file of allowed driving hours per vehicle or group (docs/dispatch.md); empty disables the outside-hours rule (env FLEETWIRE_SCHEDULES)")
+	fs.Float64Var(&o.FuelMinConfidence, "fuel-min-confidence", e.float("FLEETWIRE_FUEL_MIN_CONFIDENCE", dispatch.FuelMinConfidence), "fuel drains below this confidence (0..1) are alerted as unconfirmed warnings, not critical fuel theft (env FLEETWIRE_FUEL_MIN_CONFIDENCE)")
 	fs.DurationVar(&o.Grace, "grace", e.duration("FLEETWIRE_GRACE", 10*time.Second), "graceful shutdown limit (env FLEETWIRE_GRACE)")
 	o.envErr = e.err()
 }
@@ -161,6 +167,20 @@ func (e *envReader) int(key string, def int) int {
 		return def
 	}
 	return n
+}
+
+// float returns the variable parsed as a number; unset or empty means def.
+func (e *envReader) float(key string, def float64) float64 {
+	v, ok := e.get(key)
+	if !ok || strings.TrimSpace(v) == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("%w: %s=%q is not a number", ErrConfig, key, v))
+		return def
+	}
+	return f
 }
 
 // duration returns the variable parsed as a Go duration ("90s", "7h"); unset or empty
