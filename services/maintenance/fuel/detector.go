@@ -240,6 +240,11 @@ type State struct {
 	DepDist       float64      `json:"dep_dist,omitempty"`
 	HasDep        bool         `json:"has_dep,omitempty"`
 	Lkm           float64      `json:"lkm,omitempty"` // learned litres per km
+	// Learned sensor step (when the profile gives none): the smallest change between
+	// consecutive standing readings over the first StepN of them.
+	StepL   float64 `json:"step_l,omitempty"`
+	StepN   int     `json:"step_n,omitempty"`
+	LastRaw float64 `json:"last_raw,omitempty"`
 
 	// Running totals, for reports.
 	EngineSec  float64 `json:"engine_sec"` // engine running time
@@ -269,7 +274,41 @@ func NewDetector(cfg Config, prof Profile, st *State) *Detector {
 }
 
 func (d *Detector) band() float64 {
-	return math.Max(d.cfg.BandL, d.cfg.BandPct/100*d.prof.CapacityL)
+	// A coarse sensor flickers between neighbouring steps: two and a half steps are noise.
+	return max(d.cfg.BandL, d.cfg.BandPct/100*d.prof.CapacityL, 2.5*d.step())
+}
+
+// step is the sensor's resolution: the profile's, or the one learned from the data.
+func (d *Detector) step() float64 {
+	if d.prof.StepL > 0 {
+		return d.prof.StepL
+	}
+	if d.st.StepN >= stepLearnReadings {
+		return d.st.StepL
+	}
+	return 0
+}
+
+// stepLearnReadings: the sensor step is learned from this many changes between
+// consecutive standing readings (a few hours of a parked vehicle).
+const stepLearnReadings = 200
+
+// learnStep keeps the smallest change between consecutive readings, which for a
+// quantised sensor is one step (noise moves the reading by whole steps). Changes above
+// 5 % of the tank are events or spikes, not resolution.
+func (d *Detector) learnStep(l float64) {
+	st := d.st
+	if d.prof.StepL > 0 || st.StepN >= stepLearnReadings || !st.HasLevel {
+		return
+	}
+	diff := math.Abs(l - st.LastRaw)
+	if diff < 1e-6 || d.prof.CapacityL > 0 && diff > 0.05*d.prof.CapacityL {
+		return
+	}
+	if st.StepN == 0 || diff < st.StepL {
+		st.StepL = diff
+	}
+	st.StepN++
 }
 
 // CheckLevel applies the range rule to a level: below zero, or above the capacity by
@@ -341,6 +380,10 @@ func (d *Detector) Add(r Reading) ([]Event, error) {
 		}
 	}
 	if r.HasLevel {
+		if !moving {
+			d.learnStep(r.Level)
+		}
+		st.LastRaw = r.Level
 		st.Raw = append(st.Raw, r.Level)
 		st.RawTimes = append(st.RawTimes, r.Time.UnixMilli())
 		if n := max(d.cfg.MedianWindow, 1); len(st.Raw) > n {
