@@ -542,6 +542,17 @@ func (d *Detector) judge(r Reading, s, raw float64, moving bool, out []Event) []
 		lag := 0
 		for n := len(st.StableRaw); lag < d.cfg.MedianWindow/2 && n-lag > 1 && math.Abs(st.StableRaw[n-1-lag]-level) > band; lag++ {
 		}
+		// A change also starts inside the band: on a large tank the band is litres wide,
+		// and a drain's first litres (or a damped sensor's first response) are read as
+		// the stable level. The newest readings already a third of the band out on the
+		// change's side belong to the change too, so the level before is not dragged
+		// toward the level after.
+		dir := 1.0
+		if s < level {
+			dir = -1
+		}
+		for n := len(st.StableRaw); n-lag > 2 && (st.StableRaw[n-1-lag]-level)*dir > band/3; lag++ {
+		}
 		if lag > 0 {
 			n := len(st.StableRaw)
 			st.ChangeRaw = append(st.ChangeRaw, st.StableRaw[n-lag:]...)
