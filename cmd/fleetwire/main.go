@@ -26,6 +26,7 @@ func main() {
 		RedisURL:    "memory",
 		GRPCAddr:    "127.0.0.1:50051",
 		MetricsAddr: "127.0.0.1:9464",
+		DataDir:     launch.DefaultDataDir(),
 	})
 	o.TeltonikaFlags(fs, launch.TeltonikaOptions{TCPAddr: "127.0.0.1:5027", UDPAddr: "127.0.0.1:5027"})
 	fs.IntVar(&o.Sim, "sim", 0, "run this many simulated vehicles in-process")

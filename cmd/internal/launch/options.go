@@ -55,6 +55,9 @@ type Options struct {
 	// store (DataDir/jetstream) and its generated development credentials
 	// (DataDir/credentials). Empty: DefaultDataDir().
 	DataDir string
+	// Ephemeral keeps the embedded JetStream store in a temporary directory removed at
+	// exit instead of DataDir (tests, demos).
+	Ephemeral bool
 	// Schedules is a JSON file of allowed driving hours per vehicle or group, for the
 	// movement-outside-hours theft rule (format in docs/dispatch.md); empty: rule off.
 	Schedules string
@@ -85,7 +88,15 @@ func (o *Options) Flags(fs *flag.FlagSet, def Options) {
 	fs.StringVar(&o.NATS.TLSCA, "nats-tls-ca", e.str("FLEETWIRE_NATS_TLS_CA", ""), "CA bundle for NATS TLS (env FLEETWIRE_NATS_TLS_CA)")
 	fs.StringVar(&o.NATS.ListenHost, "nats-listen-host", e.str("FLEETWIRE_NATS_LISTEN_HOST", "127.0.0.1"), "embedded NATS: interface to listen on (env FLEETWIRE_NATS_LISTEN_HOST)")
 	fs.IntVar(&o.NATS.ListenPort, "nats-listen-port", e.int("FLEETWIRE_NATS_LISTEN_PORT", 0), "embedded NATS: port; 0 = 4222 or a free port if taken (env FLEETWIRE_NATS_LISTEN_PORT)")
-	fs.StringVar(&o.NATS.StoreDir, "store-dir", e.str("FLEETWIRE_STORE_DIR", ""), "embedded NATS: JetStream directory; empty = temporary, removed at exit (env FLEETWIRE_STORE_DIR)")
+	fs.StringVar(&o.DataDir, "data-dir", e.str("FLEETWIRE_DATA_DIR", def.DataDir), "embedded NATS: the data directory; JetStream is kept in <data-dir>/jetstream and survives restarts (env FLEETWIRE_DATA_DIR)")
+	fs.BoolVar(&o.Ephemeral, "ephemeral", e.bool("FLEETWIRE_EPHEMERAL", false), "embedded NATS: keep JetStream in a temporary directory removed at exit; nothing survives a restart (env FLEETWIRE_EPHEMERAL)")
+	fs.StringVar(&o.NATS.StoreDir, "store-dir", e.str("FLEETWIRE_STORE_DIR", ""), "embedded NATS: JetStream directory, overriding <data-dir>/jetstream (env FLEETWIRE_STORE_DIR)")
+	fs.Var(syncFlag{&o.NATS}, "js-sync-interval", `embedded NATS: how often JetStream flushes its files to disk, or "always" for every write; an OS crash or power cut loses at most this much acknowledged telemetry (default 1s; env FLEETWIRE_JS_SYNC_INTERVAL)`)
+	if v, ok := e.get("FLEETWIRE_JS_SYNC_INTERVAL"); ok {
+		if err := (syncFlag{&o.NATS}).Set(strings.TrimSpace(v)); strings.TrimSpace(v) != "" && err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%w: FLEETWIRE_JS_SYNC_INTERVAL: %v", ErrConfig, err))
+		}
+	}
 	fs.DurationVar(&o.Streams.TelemetryMaxAge, "telemetry-retention", e.duration("FLEETWIRE_TELEMETRY_RETENTION", 7*24*time.Hour), "how long raw records stay in the telemetry stream (env FLEETWIRE_TELEMETRY_RETENTION)")
 	fs.IntVar(&o.Streams.Replicas, "stream-replicas", e.int("FLEETWIRE_STREAM_REPLICAS", 1), "JetStream replicas for the streams (3 in a cluster) (env FLEETWIRE_STREAM_REPLICAS)")
 	fs.StringVar(&o.RedisURL, "redis-url", e.str("REDIS_URL", def.RedisURL), `Redis URL for shared state, or "memory" for in-process stores (env REDIS_URL)`)
@@ -118,6 +129,35 @@ func knownService(name string) bool {
 		}
 	}
 	return false
+}
+
+// syncFlag reads the JetStream sync policy: a duration, or "always".
+type syncFlag struct{ c *bus.Config }
+
+func (f syncFlag) String() string {
+	if f.c == nil {
+		return ""
+	}
+	if f.c.SyncAlways {
+		return "always"
+	}
+	if f.c.SyncInterval == 0 {
+		return bus.DefaultSyncInterval.String()
+	}
+	return f.c.SyncInterval.String()
+}
+
+func (f syncFlag) Set(v string) error {
+	if v == "always" {
+		f.c.SyncAlways, f.c.SyncInterval = true, 0
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return fmt.Errorf("sync interval %q: want a positive duration or \"always\"", v)
+	}
+	f.c.SyncAlways, f.c.SyncInterval = false, d
+	return nil
 }
 
 // DefaultDataDir is where the all-in-one keeps its data unless told otherwise:
@@ -196,6 +236,21 @@ func (e *envReader) duration(key string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// bool returns the variable parsed as a boolean ("1", "true", "0", "false"); unset or
+// empty means def.
+func (e *envReader) bool(key string, def bool) bool {
+	v, ok := e.get(key)
+	if !ok || strings.TrimSpace(v) == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(strings.TrimSpace(v))
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("%w: %s=%q is not a boolean", ErrConfig, key, v))
+		return def
+	}
+	return b
 }
 
 func (e *envReader) err() error { return errors.Join(e.errs...) }

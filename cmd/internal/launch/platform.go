@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -108,6 +109,17 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 		return nil, err
 	}
 
+	if o.NATS.URL == "" || o.NATS.URL == bus.Embedded {
+		// Durable by default: the store lives in the data directory and a restart with
+		// the same command finds it; --ephemeral (or no data directory) uses a temporary
+		// one that is removed at exit.
+		switch {
+		case o.Ephemeral:
+			o.NATS.StoreDir = ""
+		case o.NATS.StoreDir == "" && o.DataDir != "":
+			o.NATS.StoreDir = filepath.Join(o.DataDir, "jetstream")
+		}
+	}
 	b, err := bus.Open(ctx, o.NATS, log.With("component", "bus"))
 	if err != nil {
 		return fail(fmt.Errorf("bus: %w", err))
