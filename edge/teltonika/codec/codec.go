@@ -77,10 +77,19 @@ func Reason(err error) string {
 }
 
 // CRC16 is CRC-16/IBM (also called ARC): reflected polynomial 0xA001, initial value 0.
+// Table-driven: it runs over every frame twice (check and message id), and bit by bit it
+// was a fifth of the gateway's CPU under load.
 func CRC16(b []byte) uint16 {
 	var crc uint16
 	for _, c := range b {
-		crc ^= uint16(c)
+		crc = crc>>8 ^ crcTable[byte(crc)^c]
+	}
+	return crc
+}
+
+var crcTable = func() (t [256]uint16) {
+	for i := range t {
+		crc := uint16(i)
 		for range 8 {
 			if crc&1 != 0 {
 				crc = crc>>1 ^ 0xA001
@@ -88,9 +97,10 @@ func CRC16(b []byte) uint16 {
 				crc >>= 1
 			}
 		}
+		t[i] = crc
 	}
-	return crc
-}
+	return t
+}()
 
 // FrameHeaderLen is the preamble and length that precede a TCP body; FrameTrailerLen is
 // the CRC that follows it.
