@@ -26,6 +26,10 @@ import (
 type Reply struct {
 	CommandID, Vehicle, Detail string
 	Status                     CommandState // accepted, rejected or executed
+	// SpeedKmh is the device's own speed when it decided (HasSpeed): its acknowledgement
+	// that it checked an IMMOBILIZE's speed limit itself.
+	SpeedKmh float64
+	HasSpeed bool
 }
 
 // Decode errors.
@@ -57,6 +61,11 @@ func DecodeReply(vehicle string, data []byte, isJSON bool) (Reply, error) {
 		return Reply{}, fmt.Errorf("%w: command id missing or too long", ErrBadReply)
 	}
 	r := Reply{CommandID: pr.GetCommandId(), Vehicle: vehicle, Detail: pr.GetDetail()}
+	if pr.SpeedKmh != nil {
+		if sp := pr.GetSpeedKmh(); sp >= 0 && sp < 1000 {
+			r.SpeedKmh, r.HasSpeed = sp, true
+		}
+	}
 	if len(r.Detail) > 256 {
 		r.Detail = r.Detail[:256]
 	}
@@ -187,6 +196,10 @@ func (s *Service) publishCommand(c *Command) error {
 	pc := &fleetv1.DeviceCommand{
 		CommandId: c.ID, VehicleId: c.Vehicle, Kind: fleetv1.CommandKind(c.Kind), Params: c.Params,
 		IssueTime: timestamppb.New(c.IssueTime), ExpireTime: timestamppb.New(c.ExpireTime),
+	}
+	if c.Kind == CommandImmobilize {
+		limit := s.cfg.ImmobilizeMaxKmh
+		pc.MaxSpeedKmh = &limit
 	}
 	data, err := proto.Marshal(pc)
 	if err != nil {

@@ -172,8 +172,15 @@ func ValidateParams(k CommandKind, params map[string]string) error {
 
 // Gate decides whether a queued command may go out now.
 type Gate struct {
-	// ImmobilizeMaxKmh: IMMOBILIZE is held while the vehicle's last known speed is above it.
+	// ImmobilizeMaxKmh: IMMOBILIZE is held until the vehicle is at most this fast.
 	ImmobilizeMaxKmh float64
+	// ImmobilizeSlowFixes and ImmobilizeSlowFor: the evidence that it is: that many
+	// consecutive valid fixes, all good and at most ImmobilizeMaxKmh, spanning at least
+	// ImmobilizeSlowFor, and no record without a fix since. One forged or glitched fix
+	// cannot release the engine cut; the device checks its own speed as well
+	// (DeviceCommand.max_speed_kmh).
+	ImmobilizeSlowFixes int
+	ImmobilizeSlowFor   time.Duration
 	// OfflineAfter: a vehicle with no record received for longer is offline; its
 	// commands wait for the next record.
 	OfflineAfter time.Duration
@@ -200,14 +207,39 @@ func (g Gate) Decide(c *Command, v *VehicleState, known bool, now time.Time) (De
 	if now.Sub(v.LastReceived) > g.OfflineAfter {
 		return Wait, "vehicle offline since " + v.LastReceived.UTC().Format(time.RFC3339) + "; delivered when it reconnects"
 	}
-	if c.Kind == CommandImmobilize && (!v.HasFix || v.GNSSLost) {
-		// Without a current fix the speed is unknown; a cut engine at speed can kill.
-		return Wait, fmt.Sprintf("waiting for a valid GNSS fix to confirm speed <= %g km/h", g.ImmobilizeMaxKmh)
-	}
-	if c.Kind == CommandImmobilize && v.SpeedKmh > g.ImmobilizeMaxKmh {
-		return Wait, fmt.Sprintf("waiting for speed <= %g km/h (now %.0f km/h)", g.ImmobilizeMaxKmh, v.SpeedKmh)
+	if c.Kind == CommandImmobilize {
+		if ok, reason := g.slowEnough(v); !ok {
+			return Wait, reason
+		}
 	}
 	return Send, ""
+}
+
+// slowEnough judges the IMMOBILIZE speed evidence in v.
+func (g Gate) slowEnough(v *VehicleState) (bool, string) {
+	if !v.HasFix || v.GNSSLost || len(v.RecentFixes) == 0 {
+		// Without a current fix the speed is unknown; a cut engine at speed can kill.
+		return false, fmt.Sprintf("waiting for a valid GNSS fix to confirm speed <= %g km/h", g.ImmobilizeMaxKmh)
+	}
+	newest := v.RecentFixes[len(v.RecentFixes)-1]
+	if newest.SpeedKmh > g.ImmobilizeMaxKmh {
+		return false, fmt.Sprintf("waiting for speed <= %g km/h (now %.0f km/h)", g.ImmobilizeMaxKmh, newest.SpeedKmh)
+	}
+	n := max(g.ImmobilizeSlowFixes, 1)
+	run := 0
+	var oldest time.Time
+	for i := len(v.RecentFixes) - 1; i >= 0 && run < n; i-- {
+		f := v.RecentFixes[i]
+		if !f.Good || f.SpeedKmh > g.ImmobilizeMaxKmh {
+			break
+		}
+		run, oldest = run+1, f.Time
+	}
+	if span := newest.Time.Sub(oldest); run < n || span < g.ImmobilizeSlowFor {
+		return false, fmt.Sprintf("waiting for speed <= %g km/h on %d consecutive good fixes over %s (%d so far, over %s)",
+			g.ImmobilizeMaxKmh, n, g.ImmobilizeSlowFor, run, span.Round(time.Second))
+	}
+	return true, ""
 }
 
 // Timeouts for delivered commands.
@@ -229,6 +261,27 @@ func (t Timeouts) Overdue(c *Command, now time.Time) string {
 		}
 	}
 	return ""
+}
+
+// replyDetail is what the history keeps of a reply: the device's detail and, for
+// IMMOBILIZE, the speed the device says it checked (or that it did not say).
+func replyDetail(c *Command, r *Reply, maxKmh float64) string {
+	if c.Kind != CommandImmobilize {
+		return r.Detail
+	}
+	var sp string
+	switch {
+	case !r.HasSpeed:
+		sp = "device did not confirm its speed"
+	case r.SpeedKmh > maxKmh && r.Status != CommandRejected:
+		sp = fmt.Sprintf("device speed %.0f km/h ABOVE the %g km/h limit", r.SpeedKmh, maxKmh)
+	default:
+		sp = fmt.Sprintf("device speed %.0f km/h", r.SpeedKmh)
+	}
+	if r.Detail == "" {
+		return sp
+	}
+	return r.Detail + "; " + sp
 }
 
 // ApplyReply applies a device reply (accepted, rejected, executed) to c and reports

@@ -29,8 +29,12 @@ type Config struct {
 	// it comes no more than this after the alert's latest occurrence.
 	AlertCooldown time.Duration
 
-	// ImmobilizeMaxKmh: IMMOBILIZE is held while the last known speed is above it.
-	ImmobilizeMaxKmh float64
+	// ImmobilizeMaxKmh: IMMOBILIZE is held until ImmobilizeSlowFixes consecutive good
+	// fixes over at least ImmobilizeSlowFor are at most this fast (see Gate); the device
+	// receives the limit and checks its own speed too.
+	ImmobilizeMaxKmh    float64
+	ImmobilizeSlowFixes int
+	ImmobilizeSlowFor   time.Duration
 	// OfflineAfter: no record for this long means offline; commands wait for the next record.
 	OfflineAfter time.Duration
 	// CommandTTL is the default expiry of a command; MaxCommandTTL the longest allowed.
@@ -61,18 +65,20 @@ type Config struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Detect:             DetectConfig{Thresholds: DefaultThresholds()},
-		AlertCooldown:      30 * time.Minute,
-		ImmobilizeMaxKmh:   5,
-		OfflineAfter:       10 * time.Minute,
-		CommandTTL:         24 * time.Hour,
-		MaxCommandTTL:      7 * 24 * time.Hour,
-		ReplyTimeout:       60 * time.Second,
-		ExecuteTimeout:     10 * time.Minute,
-		SweepEvery:         5 * time.Second,
-		WatchPoll:          time.Second,
-		PublishAlertEvents: true,
-		FuelMinConfidence:  FuelMinConfidence,
+		Detect:              DetectConfig{Thresholds: DefaultThresholds()},
+		AlertCooldown:       30 * time.Minute,
+		ImmobilizeMaxKmh:    5,
+		ImmobilizeSlowFixes: 3,
+		ImmobilizeSlowFor:   20 * time.Second,
+		OfflineAfter:        10 * time.Minute,
+		CommandTTL:          24 * time.Hour,
+		MaxCommandTTL:       7 * 24 * time.Hour,
+		ReplyTimeout:        60 * time.Second,
+		ExecuteTimeout:      10 * time.Minute,
+		SweepEvery:          5 * time.Second,
+		WatchPoll:           time.Second,
+		PublishAlertEvents:  true,
+		FuelMinConfidence:   FuelMinConfidence,
 	}
 }
 
@@ -115,6 +121,9 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 	if err != nil {
 		return nil, err
 	}
+	if cfg.ImmobilizeSlowFixes < 1 || cfg.ImmobilizeSlowFixes > recentFixes || cfg.ImmobilizeSlowFor < 0 {
+		return nil, fmt.Errorf("%w: ImmobilizeSlowFixes must be 1..%d and ImmobilizeSlowFor >= 0", ErrInvalid, recentFixes)
+	}
 	if cfg.CommandTTL <= 0 || cfg.MaxCommandTTL < cfg.CommandTTL || cfg.ReplyTimeout <= 0 ||
 		cfg.ExecuteTimeout <= 0 || cfg.SweepEvery <= 0 || cfg.WatchPoll <= 0 || cfg.OfflineAfter <= 0 {
 		return nil, fmt.Errorf("%w: dispatch durations must be positive (and MaxCommandTTL >= CommandTTL)", ErrInvalid)
@@ -129,7 +138,10 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 	}
 	s := &Service{
 		cfg: cfg, b: b, st: st, log: log, det: det,
-		gate:     Gate{ImmobilizeMaxKmh: cfg.ImmobilizeMaxKmh, OfflineAfter: cfg.OfflineAfter},
+		gate: Gate{
+			ImmobilizeMaxKmh: cfg.ImmobilizeMaxKmh, ImmobilizeSlowFixes: cfg.ImmobilizeSlowFixes,
+			ImmobilizeSlowFor: cfg.ImmobilizeSlowFor, OfflineAfter: cfg.OfflineAfter,
+		},
 		timeouts: Timeouts{Reply: cfg.ReplyTimeout, Execute: cfg.ExecuteTimeout},
 		rej:      rejects.New("dispatch", log, reg),
 		raised: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -391,7 +403,7 @@ func (s *Service) applyReply(ctx context.Context, r *Reply) error {
 		return nil
 	}
 	for range maxRetries {
-		if !ApplyReply(&c, r.Status, r.Detail, s.now()) {
+		if !ApplyReply(&c, r.Status, replyDetail(&c, r, s.cfg.ImmobilizeMaxKmh), s.now()) {
 			return nil // a repeat, or a step backwards
 		}
 		stored, err := s.st.UpdateCommand(ctx, c)

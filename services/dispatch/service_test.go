@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -192,6 +193,13 @@ type device struct {
 	received    []string // command ids, in arrival order
 	kinds       []fleetv1.CommandKind
 	immobilized bool
+	speedKmh    float64 // what its own receiver says (checked before an engine cut)
+}
+
+func (d *device) setSpeed(kmh float64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.speedKmh = kmh
 }
 
 func newDevice(t testing.TB, b *bus.Bus, vehicle string) *device {
@@ -216,19 +224,30 @@ func (d *device) onCommand(m *nats.Msg) {
 	}
 	d.mu.Lock()
 	seen := slices.Contains(d.received, c.GetCommandId())
+	speed := d.speedKmh
+	statuses := []fleetv1.CommandReplyStatus{fleetv1.CommandReplyStatus_COMMAND_REPLY_STATUS_ACCEPTED, fleetv1.CommandReplyStatus_COMMAND_REPLY_STATUS_EXECUTED}
+	detail := ""
+	// A tracker checks its own speed before cutting the engine, as docs/protocol.md asks.
+	tooFast := c.GetKind() == fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE && (c.MaxSpeedKmh == nil || speed > c.GetMaxSpeedKmh())
+	if tooFast {
+		statuses = []fleetv1.CommandReplyStatus{fleetv1.CommandReplyStatus_COMMAND_REPLY_STATUS_REJECTED}
+		detail = fmt.Sprintf("speed %.0f km/h above %v km/h", speed, c.MaxSpeedKmh)
+	}
 	if !seen {
 		d.received = append(d.received, c.GetCommandId())
 		d.kinds = append(d.kinds, c.GetKind())
-		switch c.GetKind() {
-		case fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE:
+		switch {
+		case tooFast:
+		case c.GetKind() == fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE:
 			d.immobilized = true
-		case fleetv1.CommandKind_COMMAND_KIND_RESUME:
+		case c.GetKind() == fleetv1.CommandKind_COMMAND_KIND_RESUME:
 			d.immobilized = false
 		}
 	}
 	d.mu.Unlock()
-	for _, st := range []fleetv1.CommandReplyStatus{fleetv1.CommandReplyStatus_COMMAND_REPLY_STATUS_ACCEPTED, fleetv1.CommandReplyStatus_COMMAND_REPLY_STATUS_EXECUTED} {
-		data, _ := proto.Marshal(&fleetv1.CommandReply{CommandId: c.GetCommandId(), VehicleId: d.vehicle, Status: st, DeviceTime: timestamppb.Now()})
+	for _, st := range statuses {
+		data, _ := proto.Marshal(&fleetv1.CommandReply{CommandId: c.GetCommandId(), VehicleId: d.vehicle, Status: st, Detail: detail,
+			DeviceTime: timestamppb.Now(), SpeedKmh: &speed})
 		if err := d.b.NC.Publish(bus.UpSubject(d.vehicle, bus.KindReply), data); err != nil {
 			d.t.Errorf("device reply: %v", err)
 		}
@@ -350,8 +369,20 @@ func testTowScenarioImmobilizeAndResume(t *testing.T, st Store) {
 		t.Fatalf("at 40 km/h the device received %v, want nothing", got)
 	}
 
-	// The speed drops below the limit: sent, accepted, executed.
-	dev.send(at(base, 3*time.Minute+40*time.Second, 450, 3, false))
+	// The speed drops below the limit: one slow fix is not enough evidence...
+	slow := at(base, 3*time.Minute+40*time.Second, 450, 3, false)
+	dev.send(slow)
+	h.waitApplied(v, slow.DeviceTime)
+	r, err := h.cmds.GetCommand(h.ctx(), &fleetv1.GetCommandRequest{CommandId: imm.GetCommandId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := r.GetCommand(); c.GetState() != fleetv1.CommandState_COMMAND_STATE_QUEUED || !strings.Contains(c.GetStateReason(), "(1 so far") {
+		t.Fatalf("after one slow fix: got %v %q, want held for more slow fixes", c.GetState(), c.GetStateReason())
+	}
+	// ... three over 20 s are: sent, accepted, executed.
+	dev.send(at(base, 3*time.Minute+50*time.Second, 455, 1, false))
+	dev.send(at(base, 4*time.Minute, 455, 0, false))
 	done := h.waitCommand(imm.GetCommandId(), fleetv1.CommandState_COMMAND_STATE_EXECUTED)
 	var states []fleetv1.CommandState
 	for _, s := range done.GetHistory() {
@@ -363,6 +394,9 @@ func testTowScenarioImmobilizeAndResume(t *testing.T, st Store) {
 	}
 	if done.GetIssuedBy() != "ann" || done.GetSentTime() == nil {
 		t.Fatalf("audit: got issued_by %q sent_time %v", done.GetIssuedBy(), done.GetSentTime())
+	}
+	if h := done.GetHistory(); !strings.Contains(h[len(h)-1].GetDetail(), "device speed 0 km/h") {
+		t.Fatalf("executed detail: got %q, want the device's own speed", h[len(h)-1].GetDetail())
 	}
 	if !dev.isImmobilized() || !slices.Equal(dev.commands(), []string{imm.GetCommandId()}) {
 		t.Fatalf("device: immobilized %v commands %v, want immobilized by %s once", dev.isImmobilized(), dev.commands(), imm.GetCommandId())
@@ -799,4 +833,56 @@ func testJammerThatStaysOn(t *testing.T, st Store) {
 		got := h.listAlerts(&fleetv1.ListAlertsRequest{VehicleId: v})
 		return len(got) == 1 && got[0].GetOccurrences() >= 2
 	})
+}
+
+// TestForgedSlowFixDoesNotReleaseImmobilize: while the vehicle drives at 26 km/h, one
+// forged (or glitched) speed-0 fix does not release a held IMMOBILIZE; several forged
+// fixes get it sent, and the tracker, checking its own speed, refuses it.
+func TestForgedSlowFixDoesNotReleaseImmobilize(t *testing.T) {
+	forStores(t, testForgedSlowFixDoesNotReleaseImmobilize)
+}
+
+func testForgedSlowFixDoesNotReleaseImmobilize(t *testing.T, st Store) {
+	h := newHarness(t, st)
+	const v = "forge-1"
+	dev := newDevice(t, h.b, v)
+	dev.setSpeed(26)
+	base := time.Now().Add(-5 * time.Minute).UTC().Truncate(time.Millisecond)
+	for i := range 3 {
+		dev.send(at(base, time.Duration(i)*10*time.Second, float64(i)*72, 26, true))
+	}
+	resp, err := h.cmds.SendCommand(h.ctx(), &fleetv1.SendCommandRequest{VehicleId: v, Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE, Who: "sup"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetCommand().GetCommandId()
+	state := func() *fleetv1.Command {
+		t.Helper()
+		r, err := h.cmds.GetCommand(h.ctx(), &fleetv1.GetCommandRequest{CommandId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetCommand()
+	}
+	forged := at(base, 25*time.Second, 180, 0, true)
+	forged.HDOP = 0.8
+	dev.send(forged)
+	h.waitApplied(v, forged.DeviceTime)
+	if c := state(); c.GetState() != fleetv1.CommandState_COMMAND_STATE_QUEUED || len(dev.commands()) != 0 {
+		t.Fatalf("after one forged speed-0 fix: got %v %q, device received %v; want held, nothing sent", c.GetState(), c.GetStateReason(), dev.commands())
+	}
+	dev.send(at(base, 30*time.Second, 216, 26, true))
+	h.waitApplied(v, base.Add(30*time.Second))
+	if c := state(); c.GetState() != fleetv1.CommandState_COMMAND_STATE_QUEUED || !strings.Contains(c.GetStateReason(), "now 26 km/h") {
+		t.Fatalf("driving on: got %v %q, want held at 26 km/h", c.GetState(), c.GetStateReason())
+	}
+	// An attacker able to forge a whole run of slow fixes gets the command sent; the
+	// tracker's own check stops the engine cut.
+	for i := range 3 {
+		dev.send(at(base, 40*time.Second+time.Duration(i)*10*time.Second, 216, 0, true))
+	}
+	c := h.waitCommand(id, fleetv1.CommandState_COMMAND_STATE_REJECTED)
+	if dev.isImmobilized() || !strings.Contains(c.GetStateReason(), "device speed 26 km/h") {
+		t.Fatalf("got immobilized %v, reason %q; want refused by the device at 26 km/h", dev.isImmobilized(), c.GetStateReason())
+	}
 }

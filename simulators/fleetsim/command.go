@@ -36,11 +36,20 @@ type Command struct {
 	Kind    CommandKind
 	Params  map[string]string
 	Expire  time.Time // zero: never
+	// MaxSpeedKmh (HasMaxSpeed) is the highest speed at which an IMMOBILIZE may cut the
+	// engine; without it the tracker uses DefaultImmobilizeMaxKmh.
+	MaxSpeedKmh float64
+	HasMaxSpeed bool
 }
 
+// DefaultImmobilizeMaxKmh is the tracker's own limit for an IMMOBILIZE that names none.
+const DefaultImmobilizeMaxKmh = 5
+
 type cmdReply struct {
-	Status ReplyStatus
-	Detail string
+	Status   ReplyStatus
+	Detail   string
+	SpeedKmh float64 // the tracker's own speed when it decided (HasSpeed)
+	HasSpeed bool
 }
 
 // rememberedCommands bounds how many command ids a tracker remembers for idempotence.
@@ -87,8 +96,19 @@ func (s *Sim) execute(v *vehicle, cmd Command, out emitter) []cmdReply {
 	accepted := cmdReply{Status: ReplyAccepted}
 	switch cmd.Kind {
 	case CommandImmobilize:
+		// The tracker checks its own speed, whatever the platform believed: a cut engine
+		// at speed can kill, and the fixes the platform judged may have been forged.
+		limit := float64(DefaultImmobilizeMaxKmh)
+		if cmd.HasMaxSpeed {
+			limit = cmd.MaxSpeedKmh
+		}
+		sp := v.speed * 3.6
+		if sp > limit {
+			return []cmdReply{{Status: ReplyRejected, Detail: fmt.Sprintf("speed %.0f km/h above %g km/h", sp, limit), SpeedKmh: sp, HasSpeed: true}}
+		}
 		v.immobilized = true
-		return []cmdReply{accepted, {Status: ReplyExecuted, Detail: "engine cut"}}
+		accepted.SpeedKmh, accepted.HasSpeed = sp, true
+		return []cmdReply{accepted, {Status: ReplyExecuted, Detail: "engine cut", SpeedKmh: sp, HasSpeed: true}}
 	case CommandResume:
 		v.immobilized = false
 		return []cmdReply{accepted, {Status: ReplyExecuted, Detail: "engine enabled"}}

@@ -27,23 +27,28 @@ func TestCommandReplies(t *testing.T) {
 	f := testFleet(t)
 	v := f.sim.vehicles[0]
 	expired := timestamppb.New(testStart)
+	fast, limit := 26/3.6, 5.0
 	tests := []struct {
-		name string
-		cmd  *fleetv1.DeviceCommand
-		want []fleetv1.CommandReplyStatus
+		name  string
+		cmd   *fleetv1.DeviceCommand
+		want  []fleetv1.CommandReplyStatus
+		speed float64 // m/s
 	}{
-		{"immobilize", &fleetv1.DeviceCommand{CommandId: "1", Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE}, []fleetv1.CommandReplyStatus{1, 3}},
-		{"resume", &fleetv1.DeviceCommand{CommandId: "2", Kind: fleetv1.CommandKind_COMMAND_KIND_RESUME}, []fleetv1.CommandReplyStatus{1, 3}},
-		{"interval", &fleetv1.DeviceCommand{CommandId: "3", Kind: fleetv1.CommandKind_COMMAND_KIND_SET_REPORT_INTERVAL, Params: map[string]string{"moving_s": "10", "parked_s": "600"}}, []fleetv1.CommandReplyStatus{1, 3}},
-		{"interval without params", &fleetv1.DeviceCommand{CommandId: "4", Kind: fleetv1.CommandKind_COMMAND_KIND_SET_REPORT_INTERVAL}, []fleetv1.CommandReplyStatus{2}},
-		{"interval out of range", &fleetv1.DeviceCommand{CommandId: "5", Kind: fleetv1.CommandKind_COMMAND_KIND_SET_REPORT_INTERVAL, Params: map[string]string{"moving_s": "0"}}, []fleetv1.CommandReplyStatus{2}},
-		{"expired", &fleetv1.DeviceCommand{CommandId: "6", Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE, ExpireTime: expired}, []fleetv1.CommandReplyStatus{2}},
-		{"unspecified", &fleetv1.DeviceCommand{CommandId: "7"}, []fleetv1.CommandReplyStatus{2}},
-		{"no id", &fleetv1.DeviceCommand{Kind: fleetv1.CommandKind_COMMAND_KIND_LOCATE_NOW}, []fleetv1.CommandReplyStatus{2}},
-		{"repeated interval id answered again", &fleetv1.DeviceCommand{CommandId: "3", Kind: fleetv1.CommandKind_COMMAND_KIND_SET_REPORT_INTERVAL, Params: map[string]string{"moving_s": "99"}}, []fleetv1.CommandReplyStatus{1, 3}},
+		{"immobilize at 26 km/h: the tracker's own check refuses", &fleetv1.DeviceCommand{CommandId: "0", Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE, MaxSpeedKmh: &limit}, []fleetv1.CommandReplyStatus{2}, fast},
+		{"immobilize at 26 km/h without a limit: the tracker's default refuses", &fleetv1.DeviceCommand{CommandId: "0b", Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE}, []fleetv1.CommandReplyStatus{2}, fast},
+		{"immobilize", &fleetv1.DeviceCommand{CommandId: "1", Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE, MaxSpeedKmh: &limit}, []fleetv1.CommandReplyStatus{1, 3}, 0},
+		{"resume", &fleetv1.DeviceCommand{CommandId: "2", Kind: fleetv1.CommandKind_COMMAND_KIND_RESUME}, []fleetv1.CommandReplyStatus{1, 3}, 0},
+		{"interval", &fleetv1.DeviceCommand{CommandId: "3", Kind: fleetv1.CommandKind_COMMAND_KIND_SET_REPORT_INTERVAL, Params: map[string]string{"moving_s": "10", "parked_s": "600"}}, []fleetv1.CommandReplyStatus{1, 3}, 0},
+		{"interval without params", &fleetv1.DeviceCommand{CommandId: "4", Kind: fleetv1.CommandKind_COMMAND_KIND_SET_REPORT_INTERVAL}, []fleetv1.CommandReplyStatus{2}, 0},
+		{"interval out of range", &fleetv1.DeviceCommand{CommandId: "5", Kind: fleetv1.CommandKind_COMMAND_KIND_SET_REPORT_INTERVAL, Params: map[string]string{"moving_s": "0"}}, []fleetv1.CommandReplyStatus{2}, 0},
+		{"expired", &fleetv1.DeviceCommand{CommandId: "6", Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE, ExpireTime: expired}, []fleetv1.CommandReplyStatus{2}, 0},
+		{"unspecified", &fleetv1.DeviceCommand{CommandId: "7"}, []fleetv1.CommandReplyStatus{2}, 0},
+		{"no id", &fleetv1.DeviceCommand{Kind: fleetv1.CommandKind_COMMAND_KIND_LOCATE_NOW}, []fleetv1.CommandReplyStatus{2}, 0},
+		{"repeated interval id answered again", &fleetv1.DeviceCommand{CommandId: "3", Kind: fleetv1.CommandKind_COMMAND_KIND_SET_REPORT_INTERVAL, Params: map[string]string{"moving_s": "99"}}, []fleetv1.CommandReplyStatus{1, 3}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			v.speed = tt.speed
 			data, _ := proto.Marshal(tt.cmd)
 			replies, err := f.handleCommand("fleet.down."+v.id+".cmd", data, &discard{})
 			if err != nil {
@@ -52,6 +57,9 @@ func TestCommandReplies(t *testing.T) {
 			var got []fleetv1.CommandReplyStatus
 			for _, r := range replies {
 				got = append(got, r.GetStatus())
+				if tt.cmd.GetKind() == fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE && tt.cmd.GetCommandId() != "6" && r.SpeedKmh == nil {
+					t.Errorf("IMMOBILIZE reply %v without the tracker's speed", r.GetStatus())
+				}
 				if r.GetVehicleId() != v.id || r.GetCommandId() != tt.cmd.GetCommandId() {
 					t.Errorf("reply for %s/%s, want %s/%s", r.GetVehicleId(), r.GetCommandId(), v.id, tt.cmd.GetCommandId())
 				}

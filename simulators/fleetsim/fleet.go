@@ -318,6 +318,9 @@ func (f *Fleet) handleCommand(subject string, data []byte, out emitter) ([]*flee
 	if pc.GetExpireTime() != nil {
 		cmd.Expire = pc.GetExpireTime().AsTime()
 	}
+	if pc.MaxSpeedKmh != nil {
+		cmd.MaxSpeedKmh, cmd.HasMaxSpeed = pc.GetMaxSpeedKmh(), true
+	}
 	// The subject names the vehicle (fleet.down.<vehicle>.cmd); a body naming another
 	// vehicle is answered for the subject's one, which is the device that received it.
 	const pre, suf = "fleet.down.", ".cmd"
@@ -334,6 +337,10 @@ func (f *Fleet) handleCommand(subject string, data []byte, out emitter) ([]*flee
 		out2[i] = &fleetv1.CommandReply{
 			CommandId: cmd.ID, VehicleId: cmd.Vehicle, Status: fleetv1.CommandReplyStatus(r.Status),
 			Detail: r.Detail, DeviceTime: now,
+		}
+		if r.HasSpeed {
+			sp := r.SpeedKmh
+			out2[i].SpeedKmh = &sp
 		}
 	}
 	return out2, nil

@@ -264,7 +264,15 @@ func TestImmobilizeStopsVehicleUntilResume(t *testing.T) {
 	id := f.Sim().VehicleIDs()[0]
 	eventually(t, "the vehicle driving", func() bool { r, _ := c.last(id); return r.SpeedKmh > 10 })
 
-	sendCommand(t, b, &fleetv1.DeviceCommand{CommandId: "imm-1", VehicleId: id, Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE})
+	// Driving: the tracker checks its own speed and refuses (its default limit, 5 km/h).
+	sendCommand(t, b, &fleetv1.DeviceCommand{CommandId: "imm-0", VehicleId: id, Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE})
+	eventually(t, "IMMOBILIZE refused at speed", func() bool { return len(c.repliesFor("imm-0")) == 1 })
+	if got := c.repliesFor("imm-0"); got[0] != fleetv1.CommandReplyStatus_COMMAND_REPLY_STATUS_REJECTED {
+		t.Fatalf("replies %v at speed, want REJECTED", got)
+	}
+	// A limit above its speed (here to test the stop itself) lets it cut the engine.
+	limit := 300.0
+	sendCommand(t, b, &fleetv1.DeviceCommand{CommandId: "imm-1", VehicleId: id, Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE, MaxSpeedKmh: &limit})
 	eventually(t, "IMMOBILIZE accepted and executed", func() bool { return len(c.repliesFor("imm-1")) == 2 })
 	if got := c.repliesFor("imm-1"); got[0] != fleetv1.CommandReplyStatus_COMMAND_REPLY_STATUS_ACCEPTED || got[1] != fleetv1.CommandReplyStatus_COMMAND_REPLY_STATUS_EXECUTED {
 		t.Fatalf("replies %v, want ACCEPTED, EXECUTED", got)

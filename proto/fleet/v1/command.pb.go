@@ -155,7 +155,12 @@ type DeviceCommand struct {
 	// When the platform issued the command.
 	IssueTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=issue_time,json=issueTime,proto3" json:"issue_time,omitempty"`
 	// After this instant the device must reject the command.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// IMMOBILIZE: the highest speed at which the device may cut the engine. The platform
+	// sends the command only after several consecutive slow fixes, but a fix can be forged
+	// or glitched on its way; the device checks its own current speed (from its own
+	// receiver) and rejects the command above this, quoting the speed in its reply.
+	MaxSpeedKmh   *float64 `protobuf:"fixed64,7,opt,name=max_speed_kmh,json=maxSpeedKmh,proto3,oneof" json:"max_speed_kmh,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -232,6 +237,13 @@ func (x *DeviceCommand) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *DeviceCommand) GetMaxSpeedKmh() float64 {
+	if x != nil && x.MaxSpeedKmh != nil {
+		return *x.MaxSpeedKmh
+	}
+	return 0
+}
+
 // CommandReply is a tracker's answer to a DeviceCommand.
 type CommandReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -244,7 +256,10 @@ type CommandReply struct {
 	// Human-readable detail, e.g. why a command was rejected.
 	Detail string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
 	// When the device answered (device clock).
-	DeviceTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=device_time,json=deviceTime,proto3" json:"device_time,omitempty"`
+	DeviceTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=device_time,json=deviceTime,proto3" json:"device_time,omitempty"`
+	// The device's own speed when it decided, in km/h. Required in every reply to an
+	// IMMOBILIZE: it is the device's acknowledgement that it checked max_speed_kmh.
+	SpeedKmh      *float64 `protobuf:"fixed64,6,opt,name=speed_kmh,json=speedKmh,proto3,oneof" json:"speed_kmh,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -314,11 +329,18 @@ func (x *CommandReply) GetDeviceTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *CommandReply) GetSpeedKmh() float64 {
+	if x != nil && x.SpeedKmh != nil {
+		return *x.SpeedKmh
+	}
+	return 0
+}
+
 var File_fleet_v1_command_proto protoreflect.FileDescriptor
 
 const file_fleet_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x16fleet/v1/command.proto\x12\bfleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x02\n" +
+	"\x16fleet/v1/command.proto\x12\bfleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x03\n" +
 	"\rDeviceCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x1d\n" +
@@ -329,10 +351,12 @@ const file_fleet_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"issue_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tissueTime\x12;\n" +
 	"\vexpire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\x1a9\n" +
+	"expireTime\x12'\n" +
+	"\rmax_speed_kmh\x18\a \x01(\x01H\x00R\vmaxSpeedKmh\x88\x01\x01\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd7\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x10\n" +
+	"\x0e_max_speed_kmh\"\x87\x02\n" +
 	"\fCommandReply\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x1d\n" +
@@ -341,7 +365,10 @@ const file_fleet_v1_command_proto_rawDesc = "" +
 	"\x06status\x18\x03 \x01(\x0e2\x1c.fleet.v1.CommandReplyStatusR\x06status\x12\x16\n" +
 	"\x06detail\x18\x04 \x01(\tR\x06detail\x12;\n" +
 	"\vdevice_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"deviceTime*\xa4\x01\n" +
+	"deviceTime\x12 \n" +
+	"\tspeed_kmh\x18\x06 \x01(\x01H\x00R\bspeedKmh\x88\x01\x01B\f\n" +
+	"\n" +
+	"_speed_kmh*\xa4\x01\n" +
 	"\vCommandKind\x12\x1c\n" +
 	"\x18COMMAND_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17COMMAND_KIND_IMMOBILIZE\x10\x01\x12\x17\n" +
@@ -396,6 +423,8 @@ func file_fleet_v1_command_proto_init() {
 	if File_fleet_v1_command_proto != nil {
 		return
 	}
+	file_fleet_v1_command_proto_msgTypes[0].OneofWrappers = []any{}
+	file_fleet_v1_command_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
