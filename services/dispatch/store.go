@@ -217,14 +217,25 @@ func (m *MemoryStore) GetVehicle(_ context.Context, vehicle string) (VehicleStat
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	v, ok := m.vehicles[vehicle]
-	return v, ok, nil
+	return cloneVehicle(v), ok, nil
+}
+
+// cloneVehicle copies a state's slices: callers change their copy while others read the
+// stored one (the consumer applies records while the command gate reads).
+func cloneVehicle(v VehicleState) VehicleState {
+	v.RecentFixes = slices.Clone(v.RecentFixes)
+	v.ParkCells = slices.Clone(v.ParkCells)
+	for _, inc := range []*Incident{&v.Tow, &v.Jam, &v.Hours} {
+		inc.Evidence = slices.Clone(inc.Evidence)
+	}
+	return v
 }
 
 // PutVehicle implements Store.
 func (m *MemoryStore) PutVehicle(_ context.Context, v VehicleState) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.vehicles[v.Vehicle] = v
+	m.vehicles[v.Vehicle] = cloneVehicle(v)
 	return nil
 }
 
@@ -235,7 +246,7 @@ func (m *MemoryStore) GetVehicles(_ context.Context, vehicles []string) (map[str
 	out := make(map[string]VehicleState, len(vehicles))
 	for _, id := range vehicles {
 		if v, ok := m.vehicles[id]; ok {
-			out[id] = v
+			out[id] = cloneVehicle(v)
 		}
 	}
 	return out, nil
@@ -246,7 +257,7 @@ func (m *MemoryStore) PutVehicles(_ context.Context, vs []VehicleState) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, v := range vs {
-		m.vehicles[v.Vehicle] = v
+		m.vehicles[v.Vehicle] = cloneVehicle(v)
 	}
 	return nil
 }

@@ -465,10 +465,10 @@ func (d *Detector) Apply(st *VehicleState, r *telemetry.Record) []Alert {
 	}
 	st.LastMoving = movingNow
 	if hasFix {
-		st.RecentFixes = append(st.RecentFixes, FixSample{Time: r.DeviceTime, SpeedKmh: r.SpeedKmh, Good: good})
-		if len(st.RecentFixes) > recentFixes {
-			st.RecentFixes = append(st.RecentFixes[:0], st.RecentFixes[len(st.RecentFixes)-recentFixes:]...)
-		}
+		// A new slice each time: the previous one may be shared with a stored copy.
+		keep := st.RecentFixes[max(0, len(st.RecentFixes)-recentFixes+1):]
+		fs := make([]FixSample, 0, recentFixes)
+		st.RecentFixes = append(append(fs, keep...), FixSample{Time: r.DeviceTime, SpeedKmh: r.SpeedKmh, Good: good})
 	}
 	if good {
 		st.HasFix, st.FixLat, st.FixLon, st.FixTime = true, r.Lat, r.Lon, r.DeviceTime
