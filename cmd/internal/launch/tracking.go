@@ -1,11 +1,26 @@
 package launch
 
-import "github.com/fleetwire/fleetwire/services/tracking"
+import (
+	"fmt"
+	"os"
+
+	"github.com/fleetwire/fleetwire/services/tracking"
+)
 
 // buildTracking makes the tracking service: positions, live updates, history and trips.
 func buildTracking(d deps) (service, error) {
 	cfg := tracking.DefaultConfig()
 	cfg.Partitions, cfg.Rebuild = d.parts, d.memory()
+	if path := d.opts.TrackingRules; path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("tracking rules: %w", err)
+		}
+		// Filter profiles per device model, trip thresholds per group (docs/tracking.md).
+		if cfg, err = tracking.ParseRules(data, cfg); err != nil {
+			return nil, fmt.Errorf("tracking rules %s: %w", path, err)
+		}
+	}
 	var st tracking.Store = tracking.NewMemoryStore()
 	if !d.memory() {
 		st = tracking.NewRedisStore(d.redis, d.prefix)
