@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -70,6 +72,9 @@ type Bus struct {
 
 	metrics *ConsumerMetrics // nil until RegisterMetrics
 	events  *EventMetrics    // nil until RegisterMetrics
+
+	lagMu sync.Mutex
+	lags  map[string]*atomic.Int64 // by durable (Lag)
 }
 
 // Open connects to NATS, starting the embedded server first when cfg asks for it.

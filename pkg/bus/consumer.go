@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -113,7 +114,7 @@ func (c *ConsumerConfig) defaults() {
 // the dead-letter stream, with an alert event, and the partition moves on.
 func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error {
 	cfg.defaults()
-	c := &consumer{b: b, cfg: cfg, h: h, log: b.log.With("durable", cfg.Durable), m: cfg.Metrics}
+	c := &consumer{b: b, cfg: cfg, h: h, log: b.log.With("durable", cfg.Durable), m: cfg.Metrics, lag: b.track(cfg.Durable)}
 	if c.m == nil {
 		c.m = b.metrics
 	}
@@ -189,6 +190,7 @@ type consumer struct {
 	done uint64
 	// replayed: with Rebuild, the ack floor before the rewind (Msg.Replayed).
 	replayed uint64
+	lag      *atomic.Int64 // messages not yet delivered (Bus.Lag); -1 until known
 }
 
 // held is a delivered message with its metadata.
@@ -216,6 +218,9 @@ func (c *consumer) session(ctx context.Context) error {
 		}
 	}
 	c.done = info.AckFloor.Stream
+	if info.NumPending == 0 && info.NumAckPending == 0 {
+		c.lag.Store(0) // nothing to catch up on; otherwise known once a batch is applied
+	}
 	lastDelivery := info.Delivered.Consumer
 
 	// The channel holds everything the server may have out (MaxAckPending) plus the
@@ -423,9 +428,10 @@ func (c *consumer) ack(ctx context.Context, batch []held, msgs []Msg) bool {
 			c.m.Delay.WithLabelValues(c.cfg.Durable).Observe(now.Sub(msgs[i].Time).Seconds())
 		}
 	}
+	last := batch[len(batch)-1].md
+	c.lag.Store(int64(last.NumPending))
 	if c.m != nil {
 		c.m.Messages.WithLabelValues(c.cfg.Durable).Add(float64(len(batch)))
-		last := batch[len(batch)-1].md
 		c.m.AckFloorLag.WithLabelValues(c.cfg.Durable).Set(float64(last.NumPending))
 	}
 	return ctx.Err() == nil
@@ -654,3 +660,55 @@ func ParsePartitions(spec string, n int) ([]int, error) {
 
 // Logger returns the bus's logger, for adapters built on top of it.
 func (b *Bus) Logger() *slog.Logger { return b.log }
+
+// track registers a consumer's lag under its durable name.
+func (b *Bus) track(durable string) *atomic.Int64 {
+	b.lagMu.Lock()
+	defer b.lagMu.Unlock()
+	if b.lags == nil {
+		b.lags = map[string]*atomic.Int64{}
+	}
+	l, ok := b.lags[durable]
+	if !ok {
+		l = new(atomic.Int64)
+		l.Store(-1)
+		b.lags[durable] = l
+	}
+	return l
+}
+
+// Lag returns, per durable consumer this bus has started, how many stream messages were
+// still to come after the last batch it applied (-1 until it has applied one, unless it
+// started with nothing to read).
+func (b *Bus) Lag() map[string]int64 {
+	b.lagMu.Lock()
+	defer b.lagMu.Unlock()
+	out := make(map[string]int64, len(b.lags))
+	for d, l := range b.lags {
+		out[d] = l.Load()
+	}
+	return out
+}
+
+// CaughtUp reports whether at least want consumers have started and each is within
+// bound messages of the end of its stream (a rebuild or catch-up is done), with a short
+// description of the furthest behind.
+func (b *Bus) CaughtUp(want int, bound int64) (bool, string) {
+	lags := b.Lag()
+	worst, worstLag := "", int64(0)
+	for d, l := range lags {
+		if l < 0 {
+			return false, d + " starting"
+		}
+		if l > worstLag {
+			worst, worstLag = d, l
+		}
+	}
+	if len(lags) < want {
+		return false, fmt.Sprintf("%d of %d consumers started", len(lags), want)
+	}
+	if worstLag > bound {
+		return false, fmt.Sprintf("%s is %d messages behind", worst, worstLag)
+	}
+	return true, fmt.Sprintf("%d consumers, at most %d messages behind", len(lags), worstLag)
+}

@@ -30,6 +30,8 @@ import (
 type Server struct {
 	GRPC   *grpc.Server
 	Health *health.Server
+	// Ready, when set before Serve, holds health at NOT_SERVING until it reports true.
+	Ready func() (ok bool, detail string)
 	log    *slog.Logger
 	lis    net.Listener
 }
@@ -165,15 +167,40 @@ func (s *Server) Addr() string {
 }
 
 // Serve serves until ctx ends, then stops gracefully, forcing the stop after grace.
-// The health status of every registered service is SERVING while it runs.
+// The health status of every registered service is SERVING while it runs; with Ready
+// set, NOT_SERVING until Ready first reports true (a rebuild or catch-up within bounds),
+// so a load balancer sends no queries to state that is still partial.
 func (s *Server) Serve(ctx context.Context, grace time.Duration) error {
 	if s.lis == nil {
 		return errors.New("grpcserver: Serve before Listen")
 	}
-	for name := range s.GRPC.GetServiceInfo() {
-		s.Health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	setAll := func(st healthpb.HealthCheckResponse_ServingStatus) {
+		for name := range s.GRPC.GetServiceInfo() {
+			s.Health.SetServingStatus(name, st)
+		}
+		s.Health.SetServingStatus("", st)
 	}
-	s.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	if s.Ready == nil {
+		setAll(healthpb.HealthCheckResponse_SERVING)
+	} else {
+		setAll(healthpb.HealthCheckResponse_NOT_SERVING)
+		go func() {
+			t := time.NewTicker(250 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				if ok, why := s.Ready(); ok {
+					s.log.Info("ready: serving", "state", why)
+					setAll(healthpb.HealthCheckResponse_SERVING)
+					return
+				}
+			}
+		}()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.GRPC.Serve(s.lis) }()
 	select {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
@@ -49,8 +51,26 @@ func TestAllInOneSurvivesRestart(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil {
 		t.Fatalf("no JetStream directory in the data directory: %v", err)
 	}
+	// Not ready before the rebuild is done; once ready, the whole fleet is there.
 	second := start(Options{DataDir: dir})
-	vehicles(second, 5)
+	conn := dial(t, second.GRPCAddr)
+	w, err := healthpb.NewHealthClient(conn).Watch(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		resp, err := w.Recv()
+		if err != nil {
+			t.Fatalf("health watch: %v", err)
+		}
+		if resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+	}
+	r, err := fleetv1.NewTrackingServiceClient(conn).ListVehicles(context.Background(), &fleetv1.ListVehiclesRequest{PageSize: 100})
+	if err != nil || len(r.GetVehicles()) != 5 {
+		t.Fatalf("ready, with %d vehicles (err %v); want 5", len(r.GetVehicles()), err)
+	}
 	if err := second.Stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -100,10 +100,21 @@ func TestServicesAnswerHealthReflectionAndRPCs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
+	// Health turns SERVING once every consumer has caught up (an empty stream: at once);
+	// Watch reports the change as it happens.
 	for _, svc := range []string{"", "fleet.v1.TrackingService", "fleet.v1.GeofenceService", "fleet.v1.MaintenanceService"} {
-		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
-		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-			t.Errorf("health of %q = %v, %v; want SERVING", svc, resp.GetStatus(), err)
+		w, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			resp, err := w.Recv()
+			if err != nil {
+				t.Fatalf("health of %q: %v; want SERVING", svc, err)
+			}
+			if resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+				break
+			}
 		}
 	}
 

@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -66,6 +67,10 @@ var builders = map[string]func(deps) (service, error){
 	Dispatch:    buildDispatch,
 	Teltonika:   buildTeltonika,
 }
+
+// catchUpBound is how far behind its stream a consumer may be for the process to report
+// ready: about a second of a busy partition.
+const catchUpBound = 1000
 
 // Platform is a running process.
 type Platform struct {
@@ -166,6 +171,13 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 			p.TeltonikaTCP, p.TeltonikaUDP, p.TeltonikaDevices = tg.TCPAddr(), tg.UDPAddr(), tg.registry
 		}
 	}
+	// Ready once every consumer is within catchUpBound messages of its stream's end: a
+	// rebuilt in-memory state or a service back from an outage answers queries only then.
+	consumers := len(parts) * len(svcs)
+	if slices.Contains(o.Services, Dispatch) {
+		consumers++ // dispatch-events
+	}
+	gs.Ready = func() (bool, string) { return b.CaughtUp(consumers, catchUpBound) }
 	if err := listenGRPC(gs, o.GRPCAddr, o.FallbackPorts); err != nil {
 		return fail(fmt.Errorf("grpc: %w", err))
 	}
