@@ -32,8 +32,8 @@ type Server struct {
 	Health *health.Server
 	// Ready, when set before Serve, holds health at NOT_SERVING until it reports true.
 	Ready func() (ok bool, detail string)
-	log    *slog.Logger
-	lis    net.Listener
+	log   *slog.Logger
+	lis   net.Listener
 }
 
 // Config bounds and secures a server. The zero value is a plaintext server without
