@@ -129,6 +129,9 @@ func runFleet(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.FixedInterval, "interval", 0, "if set, every vehicle reports exactly this often (load generation)")
 	fs.Float64Var(&cfg.Speedup, "speedup", 1, "simulated clock speed relative to the wall clock")
 	fs.BoolVar(&cfg.Scenarios, "scenarios", false, "play the scripted incidents")
+	fs.StringVar(&cfg.Protocol, "protocol", fleetsim.ProtocolNATS, "how trackers report: nats, or teltonika (Codec 8E over TCP to --teltonika-addr)")
+	fs.StringVar(&cfg.TeltonikaAddr, "teltonika-addr", envOr("127.0.0.1:5027", "FLEETSIM_TELTONIKA_ADDR"), "Teltonika gateway TCP address (env FLEETSIM_TELTONIKA_ADDR)")
+	devicesOut := fs.String("teltonika-devices", "", "write the simulated devices as \"IMEI vehicle-id\" lines to this file (the gateway's --teltonika-devices)")
 	ensure := fs.Bool("ensure-streams", false, "create the platform's streams if missing (for a bare NATS server)")
 	truth := fs.String("ground-truth", "", "write the incidents' ground truth (JSON) to this file on exit")
 	statsEvery := fs.Duration("stats", 10*time.Second, "log statistics this often (0: never)")
@@ -139,6 +142,21 @@ func runFleet(ctx context.Context, args []string, stderr io.Writer) error {
 	log := newLogger(stderr, *level)
 	fleet, err := fleetsim.New(cfg, log)
 	if err != nil {
+		return err
+	}
+	if *devicesOut != "" {
+		if err := os.WriteFile(*devicesOut, []byte(strings.Join(fleet.Devices(), "\n")+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	if cfg.Protocol == fleetsim.ProtocolTeltonika {
+		log.Info("reporting as Teltonika devices", "gateway", cfg.TeltonikaAddr)
+		err := fleet.Run(ctx, nil)
+		if *truth != "" {
+			if werr := fleet.Sim().WriteGroundTruth(*truth); werr != nil {
+				return errors.Join(err, werr)
+			}
+		}
 		return err
 	}
 	b, err := bus.Open(ctx, bus.Config{URL: *url, CredsFile: *creds, Name: "fleetsim"}, log)

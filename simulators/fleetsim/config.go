@@ -20,6 +20,11 @@ import (
 
 // Config describes the simulated fleet. Zero values take the defaults of DefaultConfig.
 type Config struct {
+	// Protocol is how the trackers reach the platform: ProtocolNATS (default) or
+	// ProtocolTeltonika, TCP to the gateway at TeltonikaAddr (register Fleet.Devices first).
+	Protocol      string
+	TeltonikaAddr string
+
 	Vehicles int       // number of vehicles
 	Seed     int64     // runs are reproducible from the seed
 	Center   geo.Point // city centre
@@ -123,6 +128,16 @@ func (c *Config) normalize() error {
 	}
 	if c.Prefix == "" {
 		c.Prefix = d.Prefix
+	}
+	switch c.Protocol {
+	case "", ProtocolNATS:
+		c.Protocol = ProtocolNATS
+	case ProtocolTeltonika:
+		if c.TeltonikaAddr == "" {
+			return fmt.Errorf("%w: protocol teltonika needs the gateway's address", ErrConfig)
+		}
+	default:
+		return fmt.Errorf("%w: protocol %q (want nats or teltonika)", ErrConfig, c.Protocol)
 	}
 	if c.Speedup <= 0 {
 		c.Speedup = 1

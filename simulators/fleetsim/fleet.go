@@ -125,6 +125,9 @@ func (f *Fleet) Stats() Stats {
 // created its streams every publish gets "no responders"), and answers commands on
 // fleet.down.*.cmd. It returns nil on a clean stop.
 func (f *Fleet) Run(ctx context.Context, nc *nats.Conn) error {
+	if f.cfg.Protocol == ProtocolTeltonika {
+		return f.runTeltonika(ctx, f.cfg.TeltonikaAddr)
+	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(f.cfg.MaxInFlight),
 		jetstream.WithPublishAsyncErrHandler(f.onPublishError),

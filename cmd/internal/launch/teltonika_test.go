@@ -8,11 +8,13 @@ import (
 	"io"
 	"math"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/fleetwire/fleetwire/edge/teltonika/codec"
+	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
 
@@ -233,5 +235,48 @@ func TestTeltonikaDeviceThroughThePlatform(t *testing.T) {
 		}
 		c := resp.GetCommand()
 		return c.GetState() == fleetv1.CommandState_COMMAND_STATE_EXECUTED, fmt.Sprintf("state %v (%s)", c.GetState(), c.GetStateReason())
+	})
+}
+
+// A simulated fleet reporting as Teltonika devices (fleetsim --protocol teltonika) reaches
+// tracking like one on NATS.
+func TestSimulatedTeltonikaFleet(t *testing.T) {
+	const vehicles = 5
+	p := startPlatform(t, Options{RedisURL: "memory",
+		Services:  append(append([]string(nil), AllServices...), Teltonika),
+		Teltonika: TeltonikaOptions{TCPAddr: "127.0.0.1:0"},
+	})
+	cfg := fleetsim.DefaultConfig()
+	cfg.Vehicles, cfg.Seed, cfg.Prefix = vehicles, 11, "tt-"
+	cfg.Protocol, cfg.TeltonikaAddr = fleetsim.ProtocolTeltonika, p.TeltonikaTCP
+	cfg.FixedInterval = 2 * time.Second
+	fleet, err := fleetsim.New(cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range fleet.Devices() {
+		imei, vehicle, _ := strings.Cut(line, " ")
+		if err := p.TeltonikaDevices.Add(imei, vehicle); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- fleet.Run(ctx, nil) }()
+	defer func() { cancel(); <-done }()
+	tracking := fleetv1.NewTrackingServiceClient(dial(t, p.GRPCAddr))
+	waitUntil(t, ctx, "every simulated Teltonika vehicle in tracking", func() (bool, string) {
+		resp, err := tracking.ListVehicles(ctx, &fleetv1.ListVehiclesRequest{PageSize: 100})
+		if err != nil {
+			return false, err.Error()
+		}
+		n := 0
+		for _, v := range resp.GetVehicles() {
+			if strings.HasPrefix(v.GetVehicleId(), "tt-") && v.GetState().GetLastFix() != nil {
+				n++
+			}
+		}
+		return n == vehicles, fmt.Sprintf("%d of %d vehicles with a fix (acked frames %d)", n, vehicles, fleet.Stats().Acked)
 	})
 }
