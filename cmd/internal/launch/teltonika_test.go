@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/fleetwire/fleetwire/edge/teltonika/codec"
-	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
+	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 )
 
 // teltonikaDevice is a Teltonika tracker over TCP: it sends Codec 8E frames and answers
