@@ -40,7 +40,7 @@ func parseMixed(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 func whoFlag(fs *flag.FlagSet) *string {
-	return fs.String("who", os.Getenv("USER"), "operator name recorded for audit (default $USER)")
+	return fs.String("who", os.Getenv("USER"), "operator name, for a server without authentication; an authenticating server records the principal instead (default $USER)")
 }
 
 func enumName(s, prefix string) string { return strings.ToLower(strings.TrimPrefix(s, prefix)) }

@@ -1,6 +1,10 @@
 // Command fleetctl is the dispatcher's console: it talks to Fleetwire's gRPC API.
 //
-//	fleetctl [--addr HOST:PORT] [-o table|json] COMMAND [ARGS]
+//	fleetctl [--addr HOST:PORT] [--token T] [--ca FILE] [-o table|json] COMMAND [ARGS]
+//
+// Credentials come from the flags, then FLEETCTL_TOKEN / FLEETCTL_CA, then the file
+// `fleetctl login` writes, then (for an address on this machine) the credentials a
+// fleetwire all-in-one generated in its data directory.
 //
 // Run fleetctl without a command for the list.
 package main
@@ -18,7 +22,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -50,6 +53,9 @@ var commands = map[string]command{
 	"resolve":  {run: runResolve, usage: "resolve ID [--note N] [--who NAME]", summary: "resolve an alert"},
 	"command":  {run: runSendCommand, usage: "command VEHICLE KIND [key=value ...]", summary: "send IMMOBILIZE, RESUME, LOCATE_NOW or SET_REPORT_INTERVAL"},
 	"commands": {run: runCommands, usage: "commands [VEHICLE]", summary: "commands sent and their state"},
+	"audit":    {run: runAudit, usage: "audit [--after N] [--limit N] [--principal P]", summary: "the audit trail of every change (admin)"},
+	"tokens":   {run: runTokens, usage: "tokens create NAME ROLE [--group G]... [--ttl D] | list | revoke ID", summary: "API tokens (admin)"},
+	"login":    {usage: "login --addr HOST:PORT --token T [--ca FILE]", summary: "check credentials and save them for later commands"},
 }
 
 func main() {
@@ -59,7 +65,11 @@ func main() {
 func run(argv []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("fleetctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", envOr("FLEETCTL_ADDR", "127.0.0.1:50051"), "Fleetwire gRPC address (env FLEETCTL_ADDR)")
+	addr := fs.String("addr", envOr("FLEETCTL_ADDR", ""), "Fleetwire gRPC address (env FLEETCTL_ADDR; default: the logged-in server, else 127.0.0.1:50051)")
+	token := fs.String("token", "", "API token (env FLEETCTL_TOKEN; default: from fleetctl login, or the local all-in-one's admin token)")
+	ca := fs.String("ca", "", "CA bundle for the server's certificate (env FLEETCTL_CA)")
+	plaintext := fs.Bool("insecure", false, "plaintext gRPC, for a server started with --insecure")
+	cfgPath := fs.String("config", configPath(), "credentials file written by login (env FLEETCTL_CONFIG)")
 	output := fs.String("o", envOr("FLEETCTL_OUTPUT", "table"), "output format: table or json (env FLEETCTL_OUTPUT)")
 	timeout := fs.Duration("timeout", 10*time.Second, "deadline for one request (not for streams)")
 	fs.Usage = func() { usage(fs, stderr) }
@@ -81,14 +91,36 @@ func run(argv []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fleetctl: -o must be table or json, not %q\n", *output)
 		return 2
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cs := connSettings{addr: *addr, token: *token, ca: *ca, plaintext: *plaintext}
+	if name == "login" {
+		lfs := flag.NewFlagSet("login", flag.ContinueOnError)
+		lfs.SetOutput(stderr)
+		lfs.StringVar(&cs.addr, "addr", cs.addr, "server address")
+		lfs.StringVar(&cs.token, "token", cs.token, "API token")
+		lfs.StringVar(&cs.ca, "ca", cs.ca, "CA bundle of the server's certificate")
+		if err := lfs.Parse(args); err != nil {
+			return 2
+		}
+		lctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		if err := runLogin(lctx, cs, *cfgPath, stdout); err != nil {
+			fmt.Fprintf(stderr, "fleetctl login: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	if err := cs.resolve(*cfgPath); err != nil {
+		fmt.Fprintf(stderr, "fleetctl: %v\n", err)
+		return 1
+	}
+	conn, err := cs.dial()
 	if err != nil {
 		fmt.Fprintf(stderr, "fleetctl: %v\n", err)
 		return 1
 	}
 	defer conn.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if cmd.stream == nil || !cmd.stream(args) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
@@ -112,7 +144,7 @@ func run(argv []string, stdout, stderr io.Writer) int {
 }
 
 func usage(fs *flag.FlagSet, w io.Writer) {
-	fmt.Fprintln(w, "usage: fleetctl [--addr HOST:PORT] [-o table|json] COMMAND [ARGS]")
+	fmt.Fprintln(w, "usage: fleetctl [--addr HOST:PORT] [--token T] [--ca FILE] [-o table|json] COMMAND [ARGS]")
 	fmt.Fprintln(w, "\ncommands:")
 	names := make([]string, 0, len(commands))
 	for n := range commands {

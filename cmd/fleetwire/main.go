@@ -55,12 +55,28 @@ func main() {
   NATS (trackers publish to fleet.up.<vehicle>.tele): %[2]s
   Prometheus metrics: http://%[3]s/metrics
   Simulated vehicles: %[4]d
-%[5]s
-  go run ./cmd/fleetctl --addr %[1]s vehicles
-  go run ./cmd/fleetctl --addr %[1]s watch
+%[5]s`, p.GRPCAddr, p.Bus.ClientURL(), p.MetricsAddr, o.Sim, teltonikaHelp(p, o))
+	if p.Insecure {
+		fmt.Printf(`
+  !!! %[2]s !!!
+
+  go run ./cmd/fleetctl --insecure --addr %[1]s vehicles
   grpcurl -plaintext %[1]s list
 Ctrl-C stops.
-`, p.GRPCAddr, p.Bus.ClientURL(), p.MetricsAddr, o.Sim, teltonikaHelp(p, o))
+`, p.GRPCAddr, launch.InsecureBanner)
+	} else if p.Credentials == nil {
+		fmt.Printf("\n  TLS and API tokens are on, with the certificate given; use fleetctl login --addr %s --token T --ca FILE\nCtrl-C stops.\n", p.GRPCAddr)
+	} else {
+		fmt.Printf(`
+  TLS and API tokens are on. Development credentials (CA, server certificate, admin token)
+  are in %[2]s; fleetctl on this machine finds them by itself:
+
+  go run ./cmd/fleetctl --addr %[1]s vehicles
+  go run ./cmd/fleetctl --addr %[1]s watch
+  grpcurl -cacert %[3]s -H "authorization: Bearer $(cat %[4]s)" %[1]s list
+Ctrl-C stops.
+`, p.GRPCAddr, p.Credentials.Dir, p.CAFile, p.Credentials.TokenFile)
+	}
 	if err := p.Wait(); err != nil {
 		log.Error("stopped with error", "err", err)
 		os.Exit(1)

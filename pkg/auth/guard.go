@@ -183,17 +183,17 @@ func (g *Guard) rule(method string) (Rule, error) {
 
 // prepare checks a request of a principal and stamps who is asking into it.
 func (g *Guard) prepare(p *Principal, method string, rule Rule, req any) error {
+	m, ok := req.(proto.Message)
+	if ok {
+		// First, so that even the audit record of a refused call says who really asked.
+		stampWho(m, p.Name)
+	}
 	if err := g.authorize(p, method, rule, req); err != nil {
 		return err
 	}
-	m, ok := req.(proto.Message)
-	if !ok {
-		return nil
-	}
-	if p.Scoped() && !g.requestVisible(p, m) {
+	if ok && p.Scoped() && !g.requestVisible(p, m) {
 		return g.deny("scope", codes.NotFound, "vehicle not found")
 	}
-	stampWho(m, p.Name)
 	return nil
 }
 

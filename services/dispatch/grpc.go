@@ -181,6 +181,9 @@ func (g *alertServer) WatchAlerts(req *fleetv1.WatchAlertsRequest, stream grpc.S
 }
 
 func (g *alertServer) AcknowledgeAlert(ctx context.Context, req *fleetv1.AcknowledgeAlertRequest) (*fleetv1.AcknowledgeAlertResponse, error) {
+	if err := g.alertInScope(ctx, req.GetAlertId()); err != nil {
+		return nil, err
+	}
 	a, err := g.s.SetAlertState(ctx, req.GetAlertId(), AlertAcknowledged, req.GetWho(), req.GetNote())
 	if err != nil {
 		return nil, grpcError(err)
@@ -189,6 +192,9 @@ func (g *alertServer) AcknowledgeAlert(ctx context.Context, req *fleetv1.Acknowl
 }
 
 func (g *alertServer) ResolveAlert(ctx context.Context, req *fleetv1.ResolveAlertRequest) (*fleetv1.ResolveAlertResponse, error) {
+	if err := g.alertInScope(ctx, req.GetAlertId()); err != nil {
+		return nil, err
+	}
 	a, err := g.s.SetAlertState(ctx, req.GetAlertId(), AlertResolved, req.GetWho(), req.GetNote())
 	if err != nil {
 		return nil, grpcError(err)

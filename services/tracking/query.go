@@ -198,6 +198,9 @@ func (s *Service) RegisterVehicle(ctx context.Context, info Info) (Vehicle, erro
 	if err := s.store.Register(ctx, info); err != nil {
 		return Vehicle{}, err
 	}
+	if err := s.publishGroups(ctx, info); err != nil {
+		return Vehicle{}, err
+	}
 	v, err := s.Vehicle(ctx, info.ID)
 	if err != nil {
 		return Vehicle{}, err
@@ -232,6 +235,9 @@ func (s *Service) UpdateVehicle(ctx context.Context, info Info, fields UpdateFie
 		next.Metadata = info.Metadata
 	}
 	if err := s.store.Update(ctx, next); err != nil {
+		return Vehicle{}, err
+	}
+	if err := s.publishGroups(ctx, next); err != nil {
 		return Vehicle{}, err
 	}
 	cur.Info = next

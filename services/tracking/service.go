@@ -26,6 +26,8 @@ type Service struct {
 	rej     *rejects.Counter
 	hub     *hub
 	now     func() time.Time
+	// groupDir learns registry group changes (PublishGroupsTo); nil: nobody.
+	groupDir GroupDirectory
 
 	records  prometheus.Counter
 	statuses *prometheus.CounterVec

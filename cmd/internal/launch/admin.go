@@ -13,8 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// adminServer serves /metrics and the profiles on one port (loopback by default in the
-// all-in-one): "where does the time go" must be answerable on a running system.
+// adminServer serves /metrics, or the profiles on a port of their own: a profile exposes
+// the process's internals and costs CPU, so it is off unless --pprof-addr asks for it, and
+// never shares the port a metrics scraper is given.
 type adminServer struct {
 	srv *http.Server
 	lis net.Listener
@@ -27,8 +28,20 @@ func newAdminServer(addr string, fallback bool, reg *prometheus.Registry) (*admi
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return &adminServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, lis: lis}, nil
+}
+
+// newPprofServer serves /debug/pprof on addr.
+func newPprofServer(addr string, fallback bool) (*adminServer, error) {
+	lis, err := listenTCP(addr, fallback)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return &adminServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, lis: lis}, nil
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
@@ -26,6 +25,9 @@ func startPlatform(t *testing.T, o Options) *Platform {
 		o.NATS = bus.Config{URL: bus.Embedded, ListenPort: -1}
 	}
 	o.Streams.MemoryStorage = true
+	if o.DataDir == "" {
+		o.DataDir = t.TempDir()
+	}
 	if o.GRPCAddr == "" {
 		o.GRPCAddr = "127.0.0.1:0"
 	}
@@ -42,9 +44,10 @@ func startPlatform(t *testing.T, o Options) *Platform {
 	return p
 }
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+// dial connects to p as its admin, over TLS with the development credentials p created.
+func dial(t *testing.T, p *Platform) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := p.Dial()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +60,7 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 func TestSimulatedFleetReachesDispatcher(t *testing.T) {
 	const vehicles = 40
 	p := startPlatform(t, Options{RedisURL: "memory", Sim: vehicles, SimSeed: 7})
-	conn := dial(t, p.GRPCAddr)
+	conn := dial(t, p)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
@@ -96,7 +99,7 @@ func TestSimulatedFleetReachesDispatcher(t *testing.T) {
 // geofence and maintenance answer a real RPC.
 func TestServicesAnswerHealthReflectionAndRPCs(t *testing.T) {
 	p := startPlatform(t, Options{RedisURL: "memory"})
-	conn := dial(t, p.GRPCAddr)
+	conn := dial(t, p)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -166,7 +169,7 @@ func TestTwoTrackingInstancesShareRedis(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	for _, inst := range insts {
-		client := fleetv1.NewTrackingServiceClient(dial(t, inst.GRPCAddr))
+		client := fleetv1.NewTrackingServiceClient(dial(t, inst))
 		for {
 			resp, err := client.ListVehicles(ctx, &fleetv1.ListVehiclesRequest{PageSize: 1000})
 			if err != nil {

@@ -20,15 +20,16 @@ func Main(service string) {
 	fs := flag.NewFlagSet(service, flag.ExitOnError)
 	var o Options
 	def := Options{
-		NATS:        bus.Config{URL: "nats://127.0.0.1:4222"},
-		RedisURL:    "redis://127.0.0.1:6379",
-		GRPCAddr:    ":50051",
-		MetricsAddr: ":9464",
+		NATS:     bus.Config{URL: "nats://127.0.0.1:4222"},
+		RedisURL: "redis://127.0.0.1:6379",
+		// Loopback unless told otherwise: a container or pod is given --grpc-addr :50051.
+		GRPCAddr:    "127.0.0.1:50051",
+		MetricsAddr: "127.0.0.1:9464",
 	}
 	if service == Teltonika {
 		// The gateway keeps no state: no Redis. Its own ports, so it can share a host
 		// with the services.
-		def.RedisURL, def.GRPCAddr, def.MetricsAddr = "memory", ":50055", ":9468"
+		def.RedisURL, def.GRPCAddr, def.MetricsAddr = "memory", "127.0.0.1:50055", "127.0.0.1:9468"
 	}
 	o.Flags(fs, def)
 	if service == Teltonika {
@@ -51,8 +52,11 @@ func Main(service string) {
 		log.Error("start failed", "service", service, "err", err)
 		os.Exit(1)
 	}
-	log.Info("serving", "service", service, "grpc", p.GRPCAddr, "metrics", p.MetricsAddr, "nats", p.Bus.ClientURL(),
-		"teltonika_tcp", p.TeltonikaTCP, "teltonika_udp", p.TeltonikaUDP)
+	log.Info("serving", "service", service, "grpc", p.GRPCAddr, "metrics", p.MetricsAddr, "pprof", p.PprofAddr, "nats", p.Bus.ClientURL(),
+		"teltonika_tcp", p.TeltonikaTCP, "teltonika_udp", p.TeltonikaUDP, "tls", !p.Insecure)
+	if p.Insecure {
+		log.Error(InsecureBanner)
+	}
 	if err := p.Wait(); err != nil {
 		log.Error("stopped with error", "err", err)
 		os.Exit(1)

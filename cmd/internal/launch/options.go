@@ -46,6 +46,8 @@ type Options struct {
 	RedisPrefix string
 	GRPCAddr    string
 	MetricsAddr string // empty: no metrics endpoint
+	PprofAddr   string // empty: no profiling endpoint (it is never on the metrics port)
+	Security    Security
 	Partitions  string // which telemetry partitions this instance handles ("" = all)
 	Services    []string
 	Sim         int   // simulated vehicles run in-process (0 = none)
@@ -111,6 +113,7 @@ func (o *Options) Flags(fs *flag.FlagSet, def Options) {
 	fs.Float64Var(&o.FuelMinConfidence, "fuel-min-confidence", e.float("FLEETWIRE_FUEL_MIN_CONFIDENCE", dispatch.FuelMinConfidence), "fuel drains below this confidence (0..1) are alerted as unconfirmed warnings, not critical fuel theft (env FLEETWIRE_FUEL_MIN_CONFIDENCE)")
 	fs.StringVar(&o.TrackingRules, "tracking-rules", e.str("FLEETWIRE_TRACKING_RULES", ""), "JSON file of per-device-model GPS filter profiles and per-group trip thresholds (docs/tracking.md); empty uses the defaults (env FLEETWIRE_TRACKING_RULES)")
 	fs.DurationVar(&o.Grace, "grace", e.duration("FLEETWIRE_GRACE", 10*time.Second), "graceful shutdown limit (env FLEETWIRE_GRACE)")
+	o.securityFlags(fs, &e)
 	o.envErr = e.err()
 }
 

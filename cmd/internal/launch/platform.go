@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/fleetwire/fleetwire/edge/teltonika"
+	"github.com/fleetwire/fleetwire/pkg/auth"
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
 	"github.com/fleetwire/fleetwire/simulators/fleetsim"
@@ -43,6 +44,7 @@ type service interface {
 // deps are what the components of one process share.
 type deps struct {
 	opts   Options
+	groups *auth.Groups // vehicle → groups, written by tracking's registry
 	bus    *bus.Bus
 	parts  []int         // telemetry partitions this instance handles
 	redis  *redis.Client // nil: in-memory stores
@@ -77,11 +79,19 @@ type Platform struct {
 	Bus         *bus.Bus
 	GRPCAddr    string
 	MetricsAddr string
+	PprofAddr   string
 	Sim         *fleetsim.Fleet
 	// TeltonikaTCP and TeltonikaUDP are the gateway's bound addresses when it runs.
 	TeltonikaTCP, TeltonikaUDP string
 	// TeltonikaDevices registers devices with the running gateway (nil without one).
 	TeltonikaDevices *teltonika.MemoryRegistry
+	// How to reach the gRPC API: the CA that signed its certificate and the bootstrap
+	// admin token (both empty when Insecure, or when certificates were given without a
+	// token file). Credentials is the development credentials directory when one is used.
+	CAFile      string
+	AdminToken  string
+	Credentials *auth.DevCredentials
+	Insecure    bool
 
 	log    *slog.Logger
 	cancel context.CancelFunc
@@ -152,9 +162,14 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 	if err := b.RegisterMetrics(reg); err != nil {
 		return fail(fmt.Errorf("bus: %w", err))
 	}
-	d := deps{opts: o, bus: b, parts: parts, redis: p.redis, log: log, reg: reg, prefix: o.RedisPrefix}
+	sec, err := setupSecurity(ctx, o, b, log.With("component", "security"), reg)
+	if err != nil {
+		return fail(fmt.Errorf("security: %w", err))
+	}
+	p.CAFile, p.AdminToken, p.Credentials, p.Insecure = sec.caFile, sec.token, sec.creds, o.Security.Insecure
+	d := deps{opts: o, bus: b, parts: parts, redis: p.redis, log: log, reg: reg, prefix: o.RedisPrefix, groups: sec.groups}
 
-	gs := grpcserver.New(log.With("component", "grpc"), reg)
+	gs := sec.server(log.With("component", "grpc"), reg)
 	type named struct {
 		name string
 		svc  service
@@ -190,6 +205,13 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 		}
 		p.MetricsAddr = admin.Addr()
 	}
+	var profiles *adminServer
+	if o.PprofAddr != "" {
+		if profiles, err = newPprofServer(o.PprofAddr, o.FallbackPorts); err != nil {
+			return fail(fmt.Errorf("pprof: %w", err))
+		}
+		p.PprofAddr = profiles.Addr()
+	}
 	var sim *fleetsim.Fleet
 	if o.Sim > 0 {
 		if sim, err = newSim(o, log.With("component", "fleetsim")); err != nil {
@@ -216,6 +238,9 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 	run("grpc", func(ctx context.Context) error { return gs.Serve(ctx, o.Grace) })
 	if admin != nil {
 		run("metrics", admin.Serve)
+	}
+	if profiles != nil {
+		run("pprof", profiles.Serve)
 	}
 	if sim != nil {
 		run("fleetsim", func(ctx context.Context) error { return sim.Run(ctx, b.NC) })

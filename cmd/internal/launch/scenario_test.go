@@ -76,7 +76,7 @@ func TestScriptedIncidentsAreDetected(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startPlatform(t, Options{RedisURL: "memory", Schedules: path})
-	conn := dial(t, p.GRPCAddr)
+	conn := dial(t, p)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	for _, inc := range truth.Incidents {

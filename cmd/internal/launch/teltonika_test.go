@@ -126,7 +126,7 @@ func TestTeltonikaDeviceThroughThePlatform(t *testing.T) {
 	if p.TeltonikaTCP == "" || p.TeltonikaUDP == "" {
 		t.Fatalf("gateway addresses: got TCP %q UDP %q", p.TeltonikaTCP, p.TeltonikaUDP)
 	}
-	conn := dial(t, p.GRPCAddr)
+	conn := dial(t, p)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 

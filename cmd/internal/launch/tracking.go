@@ -25,5 +25,10 @@ func buildTracking(d deps) (service, error) {
 	if !d.memory() {
 		st = tracking.NewRedisStore(d.redis, d.prefix)
 	}
-	return tracking.New(cfg, d.bus, st, d.log.With("service", Tracking), d.registerer(Tracking))
+	s, err := tracking.New(cfg, d.bus, st, d.log.With("service", Tracking), d.registerer(Tracking))
+	if err != nil {
+		return nil, err
+	}
+	s.PublishGroupsTo(d.groups)
+	return s, nil
 }
