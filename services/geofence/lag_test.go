@@ -70,7 +70,7 @@ func TestNonReadingWatchersLagWithBoundedMemory(t *testing.T) {
 	defer probe.Unsubscribe()
 	ev := &fleetv1.Event{EventId: "e", Source: Source, Kind: "enter", VehicleId: "v1", Attributes: map[string]string{"pad": strings.Repeat("x", 1000)}}
 	data, _ := proto.Marshal(ev)
-	subject := bus.EventSubject(Source, "enter", "v1")
+	subject := bus.EventSubject(Source, "enter", "v1", "e")
 	pub := clientBus(t, b) // a publisher elsewhere, at a pace the server can deliver
 	for i := range events {
 		if err := pub.NC.Publish(subject, data); err != nil {
