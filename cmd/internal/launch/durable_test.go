@@ -30,7 +30,7 @@ func TestAllInOneSurvivesRestart(t *testing.T) {
 	}
 	vehicles := func(p *Platform, want int) {
 		t.Helper()
-		c := fleetv1.NewTrackingServiceClient(dial(t, p.GRPCAddr))
+		c := fleetv1.NewTrackingServiceClient(dial(t, p))
 		deadline := time.Now().Add(90 * time.Second)
 		for {
 			r, err := c.ListVehicles(context.Background(), &fleetv1.ListVehiclesRequest{PageSize: 100})

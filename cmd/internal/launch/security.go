@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,7 +47,6 @@ func (o *Options) securityFlags(fs *flag.FlagSet, e *envReader) {
 	fs.StringVar(&o.Security.ClientCA, "tls-client-ca", e.str("FLEETWIRE_TLS_CLIENT_CA", ""), "CA bundle verifying mTLS client certificates (env FLEETWIRE_TLS_CLIENT_CA)")
 	fs.StringVar(&o.Security.AdminTokenFile, "admin-token-file", e.str("FLEETWIRE_ADMIN_TOKEN_FILE", ""), "file holding a bootstrap admin API token (env FLEETWIRE_ADMIN_TOKEN_FILE)")
 	fs.IntVar(&o.Security.MaxWatches, "max-watches", e.int("FLEETWIRE_MAX_WATCHES", auth.DefaultMaxWatches), "watch streams one principal may hold open (env FLEETWIRE_MAX_WATCHES)")
-	fs.StringVar(&o.DataDir, "data-dir", e.str("FLEETWIRE_DATA_DIR", ""), "data directory (generated credentials in DATA_DIR/credentials); empty: $XDG_DATA_HOME/fleetwire or ~/.local/share/fleetwire (env FLEETWIRE_DATA_DIR)")
 	fs.StringVar(&o.PprofAddr, "pprof-addr", e.str("FLEETWIRE_PPROF_ADDR", ""), "listen address of the profiling server (/debug/pprof); empty: off (env FLEETWIRE_PPROF_ADDR)")
 }
 
@@ -158,19 +156,4 @@ func (p *Platform) Dial(opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 		return grpcserver.Dial(p.GRPCAddr, grpcserver.ClientConfig{Plaintext: true}, opts...)
 	}
 	return grpcserver.Dial(p.GRPCAddr, grpcserver.ClientConfig{CAFile: p.CAFile, Token: p.AdminToken}, opts...)
-}
-
-// bool returns the variable parsed as a boolean ("1", "true", "0", "false"…); unset or
-// empty means def.
-func (e *envReader) bool(key string, def bool) bool {
-	v, ok := e.get(key)
-	if !ok || strings.TrimSpace(v) == "" {
-		return def
-	}
-	b, err := strconv.ParseBool(strings.TrimSpace(v))
-	if err != nil {
-		e.errs = append(e.errs, fmt.Errorf("%w: %s=%q is not a boolean (true or false)", ErrConfig, key, v))
-		return def
-	}
-	return b
 }
