@@ -53,7 +53,7 @@ func TestAllInOneSurvivesRestart(t *testing.T) {
 	}
 	// Not ready before the rebuild is done; once ready, the whole fleet is there.
 	second := start(Options{DataDir: dir})
-	conn := dial(t, second.GRPCAddr)
+	conn := dial(t, second)
 	w, err := healthpb.NewHealthClient(conn).Watch(context.Background(), &healthpb.HealthCheckRequest{})
 	if err != nil {
 		t.Fatal(err)

@@ -265,7 +265,7 @@ func TestSimulatedTeltonikaFleet(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- fleet.Run(ctx, nil) }()
 	defer func() { cancel(); <-done }()
-	tracking := fleetv1.NewTrackingServiceClient(dial(t, p.GRPCAddr))
+	tracking := fleetv1.NewTrackingServiceClient(dial(t, p))
 	waitUntil(t, ctx, "every simulated Teltonika vehicle in tracking", func() (bool, string) {
 		resp, err := tracking.ListVehicles(ctx, &fleetv1.ListVehiclesRequest{PageSize: 100})
 		if err != nil {
