@@ -18,6 +18,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
+	"github.com/fleetwire/fleetwire/pkg/natstest"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 	"github.com/fleetwire/fleetwire/services/dispatch"
 )
@@ -44,14 +45,7 @@ func TestDispatchCommands(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	b, err := bus.Open(ctx, bus.Config{URL: bus.Embedded, ListenPort: -1}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if err := b.EnsureStreams(ctx, bus.StreamConfig{MemoryStorage: true}); err != nil {
-		t.Fatal(err)
-	}
+	b := natstest.Open(t, natstest.Options{Log: log})
 	cfg := dispatch.DefaultConfig()
 	cfg.WatchPoll = 100 * time.Millisecond
 	svc, err := dispatch.New(cfg, b, dispatch.NewMemoryStore(), log, nil)

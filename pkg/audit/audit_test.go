@@ -13,7 +13,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/audit"
 	"github.com/fleetwire/fleetwire/pkg/auth"
-	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/natstest"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
 
@@ -21,11 +21,7 @@ func TestTrailKeepsWhoAndRefusesRemoval(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := bus.Open(ctx, bus.Config{URL: bus.Embedded, ListenPort: -1}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := natstest.Open(t, natstest.Options{Log: log, NoStreams: true})
 	if err := audit.EnsureStream(ctx, b.JS, audit.StreamConfig{Memory: true}); err != nil {
 		t.Fatal(err)
 	}

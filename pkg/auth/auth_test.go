@@ -18,8 +18,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/fleetwire/fleetwire/pkg/auth"
-	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
+	"github.com/fleetwire/fleetwire/pkg/natstest"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
 
@@ -107,11 +107,7 @@ func start(t *testing.T) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	b, err := bus.Open(ctx, bus.Config{URL: bus.Embedded, ListenPort: -1}, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b := natstest.Open(t, natstest.Options{NoStreams: true})
 	tokens, err := auth.OpenTokens(ctx, b.JS, 1, quietLog())
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/geo"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
+	"github.com/fleetwire/fleetwire/pkg/natstest"
 	"github.com/fleetwire/fleetwire/pkg/redistest"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/pkg/wire"
@@ -68,15 +69,7 @@ func newHarness(t testing.TB, st Store) *harness {
 
 func newHarnessWith(t testing.TB, st Store, cfg Config) *harness {
 	t.Helper()
-	ctx := context.Background()
-	b, err := bus.Open(ctx, bus.Config{URL: bus.Embedded, ListenPort: -1}, testLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	if err := b.EnsureStreams(ctx, bus.StreamConfig{MemoryStorage: true}); err != nil {
-		t.Fatal(err)
-	}
+	b := natstest.Open(t, natstest.Options{Log: testLog()})
 	h := &harness{t: t, b: b, st: st, cfg: cfg}
 	h.start()
 	t.Cleanup(h.shutdown)

@@ -23,6 +23,7 @@ import (
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/geo"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
+	"github.com/fleetwire/fleetwire/pkg/natstest"
 	"github.com/fleetwire/fleetwire/pkg/redistest"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/pkg/wire"
@@ -38,31 +39,14 @@ func testLog() *slog.Logger {
 
 func openBus(t testing.TB) *bus.Bus {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	b, err := bus.Open(ctx, bus.Config{URL: bus.Embedded, ListenPort: -1}, testLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	if err := b.EnsureStreams(ctx, bus.StreamConfig{MemoryStorage: true}); err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return natstest.Open(t, natstest.Options{Log: testLog()})
 }
 
 // clientBus is a separate connection to b's server, as another process would have; a
 // stopped instance closes it, so the server forgets its outstanding pull requests.
 func clientBus(t testing.TB, b *bus.Bus) *bus.Bus {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := bus.Open(ctx, bus.Config{URL: b.ClientURL()}, testLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return natstest.Client(t, b)
 }
 
 // instance is a running service with its gRPC server.

@@ -10,6 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/natstest"
 	"github.com/fleetwire/fleetwire/pkg/redistest"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/pkg/wire"
@@ -87,14 +88,7 @@ func BenchmarkPipeline(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := testLogger()
-	bs, err := bus.Open(ctx, bus.Config{URL: bus.Embedded, ListenPort: -1}, log)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bs.Close()
-	if err := bs.EnsureStreams(ctx, bus.StreamConfig{MemoryStorage: true}); err != nil {
-		b.Fatal(err)
-	}
+	bs := natstest.Open(b, natstest.Options{Log: log})
 	s, err := New(DefaultConfig(), bs, NewMemoryStore(), log, nil)
 	if err != nil {
 		b.Fatal(err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
+	"github.com/fleetwire/fleetwire/pkg/natstest"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/pkg/wire"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
@@ -85,14 +86,7 @@ func TestBusRecordsInEventsOut(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := testLogger()
-	b, err := bus.Open(ctx, bus.Config{URL: bus.Embedded, ListenPort: -1}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if err := b.EnsureStreams(ctx, bus.StreamConfig{MemoryStorage: true}); err != nil {
-		t.Fatal(err)
-	}
+	b := natstest.Open(t, natstest.Options{Log: log})
 	var events eventLog
 	sub, err := b.NC.Subscribe(bus.EventSourceFilter(Source), events.add)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
+	"github.com/fleetwire/fleetwire/pkg/natstest"
 	"github.com/fleetwire/fleetwire/pkg/redistest"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/pkg/wire"
@@ -33,16 +34,7 @@ func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard,
 
 func testBus(t *testing.T) *bus.Bus {
 	t.Helper()
-	ctx := context.Background()
-	b, err := bus.Open(ctx, bus.Config{URL: bus.Embedded, ListenPort: -1}, discardLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	if err := b.EnsureStreams(ctx, bus.StreamConfig{MemoryStorage: true}); err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return natstest.Bus(t)
 }
 
 // running is a Service whose Run is in progress.

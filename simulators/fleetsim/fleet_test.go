@@ -14,6 +14,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/geo"
+	"github.com/fleetwire/fleetwire/pkg/natstest"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/pkg/wire"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
@@ -24,22 +25,12 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 // openBus starts an embedded NATS server; streams are created only when ensure is true.
 func openBus(t *testing.T, ensure bool) *bus.Bus {
 	t.Helper()
-	b, err := bus.Open(context.Background(), bus.Config{URL: bus.Embedded, ListenPort: -1}, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	if ensure {
-		ensureStreams(t, b)
-	}
-	return b
+	return natstest.Open(t, natstest.Options{NoStreams: !ensure})
 }
 
 func ensureStreams(t *testing.T, b *bus.Bus) {
 	t.Helper()
-	if err := b.EnsureStreams(context.Background(), bus.StreamConfig{MemoryStorage: true}); err != nil {
-		t.Fatal(err)
-	}
+	natstest.EnsureStreams(t, b, bus.StreamConfig{})
 }
 
 // collector reads everything stored in the telemetry stream.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
+	"github.com/fleetwire/fleetwire/pkg/natstest"
 	"github.com/fleetwire/fleetwire/pkg/wire"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
@@ -108,15 +109,7 @@ func startDispatcher(t *testing.T, ctx context.Context, b *bus.Bus, hidden strin
 
 func openBus(t *testing.T) *bus.Bus {
 	t.Helper()
-	b, err := bus.Open(context.Background(), bus.Config{URL: bus.Embedded, ListenPort: -1}, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	if err := b.EnsureStreams(context.Background(), bus.StreamConfig{MemoryStorage: true}); err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return natstest.Bus(t)
 }
 
 func TestLoadRunCountsMissingAndLatency(t *testing.T) {
