@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/fleetwire/fleetwire/pkg/redisconn"
 )
 
 // DefaultURL is used when REDIS_URL is unset.
@@ -58,7 +60,10 @@ func Client(t testing.TB) *redis.Client {
 		t.Skip(msg)
 	}
 	probe.Close()
-	return redis.NewClient(opts)
+	c := redis.NewClient(opts)
+	// As the binaries' clients are: outages wrap apierr.ErrUnavailable.
+	redisconn.MarkOutages(c)
+	return c
 }
 
 // Prefix returns a key prefix unique to this test run, so tests in different packages

@@ -31,6 +31,7 @@ import (
 	"github.com/fleetwire/fleetwire/pkg/auth"
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
+	"github.com/fleetwire/fleetwire/pkg/redisconn"
 	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 )
 
@@ -254,19 +255,13 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 }
 
 func openRedis(ctx context.Context, rawURL string) (*redis.Client, error) {
-	ropts, err := redis.ParseURL(rawURL)
-	if err != nil {
-		// The driver's message may quote the URL, password included.
-		return nil, fmt.Errorf("%w: redis url %s is malformed", ErrConfig, maskURL(rawURL))
-	}
-	c := redis.NewClient(ropts)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := c.Ping(pctx).Err(); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("redis %s: %w", ropts.Addr, err)
+	c, err := redisconn.Open(pctx, rawURL)
+	if errors.Is(err, redisconn.ErrMalformedURL) {
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, maskURL(rawURL), err)
 	}
-	return c, nil
+	return c, err
 }
 
 func listenGRPC(gs *grpcserver.Server, addr string, fallback bool) error {
