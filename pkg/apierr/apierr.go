@@ -29,5 +29,5 @@ type outage struct {
 	err  error
 }
 
-func (o *outage) Error() string { return o.what + ": " + o.err.Error() }
+func (o *outage) Error() string   { return o.what + ": " + o.err.Error() }
 func (o *outage) Unwrap() []error { return []error{ErrUnavailable, o.err} }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetwire/fleetwire/pkg/metrics"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -84,9 +86,8 @@ func NewRecorder(js jetstream.JetStream, log *slog.Logger, reg prometheus.Regist
 		written: prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetwire_audit_records_total", Help: "Audit records written."}),
 		failed:  prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetwire_audit_failures_total", Help: "Audit records that could not be written (logged at error level)."}),
 	}
-	if reg != nil {
-		_ = reg.Register(r.written)
-		_ = reg.Register(r.failed)
+	if err := metrics.Register(reg, r.written, r.failed); err != nil {
+		log.Error("audit metrics not registered", "err", err)
 	}
 	return r
 }

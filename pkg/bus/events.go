@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/fleetwire/fleetwire/pkg/apierr"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
 
@@ -43,7 +44,7 @@ func (b *Bus) PublishEvents(ctx context.Context, events []*fleetv1.Event, timeou
 		subj := EventSubject(e.GetSource(), e.GetKind(), e.GetVehicleId(), e.GetEventId())
 		f, err := b.JS.PublishAsync(subj, data, jetstream.WithMsgID(e.GetEventId()), jetstream.WithExpectLastSequencePerSubject(0))
 		if err != nil {
-			return fmt.Errorf("publish %s event %s: %w", e.GetKind(), e.GetEventId(), err)
+			return fmt.Errorf("publish %s event %s: %w", e.GetKind(), e.GetEventId(), apierr.Unavailable("nats", err))
 		}
 		futures = append(futures, f)
 	}
@@ -68,9 +69,9 @@ func (b *Bus) PublishEvents(ctx context.Context, events []*fleetv1.Event, timeou
 				}
 				continue
 			}
-			return fmt.Errorf("%s event %s not stored: %w", e.GetKind(), e.GetEventId(), err)
+			return fmt.Errorf("%s event %s not stored: %w", e.GetKind(), e.GetEventId(), apierr.Unavailable("nats", err))
 		case <-t.C:
-			return fmt.Errorf("publish events: no acknowledgement after %s", timeout)
+			return fmt.Errorf("publish events: no acknowledgement after %s: %w", timeout, apierr.ErrUnavailable)
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -1,10 +1,9 @@
 package bus
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetwire/fleetwire/pkg/metrics"
 )
 
 // ConsumerMetrics describes what the consumers did, labelled by durable name (a bounded
@@ -50,16 +49,16 @@ func NewConsumerMetrics(reg prometheus.Registerer) (*ConsumerMetrics, error) {
 	}
 	cs := []**prometheus.CounterVec{&m.Messages, &m.Batches, &m.Failures, &m.Redelivered, &m.Gaps, &m.DeadLetters, &m.Unconfirmed}
 	for _, c := range cs {
-		if err := register(reg, c); err != nil {
+		if err := metrics.RegisterShared(reg, c); err != nil {
 			return nil, err
 		}
 	}
 	for _, g := range []**prometheus.GaugeVec{&m.Pending, &m.AckFloorLag} {
-		if err := register(reg, g); err != nil {
+		if err := metrics.RegisterShared(reg, g); err != nil {
 			return nil, err
 		}
 	}
-	if err := register(reg, &m.Delay); err != nil {
+	if err := metrics.RegisterShared(reg, &m.Delay); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -73,30 +72,11 @@ func NewEventMetrics(reg prometheus.Registerer) (*EventMetrics, error) {
 		Duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetwire_events_duplicate_total", Help: "Events not stored again because they were emitted before (a replay or a retry)."}, l),
 	}
 	for _, c := range []**prometheus.CounterVec{&m.Published, &m.Duplicates} {
-		if err := register(reg, c); err != nil {
+		if err := metrics.RegisterShared(reg, c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
-}
-
-// register registers *c with reg; when an equal collector is already registered it
-// replaces *c with that one, so two buses in one process share their metrics.
-func register[C prometheus.Collector](reg prometheus.Registerer, c *C) error {
-	if reg == nil {
-		return nil
-	}
-	if err := reg.Register(*c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				*c = existing
-				return nil
-			}
-		}
-		return fmt.Errorf("register bus metrics: %w", err)
-	}
-	return nil
 }
 
 // RegisterMetrics creates the bus's consumer and event metrics and registers them with

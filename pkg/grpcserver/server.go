@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fleetwire/fleetwire/pkg/auth"
+	"github.com/fleetwire/fleetwire/pkg/metrics"
 )
 
 // Server is a gRPC server with the standard Fleetwire services attached.
@@ -79,9 +80,9 @@ func NewServer(log *slog.Logger, reg prometheus.Registerer, cfg Config) *Server 
 	lagged := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fleetwire_grpc_watch_lagged_total", Help: "Watch streams ended because the reader fell behind its buffer, by method.",
 	}, []string{"method"})
-	if reg != nil {
-		_ = reg.Register(calls)
-		_ = reg.Register(lagged)
+	// A clash is logged, not fatal: the server works without its request counts.
+	if err := metrics.Register(reg, calls, lagged); err != nil {
+		log.Error("grpc metrics not registered", "err", err)
 	}
 	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 		start := time.Now()
@@ -125,10 +126,8 @@ func NewServer(log *slog.Logger, reg prometheus.Registerer, cfg Config) *Server 
 		// After the recovery and metrics interceptors, so refusals are counted too.
 		unaries = append(unaries, cfg.Guard.Unary())
 		streams = append(streams, cfg.Guard.Stream())
-		if reg != nil {
-			for _, c := range cfg.Guard.Collectors() {
-				_ = reg.Register(c)
-			}
+		if err := metrics.Register(reg, cfg.Guard.Collectors()...); err != nil {
+			log.Error("auth metrics not registered", "err", err)
 		}
 	}
 	opts := []grpc.ServerOption{

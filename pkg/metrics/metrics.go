@@ -42,3 +42,24 @@ func describe(c prometheus.Collector) string {
 	}
 	return name
 }
+
+// RegisterShared registers *c with reg; when an equal collector is already registered it
+// replaces *c with that one instead of failing. It is for process-wide metrics that
+// several owners may create (two buses in one process count into one set); a service's
+// own metrics use Register, where a clash is a wiring mistake.
+func RegisterShared[C prometheus.Collector](reg prometheus.Registerer, c *C) error {
+	if reg == nil {
+		return nil
+	}
+	if err := reg.Register(*c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				*c = existing
+				return nil
+			}
+		}
+		return fmt.Errorf("register metric %s: %w", describe(*c), err)
+	}
+	return nil
+}

@@ -51,4 +51,3 @@ func TestOpenHidesMalformedURL(t *testing.T) {
 		t.Errorf("error %q quotes the password", got)
 	}
 }
-

@@ -91,3 +91,19 @@ func Prefix(t testing.TB, c *redis.Client) string {
 	})
 	return p
 }
+
+// Unreachable returns a client of a port where no Redis listens, marked like the
+// binaries' clients: every command fails with a driver error wrapping
+// apierr.ErrUnavailable. Edge tests use it to show an outage answers Unavailable without
+// the driver's text.
+func Unreachable(t testing.TB) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: UnreachableAddr, MaxRetries: -1, DialTimeout: time.Second})
+	redisconn.MarkOutages(c)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// UnreachableAddr is where Unreachable's client connects (port 1: nothing listens there
+// and connecting fails at once); tests check that it never appears in a client's error.
+const UnreachableAddr = "127.0.0.1:1"

@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetwire/fleetwire/pkg/metrics"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -33,8 +35,10 @@ func New(service string, log *slog.Logger, reg prometheus.Registerer) *Counter {
 		}, []string{"reason"}),
 		logged: make(map[[2]string]struct{}),
 	}
-	if reg != nil {
-		_ = reg.Register(c.counts)
+	// A clash is reported, not fatal: the counter still counts and logs, and the
+	// service's own registrations (which do fail New) name the cause.
+	if err := metrics.Register(reg, c.counts); err != nil {
+		log.Error("rejection metrics not registered", "err", err)
 	}
 	return c
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/fleetwire/fleetwire/pkg/apierr"
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/pkg/wire"
@@ -206,7 +207,7 @@ func (s *Service) publishCommand(c *Command) error {
 		return fmt.Errorf("encode command: %w", err)
 	}
 	if err := s.b.NC.Publish(bus.CommandSubject(c.Vehicle), data); err != nil {
-		return fmt.Errorf("publish command: %w", err)
+		return fmt.Errorf("publish command: %w", apierr.Unavailable("nats", err))
 	}
 	return nil
 }

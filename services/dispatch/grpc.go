@@ -5,7 +5,6 @@ package dispatch
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/fleetwire/fleetwire/pkg/grpcserver"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
 
@@ -44,26 +44,16 @@ var (
 	_ fleetv1.CommandServiceServer = (*commandServer)(nil)
 )
 
-// grpcError maps domain errors to status codes; anything else is internal.
-func grpcError(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, ErrNotFound):
-		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, ErrInvalid):
-		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, ErrBadTransition):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, ErrConflict):
-		return status.Error(codes.Aborted, err.Error())
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, err.Error())
-	}
-	return status.Error(codes.Internal, err.Error())
-}
+// errTable is the edge's whole error mapping (pkg/grpcserver.ErrorTable's rule).
+var errTable = grpcserver.ErrorTable{Service: "dispatch", Rules: []grpcserver.ErrorRule{
+	{Err: ErrNotFound, Code: codes.NotFound},
+	{Err: ErrInvalid, Code: codes.InvalidArgument},
+	{Err: ErrBadTransition, Code: codes.FailedPrecondition},
+	{Err: ErrConflict, Code: codes.Aborted},
+}}
+
+// grpcError converts a domain error for the client.
+func (s *Service) grpcError(err error) error { return errTable.Status(s.log, err) }
 
 func ts(t time.Time) *timestamppb.Timestamp {
 	if t.IsZero() {
@@ -146,7 +136,7 @@ func (g *alertServer) ListAlerts(ctx context.Context, req *fleetv1.ListAlertsReq
 	}
 	list, err := g.s.ListAlerts(ctx, f)
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	resp := &fleetv1.ListAlertsResponse{Alerts: make([]*fleetv1.Alert, len(list))}
 	for i := range list {
@@ -175,7 +165,7 @@ func (g *alertServer) WatchAlerts(req *fleetv1.WatchAlertsRequest, stream grpc.S
 		if _, ok := status.FromError(err); ok {
 			return err
 		}
-		return grpcError(err)
+		return g.s.grpcError(err)
 	}
 	return nil
 }
@@ -186,7 +176,7 @@ func (g *alertServer) AcknowledgeAlert(ctx context.Context, req *fleetv1.Acknowl
 	}
 	a, err := g.s.SetAlertState(ctx, req.GetAlertId(), AlertAcknowledged, req.GetWho(), req.GetNote())
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	return &fleetv1.AcknowledgeAlertResponse{Alert: AlertToProto(&a)}, nil
 }
@@ -197,7 +187,7 @@ func (g *alertServer) ResolveAlert(ctx context.Context, req *fleetv1.ResolveAler
 	}
 	a, err := g.s.SetAlertState(ctx, req.GetAlertId(), AlertResolved, req.GetWho(), req.GetNote())
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	return &fleetv1.ResolveAlertResponse{Alert: AlertToProto(&a)}, nil
 }
@@ -215,7 +205,7 @@ func (g *commandServer) SendCommand(ctx context.Context, req *fleetv1.SendComman
 	}
 	c, err := g.s.SendCommand(ctx, req.GetVehicleId(), CommandKind(req.GetKind()), req.GetParams(), req.GetWho(), ttl)
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	return &fleetv1.SendCommandResponse{Command: CommandToProto(&c)}, nil
 }
@@ -226,7 +216,7 @@ func (g *commandServer) GetCommand(ctx context.Context, req *fleetv1.GetCommandR
 	}
 	c, err := g.s.GetCommand(ctx, req.GetCommandId())
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	return &fleetv1.GetCommandResponse{Command: CommandToProto(&c)}, nil
 }
@@ -236,7 +226,7 @@ func (g *commandServer) ListCommands(ctx context.Context, req *fleetv1.ListComma
 		Vehicle: req.GetVehicleId(), State: CommandState(req.GetState()), Limit: pageSize(req.GetPageSize()),
 	})
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	resp := &fleetv1.ListCommandsResponse{Commands: make([]*fleetv1.Command, len(list))}
 	for i := range list {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fleetwire/fleetwire/pkg/metrics"
+
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/rejects"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
@@ -154,12 +156,8 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 		silent: map[string]VehicleState{},
 	}
 	s.wake.ch = make(chan struct{})
-	if reg != nil {
-		for _, c := range []prometheus.Collector{s.raised, s.cmds} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("register metrics: %w", err)
-			}
-		}
+	if err := metrics.Register(reg, s.raised, s.cmds); err != nil {
+		return nil, fmt.Errorf("dispatch: %w", err)
 	}
 	return s, nil
 }

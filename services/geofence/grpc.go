@@ -2,11 +2,7 @@ package geofence
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
-	"slices"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -16,10 +12,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/fleetwire/fleetwire/pkg/apierr"
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
@@ -27,8 +23,9 @@ import (
 	"github.com/fleetwire/fleetwire/services/geofence/fence"
 )
 
-// This file is the gRPC edge: it converts between fleet.v1 messages and the engine's
-// types and maps errors to status codes.
+// This file is the gRPC edge: it converts between fleet.v1 messages and the service's
+// types (zone lifecycle and queries live in zones.go) and maps errors to status codes
+// through errTable.
 
 type grpcServer struct {
 	fleetv1.UnimplementedGeofenceServiceServer
@@ -54,7 +51,7 @@ var alertToProto = map[fence.Alert]fleetv1.ZoneAlert{
 // (fence.Compile checks the rest).
 func specFromProto(z *fleetv1.Zone) (fence.Spec, error) {
 	if z == nil {
-		return fence.Spec{}, status.Error(codes.InvalidArgument, "zone is required")
+		return fence.Spec{}, fmt.Errorf("%w: zone is required", ErrInvalid)
 	}
 	spec := fence.Spec{
 		ID: z.GetZoneId(), Name: z.GetName(), GeoJSON: z.GetGeojson(),
@@ -72,14 +69,14 @@ func specFromProto(z *fleetv1.Zone) (fence.Spec, error) {
 			}
 		}
 		if spec.Alert == "" {
-			return spec, status.Errorf(codes.InvalidArgument, "invalid zone: unknown alert %d", z.GetAlert())
+			return spec, fmt.Errorf("%w: unknown alert %d", fence.ErrAlert, z.GetAlert())
 		}
 	}
 	if sc := z.GetSchedule(); sc != nil {
 		s := &fence.Schedule{Start: sc.GetStartTime(), End: sc.GetEndTime(), TimeZone: sc.GetTimeZone()}
 		for _, d := range sc.GetDaysOfWeek() {
 			if d < 0 || d > 6 {
-				return spec, status.Errorf(codes.InvalidArgument, "invalid zone: bad schedule: day of week %d outside 0 (Sunday)..6 (Saturday)", d)
+				return spec, fmt.Errorf("%w: day of week %d outside 0 (Sunday)..6 (Saturday)", fence.ErrSchedule, d)
 			}
 			s.Days = append(s.Days, time.Weekday(d))
 		}
@@ -108,207 +105,89 @@ func zoneToProto(z *fence.Zone) *fleetv1.Zone {
 	return out
 }
 
-func invalid(err error) error {
-	if errors.Is(err, fence.ErrInvalidZone) {
-		return status.Error(codes.InvalidArgument, err.Error())
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	return status.Error(codes.Internal, err.Error())
-}
+// errTable is the edge's whole error mapping (pkg/grpcserver.ErrorTable's rule).
+var errTable = grpcserver.ErrorTable{Service: Source, Rules: []grpcserver.ErrorRule{
+	{Err: fence.ErrInvalidZone, Code: codes.InvalidArgument},
+	{Err: ErrInvalid, Code: codes.InvalidArgument},
+	{Err: ErrZoneNotFound, Code: codes.NotFound},
+	{Err: ErrZoneExists, Code: codes.AlreadyExists},
+	{Err: ErrZoneChanged, Code: codes.Aborted},
+}}
 
-func newZoneID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return "z-" + hex.EncodeToString(b[:])
-}
-
-// compileForWrite validates spec and encodes it for the bucket.
-func compileForWrite(spec fence.Spec) (*fence.Zone, []byte, error) {
-	spec.UpdateTime = time.Now().UTC()
-	z, err := fence.Compile(spec)
-	if err != nil {
-		return nil, nil, invalid(err)
-	}
-	data, err := json.Marshal(z.Spec)
-	if err != nil {
-		return nil, nil, status.Errorf(codes.Internal, "encode zone: %v", err)
-	}
-	return z, data, nil
-}
+// grpcError converts a domain error for the client.
+func (s *Service) grpcError(err error) error { return errTable.Status(s.log, err) }
 
 func (g *grpcServer) CreateZone(ctx context.Context, req *fleetv1.CreateZoneRequest) (*fleetv1.CreateZoneResponse, error) {
 	spec, err := specFromProto(req.GetZone())
 	if err != nil {
-		return nil, err
+		return nil, g.s.grpcError(err)
 	}
-	if spec.ID == "" {
-		spec.ID = newZoneID()
-	}
-	z, data, err := compileForWrite(spec)
+	z, err := g.s.CreateZone(ctx, spec)
 	if err != nil {
-		return nil, err
+		return nil, g.s.grpcError(err)
 	}
-	kv, err := g.s.bucket(ctx)
-	if err != nil {
-		return nil, status.Error(codes.Unavailable, err.Error())
-	}
-	rev, err := kv.Create(ctx, z.ID, data)
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return nil, status.Errorf(codes.AlreadyExists, "zone %s exists", z.ID)
-	}
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "store zone %s: %v", z.ID, err)
-	}
-	z.Revision = rev
-	g.s.awaitZone(ctx, z.ID, rev, false)
 	return &fleetv1.CreateZoneResponse{Zone: zoneToProto(z)}, nil
 }
 
 func (g *grpcServer) UpdateZone(ctx context.Context, req *fleetv1.UpdateZoneRequest) (*fleetv1.UpdateZoneResponse, error) {
 	spec, err := specFromProto(req.GetZone())
 	if err != nil {
-		return nil, err
+		return nil, g.s.grpcError(err)
 	}
-	if err := fence.ValidID(spec.ID); err != nil {
-		return nil, invalid(err)
-	}
-	z, data, err := compileForWrite(spec)
+	z, err := g.s.UpdateZone(ctx, spec, req.GetExpectedRevision())
 	if err != nil {
-		return nil, err
+		return nil, g.s.grpcError(err)
 	}
-	kv, err := g.s.bucket(ctx)
-	if err != nil {
-		return nil, status.Error(codes.Unavailable, err.Error())
-	}
-	cur, err := kv.Get(ctx, z.ID)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, status.Errorf(codes.NotFound, "zone %s not found", z.ID)
-	}
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "read zone %s: %v", z.ID, err)
-	}
-	expect := cur.Revision()
-	if r := req.GetExpectedRevision(); r != 0 {
-		if r != expect {
-			return nil, status.Errorf(codes.Aborted, "zone %s is at revision %d, not %d", z.ID, expect, r)
-		}
-	}
-	rev, err := kv.Update(ctx, z.ID, data, expect)
-	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-			return nil, status.Errorf(codes.Aborted, "zone %s changed concurrently; read it and retry", z.ID)
-		}
-		return nil, status.Errorf(codes.Unavailable, "store zone %s: %v", z.ID, err)
-	}
-	z.Revision = rev
-	g.s.awaitZone(ctx, z.ID, rev, false)
 	return &fleetv1.UpdateZoneResponse{Zone: zoneToProto(z)}, nil
 }
 
 func (g *grpcServer) DeleteZone(ctx context.Context, req *fleetv1.DeleteZoneRequest) (*fleetv1.DeleteZoneResponse, error) {
-	id := req.GetZoneId()
-	if err := fence.ValidID(id); err != nil {
-		return nil, invalid(err)
+	if err := g.s.DeleteZone(ctx, req.GetZoneId()); err != nil {
+		return nil, g.s.grpcError(err)
 	}
-	kv, err := g.s.bucket(ctx)
-	if err != nil {
-		return nil, status.Error(codes.Unavailable, err.Error())
-	}
-	if _, err := kv.Get(ctx, id); errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, status.Errorf(codes.NotFound, "zone %s not found", id)
-	} else if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "read zone %s: %v", id, err)
-	}
-	if err := kv.Delete(ctx, id); err != nil {
-		return nil, status.Errorf(codes.Unavailable, "delete zone %s: %v", id, err)
-	}
-	if err := g.s.st.ForgetZone(ctx, id); err != nil {
-		return nil, status.Errorf(codes.Unavailable, "%v", err)
-	}
-	g.s.awaitZone(ctx, id, 0, true)
 	return &fleetv1.DeleteZoneResponse{}, nil
 }
 
-func (g *grpcServer) zone(id string) (*fence.Zone, error) {
-	if err := fence.ValidID(id); err != nil {
-		return nil, invalid(err)
-	}
-	z, ok := g.s.Zones().Zone(id)
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "zone %s not found", id)
-	}
-	return z, nil
-}
-
 func (g *grpcServer) GetZone(_ context.Context, req *fleetv1.GetZoneRequest) (*fleetv1.GetZoneResponse, error) {
-	z, err := g.zone(req.GetZoneId())
+	z, err := g.s.Zone(req.GetZoneId())
 	if err != nil {
-		return nil, err
+		return nil, g.s.grpcError(err)
 	}
 	return &fleetv1.GetZoneResponse{Zone: zoneToProto(z)}, nil
 }
 
-func tagged(zones []*fence.Zone, tag string) []*fence.Zone {
-	if tag == "" {
-		return zones
-	}
-	var out []*fence.Zone
-	for _, z := range zones {
-		if slices.Contains(z.Tags, tag) {
-			out = append(out, z)
-		}
-	}
-	return out
-}
-
 func (g *grpcServer) ListZones(_ context.Context, req *fleetv1.ListZonesRequest) (*fleetv1.ListZonesResponse, error) {
 	resp := &fleetv1.ListZonesResponse{}
-	for _, z := range tagged(g.s.Zones().Zones(), req.GetTag()) {
+	for _, z := range g.s.TaggedZones(req.GetTag()) {
 		resp.Zones = append(resp.Zones, zoneToProto(z))
 	}
 	return resp, nil
 }
 
 func (g *grpcServer) ExportZones(_ context.Context, req *fleetv1.ExportZonesRequest) (*fleetv1.ExportZonesResponse, error) {
-	b, err := fence.ExportFeatureCollection(tagged(g.s.Zones().Zones(), req.GetTag()))
+	b, err := fence.ExportFeatureCollection(g.s.TaggedZones(req.GetTag()))
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "export: %v", err)
+		return nil, g.s.grpcError(fmt.Errorf("export: %w", err))
 	}
 	return &fleetv1.ExportZonesResponse{Geojson: string(b)}, nil
 }
 
 func (g *grpcServer) VehiclesInZone(ctx context.Context, req *fleetv1.VehiclesInZoneRequest) (*fleetv1.VehiclesInZoneResponse, error) {
-	z, err := g.zone(req.GetZoneId())
+	vs, err := g.s.VehiclesInZone(ctx, req.GetZoneId())
 	if err != nil {
-		return nil, err
-	}
-	vs, err := g.s.st.VehiclesInZone(ctx, z.ID)
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "%v", err)
+		return nil, g.s.grpcError(err)
 	}
 	return &fleetv1.VehiclesInZoneResponse{VehicleIds: vs}, nil
 }
 
 func (g *grpcServer) ZonesForVehicle(ctx context.Context, req *fleetv1.ZonesForVehicleRequest) (*fleetv1.ZonesForVehicleResponse, error) {
-	v := req.GetVehicleId()
-	if err := telemetry.ValidVehicleID(v); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "vehicle_id: %v", err)
-	}
-	states, err := g.s.st.Load(ctx, []string{v})
+	ms, err := g.s.ZonesForVehicle(ctx, req.GetVehicleId())
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "%v", err)
+		return nil, g.s.grpcError(err)
 	}
-	ix := g.s.Zones()
 	resp := &fleetv1.ZonesForVehicleResponse{}
-	for _, m := range states[v].Zones {
-		z, ok := ix.Zone(m.ZoneID)
-		if !ok {
-			continue // deleted since
-		}
-		resp.Zones = append(resp.Zones, &fleetv1.ZoneMembership{ZoneId: z.ID, ZoneName: z.Name, Since: timestamppb.New(m.Since)})
+	for _, m := range ms {
+		resp.Zones = append(resp.Zones, &fleetv1.ZoneMembership{ZoneId: m.Zone.ID, ZoneName: m.Zone.Name, Since: timestamppb.New(m.Since)})
 	}
 	return resp, nil
 }
@@ -316,14 +195,14 @@ func (g *grpcServer) ZonesForVehicle(ctx context.Context, req *fleetv1.ZonesForV
 func (g *grpcServer) ZonesAtPoint(_ context.Context, req *fleetv1.ZonesAtPointRequest) (*fleetv1.ZonesAtPointResponse, error) {
 	p := req.GetPoint()
 	if p == nil {
-		return nil, status.Error(codes.InvalidArgument, "point is required")
+		return nil, g.s.grpcError(fmt.Errorf("%w: point is required", ErrInvalid))
 	}
-	r := telemetry.Record{Lat: p.GetLatitude(), Lon: p.GetLongitude(), FixValid: true}
-	if err := r.CheckPosition(); err != nil && !errors.Is(err, telemetry.ErrNullIsland) {
-		return nil, status.Errorf(codes.InvalidArgument, "point: %v", err)
+	zones, err := g.s.ZonesAt(p.GetLatitude(), p.GetLongitude())
+	if err != nil {
+		return nil, g.s.grpcError(err)
 	}
 	resp := &fleetv1.ZonesAtPointResponse{}
-	for _, z := range g.s.Zones().At(r.Lat, r.Lon) {
+	for _, z := range zones {
 		resp.Zones = append(resp.Zones, zoneToProto(z))
 	}
 	return resp, nil
@@ -339,16 +218,16 @@ func eventFilter(vehicle string) string {
 
 func checkFilters(zone, vehicle string, needOne bool) error {
 	if needOne && zone == "" && vehicle == "" {
-		return status.Error(codes.InvalidArgument, "zone_id or vehicle_id is required")
+		return fmt.Errorf("%w: zone_id or vehicle_id is required", ErrInvalid)
 	}
 	if zone != "" {
 		if err := fence.ValidID(zone); err != nil {
-			return invalid(err)
+			return err
 		}
 	}
 	if vehicle != "" {
 		if err := telemetry.ValidVehicleID(vehicle); err != nil {
-			return status.Errorf(codes.InvalidArgument, "vehicle_id: %v", err)
+			return fmt.Errorf("%w: vehicle_id: %w", ErrInvalid, err)
 		}
 	}
 	return nil
@@ -357,7 +236,7 @@ func checkFilters(zone, vehicle string, needOne bool) error {
 func (g *grpcServer) ListZoneEvents(ctx context.Context, req *fleetv1.ListZoneEventsRequest) (*fleetv1.ListZoneEventsResponse, error) {
 	zone, vehicle := req.GetZoneId(), req.GetVehicleId()
 	if err := checkFilters(zone, vehicle, true); err != nil {
-		return nil, err
+		return nil, g.s.grpcError(err)
 	}
 	to := time.Now()
 	if req.GetTo() != nil {
@@ -374,18 +253,18 @@ func (g *grpcServer) ListZoneEvents(ctx context.Context, req *fleetv1.ListZoneEv
 	}
 	cons, err := g.s.b.JS.OrderedConsumer(ctx, bus.EventStream, cc)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "read events: %v", err)
+		return nil, g.s.grpcError(fmt.Errorf("read events: %w", apierr.Unavailable("nats", err)))
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "read events: %v", err)
+		return nil, g.s.grpcError(fmt.Errorf("read events: %w", apierr.Unavailable("nats", err)))
 	}
 	resp := &fleetv1.ListZoneEventsResponse{}
 	pending := info.NumPending
 	for pending > 0 {
 		mb, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "read events: %v", err)
+			return nil, g.s.grpcError(fmt.Errorf("read events: %w", apierr.Unavailable("nats", err)))
 		}
 		got := 0
 		for m := range mb.Messages() {
@@ -426,7 +305,7 @@ const watchBuffer = 1024
 func (g *grpcServer) WatchZoneEvents(req *fleetv1.WatchZoneEventsRequest, stream grpc.ServerStreamingServer[fleetv1.WatchZoneEventsResponse]) error {
 	zone, vehicle := req.GetZoneId(), req.GetVehicleId()
 	if err := checkFilters(zone, vehicle, false); err != nil {
-		return err
+		return g.s.grpcError(err)
 	}
 	// A plain subscription sees every instance's events as they are stored. They wait for
 	// the client in a buffer of watchBuffer events; a client further behind than that is
@@ -449,12 +328,12 @@ func (g *grpcServer) WatchZoneEvents(req *fleetv1.WatchZoneEventsRequest, stream
 		}
 	})
 	if err != nil {
-		return status.Errorf(codes.Unavailable, "watch: %v", err)
+		return g.s.grpcError(fmt.Errorf("watch: %w", apierr.Unavailable("nats", err)))
 	}
 	self.Store(sub)
 	defer func() { _ = sub.Unsubscribe() }()
 	if err := g.s.b.NC.FlushTimeout(5 * time.Second); err != nil {
-		return status.Errorf(codes.Unavailable, "watch: %v", err)
+		return g.s.grpcError(fmt.Errorf("watch: %w", apierr.Unavailable("nats", err)))
 	}
 	// Tell the client the subscription is live (headers), so it knows later events reach it.
 	if err := stream.SendHeader(nil); err != nil {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fleetwire/fleetwire/pkg/metrics"
+
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/rejects"
 	"github.com/fleetwire/fleetwire/services/geofence/fence"
@@ -109,15 +111,8 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 			Name: "fleetwire_geofence_records_total", Help: "Position records evaluated against the zones.",
 		}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{s.events, s.records} {
-			if err := reg.Register(c); err != nil {
-				var are prometheus.AlreadyRegisteredError
-				if !errors.As(err, &are) {
-					return nil, fmt.Errorf("geofence metrics: %w", err)
-				}
-			}
-		}
+	if err := metrics.Register(reg, s.events, s.records); err != nil {
+		return nil, fmt.Errorf("geofence: %w", err)
 	}
 	s.zones.Store(fence.NewIndex(nil))
 	return s, nil

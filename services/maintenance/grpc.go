@@ -2,7 +2,6 @@ package maintenance
 
 import (
 	"context"
-	"errors"
 	"math"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/fleetwire/fleetwire/pkg/grpcserver"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 	"github.com/fleetwire/fleetwire/services/maintenance/fuel"
@@ -30,22 +30,14 @@ func (s *Service) Register(gs *grpc.Server) {
 	fleetv1.RegisterMaintenanceServiceServer(gs, &grpcServer{s: s})
 }
 
-// grpcError maps domain errors to status codes; only the unexpected is INTERNAL.
-func grpcError(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, ErrInvalid):
-		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, ErrNotFound):
-		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, err.Error())
-	}
-	return status.Error(codes.Internal, err.Error())
-}
+// errTable is the edge's whole error mapping (pkg/grpcserver.ErrorTable's rule).
+var errTable = grpcserver.ErrorTable{Service: Source, Rules: []grpcserver.ErrorRule{
+	{Err: ErrInvalid, Code: codes.InvalidArgument},
+	{Err: ErrNotFound, Code: codes.NotFound},
+}}
+
+// grpcError converts a domain error for the client.
+func (s *Service) grpcError(err error) error { return errTable.Status(s.log, err) }
 
 func needVehicle(id string) error {
 	if err := telemetry.ValidVehicleID(id); err != nil {
@@ -161,7 +153,7 @@ func (g *grpcServer) CreatePlan(ctx context.Context, req *fleetv1.CreatePlanRequ
 	}
 	p, err = g.s.CreatePlan(ctx, p)
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	return &fleetv1.CreatePlanResponse{Plan: planToProto(p)}, nil
 }
@@ -169,7 +161,7 @@ func (g *grpcServer) CreatePlan(ctx context.Context, req *fleetv1.CreatePlanRequ
 func (g *grpcServer) ListPlans(ctx context.Context, req *fleetv1.ListPlansRequest) (*fleetv1.ListPlansResponse, error) {
 	plans, err := g.s.ListPlans(ctx, req.GetVehicleId(), req.GetGroupId())
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	out := &fleetv1.ListPlansResponse{}
 	for _, p := range plans {
@@ -183,7 +175,7 @@ func (g *grpcServer) DeletePlan(ctx context.Context, req *fleetv1.DeletePlanRequ
 		return nil, status.Error(codes.InvalidArgument, "plan_id missing")
 	}
 	if err := g.s.DeletePlan(ctx, req.GetPlanId()); err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	return &fleetv1.DeletePlanResponse{}, nil
 }
@@ -191,11 +183,11 @@ func (g *grpcServer) DeletePlan(ctx context.Context, req *fleetv1.DeletePlanRequ
 func (g *grpcServer) SetGroup(ctx context.Context, req *fleetv1.SetGroupRequest) (*fleetv1.SetGroupResponse, error) {
 	grp := Group{ID: req.GetGroupId(), Vehicles: req.GetVehicleIds()}
 	if err := g.s.SetGroup(ctx, grp); err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	stored, err := g.s.st.GetGroup(ctx, grp.ID)
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	return &fleetv1.SetGroupResponse{Members: int32(len(stored.Vehicles))}, nil
 }
@@ -223,7 +215,7 @@ func (g *grpcServer) RecordService(ctx context.Context, req *fleetv1.RecordServi
 	}
 	e, st, err := g.s.RecordService(ctx, e)
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	out := &fleetv1.RecordServiceResponse{Service: serviceToProto(e)}
 	if st != nil {
@@ -238,7 +230,7 @@ func (g *grpcServer) ListServiceLog(ctx context.Context, req *fleetv1.ListServic
 	}
 	entries, err := g.s.ListServiceLog(ctx, req.GetVehicleId(), req.GetPlanId())
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	out := &fleetv1.ListServiceLogResponse{}
 	for _, e := range entries {
@@ -262,7 +254,7 @@ func (g *grpcServer) ListDue(ctx context.Context, req *fleetv1.ListDueRequest) (
 	}
 	items, err := g.s.ListDue(ctx, q)
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	out := &fleetv1.ListDueResponse{}
 	for _, it := range items {
@@ -277,7 +269,7 @@ func (g *grpcServer) GetVehicleHealth(ctx context.Context, req *fleetv1.GetVehic
 	}
 	h, err := g.s.VehicleHealth(ctx, req.GetVehicleId())
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	st := h.State
 	vh := &fleetv1.VehicleHealth{
@@ -304,7 +296,7 @@ func (g *grpcServer) ListFaultCodes(ctx context.Context, req *fleetv1.ListFaultC
 	}
 	fs, err := g.s.FaultCodes(ctx, req.GetVehicleId(), req.GetActiveOnly())
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	out := &fleetv1.ListFaultCodesResponse{}
 	for _, f := range fs {
@@ -327,7 +319,7 @@ func (g *grpcServer) SetFuelProfile(ctx context.Context, req *fleetv1.SetFuelPro
 	}
 	p, err := g.s.SetFuelProfile(ctx, pp.GetVehicleId(), p)
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	out := &fleetv1.FuelProfile{VehicleId: pp.GetVehicleId(), TankCapacityL: p.CapacityL, SensorIoKey: p.SensorKey, SensorStepL: p.StepL, SensorLagS: p.LagSec}
 	for _, c := range p.Calibration {
@@ -385,7 +377,7 @@ func (g *grpcServer) GetFuelReport(ctx context.Context, req *fleetv1.GetFuelRepo
 	}
 	reports, total, err := g.s.FuelReports(ctx, req.GetVehicleId(), req.GetGroupId(), from, to)
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	out := &fleetv1.GetFuelReportResponse{Total: reportToProto(total)}
 	for _, r := range reports {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fleetwire/fleetwire/pkg/metrics"
+
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/rejects"
 	"github.com/fleetwire/fleetwire/services/maintenance/fuel"
@@ -130,15 +132,8 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 			events:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetwire_maintenance_events_total", Help: "Events published, by kind."}, []string{"kind"}),
 		},
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{s.stats.records, s.stats.events} {
-			if err := reg.Register(c); err != nil {
-				var are prometheus.AlreadyRegisteredError
-				if !errors.As(err, &are) {
-					return nil, fmt.Errorf("maintenance metrics: %w", err)
-				}
-			}
-		}
+	if err := metrics.Register(reg, s.stats.records, s.stats.events); err != nil {
+		return nil, fmt.Errorf("maintenance: %w", err)
 	}
 	return s, nil
 }

@@ -3,7 +3,6 @@ package tracking
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -35,29 +34,20 @@ func (s *Service) Register(gs *grpc.Server) {
 	fleetv1.RegisterTrackingServiceServer(gs, &grpcServer{s: s})
 }
 
-// grpcError maps a domain error to a status.
-func grpcError(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, ErrNotFound):
-		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, ErrInvalid):
-		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, ErrAlreadyExists):
-		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, err.Error())
-	}
-	return status.Error(codes.Unavailable, err.Error())
-}
+// errTable is the edge's whole error mapping (pkg/grpcserver.ErrorTable's rule).
+var errTable = grpcserver.ErrorTable{Service: "tracking", Rules: []grpcserver.ErrorRule{
+	{Err: ErrNotFound, Code: codes.NotFound},
+	{Err: ErrInvalid, Code: codes.InvalidArgument},
+	{Err: ErrAlreadyExists, Code: codes.AlreadyExists},
+}}
+
+// grpcError converts a domain error for the client.
+func (s *Service) grpcError(err error) error { return errTable.Status(s.log, err) }
 
 func (g *grpcServer) GetVehicle(ctx context.Context, req *fleetv1.GetVehicleRequest) (*fleetv1.GetVehicleResponse, error) {
 	v, err := g.s.Vehicle(ctx, req.GetVehicleId())
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	return &fleetv1.GetVehicleResponse{Vehicle: toProtoVehicle(&v)}, nil
 }
@@ -91,7 +81,7 @@ func (g *grpcServer) ListVehicles(ctx context.Context, req *fleetv1.ListVehicles
 	}
 	vs, next, total, err := g.s.List(ctx, f, after, size)
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	resp := &fleetv1.ListVehiclesResponse{TotalSize: int32(total)}
 	for i := range vs {
@@ -119,7 +109,7 @@ func (g *grpcServer) WatchVehicles(req *fleetv1.WatchVehiclesRequest, stream grp
 	if err := g.s.snapshot(ctx, f, func(v *Vehicle) error {
 		return stream.Send(&fleetv1.WatchVehiclesResponse{Vehicle: toProtoVehicle(v), Snapshot: true})
 	}); err != nil {
-		return grpcError(err)
+		return g.s.grpcError(err)
 	}
 	for {
 		select {
@@ -202,7 +192,7 @@ func (g *grpcServer) SearchNearestVehicles(ctx context.Context, req *fleetv1.Sea
 	p := geo.Point{Lat: req.GetPoint().GetLatitude(), Lon: req.GetPoint().GetLongitude()}
 	res, err := g.s.Nearest(ctx, p, k, req.GetMaxRadiusM(), statuses, req.GetGroup())
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	out := &fleetv1.SearchNearestVehiclesResponse{}
 	for i := range res {
@@ -233,7 +223,7 @@ func (g *grpcServer) GetTrack(ctx context.Context, req *fleetv1.GetTrackRequest)
 	}
 	fixes, total, err := g.s.Track(ctx, req.GetVehicleId(), req.GetStartTime().AsTime(), req.GetEndTime().AsTime(), req.GetSimplifyToleranceM())
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	out := &fleetv1.GetTrackResponse{TotalFixes: int32(total), Fixes: make([]*fleetv1.Fix, len(fixes))}
 	for i := range fixes {
@@ -248,7 +238,7 @@ func (g *grpcServer) ListTrips(ctx context.Context, req *fleetv1.ListTripsReques
 	}
 	trips, _, err := g.s.Trips(ctx, req.GetVehicleId(), req.GetStartTime().AsTime(), req.GetEndTime().AsTime())
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	out := &fleetv1.ListTripsResponse{}
 	for _, t := range trips {
@@ -273,7 +263,7 @@ func (g *grpcServer) ListStops(ctx context.Context, req *fleetv1.ListStopsReques
 	}
 	_, stops, err := g.s.Trips(ctx, req.GetVehicleId(), req.GetStartTime().AsTime(), req.GetEndTime().AsTime())
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	out := &fleetv1.ListStopsResponse{}
 	for _, st := range stops {
@@ -292,7 +282,7 @@ func (g *grpcServer) RegisterVehicle(ctx context.Context, req *fleetv1.RegisterV
 	v, err := g.s.RegisterVehicle(ctx, Info{ID: req.GetVehicleId(), Name: req.GetName(), Plate: req.GetPlate(),
 		Groups: req.GetGroups(), Metadata: req.GetMetadata()})
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	return &fleetv1.RegisterVehicleResponse{Vehicle: toProtoVehicle(&v)}, nil
 }
@@ -319,7 +309,7 @@ func (g *grpcServer) UpdateVehicle(ctx context.Context, req *fleetv1.UpdateVehic
 	v, err := g.s.UpdateVehicle(ctx, Info{ID: req.GetVehicleId(), Name: req.GetName(), Plate: req.GetPlate(),
 		Groups: req.GetGroups(), Metadata: req.GetMetadata()}, fields)
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, g.s.grpcError(err)
 	}
 	return &fleetv1.UpdateVehicleResponse{Vehicle: toProtoVehicle(&v)}, nil
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fleetwire/fleetwire/pkg/metrics"
+
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/rejects"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
@@ -77,10 +79,8 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 			Name: "fleetwire_tracking_parked_drift_total", Help: "Fixes of parked vehicles held at the parked position (GPS drift).",
 		}),
 	}
-	if reg != nil {
-		_ = reg.Register(s.records)
-		_ = reg.Register(s.statuses)
-		_ = reg.Register(s.drift)
+	if err := metrics.Register(reg, s.records, s.statuses, s.drift); err != nil {
+		return nil, fmt.Errorf("tracking: %w", err)
 	}
 	return s, nil
 }

@@ -1,0 +1,66 @@
+package dispatch
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fleetwire/fleetwire/pkg/grpctest"
+	"github.com/fleetwire/fleetwire/pkg/natstest"
+	"github.com/fleetwire/fleetwire/pkg/redistest"
+	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
+)
+
+// The edge's error table over real gRPC: bad input is InvalidArgument, a missing thing
+// NotFound, a Redis outage Unavailable, and the driver's text (host, port, syscall) never
+// reaches the client.
+func TestEdgeErrors(t *testing.T) {
+	b := natstest.Bus(t)
+	serve := func(st Store) fleetv1.CommandServiceClient {
+		s, err := New(testConfig(), b, st, testLog(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fleetv1.NewCommandServiceClient(grpctest.Serve(t, s.Register))
+	}
+	mem := serve(NewMemoryStore())
+	down := serve(NewRedisStore(redistest.Unreachable(t), "fw:"))
+	tests := []struct {
+		name string
+		call func(ctx context.Context) error
+		want codes.Code
+	}{
+		{"not found", func(ctx context.Context) error {
+			_, err := mem.GetCommand(ctx, &fleetv1.GetCommandRequest{CommandId: "nothing"})
+			return err
+		}, codes.NotFound},
+		{"invalid argument", func(ctx context.Context) error {
+			_, err := mem.SendCommand(ctx, &fleetv1.SendCommandRequest{})
+			return err
+		}, codes.InvalidArgument},
+		{"unavailable without driver text", func(ctx context.Context) error {
+			_, err := down.GetCommand(ctx, &fleetv1.GetCommandRequest{CommandId: "c1"})
+			return err
+		}, codes.Unavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			err := tt.call(ctx)
+			if got := status.Code(err); got != tt.want {
+				t.Fatalf("got %v (%v), want %v", got, err, tt.want)
+			}
+			msg := status.Convert(err).Message()
+			for _, leak := range []string{redistest.UnreachableAddr, "connection refused", "dial tcp"} {
+				if strings.Contains(msg, leak) {
+					t.Errorf("client sees %q, which contains the driver's %q", msg, leak)
+				}
+			}
+		})
+	}
+}
