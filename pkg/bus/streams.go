@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetwire/fleetwire/pkg/wire"
 )
 
 // Stream names.
@@ -20,7 +22,8 @@ const (
 
 // MaxMessageBytes is the largest message a device may publish (and the embedded server's
 // max_payload). Larger publishes are refused by the server; the device sees the error.
-const MaxMessageBytes = 64 << 10
+// The limit belongs to the message format, so it is defined once, in wire.
+const MaxMessageBytes = wire.MaxMessageBytes
 
 // StreamConfig holds the retention limits of the streams.
 type StreamConfig struct {
