@@ -8,12 +8,8 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/fleetwire/fleetwire/pkg/apierr"
@@ -70,44 +66,4 @@ func TestErrorTable(t *testing.T) {
 			}
 		})
 	}
-}
-
-// SetReady before Serve holds a service NOT_SERVING while the others serve; SetReady(true)
-// then makes it SERVING.
-func TestSetReadyHoldsServiceOut(t *testing.T) {
-	gs := grpcserver.New(slog.New(slog.DiscardHandler), nil)
-	gs.SetReady("fleet.v1.Slow", false)
-	if err := gs.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = gs.Serve(ctx, time.Second) }()
-	defer func() { cancel(); <-done }()
-	conn, err := grpc.NewClient(gs.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	hc := healthpb.NewHealthClient(conn)
-	check := func(svc string, want healthpb.HealthCheckResponse_ServingStatus) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
-			resp, err := hc.Check(cctx, &healthpb.HealthCheckRequest{Service: svc})
-			ccancel()
-			if err == nil && resp.GetStatus() == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("health of %q: got %v, %v; want %v", svc, resp.GetStatus(), err, want)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	check("", healthpb.HealthCheckResponse_SERVING)
-	check("fleet.v1.Slow", healthpb.HealthCheckResponse_NOT_SERVING)
-	gs.SetReady("fleet.v1.Slow", true)
-	check("fleet.v1.Slow", healthpb.HealthCheckResponse_SERVING)
 }
