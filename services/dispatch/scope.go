@@ -21,5 +21,5 @@ func (g *alertServer) alertInScope(ctx context.Context, id uint64) error {
 	if errors.Is(err, ErrNotFound) || (err == nil && !auth.VehicleVisible(ctx, a.Vehicle)) {
 		return status.Errorf(codes.NotFound, "alert %d not found", id)
 	}
-	return grpcError(err)
+	return g.s.grpcError(err)
 }
