@@ -2,11 +2,18 @@
 GO       ?= go
 BUF      := $(GO) tool -modfile=$(CURDIR)/tools/go.mod buf
 
-.PHONY: test test-short proto proto-check lint run bench build
+.PHONY: test accuracy test-short proto proto-check lint run bench build
 
-## test: the whole test suite with the race detector (Redis tests skip loudly without Redis)
+## test: the whole test suite with the race detector (Redis tests skip loudly without Redis),
+## then the accuracy tests at full size (under -race they shrink to smoke runs)
 test:
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) accuracy
+
+## accuracy: the detectors' and filters' accuracy tests at full size, without the race detector;
+## each fails below its target on its held-out set (-v prints the tables)
+accuracy:
+	$(GO) test -count=1 -timeout 10m -run 'TestAccuracyTable|TestAccuracyOnSyntheticFleet|TestOdometerAccuracy|TestTheftScenariosHeldOut' ./services/maintenance/fuel/ ./services/tracking/ ./services/dispatch/
 
 ## proto: regenerate the committed Go code from proto/ (pinned buf + plugins, no system protoc)
 proto:
