@@ -18,7 +18,7 @@ func hx(t testing.TB, pieces ...string) []byte {
 	return b
 }
 
-// Public vectors V1–V6 from /work/shared/testdata/teltonika/README.md (Teltonika's wiki
+// Public vectors V1–V6 from the shared Teltonika test data (testdata/teltonika/README.md beside the repository) (Teltonika's wiki
 // examples and frames from Traccar's test suite).
 const (
 	vecV1 = "000000000000003608010000016B40D8EA30010000000000000000000000000000000105021503010101425E0F01F10000601A014E0000000000000000010000C7CF"
