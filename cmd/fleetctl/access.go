@@ -9,16 +9,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"text/tabwriter"
-	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
@@ -90,6 +87,55 @@ func allInOneDataDir() string {
 type connSettings struct {
 	addr, token, ca string
 	plaintext       bool
+	addrFrom        string // where addr came from, for hints
+	addrNote        string // what was changed about the address given, said on stderr
+}
+
+// endpointsPath is the file a running all-in-one writes its bound addresses to
+// (launch.EndpointsFile; a test keeps them equal).
+func endpointsPath(dataDir string) string { return filepath.Join(dataDir, "endpoints.json") }
+
+// allInOneGRPC is the gRPC address a local all-in-one wrote, when one did.
+func allInOneGRPC() string {
+	data, err := os.ReadFile(endpointsPath(allInOneDataDir()))
+	if err != nil {
+		return ""
+	}
+	var ep struct {
+		GRPC string `json:"grpc"`
+	}
+	if json.Unmarshal(data, &ep) != nil {
+		return ""
+	}
+	return ep.GRPC
+}
+
+// normalizeAddr checks an address given by the operator. A host without a port gets the
+// documented port, said aloud (gRPC would otherwise dial :443 without a word); a URL is
+// refused, since gRPC wants HOST:PORT.
+func normalizeAddr(addr string) (string, string, error) {
+	if strings.Contains(addr, "://") {
+		return "", "", fmt.Errorf("--addr %q: want HOST:PORT, not a URL (e.g. 127.0.0.1:%s)", addr, defaultPort)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		if _, perr := strconv.ParseUint(port, 10, 16); perr != nil {
+			return "", "", fmt.Errorf("--addr %q: port %q is not a number", addr, port)
+		}
+		return net.JoinHostPort(host, port), "", nil
+	}
+	host = strings.Trim(addr, "[]")
+	if host == "" || strings.ContainsAny(host, "/ ") {
+		return "", "", fmt.Errorf("--addr %q: want HOST:PORT (e.g. 127.0.0.1:%s)", addr, defaultPort)
+	}
+	if strings.Count(host, ":") > 0 && net.ParseIP(host) == nil {
+		return "", "", fmt.Errorf("--addr %q: want HOST:PORT (e.g. 127.0.0.1:%s)", addr, defaultPort)
+	}
+	fixed := net.JoinHostPort(host, defaultPort)
+	return fixed, fmt.Sprintf("--addr %q has no port; using %s (Fleetwire's default gRPC port)", addr, fixed), nil
 }
 
 // resolve fills what the flags left empty: from the environment, then the config file,
@@ -106,11 +152,20 @@ func (s *connSettings) resolve(cfgPath string) error {
 	if err != nil {
 		return err
 	}
-	if s.addr == "" {
-		s.addr = c.Addr
-	}
-	if s.addr == "" {
-		s.addr = "127.0.0.1:50051"
+	switch {
+	case s.addr != "":
+		s.addrFrom = "from --addr or FLEETCTL_ADDR"
+		if s.addr, s.addrNote, err = normalizeAddr(s.addr); err != nil {
+			return err
+		}
+	case c.Addr != "":
+		s.addr, s.addrFrom = c.Addr, "the server of fleetctl login, in "+cfgPath
+	default:
+		if a := allInOneGRPC(); a != "" {
+			s.addr, s.addrFrom = a, "written by the local all-in-one to "+endpointsPath(allInOneDataDir())
+		} else {
+			s.addr, s.addrFrom = "127.0.0.1:"+defaultPort, "the default"
+		}
 	}
 	if s.plaintext {
 		return nil
@@ -159,11 +214,30 @@ func (s *connSettings) dial() (*grpc.ClientConn, error) {
 	return grpcserver.Dial(s.addr, grpcserver.ClientConfig{CAFile: s.ca, Token: s.token, Plaintext: s.plaintext})
 }
 
+func init() {
+	register(
+		command{name: "login", args: "--addr HOST:PORT --token T [--ca FILE]", summary: "check credentials and save them for later commands", local: true, run: runLogin},
+		command{name: "audit", args: "[--after N] [--limit N] [--principal P]", summary: "the audit trail of every change (admin)", run: runAudit},
+		command{name: "tokens", args: "create NAME ROLE [--group G]... [--ttl D] | list | revoke ID", summary: "API tokens (admin)", run: runTokens},
+	)
+}
+
 // runLogin checks the credentials against the server and stores them: login --addr A
-// --token T [--ca FILE].
-func runLogin(ctx context.Context, s connSettings, cfgPath string, out io.Writer) error {
+// --token T [--ca FILE] (the global flags).
+func runLogin(ctx context.Context, e *env, args []string) error {
+	if _, err := e.noFlags(args, 0, 0); err != nil {
+		return err
+	}
+	s := connSettings{addr: e.globals.addr, token: e.globals.token, ca: e.globals.ca, plaintext: e.globals.plaintext, addrFrom: "from --addr"}
 	if s.addr == "" || s.token == "" {
-		return errors.New("login needs --addr and --token (and --ca when the server's certificate is not from a public CA)")
+		return usageErr("login needs --addr and --token (and --ca when the server's certificate is not from a public CA)")
+	}
+	var err error
+	if s.addr, s.addrNote, err = normalizeAddr(s.addr); err != nil {
+		return err
+	}
+	if s.addrNote != "" {
+		fmt.Fprintf(e.stderr, "fleetctl: %s\n", s.addrNote)
 	}
 	if s.ca != "" {
 		abs, err := filepath.Abs(s.ca)
@@ -177,105 +251,137 @@ func runLogin(ctx context.Context, s connSettings, cfgPath string, out io.Writer
 		return err
 	}
 	defer conn.Close()
+	e.conns = s
 	if _, err := fleetv1.NewTrackingServiceClient(conn).ListVehicles(ctx, &fleetv1.ListVehiclesRequest{PageSize: 1}); err != nil {
-		return fmt.Errorf("the server refused these credentials: %w", err)
-	}
-	if err := saveConfig(cfgPath, config{Addr: s.addr, Token: s.token, CAFile: s.ca}); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "logged in to %s; credentials saved in %s\n", s.addr, cfgPath)
+	if err := saveConfig(e.globals.cfgPath, config{Addr: s.addr, Token: s.token, CAFile: s.ca}); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.out(), "logged in to %s; credentials saved in %s\n", s.addr, e.globals.cfgPath)
 	return nil
 }
 
 // runAudit prints the audit trail: audit [--after N] [--limit N] [--principal P].
-func runAudit(ctx context.Context, conn *grpc.ClientConn, args []string, out io.Writer, jsonOut bool) error {
-	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
+func runAudit(ctx context.Context, e *env, args []string) error {
+	fs := e.flagSet()
 	after := fs.Uint64("after", 0, "records after this sequence number")
 	limit := fs.Int("limit", 100, "most records (at most 1000)")
 	principal := fs.String("principal", "", "only this principal's records")
-	if err := fs.Parse(args); err != nil {
+	if _, err := e.noPos(fs, args); err != nil {
 		return err
 	}
-	resp, err := fleetv1.NewAuditServiceClient(conn).ListAuditRecords(ctx, &fleetv1.ListAuditRecordsRequest{AfterSeq: *after, Limit: int32(*limit), Principal: *principal})
+	resp, err := fleetv1.NewAuditServiceClient(e.conn).ListAuditRecords(ctx, &fleetv1.ListAuditRecordsRequest{AfterSeq: *after, Limit: int32(*limit), Principal: *principal})
 	if err != nil {
 		return err
 	}
-	if jsonOut {
+	return renderAudit(e, resp)
+}
+
+func renderAudit(e *env, resp *fleetv1.ListAuditRecordsResponse) error {
+	if e.json() {
 		for _, r := range resp.GetRecords() {
-			b, _ := protojson.Marshal(r)
-			fmt.Fprintln(out, string(b))
+			if err := e.emit(r); err != nil {
+				return err
+			}
 		}
 		return nil
 	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tTIME\tPRINCIPAL\tROLE\tPEER\tMETHOD\tRESULT\tREQUEST")
+	t := e.table("SEQ", "TIME", "PRINCIPAL", "ROLE", "PEER", "METHOD", "RESULT", "REQUEST")
 	for _, r := range resp.GetRecords() {
 		req := r.GetRequest()
-		if len(req) > 80 {
+		if len(req) > 80 && e.format == "table" {
 			req = req[:77] + "..."
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetSeq(), r.GetTime().AsTime().Local().Format(time.DateTime),
-			r.GetPrincipal(), enumName(r.GetRole().String(), "ROLE_"), r.GetPeer(), strings.TrimPrefix(r.GetMethod(), "/fleet.v1."), r.GetCode(), req)
+		t.row(strconv.FormatUint(r.GetSeq(), 10), e.when(r.GetTime()), r.GetPrincipal(), enumName(r.GetRole().String(), "ROLE_"), r.GetPeer(),
+			strings.TrimPrefix(r.GetMethod(), "/fleet.v1."), r.GetCode(), req)
 	}
-	if err := tw.Flush(); err != nil {
+	if err := t.flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "next page: fleetctl audit --after %d\n", resp.GetLastSeq())
+	if e.format == "table" && len(resp.GetRecords()) > 0 {
+		fmt.Fprintf(e.stderr, "next page: fleetctl audit --after %d\n", resp.GetLastSeq())
+	}
 	return nil
 }
 
 // runTokens manages API tokens: tokens create NAME ROLE [--group G]... [--ttl D] |
 // tokens list | tokens revoke ID.
-func runTokens(ctx context.Context, conn *grpc.ClientConn, args []string, out io.Writer, jsonOut bool) error {
-	c := fleetv1.NewTokenServiceClient(conn)
-	if len(args) == 0 {
-		return errors.New("tokens create NAME ROLE [--group G]... [--ttl D] | tokens list | tokens revoke ID")
-	}
-	switch args[0] {
-	case "create":
-		fs := flag.NewFlagSet("tokens create", flag.ContinueOnError)
-		var groups multiFlag
-		fs.Var(&groups, "group", "limit the principal to this vehicle group (repeatable)")
-		ttl := fs.Duration("ttl", 0, "lifetime (0: no expiry)")
-		pos, err := parseMixed(fs, args[1:])
-		if err != nil {
-			return err
+func runTokens(ctx context.Context, e *env, args []string) error {
+	c := fleetv1.NewTokenServiceClient(e.conn)
+	return e.dispatch(ctx, args, []sub{
+		{name: "create", args: "NAME ROLE [--group G]... [--ttl D]", summary: "issue a token (role: " + enumNames(fleetv1.Role_value, "ROLE_") + "); the secret is shown once",
+			run: func(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+				var groups multiFlag
+				fs.Var(&groups, "group", "limit the principal to this vehicle group (repeatable)")
+				ttl := fs.Duration("ttl", 0, "lifetime (0: no expiry)")
+				pos, err := e.parse(fs, args)
+				if err != nil {
+					return err
+				}
+				if len(pos) != 2 {
+					return usageErr("tokens create NAME ROLE")
+				}
+				role, ok := enumValue(fleetv1.Role_value, "ROLE_", pos[1])
+				if !ok {
+					return usageErr("unknown role %q (want %s)", pos[1], enumNames(fleetv1.Role_value, "ROLE_"))
+				}
+				resp, err := c.CreateToken(ctx, &fleetv1.CreateTokenRequest{Name: pos[0], Role: fleetv1.Role(role), Groups: groups, TtlSeconds: int64(ttl.Seconds())})
+				if err != nil {
+					return err
+				}
+				if e.json() {
+					return e.emit(resp)
+				}
+				fmt.Fprintf(e.out(), "token %s for %s (%s); the secret is shown only now:\n%s\n", resp.GetToken().GetId(), resp.GetToken().GetName(), pos[1], resp.GetSecret())
+				return nil
+			}},
+		{name: "list", summary: "every token (secrets are never shown again)",
+			run: func(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+				if _, err := e.noPos(fs, args); err != nil {
+					return err
+				}
+				resp, err := c.ListTokens(ctx, &fleetv1.ListTokensRequest{})
+				if err != nil {
+					return err
+				}
+				return renderTokens(e, resp.GetTokens())
+			}},
+		{name: "revoke", args: "ID", summary: "revoke a token at once",
+			run: func(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+				pos, err := e.parse(fs, args)
+				if err != nil {
+					return err
+				}
+				if len(pos) != 1 {
+					return usageErr("tokens revoke ID")
+				}
+				resp, err := c.RevokeToken(ctx, &fleetv1.RevokeTokenRequest{Id: pos[0]})
+				if err != nil {
+					return err
+				}
+				if e.json() {
+					return e.emit(resp.GetToken())
+				}
+				fmt.Fprintf(e.out(), "token %s (%s) revoked\n", resp.GetToken().GetId(), resp.GetToken().GetName())
+				return nil
+			}},
+	}, "")
+}
+
+func renderTokens(e *env, tokens []*fleetv1.Token) error {
+	if e.json() {
+		for _, t := range tokens {
+			if err := e.emit(t); err != nil {
+				return err
+			}
 		}
-		if len(pos) != 2 {
-			return errors.New("tokens create NAME ROLE (role: viewer, dispatcher, supervisor or admin)")
-		}
-		role, ok := enumValue(fleetv1.Role_value, "ROLE_", pos[1])
-		if !ok {
-			return fmt.Errorf("unknown role %q (want viewer, dispatcher, supervisor or admin)", pos[1])
-		}
-		resp, err := c.CreateToken(ctx, &fleetv1.CreateTokenRequest{Name: pos[0], Role: fleetv1.Role(role), Groups: groups, TtlSeconds: int64(ttl.Seconds())})
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "token %s for %s (%s); the secret is shown only now:\n%s\n", resp.GetToken().GetId(), resp.GetToken().GetName(), pos[1], resp.GetSecret())
 		return nil
-	case "list":
-		resp, err := c.ListTokens(ctx, &fleetv1.ListTokensRequest{})
-		if err != nil {
-			return err
-		}
-		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tROLE\tGROUPS\tCREATED\tEXPIRES\tREVOKED")
-		for _, t := range resp.GetTokens() {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.GetId(), t.GetName(), enumName(t.GetRole().String(), "ROLE_"), strings.Join(t.GetGroups(), ","),
-				shortTime(t.GetCreatedAt(), t.GetCreatedAt() != nil), shortTime(t.GetExpiresAt(), t.GetExpiresAt() != nil), shortTime(t.GetRevokedAt(), t.GetRevokedAt() != nil))
-		}
-		return tw.Flush()
-	case "revoke":
-		if len(args) != 2 {
-			return errors.New("tokens revoke ID")
-		}
-		resp, err := c.RevokeToken(ctx, &fleetv1.RevokeTokenRequest{Id: args[1]})
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "token %s (%s) revoked\n", resp.GetToken().GetId(), resp.GetToken().GetName())
-		return nil
 	}
-	return fmt.Errorf("unknown tokens subcommand %q (create, list or revoke)", args[0])
+	t := e.table("ID", "NAME", "ROLE", "GROUPS", "CREATED", "EXPIRES", "REVOKED")
+	for _, k := range tokens {
+		t.row(k.GetId(), k.GetName(), enumName(k.GetRole().String(), "ROLE_"), joinOrDash(k.GetGroups()),
+			e.when(k.GetCreatedAt()), e.when(k.GetExpiresAt()), e.when(k.GetRevokedAt()))
+	}
+	return t.flush()
 }

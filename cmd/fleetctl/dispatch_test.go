@@ -3,24 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
-	"github.com/fleetwire/fleetwire/pkg/grpcserver"
-	"github.com/fleetwire/fleetwire/pkg/natstest"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
-	"github.com/fleetwire/fleetwire/services/dispatch"
 )
 
 // lockedBuffer is written by a following command while the test reads it.
@@ -41,57 +34,43 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func TestDispatchCommands(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	b := natstest.Open(t, natstest.Options{Log: log})
-	cfg := dispatch.DefaultConfig()
-	cfg.WatchPoll = 100 * time.Millisecond
-	svc, err := dispatch.New(cfg, b, dispatch.NewMemoryStore(), log, nil)
-	if err != nil {
+// raise publishes a must-stay-inside zone exit, which the alert feed turns into an alert.
+func raise(t *testing.T, id, vehicle string) {
+	t.Helper()
+	p := sharedPlatform(t)
+	data, _ := proto.Marshal(&fleetv1.Event{EventId: id, Source: "geofence", Kind: "exit", VehicleId: vehicle, Time: timestamppb.Now(),
+		Attributes: map[string]string{"zone_id": "yard", "zone_name": "Yard", "must_stay_inside": "true"}})
+	if _, err := p.Bus.JS.Publish(context.Background(), bus.EventSubject("geofence", "exit", vehicle, id), data, jetstream.WithMsgID(id)); err != nil {
 		t.Fatal(err)
 	}
-	gs := grpcserver.New(log, nil)
-	svc.Register(gs.GRPC)
-	if err := gs.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = svc.Run(ctx) }()
-	go func() { defer wg.Done(); _ = gs.Serve(ctx, time.Second) }()
-	conn, err := grpc.NewClient(gs.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+func TestAlertsAndCommands(t *testing.T) {
+	p := sharedPlatform(t)
+	t.Setenv("USER", "") // never required: the server records the authenticated principal
+
+	// Follow the feed from the start while alerts arrive.
+	var follow, followErr lockedBuffer
+	fctx, fcancel := context.WithCancel(context.Background())
+	defer fcancel()
+	e := &env{cli: cli{stdout: &follow, stderr: &followErr, now: time.Now, loc: time.UTC}, name: "alerts", format: "table"}
+	e.conns = connSettings{addr: p.GRPCAddr, token: p.AdminToken, ca: p.CAFile}
+	conn, err := e.conns.dial()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-
-	call := func(f func(context.Context, *grpc.ClientConn, []string, io.Writer, bool) error, jsonOut bool, args ...string) (string, error) {
-		var out bytes.Buffer
-		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
-		defer ccancel()
-		err := f(cctx, conn, args, &out, jsonOut)
-		return out.String(), err
-	}
-
-	// Follow the feed from the start while an alert arrives.
-	var follow lockedBuffer
-	fctx, fcancel := context.WithCancel(ctx)
+	e.conn = conn
 	followDone := make(chan error, 1)
-	go func() { followDone <- runAlerts(fctx, conn, []string{"--follow", "--after", "0"}, &follow, false) }()
+	go func() { followDone <- runAlerts(fctx, e, []string{"--follow", "--after", "0", "--vehicle", "van-7"}) }()
 
-	data, _ := proto.Marshal(&fleetv1.Event{EventId: "g1", Source: "geofence", Kind: "exit", VehicleId: "van-7", Time: timestamppb.Now(),
-		Attributes: map[string]string{"zone_id": "yard", "zone_name": "Yard", "must_stay_inside": "true"}})
-	if _, err := b.JS.Publish(ctx, bus.EventSubject("geofence", "exit", "van-7", "g1"), data, jetstream.WithMsgID("g1")); err != nil {
-		t.Fatal(err)
+	for i, v := range []string{"van-7", "van-8", "van-9"} {
+		raise(t, "g"+string(rune('1'+i)), v)
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(follow.String(), "zone_exit") {
 		if time.Now().After(deadline) {
-			t.Fatalf("alerts --follow never showed the alert; output:\n%s", follow.String())
+			t.Fatalf("alerts --follow never showed the alert; output:\n%s\nstderr:\n%s", follow.String(), followErr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -99,46 +78,65 @@ func TestDispatchCommands(t *testing.T) {
 	if err := <-followDone; err != nil {
 		t.Fatalf("alerts --follow on interrupt: got %v, want nil", err)
 	}
-
-	for _, tc := range []struct {
-		name    string
-		f       func(context.Context, *grpc.ClientConn, []string, io.Writer, bool) error
-		json    bool
-		args    []string
-		want    []string // substrings of the output
-		wantErr string
-	}{
-		{"list", runAlerts, false, []string{"--vehicle", "van-7"}, []string{"ID", "zone_exit", "critical", "open", "Yard"}, ""},
-		{"list json", runAlerts, true, []string{"--state", "open"}, []string{`"kind":"zone_exit"`}, ""},
-		{"bad state", runAlerts, false, []string{"--state", "closed"}, nil, "unknown state"},
-		{"ack", runAck, false, []string{"1", "--note", "calling driver", "--who", "ann"}, []string{"acknowledged", "ann"}, ""},
-		{"ack again", runAck, false, []string{"1", "--who", "ann"}, nil, "FailedPrecondition"},
-		{"resolve", runResolve, false, []string{"--who", "bob", "1"}, []string{"resolved", "bob"}, ""},
-		{"ack unknown", runAck, false, []string{"42", "--who", "ann"}, nil, "NotFound"},
-		{"ack bad id", runAck, false, []string{"x", "--who", "ann"}, nil, "not a number"},
-		{"command queued offline", runSendCommand, false, []string{"van-7", "immobilize", "--who", "ann"}, []string{"immobilize", "queued", "offline", "ann"}, ""},
-		{"command params", runSendCommand, true, []string{"van-7", "set-report-interval", "moving_s=15", "--who", "ann", "--ttl", "1h"}, []string{`"moving_s":"15"`, "COMMAND_STATE_QUEUED"}, ""},
-		{"command bad param", runSendCommand, false, []string{"van-7", "set_report_interval", "moving_s=fast", "--who", "ann"}, nil, "InvalidArgument"},
-		{"command bad kind", runSendCommand, false, []string{"van-7", "selfdestruct", "--who", "ann"}, nil, "unknown command kind"},
-		{"commands", runCommands, false, []string{"van-7"}, []string{"set_report_interval", "immobilize", "queued"}, ""},
-		{"commands by state", runCommands, false, []string{"--state", "executed"}, []string{"ID"}, ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			out, err := call(tc.f, tc.json, tc.args...)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("got error %v, want one containing %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(out, w) {
-					t.Fatalf("output lacks %q:\n%s", w, out)
-				}
-			}
-		})
+	lines := strings.Split(follow.String(), "\n")
+	if !strings.HasPrefix(lines[0], "ID ") || strings.Index(lines[0], "VEHICLE") != strings.Index(lines[1], "van-7") {
+		t.Fatalf("alerts --follow is not aligned:\n%s", follow.String())
 	}
+	if strings.Contains(follow.String(), "van-8") {
+		t.Fatalf("alerts --follow --vehicle van-7 showed van-8:\n%s", follow.String())
+	}
+
+	// Wait for all three in the list.
+	for {
+		out, _, _ := ctl(t, "alerts", "--kind", "zone_exit")
+		if strings.Contains(out, "3 shown of 3 matching alerts") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alerts never listed 3 zone exits:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mustCtl(t, []string{"1 shown of 3 matching alerts", "next page: fleetctl alerts --page-token"}, "alerts", "--kind", "zone_exit", "--limit", "1")
+	mustCtl(t, []string{"ID", "zone_exit", "critical", "open", "Yard", "UTC"}, "alerts", "--vehicle", "van-7")
+	mustCtl(t, []string{`"kind":"zone_exit"`}, "alerts", "--state", "open", "-o", "json")
+	failCtl(t, 2, "unknown state", "alerts", "--state", "closed")
+
+	id := func(vehicle string) string {
+		out := mustCtl(t, nil, "alerts", "--vehicle", vehicle, "-o", "csv")
+		return strings.SplitN(strings.Split(out, "\n")[1], ",", 2)[0]
+	}
+	a7, a8 := id("van-7"), id("van-8")
+	mustCtl(t, []string{"acknowledged", "admin"}, "ack", a7, "--note", "calling driver")
+	failCtl(t, 2, "either alert ids or --all", "resolve", a7, "--all")
+	mustCtl(t, []string{"resolved", "admin"}, "resolve", a7, "--who", "mallory") // the principal, not what was typed
+	failCtl(t, 1, "FailedPrecondition", "ack", a7)
+	failCtl(t, 1, "NotFound", "ack", "4242")
+	failCtl(t, 2, "not a number", "ack", "x")
+	failCtl(t, 2, "which alerts", "ack")
+	// Bulk: every open zone exit, then resolve the rest.
+	_, stderr, code := ctl(t, "ack", "--all", "--kind", "zone_exit")
+	if code != 0 || !strings.Contains(stderr, "2 alerts acknowledged, 0 failed") {
+		t.Fatalf("ack --all: exit %d, %s", code, stderr)
+	}
+	_, stderr, code = ctl(t, "resolve", a8, "4242")
+	if code != 1 || !strings.Contains(stderr, "1 alerts resolved, 1 failed") || !strings.Contains(stderr, "alert 4242") {
+		t.Fatalf("resolve with one unknown id: exit %d, %s", code, stderr)
+	}
+	_, stderr, code = ctl(t, "resolve", "--all", "--kind", "zone_exit")
+	if code != 0 || !strings.Contains(stderr, "1 alerts resolved") {
+		t.Fatalf("resolve --all: exit %d, %s", code, stderr)
+	}
+	mustCtl(t, []string{"0 shown of 0 matching alerts"}, "alerts", "--kind", "zone_exit", "--state", "open")
+
+	// Commands.
+	mustCtl(t, []string{"immobilize", "queued", "offline", "admin"}, "command", "van-7", "immobilize")
+	out := mustCtl(t, []string{`"moving_s":"15"`, "COMMAND_STATE_QUEUED"}, "command", "van-7", "set-report-interval", "moving_s=15", "--ttl", "1h", "-o", "json")
+	_ = out
+	failCtl(t, 1, "InvalidArgument", "command", "van-7", "set_report_interval", "moving_s=fast")
+	failCtl(t, 2, "unknown command kind", "command", "van-7", "selfdestruct")
+	list := mustCtl(t, []string{"set_report_interval", "immobilize", "queued"}, "commands", "van-7")
+	cmdID := strings.Fields(strings.Split(list, "\n")[1])[0]
+	mustCtl(t, []string{"command:", cmdID, "history:", "queued"}, "commands", "show", cmdID)
+	mustCtl(t, []string{"ID"}, "commands", "--state", "executed")
 }
