@@ -46,7 +46,10 @@ type Across struct {
 
 // Reference sizes.
 const (
-	refReadings    = 8 // driving readings per reference (4 min at the usual 30 s)
+	// refReadings: driving readings per reference (10 min at the usual 30 s). Slosh on
+	// the road moves a truck's level by several litres from one reading to the next, and
+	// neighbouring readings move together: a reference needs minutes of them.
+	refReadings    = 20
 	refMinReadings = 4 // fewest readings that still make a reference
 	// defaultLagSec is the sensor lag assumed when the profile gives none: the slowest
 	// damped sensor the detector must handle, so an unknown sensor is never trusted
@@ -70,24 +73,34 @@ func (d *Detector) refSkip() time.Duration {
 	return max(d.cfg.SloshIgnore, time.Duration(3*lag*float64(time.Second)))
 }
 
-// refLevel returns a reference's level (the median), its time and distance, and the
-// standard error of the level: the readings' robust spread (1.4826 × the median
-// absolute deviation) over the square root of half their number, because slosh makes
-// neighbouring readings move together.
-func refLevel(buf []RefReading) (l float64, t time.Time, dist, se float64) {
+// refLevel returns a reference's level, its time and distance, and the standard error
+// of the level. Each reading is first carried to the reference's median distance with
+// the consumption per km, so a long window on the road does not smear the level; the
+// level is then a trimmed mean, which rejects spikes like a median but uses the
+// independent part of every reading (slosh is the noise that matters, and it averages
+// out only over many readings). The standard error is the readings' robust spread
+// (1.4826 × the median absolute deviation) over the square root of half their number,
+// because slosh makes neighbouring readings move together.
+func (d *Detector) refLevel(buf []RefReading) (l float64, t time.Time, dist, se float64) {
 	ls := make([]float64, len(buf))
 	ts := make([]float64, len(buf))
 	ds := make([]float64, len(buf))
 	for i, b := range buf {
-		ls[i], ts[i], ds[i] = b.L, float64(b.T), b.DistM
+		ts[i], ds[i] = float64(b.T), b.DistM
 	}
-	l = median(ls)
+	dist = median(ds)
+	lkm := d.lkm()
+	for i, b := range buf {
+		ls[i] = b.L - lkm*(dist-b.DistM)/1000
+	}
+	l = levelEstimate(ls)
+	mid := median(ls)
 	dev := make([]float64, len(ls))
 	for i, x := range ls {
-		dev[i] = math.Abs(x - l)
+		dev[i] = math.Abs(x - mid)
 	}
 	se = 1.4826 * median(dev) / math.Sqrt(math.Max(1, float64(len(ls))/2))
-	return l, time.UnixMilli(int64(median(ts))).UTC(), median(ds), se
+	return l, time.UnixMilli(int64(median(ts))).UTC(), dist, se
 }
 
 // across runs for every reading after the in-stop judgement; evs are the events the
@@ -170,7 +183,7 @@ func (d *Detector) openStop(out []Event) []Event {
 	if st.Across != nil {
 		out = d.judgeAcross(out)
 	}
-	l, t, dist, se := refLevel(st.DriveBuf)
+	l, t, dist, se := d.refLevel(st.DriveBuf)
 	d.learnConsumption(l, dist)
 	st.Across = &Across{ArrL: l, ArrSE: se, ArrT: t, ArrDist: dist, ArrIdle: st.StopIdle, StopAt: st.StopSeen, Lat: st.StopLat, Lon: st.StopLon, HasPos: st.StopPos}
 	return out
@@ -203,21 +216,23 @@ func (d *Detector) learnConsumption(l, dist float64) {
 // consumption is what the engine burnt from the arrival to the departure reference:
 // idle burn for the standing running time, the learned litres per km for the distance.
 func (d *Detector) consumption(a *Across, depDist float64) float64 {
-	st := d.st
-	lkm := st.Lkm
-	if lkm == 0 {
-		// Unlearned: a tenth of a percent of the tank per km (a 50 L car 0.05 L/km, a
-		// 300 L truck 0.3 L/km) is the right order for road vehicles.
-		lkm = math.Max(d.prof.CapacityL, 50) / 1000
+	return d.cfg.IdleBurnLph*(d.st.IdleSec-a.ArrIdle)/3600 + d.lkm()*math.Max(0, depDist-a.ArrDist)/1000
+}
+
+// lkm is the consumption per km: learned, or a tenth of a percent of the tank per km
+// (a 50 L car 0.05 L/km, a 300 L truck 0.3 L/km), the right order for road vehicles.
+func (d *Detector) lkm() float64 {
+	if d.st.Lkm > 0 {
+		return d.st.Lkm
 	}
-	return d.cfg.IdleBurnLph*(st.IdleSec-a.ArrIdle)/3600 + lkm*math.Max(0, depDist-a.ArrDist)/1000
+	return math.Max(d.prof.CapacityL, 50) / 1000
 }
 
 func (d *Detector) judgeAcross(out []Event) []Event {
 	st := d.st
 	a := st.Across
 	st.Across = nil
-	dep, _, depDist, depSE := refLevel(st.DriveBuf)
+	dep, _, depDist, depSE := d.refLevel(st.DriveBuf)
 	st.DepL, st.DepDist, st.HasDep = dep, depDist, true
 	exp := d.consumption(a, depDist)
 	net := dep - a.ArrL + exp

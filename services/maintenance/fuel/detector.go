@@ -743,7 +743,7 @@ func (d *Detector) refine(p *Event) {
 		}
 	}
 	if len(raw) < refMinReadings {
-		raw = st.StableRaw[max(0, len(st.StableRaw)-refReadings):]
+		raw = st.StableRaw[max(0, len(st.StableRaw)-2*refMinReadings):]
 	}
 	if len(raw) == 0 {
 		return
@@ -786,11 +786,22 @@ func (d *Detector) endStop(r Reading, out []Event) []Event {
 				k++
 			}
 		}
+		monotonic := false
 		if k < 2 && n >= 3 && st.Phase == phaseChanging {
-			k = 3 // a noisy end of a long change: the median of the last three readings
+			// The level was still moving when the vehicle left. Readings that keep going
+			// one way are a change caught before its end (a pump still running as the
+			// last reading was taken, a damped sensor still following): the last reading
+			// is the nearest to the end. Otherwise the end is noisy, and the median of
+			// the last three readings rejects a spike.
+			a, b, c := st.Raw[n-3], st.Raw[n-2], st.Raw[n-1]
+			monotonic = a <= b && b <= c || a >= b && b >= c
+			k = 3
 		}
 		if k >= 2 {
 			after := median(st.Raw[n-k:])
+			if monotonic {
+				after = st.Raw[n-1]
+			}
 			if math.Abs(after-median(st.Stable)) > band {
 				endAt := time.UnixMilli(st.RawTimes[n-k]).UTC()
 				out = d.conclude(d.stableChange(), after, endAt, KindUnspecified, out)

@@ -86,6 +86,9 @@ type Record struct {
 	HasHours    bool
 	OdometerM   float64
 	Lat, Lon    float64
+	// TrueL and OffsetL are ground truth for diagnosing a detector, never input to one:
+	// the litres in the tank and the slope offset the sensor sees at the report.
+	TrueL, OffsetL float64
 }
 
 // Event is a true refuel or drain. Litres is the volume dispensed into or taken out of
@@ -299,6 +302,7 @@ func (s *sim) emit() {
 	s.tr.Records = append(s.tr.Records, Record{
 		Time: s.t, LevelL: v, HasLevel: has, SpeedKmh: math.Round(s.speed*10) / 10, Ignition: s.ign,
 		EngineHours: s.hrs, HasHours: true, OdometerM: s.odoM, Lat: s.lat, Lon: s.lon,
+		TrueL: s.level, OffsetL: s.offset,
 	})
 }
 
