@@ -54,8 +54,9 @@ type Config struct {
 	// SloshIgnore). Off by default: slosh makes such judgements unreliable.
 	RefuelWhileMoving bool
 	DrainWhileMoving  bool
-	// DriveKmh is the speed at or above which readings count as driving for the
-	// across-stop judgement (10 km/h): creeping at walking pace is part of the stop.
+	// DriveKmh is the speed at or above which readings count as driving, for the
+	// across-stop judgement and for ending the in-stop judgement's stop (10 km/h):
+	// creeping at walking pace is part of the stop (its readings are not judged).
 	DriveKmh float64
 	// AcrossMinPct is the smallest change, in percent of the tank, the across-stop
 	// judgement reports (5 %): its references are read on the road, where slosh moves
@@ -345,8 +346,16 @@ func (d *Detector) Add(r Reading) ([]Event, error) {
 	}
 	d.account(r)
 	moving := r.SpeedKmh >= d.cfg.MovingKmh
+	// Creeping at walking pace (below DriveKmh: a yard manoeuvre, a queue at the pump)
+	// is part of the stop. Its readings slosh and are not judged, but the stop's level
+	// and a change in progress carry on: ending the stop at every creep would cut a
+	// siphon done while creeping into pieces, each measured from the middle of it.
+	leaving := moving && r.SpeedKmh >= d.cfg.DriveKmh
 	var out []Event
 	if moving {
+		st.LastMoveTime = r.Time
+	}
+	if leaving {
 		if !st.Moving {
 			st.Moving = true
 			st.MotionStart = r.Time
@@ -354,8 +363,7 @@ func (d *Detector) Add(r Reading) ([]Event, error) {
 			// the drive will consume.
 			out = d.endStop(r, out)
 		}
-		st.LastMoveTime = r.Time
-	} else if st.Moving {
+	} else if !moving && st.Moving {
 		st.Moving = false
 		st.HasPreStop = false
 		if len(st.DriveRaw) >= driveWindow/2 {
@@ -373,7 +381,7 @@ func (d *Detector) Add(r Reading) ([]Event, error) {
 		st.Judging = judge
 		st.Raw, st.RawTimes = st.Raw[:0], st.RawTimes[:0]
 	}
-	if r.HasLevel && moving {
+	if r.HasLevel && moving && st.Moving {
 		st.DriveRaw = append(st.DriveRaw, r.Level)
 		if len(st.DriveRaw) > driveWindow {
 			st.DriveRaw = st.DriveRaw[len(st.DriveRaw)-driveWindow:]
@@ -636,7 +644,8 @@ func (d *Detector) conclude(c change, after float64, endAt time.Time, only Kind,
 		// A change that continues the pending event in its direction soon after it is
 		// part of it, whatever its own size: a slow drain with noise can look settled
 		// for a few readings half-way.
-		if p := st.Pending; p != nil && st.PendingOpen && dir == kindDirection(p.Kind) && c.start.Sub(p.End) <= d.cfg.MergeGap {
+		drift := d.drifting(dir)
+		if p := st.Pending; p != nil && st.PendingOpen && dir == kindDirection(p.Kind) && (c.start.Sub(p.End) <= d.cfg.MergeGap || drift) {
 			p.End = endAt
 			p.ExpectedL += d.cfg.IdleBurnLph * (st.EngineSec - c.startEng) / 3600
 			p.Moving = p.Moving || c.moved
@@ -645,7 +654,7 @@ func (d *Detector) conclude(c change, after float64, endAt time.Time, only Kind,
 			return out
 		}
 		// Likewise a change that continues a smaller one is judged from where that began.
-		if cr := st.Carry; cr != nil && dir == cr.Dir && c.start.Sub(cr.End) <= d.cfg.MergeGap {
+		if cr := st.Carry; cr != nil && dir == cr.Dir && (c.start.Sub(cr.End) <= d.cfg.MergeGap || drift) {
 			c.before, c.start, c.startEng = cr.Before, cr.Start, cr.StartEng
 			c.lat, c.lon, c.hasPos = cr.Lat, cr.Lon, cr.HasPos
 			c.moved = c.moved || cr.Moved
@@ -691,6 +700,41 @@ func (d *Detector) conclude(c change, after float64, endAt time.Time, only Kind,
 	st.Pending = &ev
 	st.PendingOpen = true
 	return out
+}
+
+// drifting reports whether the stable level a change left kept moving in direction dir
+// while it was taken as stable: a slow drain (15 L over an hour) falls by a few tenths
+// of a litre a minute, slow enough for four readings to look settled half-way and for
+// the rest to stay within the band for longer than MergeGap. Its readings' least-squares
+// slope over the time they span, less what the engine burnt meanwhile, must move the
+// level by a third of the band.
+func (d *Detector) drifting(dir int) bool {
+	st := d.st
+	n := len(st.StableRaw)
+	if n < 6 || dir == 0 {
+		return false
+	}
+	t0 := st.StableRawT[0]
+	span := float64(st.StableRawT[n-1]-t0) / 1000
+	if span < 300 {
+		return false
+	}
+	var sx, sy, sxx, sxy float64
+	for i, y := range st.StableRaw {
+		x := float64(st.StableRawT[i]-t0) / 1000
+		sx, sy, sxx, sxy = sx+x, sy+y, sxx+x*x, sxy+x*y
+	}
+	fn := float64(n)
+	den := fn*sxx - sx*sx
+	if den <= 0 {
+		return false
+	}
+	slope := (fn*sxy - sx*sy) / den // litres per second
+	move := slope * span
+	if dir < 0 {
+		move = -move - d.cfg.IdleBurnLph*span/3600
+	}
+	return move >= d.band()/3
 }
 
 // Carry is a level change too small to report, remembered for MergeGap in case the
