@@ -149,6 +149,9 @@ type thresholdOverride struct {
 	JamGSMDrop         *int8    `json:"jam_gsm_drop"`
 	JamSilentAfterS    *float64 `json:"jam_silent_after_s"`
 	JamLongLossS       *float64 `json:"jam_long_loss_s"`
+	// FuelMinConfidence is the group's fuel-theft confidence threshold
+	// (Config.FuelMinConfidenceByGroup); ParseConfig reads it, it is no detector threshold.
+	FuelMinConfidence *float64 `json:"fuel_min_confidence"`
 }
 
 func (o *thresholdOverride) apply(t Thresholds) Thresholds {
@@ -205,6 +208,35 @@ func ParseDetectConfig(data []byte, base DetectConfig) (DetectConfig, error) {
 			return base, fmt.Errorf("thresholds of group %q: %w", g, err)
 		}
 		base.GroupThresholds[g] = t
+	}
+	return base, nil
+}
+
+// ParseConfig reads the schedules file onto base: schedules, groups and per-group
+// thresholds (ParseDetectConfig), and each group's fuel-theft confidence threshold
+// ("fuel_min_confidence" in its thresholds, 0..1) into FuelMinConfidenceByGroup.
+func ParseConfig(data []byte, base Config) (Config, error) {
+	det, err := ParseDetectConfig(data, base.Detect)
+	if err != nil {
+		return base, err
+	}
+	_, _, f, err := parseScheduleFile(data)
+	if err != nil {
+		return base, err
+	}
+	base.Detect = det
+	for g, o := range f.Thresholds {
+		if o.FuelMinConfidence == nil {
+			continue
+		}
+		th := *o.FuelMinConfidence
+		if !(th >= 0 && th <= 1) {
+			return base, fmt.Errorf("%w: group %q: fuel_min_confidence %v outside 0..1", ErrInvalid, g, th)
+		}
+		if base.FuelMinConfidenceByGroup == nil {
+			base.FuelMinConfidenceByGroup = make(map[string]float64)
+		}
+		base.FuelMinConfidenceByGroup[g] = th
 	}
 	return base, nil
 }

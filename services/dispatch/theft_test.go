@@ -646,6 +646,34 @@ func TestGroupThresholds(t *testing.T) {
 	}
 }
 
+func TestGroupFuelConfidence(t *testing.T) {
+	cfg, err := ParseConfig([]byte(`{"groups":{"v1":"trucks","v2":"vans"},
+		"thresholds":{"trucks":{"fuel_min_confidence":0.8},"vans":{"tow_distance_m":500}}}`), DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		vehicle string
+		want    float64
+	}{{"v1", 0.8}, {"v2", FuelMinConfidence}, {"v3", FuelMinConfidence}} {
+		if got := cfg.fuelThreshold(tc.vehicle); got != tc.want {
+			t.Errorf("%s: got threshold %v, want %v", tc.vehicle, got, tc.want)
+		}
+	}
+	if got := cfg.Detect.GroupThresholds["vans"].TowDistanceM; got != 500 {
+		t.Errorf("vans tow distance: got %v, want 500 (the detector thresholds still apply)", got)
+	}
+	for _, bad := range []string{
+		`{"thresholds":{"x":{"fuel_min_confidence":1.5}}}`,
+		`{"thresholds":{"x":{"fuel_min_confidence":-0.1}}}`,
+		`{"thresholds":{"x":{"fuel_min_confidence":"high"}}}`,
+	} {
+		if _, err := ParseConfig([]byte(bad), DefaultConfig()); !errors.Is(err, ErrInvalid) {
+			t.Errorf("ParseConfig(%s): got %v, want ErrInvalid", bad, err)
+		}
+	}
+}
+
 func TestGradeFuelAlert(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Detect.Groups = map[string]string{"cargo1": "cargo", "van1": "vans"}

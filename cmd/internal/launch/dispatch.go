@@ -18,8 +18,9 @@ func buildDispatch(d deps) (service, error) {
 		if err != nil {
 			return nil, fmt.Errorf("schedules: %w", err)
 		}
-		// Schedules, groups and per-group theft thresholds (docs/dispatch.md).
-		if cfg.Detect, err = dispatch.ParseDetectConfig(data, cfg.Detect); err != nil {
+		// Schedules, groups, per-group theft thresholds and fuel-theft confidence
+		// thresholds (docs/dispatch.md).
+		if cfg, err = dispatch.ParseConfig(data, cfg); err != nil {
 			return nil, fmt.Errorf("schedules %s: %w", path, err)
 		}
 	}
