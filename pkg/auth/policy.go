@@ -25,6 +25,7 @@ const (
 	alerts      = "/fleet.v1.AlertService/"
 	commands    = "/fleet.v1.CommandService/"
 	tokens      = "/fleet.v1.TokenService/"
+	devices     = "/fleet.v1.DeviceService/"
 	audit       = "/fleet.v1.AuditService/"
 )
 
@@ -105,4 +106,12 @@ var Policy = map[string]Rule{
 	tokens + "RevokeToken": admin,
 
 	audit + "ListAuditRecords": {Role: Admin},
+
+	// Device credentials are the fleet's keys: even reading the registry is an admin's
+	// business (it lists every device id an attacker could try).
+	devices + "AddDevice":    admin,
+	devices + "GetDevice":    {Role: Admin},
+	devices + "ListDevices":  {Role: Admin},
+	devices + "RevokeDevice": admin,
+	devices + "RotateDevice": admin,
 }
