@@ -19,6 +19,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "credentials" {
+		os.Exit(launch.CredentialsMain(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	fs := flag.NewFlagSet("fleetwire", flag.ExitOnError)
 	var o launch.Options
 	o.Flags(fs, launch.Options{

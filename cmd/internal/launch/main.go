@@ -31,6 +31,10 @@ func Main(service string) {
 		// with the services.
 		def.RedisURL, def.GRPCAddr, def.MetricsAddr = "memory", "127.0.0.1:50055", "127.0.0.1:9468"
 	}
+	if service == Devices {
+		// The registry is a JetStream bucket: no Redis.
+		def.RedisURL, def.GRPCAddr, def.MetricsAddr = "memory", "127.0.0.1:50056", "127.0.0.1:9469"
+	}
 	o.Flags(fs, def)
 	if service == Teltonika {
 		o.TeltonikaFlags(fs, TeltonikaOptions{TCPAddr: "127.0.0.1:5027", UDPAddr: "127.0.0.1:5027"})

@@ -25,8 +25,8 @@ const (
 	Dispatch    = "dispatch" // theft detection, the alert feed and commands to vehicles
 )
 
-// AllServices is every service, in start order.
-var AllServices = []string{Tracking, Geofence, Maintenance, Dispatch}
+// AllServices is every service, in start order (Devices is in devices.go).
+var AllServices = []string{Tracking, Geofence, Maintenance, Dispatch, Devices}
 
 // ErrConfig is wrapped by every configuration error: a malformed environment value, an
 // unknown service. Such errors stop the process at start rather than fall back to a default
@@ -76,6 +76,8 @@ type Options struct {
 	FallbackPorts bool
 	// Teltonika configures the Teltonika gateway (service Teltonika).
 	Teltonika TeltonikaOptions
+	// Devices configures the provisioning service (service Devices).
+	Devices DevicesOptions
 
 	// envErr collects malformed environment values seen by Flags; Validate reports them.
 	envErr error
@@ -114,6 +116,7 @@ func (o *Options) Flags(fs *flag.FlagSet, def Options) {
 	fs.StringVar(&o.TrackingRules, "tracking-rules", e.str("FLEETWIRE_TRACKING_RULES", ""), "JSON file of per-device-model GPS filter profiles and per-group trip thresholds (docs/tracking.md); empty uses the defaults (env FLEETWIRE_TRACKING_RULES)")
 	fs.DurationVar(&o.Grace, "grace", e.duration("FLEETWIRE_GRACE", 10*time.Second), "graceful shutdown limit (env FLEETWIRE_GRACE)")
 	o.securityFlags(fs, &e)
+	o.devicesFlags(fs, &e)
 	o.envErr = e.err()
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/fleetwire/fleetwire/pkg/auth"
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
+	"github.com/fleetwire/fleetwire/pkg/natsauth"
 	"github.com/fleetwire/fleetwire/pkg/redisconn"
 	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 )
@@ -44,6 +45,9 @@ type service interface {
 
 // deps are what the components of one process share.
 type deps struct {
+	// ctx lives as long as the process: for what a component opens at build and keeps
+	// running (a key-value mirror), not for requests.
+	ctx    context.Context
 	opts   Options
 	groups *auth.Groups // vehicle → groups, written by tracking's registry
 	bus    *bus.Bus
@@ -69,7 +73,12 @@ var builders = map[string]func(deps) (service, error){
 	Maintenance: buildMaintenance,
 	Dispatch:    buildDispatch,
 	Teltonika:   buildTeltonika,
+	Devices:     buildDevices,
 }
+
+// streamless is implemented by components that consume no telemetry partitions (the
+// Teltonika gateway, the devices service): readiness waits for no consumer of theirs.
+type streamless interface{ streamless() }
 
 // catchUpBound is how far behind its stream a consumer may be for the process to report
 // ready: about a second of a busy partition.
@@ -86,6 +95,8 @@ type Platform struct {
 	TeltonikaTCP, TeltonikaUDP string
 	// TeltonikaDevices registers devices with the running gateway (nil without one).
 	TeltonikaDevices *teltonika.MemoryRegistry
+	// DeviceRegistry is the devices service's registry when it runs (nil otherwise).
+	DeviceRegistry *natsauth.Devices
 	// How to reach the gRPC API: the CA that signed its certificate and the bootstrap
 	// admin token (both empty when Insecure, or when certificates were given without a
 	// token file). Credentials is the development credentials directory when one is used.
@@ -168,7 +179,7 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 		return fail(fmt.Errorf("security: %w", err))
 	}
 	p.CAFile, p.AdminToken, p.Credentials, p.Insecure = sec.caFile, sec.token, sec.creds, o.Security.Insecure
-	d := deps{opts: o, bus: b, parts: parts, redis: p.redis, log: log, reg: reg, prefix: o.RedisPrefix, groups: sec.groups}
+	d := deps{ctx: ctx, opts: o, bus: b, parts: parts, redis: p.redis, log: log, reg: reg, prefix: o.RedisPrefix, groups: sec.groups}
 
 	gs := sec.server(log.With("component", "grpc"), reg)
 	type named struct {
@@ -176,6 +187,7 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 		svc  service
 	}
 	var svcs []named
+	consuming := 0
 	for _, name := range o.Services {
 		s, err := builders[name](d)
 		if err != nil {
@@ -183,13 +195,19 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 		}
 		s.Register(gs.GRPC)
 		svcs = append(svcs, named{name, s})
+		if _, ok := s.(streamless); !ok {
+			consuming++
+		}
+		if ds, ok := s.(devicesService); ok {
+			p.DeviceRegistry = ds.registry
+		}
 		if tg, ok := s.(teltonikaGateway); ok {
 			p.TeltonikaTCP, p.TeltonikaUDP, p.TeltonikaDevices = tg.TCPAddr(), tg.UDPAddr(), tg.registry
 		}
 	}
 	// Ready once every consumer is within catchUpBound messages of its stream's end: a
 	// rebuilt in-memory state or a service back from an outage answers queries only then.
-	consumers := len(parts) * len(svcs)
+	consumers := len(parts) * consuming
 	if slices.Contains(o.Services, Dispatch) {
 		consumers++ // dispatch-events
 	}

@@ -76,6 +76,9 @@ type teltonikaGateway struct {
 
 func (teltonikaGateway) Register(*grpc.Server) {}
 
+// streamless: the gateway publishes and consumes no stream, so readiness waits for none.
+func (teltonikaGateway) streamless() {}
+
 func buildTeltonika(d deps) (service, error) {
 	o := d.opts.Teltonika
 	if o.TCPAddr == "" && o.UDPAddr == "" {

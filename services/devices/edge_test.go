@@ -1,0 +1,209 @@
+package devices
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/grpctest"
+	"github.com/fleetwire/fleetwire/pkg/natsauth"
+	"github.com/fleetwire/fleetwire/pkg/natstest"
+	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
+)
+
+func testLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// serve runs the service over the real registry on b's NATS server, behind real gRPC.
+func serve(t *testing.T, b *bus.Bus, cfg Config) (fleetv1.DeviceServiceClient, *natsauth.Devices) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	reg, err := natsauth.OpenDevices(ctx, b.JS, 1, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, reg, testLog(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fleetv1.NewDeviceServiceClient(grpctest.Serve(t, s.Register)), reg
+}
+
+// The edge's error table over real gRPC: a bad id or page token is InvalidArgument, an
+// unknown device NotFound, a taken id AlreadyExists, a registry outage Unavailable, and
+// the driver's text (NATS's errors, the server's address) never reaches the client.
+func TestEdgeErrors(t *testing.T) {
+	b := natstest.Bus(t)
+	c, _ := serve(t, b, Config{})
+	// A second connection whose registry loses NATS: its writes fail like an outage.
+	lost := natstest.Client(t, b)
+	down, _ := serve(t, lost, Config{})
+	lost.Close()
+
+	ctx := testCtx(t)
+	if _, err := c.AddDevice(ctx, &fleetv1.AddDeviceRequest{DeviceId: "veh-1"}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		call func(ctx context.Context) error
+		want codes.Code
+	}{
+		{"not found", func(ctx context.Context) error {
+			_, err := c.GetDevice(ctx, &fleetv1.GetDeviceRequest{DeviceId: "nowhere"})
+			return err
+		}, codes.NotFound},
+		{"revoke unknown", func(ctx context.Context) error {
+			_, err := c.RevokeDevice(ctx, &fleetv1.RevokeDeviceRequest{DeviceId: "nowhere"})
+			return err
+		}, codes.NotFound},
+		{"rotate unknown", func(ctx context.Context) error {
+			_, err := c.RotateDevice(ctx, &fleetv1.RotateDeviceRequest{DeviceId: "nowhere"})
+			return err
+		}, codes.NotFound},
+		{"id with a subject wildcard", func(ctx context.Context) error {
+			_, err := c.AddDevice(ctx, &fleetv1.AddDeviceRequest{DeviceId: "veh.*"})
+			return err
+		}, codes.InvalidArgument},
+		{"empty id", func(ctx context.Context) error {
+			_, err := c.GetDevice(ctx, &fleetv1.GetDeviceRequest{})
+			return err
+		}, codes.InvalidArgument},
+		{"model with a control character", func(ctx context.Context) error {
+			_, err := c.AddDevice(ctx, &fleetv1.AddDeviceRequest{DeviceId: "veh-2", Model: "fmb\n920"})
+			return err
+		}, codes.InvalidArgument},
+		{"page token that is no id", func(ctx context.Context) error {
+			_, err := c.ListDevices(ctx, &fleetv1.ListDevicesRequest{PageToken: "not a token"})
+			return err
+		}, codes.InvalidArgument},
+		{"id taken", func(ctx context.Context) error {
+			_, err := c.AddDevice(ctx, &fleetv1.AddDeviceRequest{DeviceId: "veh-1"})
+			return err
+		}, codes.AlreadyExists},
+		{"unavailable without driver text", func(ctx context.Context) error {
+			_, err := down.AddDevice(ctx, &fleetv1.AddDeviceRequest{DeviceId: "veh-3"})
+			return err
+		}, codes.Unavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call(testCtx(t))
+			if got := status.Code(err); got != tt.want {
+				t.Fatalf("got %v (%v), want %v", got, err, tt.want)
+			}
+			msg := status.Convert(err).Message()
+			for _, leak := range []string{"nats:", "connection closed", strings.TrimPrefix(b.ClientURL(), "nats://")} {
+				if strings.Contains(msg, leak) {
+					t.Errorf("client sees %q, which contains the driver's %q", msg, leak)
+				}
+			}
+		})
+	}
+	// Nothing the refusals asked for was stored.
+	resp, err := c.ListDevices(ctx, &fleetv1.ListDevicesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(resp.GetDevices()); n != 1 {
+		t.Fatalf("%d devices after the refusals, want only veh-1: %v", n, resp.GetDevices())
+	}
+}
+
+// The lifecycle through the edge: the credential comes once with the URL and user a
+// device needs, lists page in id order, revoke and rotate change what Verify accepts.
+func TestDeviceLifecycle(t *testing.T) {
+	b := natstest.Bus(t)
+	c, reg := serve(t, b, Config{DeviceNATSURL: "nats://fleet.example:4222"})
+	ctx := testCtx(t)
+
+	added, err := c.AddDevice(ctx, &fleetv1.AddDeviceRequest{DeviceId: "veh-b", Model: "fmc130", Protocol: "nats"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred := added.GetCredential()
+	if cred.GetNatsUrl() != "nats://fleet.example:4222" || cred.GetUser() != "veh-b" || cred.GetPassword() == "" {
+		t.Fatalf("credential %v: want the configured URL, user veh-b and a password", cred)
+	}
+	d := added.GetDevice()
+	if d.GetState() != fleetv1.DeviceState_DEVICE_STATE_ACTIVE || d.GetModel() != "fmc130" || d.GetCreatedAt() == nil || d.GetRevokedAt() != nil {
+		t.Fatalf("added device %v", d)
+	}
+	if _, err := reg.Verify(ctx, "veh-b", cred.GetPassword()); err != nil {
+		t.Fatalf("the issued password does not verify: %v", err)
+	}
+
+	// Pages of two, in id order, until the token runs out.
+	for _, id := range []string{"veh-a", "veh-c", "veh-d", "veh-e"} {
+		if _, err := c.AddDevice(ctx, &fleetv1.AddDeviceRequest{DeviceId: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ids []string
+	req := &fleetv1.ListDevicesRequest{PageSize: 2}
+	for pages := 0; ; pages++ {
+		if pages > 5 {
+			t.Fatalf("still paging after %d pages: %v", pages, ids)
+		}
+		resp, err := c.ListDevices(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.GetDevices()) > 2 {
+			t.Fatalf("page of %d, want at most 2", len(resp.GetDevices()))
+		}
+		for _, d := range resp.GetDevices() {
+			ids = append(ids, d.GetDeviceId())
+		}
+		if resp.GetNextPageToken() == "" {
+			break
+		}
+		req.PageToken = resp.GetNextPageToken()
+	}
+	if got, want := strings.Join(ids, ","), "veh-a,veh-b,veh-c,veh-d,veh-e"; got != want {
+		t.Fatalf("listed %s, want %s", got, want)
+	}
+
+	rot, err := c.RotateDevice(ctx, &fleetv1.RotateDeviceRequest{DeviceId: "veh-b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := rot.GetCredential().GetPassword(); p == "" || p == cred.GetPassword() {
+		t.Fatalf("rotation returned password %q, want a new one", p)
+	}
+	if _, err := reg.Verify(ctx, "veh-b", cred.GetPassword()); err == nil {
+		t.Fatal("the old password still verifies after rotation")
+	}
+	if _, err := reg.Verify(ctx, "veh-b", rot.GetCredential().GetPassword()); err != nil {
+		t.Fatalf("the rotated password does not verify: %v", err)
+	}
+
+	rev, err := c.RevokeDevice(ctx, &fleetv1.RevokeDeviceRequest{DeviceId: "veh-b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev.GetDevice().GetState() != fleetv1.DeviceState_DEVICE_STATE_REVOKED || rev.GetDevice().GetRevokedAt() == nil {
+		t.Fatalf("revoked device %v", rev.GetDevice())
+	}
+	if _, err := reg.Verify(ctx, "veh-b", rot.GetCredential().GetPassword()); err == nil {
+		t.Fatal("a revoked device still verifies")
+	}
+	got, err := c.GetDevice(ctx, &fleetv1.GetDeviceRequest{DeviceId: "veh-b"})
+	if err != nil || got.GetDevice().GetState() != fleetv1.DeviceState_DEVICE_STATE_REVOKED {
+		t.Fatalf("GetDevice after revoke: %v, %v", got, err)
+	}
+}
