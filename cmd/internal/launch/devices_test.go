@@ -162,3 +162,19 @@ func waitServing(ctx context.Context, t *testing.T, conn *grpc.ClientConn) {
 		}
 	}
 }
+
+// The all-in-one as cmd/fleetwire starts it (every service, the Teltonika gateway and the
+// devices service) earns SERVING: components that consume no stream add no consumer for
+// readiness to wait on.
+func TestAllInOneWithStreamlessComponentsBecomesReady(t *testing.T) {
+	p := startPlatform(t, Options{RedisURL: "memory",
+		Services:  append(append([]string(nil), AllServices...), Teltonika),
+		Teltonika: TeltonikaOptions{TCPAddr: "127.0.0.1:0", UDPAddr: "127.0.0.1:0"},
+	})
+	if !slices.Contains(AllServices, Devices) || p.DeviceRegistry == nil {
+		t.Fatalf("the all-in-one runs without the devices service (AllServices %v)", AllServices)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	waitServing(ctx, t, dial(t, p))
+}
