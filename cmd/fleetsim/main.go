@@ -2,8 +2,11 @@
 // measures a running Fleetwire with a load test.
 //
 //	fleetsim [run] [--nats-url URL] [--vehicles N] [--seed S] [--center LAT,LON] ...
-//	fleetsim load --vehicles N --rate R --duration D [--target URL] [--grpc ADDR] ...
+//	fleetsim load --vehicles N --rate R --duration D [--target URL] [--grpc ADDR] [--zones N] ...
 //	fleetsim COMMAND --cpu-profile FILE [flags]   (writes a CPU profile)
+//
+// fleetsim load exits with status 1 when its verdict is FAIL (loadtest.Result.Err), so a
+// script or CI job can gate on it; the report is written first either way.
 package main
 
 import (
@@ -38,6 +41,25 @@ func main() {
 		}
 		fmt.Fprintln(os.Stderr, "fleetsim:", err)
 		os.Exit(1)
+	}
+}
+
+// usage heads every command's help: both commands are listed whichever was asked about.
+const usage = `usage:
+  fleetsim [run] [flags]    play a simulated fleet against a NATS server
+  fleetsim load [flags]     measure a running Fleetwire: latency to WatchVehicles (and,
+                            with --zones N, to WatchZoneEvents), throughput, missing records;
+                            --ceiling finds the highest sustained rate; exits 1 on FAIL
+  fleetsim COMMAND --cpu-profile FILE [flags]
+run "fleetsim load -h" for the load tester's flags.
+
+`
+
+func setUsage(fs *flag.FlagSet, stderr io.Writer) {
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fmt.Fprintf(stderr, "flags of %s:\n", fs.Name())
+		fs.PrintDefaults()
 	}
 }
 
@@ -123,6 +145,7 @@ func runFleet(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg := fleetsim.DefaultConfig()
 	fs := flag.NewFlagSet("fleetsim run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	setUsage(fs, stderr)
 	url := fs.String("nats-url", envOr(nats.DefaultURL, "FLEETSIM_NATS_URL", "NATS_URL"), "NATS server URL (env FLEETSIM_NATS_URL, NATS_URL); \"embedded\" starts one in-process")
 	creds := fs.String("nats-creds", os.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS)")
 	fleetFlags(fs, &cfg)
@@ -199,6 +222,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg := loadtest.DefaultConfig()
 	fs := flag.NewFlagSet("fleetsim load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	setUsage(fs, stderr)
 	target := fs.String("target", envOr(nats.DefaultURL, "FLEETSIM_NATS_URL", "NATS_URL"), "NATS URL of the system under test (env FLEETSIM_NATS_URL, NATS_URL)")
 	creds := fs.String("nats-creds", os.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS)")
 	grpcAddr := fs.String("grpc", envOr("", "FLEETSIM_GRPC_ADDR"), "tracking gRPC address to watch (env FLEETSIM_GRPC_ADDR); empty: publish side only")
@@ -212,6 +236,8 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "unacknowledged JetStream publishes")
 	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "after publishing, how long to wait for records still on their way")
 	fs.BoolVar(&cfg.Realistic, "realistic", false, "keep tracker faults (invalid fixes, duplicates, tunnels)")
+	fs.IntVar(&cfg.Zones, "zones", 0, "create N zones tiling the simulated city through the geofence API (deleted after the run) and measure zone-event latency on WatchZoneEvents; needs --grpc")
+	ensure := fs.Bool("ensure-streams", false, "create the platform's streams if missing (for a bare NATS server)")
 	fs.BoolVar(&cfg.Ceiling, "ceiling", false, "find the ceiling: raise the rate step by step until p99 or loss crosses its limit")
 	fs.Float64Var(&cfg.CeilingFactor, "ceiling-factor", cfg.CeilingFactor, "rate multiplier between ceiling steps")
 	fs.Float64Var(&cfg.CeilingMax, "ceiling-max", cfg.CeilingMax, "highest rate the ceiling search tries")
@@ -239,6 +265,11 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer b.Close()
+	if *ensure {
+		if err := b.EnsureStreams(ctx, bus.StreamConfig{}); err != nil {
+			return err
+		}
+	}
 	lt, err := loadtest.New(cfg, b.NC, *grpcAddr, log)
 	if err != nil {
 		return err
@@ -264,7 +295,10 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if errors.Is(err, context.Canceled) {
 		return nil // interrupted: the partial result is still reported
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return res.Err() // the verdict: FAIL is a non-zero exit
 }
 
 func writeTo(path string, stdout io.Writer, write func(io.Writer) error) error {

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/geo"
 	"github.com/fleetwire/fleetwire/simulators/fleetsim"
+	"github.com/fleetwire/fleetwire/simulators/loadtest"
 )
 
 func TestCenterFlag(t *testing.T) {
@@ -66,6 +70,7 @@ func TestBadInvocations(t *testing.T) {
 		{[]string{"run", "--vehicles", "-3", "--nats-url", "embedded"}, "invalid simulator config"},
 		{[]string{"load", "--rate", "-1", "--target", "embedded"}, "invalid load test config"},
 		{[]string{"run", "--center", "nowhere"}, "LAT,LON"},
+		{[]string{"load", "--zones", "3", "--target", "embedded"}, "zones need the dispatcher side"},
 	}
 	for _, tt := range tests {
 		var out, errs bytes.Buffer
@@ -73,5 +78,40 @@ func TestBadInvocations(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error()+errs.String(), tt.want) {
 			t.Errorf("%v: got %v (%s), want an error mentioning %q", tt.args, err, errs.String(), tt.want)
 		}
+	}
+}
+
+func TestHelpNamesBothCommands(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"run", "-h"}, {"load", "-h"}} {
+		var out, errs bytes.Buffer
+		err := run(context.Background(), args, &out, &errs)
+		if !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("%v: got %v, want flag.ErrHelp", args, err)
+		}
+		help := errs.String()
+		if !strings.Contains(help, "fleetsim load") || !strings.Contains(help, "fleetsim [run]") {
+			t.Errorf("%v: help does not list both commands:\n%s", args, help)
+		}
+	}
+	var errs bytes.Buffer
+	_ = run(context.Background(), []string{"load", "-h"}, io.Discard, &errs)
+	if !strings.Contains(errs.String(), "-zones") {
+		t.Errorf("load help lacks --zones:\n%s", errs.String())
+	}
+}
+
+// A load test whose verdict is FAIL makes fleetsim exit non-zero: here nothing can be
+// stored (the server has no streams), so every publish fails. The report is still written.
+func TestLoadFailIsAnError(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out, errs bytes.Buffer
+	err := run(ctx, []string{"load", "--target", "embedded", "--vehicles", "5", "--rate", "10",
+		"--duration", "1s", "--drain", "1s", "--progress", "never", "--log-level", "error"}, &out, &errs)
+	if !errors.Is(err, loadtest.ErrFail) {
+		t.Fatalf("got %v, want a FAIL verdict error\n%s%s", err, out.String(), errs.String())
+	}
+	if !strings.Contains(out.String(), "FAIL") {
+		t.Errorf("the summary was not written before failing:\n%s", out.String())
 	}
 }

@@ -71,6 +71,10 @@ func New(cfg Config, log *slog.Logger) (*Fleet, error) {
 	return f, nil
 }
 
+// SetInterval changes every vehicle's fixed reporting interval (Sim.SetInterval); the
+// fleet then publishes len(vehicles)/d records per second.
+func (f *Fleet) SetInterval(d time.Duration) error { return f.sim.SetInterval(d) }
+
 // Sim is the generator behind the fleet (ground truth, vehicle ids).
 func (f *Fleet) Sim() *Sim { return f.sim }
 
@@ -123,7 +127,9 @@ func (f *Fleet) Stats() Stats {
 // publishes the trackers' packets with JetStream async publish (at most MaxInFlight
 // unacknowledged), retries refused publishes with back-off (before the platform has
 // created its streams every publish gets "no responders"), and answers commands on
-// fleet.down.*.cmd. It returns nil on a clean stop.
+// fleet.down.*.cmd. It returns nil on a clean stop. Run may be called again after it
+// returned: the fleet carries on from where it stopped (positions, sequences), its
+// simulated clock paused meanwhile.
 func (f *Fleet) Run(ctx context.Context, nc *nats.Conn) error {
 	if f.cfg.Protocol == ProtocolTeltonika {
 		return f.runTeltonika(ctx, f.cfg.TeltonikaAddr)

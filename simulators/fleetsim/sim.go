@@ -87,6 +87,32 @@ func NewSim(cfg Config) (*Sim, error) {
 
 const rad = math.Pi / 180
 
+// SetInterval changes the fixed reporting interval of every vehicle (FixedInterval) from
+// the current simulated instant on, spreading the next reports evenly over the new
+// interval as at start, so the fleet reports at the new rate at once instead of after a
+// ramp. The load tester's ceiling search uses it to raise the rate of one fleet step by
+// step: the same vehicles keep their positions, sequences and zone memberships.
+func (s *Sim) SetInterval(d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%w: fixed interval %v", ErrConfig, d)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg.FixedInterval = d
+	s.dt = 1
+	if fi := d.Seconds(); fi < 1 {
+		s.dt = fi
+	}
+	for i, v := range s.vehicles {
+		frac := math.Mod(float64(i)*0.6180339887498949, 1)
+		v.nextFixed = s.now + frac*d.Seconds()
+		if s.next[i] > s.now+s.dt {
+			s.next[i] = s.now + float64(i%phaseSlots)/phaseSlots*s.dt
+		}
+	}
+	return nil
+}
+
 // Start is the simulated clock's zero.
 func (s *Sim) Start() time.Time { return s.start }
 

@@ -17,7 +17,10 @@ type ledger struct {
 	series    []second
 	lat       hist // dispatcher latency over the whole step
 	evLat     hist // event latency
+	zoneLat   hist // zone event latency (WatchZoneEvents)
 	events    map[string]uint64
+	zones     map[string]uint64 // zone events by kind, from WatchZoneEvents
+	zoneSeen  uint64            // of which matched to a published record (latency known)
 	updates   uint64
 	delivered uint64
 }
@@ -48,7 +51,7 @@ type second struct {
 const eventTail = 32
 
 func newLedger(start time.Time) *ledger {
-	return &ledger{vehicles: map[string]*vehicleLedger{}, start: start, events: map[string]uint64{}}
+	return &ledger{vehicles: map[string]*vehicleLedger{}, start: start, events: map[string]uint64{}, zones: map[string]uint64{}}
 }
 
 func (l *ledger) sec(now time.Time) *second {
@@ -177,6 +180,27 @@ func (l *ledger) event(kind, vehicle string, dev time.Time, now time.Time) bool 
 	for i := len(v.pub) - 1; i >= 0; i-- {
 		if v.pub[i].dev == devN {
 			l.evLat.add(now.Sub(time.Unix(0, v.pub[i].sent)))
+			break
+		}
+	}
+	return true
+}
+
+// zoneEvent records a WatchZoneEvents event about vehicle caused by the record with
+// device time dev.
+func (l *ledger) zoneEvent(kind, vehicle string, dev time.Time, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v := l.vehicles[vehicle]
+	if v == nil {
+		return false
+	}
+	l.zones[kind]++
+	devN := dev.UnixNano()
+	for i := len(v.pub) - 1; i >= 0; i-- {
+		if v.pub[i].dev == devN {
+			l.zoneLat.add(now.Sub(time.Unix(0, v.pub[i].sent)))
+			l.zoneSeen++
 			break
 		}
 	}

@@ -44,10 +44,17 @@ type Config struct {
 	// Realistic keeps the trackers' faults (invalid fixes, duplicates, tunnels). Off by
 	// default: a measurement wants every record to be accepted and visible.
 	Realistic bool
+	// Zones, when above 0, creates that many zones tiling the simulated city (ZoneLayout)
+	// through the geofence gRPC API before the run, and deletes them after it; zone events
+	// are then measured on WatchZoneEvents the way vehicle updates are on WatchVehicles,
+	// and a step's zone-event p99 counts in its verdict. Needs the dispatcher side (gRPC).
+	Zones int
 
 	// Ceiling mode: start at Rate, multiply by CeilingFactor each step of StepDuration,
 	// stop at the first step whose p99 exceeds P99Limit or whose loss exceeds LossLimit
 	// (or that the generator could not publish at the requested rate), or at CeilingMax.
+	// The same vehicles report in every step, only more often: a step measures the rate,
+	// not the cost of introducing a fresh fleet (a status event and new state per vehicle).
 	Ceiling       bool
 	CeilingFactor float64       // default 1.5
 	CeilingMax    float64       // default 1 000 000
@@ -109,6 +116,9 @@ func (c *Config) normalize() error {
 	if c.P99Limit <= 0 {
 		c.P99Limit = d.P99Limit
 	}
+	if c.Zones < 0 || c.Zones > 10_000 {
+		return fmt.Errorf("%w: %d zones (want 0..10000)", ErrConfig, c.Zones)
+	}
 	return nil
 }
 
@@ -119,10 +129,11 @@ type Tester struct {
 	nc   *nats.Conn
 	grpc *grpc.ClientConn // nil: no dispatcher side
 
-	current     atomic.Pointer[ledger]
-	watchErrors atomic.Uint64
-	eventErrors atomic.Uint64
-	watching    atomic.Bool
+	current      atomic.Pointer[ledger]
+	watchErrors  atomic.Uint64
+	eventErrors  atomic.Uint64
+	watching     atomic.Bool
+	zoneWatching atomic.Bool
 }
 
 // New prepares a load test publishing through nc and, when grpcAddr is not empty,
@@ -130,6 +141,9 @@ type Tester struct {
 func New(cfg Config, nc *nats.Conn, grpcAddr string, log *slog.Logger) (*Tester, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
+	}
+	if cfg.Zones > 0 && grpcAddr == "" {
+		return nil, fmt.Errorf("%w: zones need the dispatcher side (a gRPC address)", ErrConfig)
 	}
 	t := &Tester{cfg: cfg, log: log, nc: nc}
 	if grpcAddr != "" {
@@ -155,7 +169,7 @@ func (t *Tester) Run(ctx context.Context) (*Result, error) {
 	defer cancel()
 	res := &Result{
 		Started: time.Now().UTC(), Vehicles: t.cfg.Vehicles, BatchRecords: t.cfg.BatchRecords,
-		Target: t.nc.ConnectedUrlRedacted(), Dispatcher: t.grpc != nil,
+		Target: t.nc.ConnectedUrlRedacted(), Dispatcher: t.grpc != nil, Zones: t.cfg.Zones,
 	}
 	if t.grpc != nil {
 		res.GRPC = t.grpc.Target()
@@ -176,6 +190,26 @@ func (t *Tester) Run(ctx context.Context) (*Result, error) {
 		}
 		time.Sleep(300 * time.Millisecond) // let the server register the watcher
 	}
+	if t.cfg.Zones > 0 {
+		ids, err := t.createZones(ctx)
+		defer t.deleteZones(ctx, ids)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return nil, err
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); t.watchZones(ctx) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for !t.zoneWatching.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !t.zoneWatching.Load() {
+			cancel()
+			wg.Wait()
+			return nil, fmt.Errorf("WatchZoneEvents on %s: no stream after 10s", res.GRPC)
+		}
+	}
 	sub, err := t.nc.Subscribe(bus.EventWildcard(), t.onEvent)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to events: %w", err)
@@ -183,8 +217,14 @@ func (t *Tester) Run(ctx context.Context) (*Result, error) {
 	defer func() { _ = sub.Unsubscribe() }()
 	_ = sub.SetPendingLimits(1<<20, 256<<20)
 
+	fleet, err := t.newFleet(t.cfg.Rate)
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return nil, err
+	}
 	if !t.cfg.Ceiling {
-		st, err := t.step(ctx, 1, 1, t.cfg.Rate, t.cfg.Duration, t.cfg.Prefix)
+		st, err := t.step(ctx, fleet, 1, 1, t.cfg.Rate, t.cfg.Duration)
 		if st != nil {
 			st.Pass, st.Verdict = t.judge(st)
 			res.Steps = append(res.Steps, *st)
@@ -202,7 +242,12 @@ func (t *Tester) Run(ctx context.Context) (*Result, error) {
 			c.Reason = "rate per vehicle above 100/s; add vehicles"
 			break
 		}
-		st, err := t.step(ctx, i, planned, rate, t.cfg.StepDuration, fmt.Sprintf("%ss%02d-", t.cfg.Prefix, i))
+		if err := fleet.SetInterval(interval(t.cfg.Vehicles, rate)); err != nil {
+			cancel()
+			wg.Wait()
+			return res, err
+		}
+		st, err := t.step(ctx, fleet, i, planned, rate, t.cfg.StepDuration)
 		if err != nil {
 			cancel()
 			wg.Wait()
@@ -235,6 +280,8 @@ func (t *Tester) judge(st *StepResult) (bool, string) {
 		return false, "no updates reached the dispatcher"
 	case st.Dispatcher && st.Latency.P99Ms > ms(t.cfg.P99Limit):
 		return false, fmt.Sprintf("p99 %.1f ms > %.1f ms", st.Latency.P99Ms, ms(t.cfg.P99Limit))
+	case st.ZoneLatency.Samples > 0 && st.ZoneLatency.P99Ms > ms(t.cfg.P99Limit):
+		return false, fmt.Sprintf("zone event p99 %.1f ms > %.1f ms", st.ZoneLatency.P99Ms, ms(t.cfg.P99Limit))
 	case st.Dispatcher && st.LossRatio > t.cfg.LossLimit:
 		return false, fmt.Sprintf("%d records missing (%.3f%%)", st.Missing, 100*st.LossRatio)
 	case st.PublishErrors > 0:
@@ -243,15 +290,22 @@ func (t *Tester) judge(st *StepResult) (bool, string) {
 	return true, "ok"
 }
 
-func (t *Tester) step(ctx context.Context, idx, of int, rate float64, d time.Duration, prefix string) (*StepResult, error) {
+// interval is the reporting interval that makes vehicles report rate records/s together.
+func interval(vehicles int, rate float64) time.Duration {
+	return time.Duration(float64(time.Second) * float64(vehicles) / rate)
+}
+
+// newFleet builds the simulated fleet of the run; every step reuses it, so its vehicles
+// keep their positions, sequences and zone memberships from one rate to the next.
+func (t *Tester) newFleet(rate float64) (*fleetsim.Fleet, error) {
 	fc := fleetsim.DefaultConfig()
 	fc.Vehicles = t.cfg.Vehicles
 	fc.Seed = t.cfg.Seed
-	fc.Prefix = prefix
+	fc.Prefix = t.cfg.Prefix
 	if t.cfg.Center != (geo.Point{}) {
 		fc.Center = t.cfg.Center
 	}
-	fc.FixedInterval = time.Duration(float64(time.Second) * float64(t.cfg.Vehicles) / rate)
+	fc.FixedInterval = interval(t.cfg.Vehicles, rate)
 	fc.BatchRecords = t.cfg.BatchRecords
 	fc.MaxInFlight = t.cfg.MaxInFlight
 	fc.Tick = 20 * time.Millisecond // smooth the publishing over each second
@@ -264,12 +318,22 @@ func (t *Tester) step(ctx context.Context, idx, of int, rate float64, d time.Dur
 	if err != nil {
 		return nil, err
 	}
+	fleet.Observe(func(p fleetsim.Packet) {
+		if l := t.current.Load(); l != nil {
+			l.published(p)
+		}
+	})
+	return fleet, nil
+}
+
+// step publishes at rate for d, then waits up to Drain for what is still on its way.
+func (t *Tester) step(ctx context.Context, fleet *fleetsim.Fleet, idx, of int, rate float64, d time.Duration) (*StepResult, error) {
 	start := time.Now()
 	l := newLedger(start)
-	fleet.Observe(l.published)
 	t.current.Store(l)
 	defer t.current.Store(nil)
 	watchErr0, evErr0 := t.watchErrors.Load(), t.eventErrors.Load()
+	fs0 := fleet.Stats() // the fleet's counters run over all steps
 
 	fctx, fcancel := context.WithTimeout(ctx, d)
 	defer fcancel()
@@ -310,6 +374,10 @@ func (t *Tester) step(ctx context.Context, idx, of int, rate float64, d time.Dur
 		fmt.Fprint(t.cfg.Progress, "\r\x1b[K")
 	}
 	fs := fleet.Stats()
+	fs.Published -= fs0.Published
+	fs.Acked -= fs0.Acked
+	fs.PublishErrors -= fs0.PublishErrors
+	fs.Dropped -= fs0.Dropped
 	st := summarize(l, fs, rate, d, t.grpc != nil)
 	st.WatchErrors = t.watchErrors.Load() - watchErr0
 	st.EventErrors = t.eventErrors.Load() - evErr0

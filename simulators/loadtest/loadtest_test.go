@@ -3,6 +3,9 @@ package loadtest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"math"
 	"io"
 	"log/slog"
 	"strings"
@@ -15,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/geo"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
 	"github.com/fleetwire/fleetwire/pkg/natstest"
 	"github.com/fleetwire/fleetwire/pkg/wire"
@@ -56,11 +60,76 @@ func (w *watchServer) WatchVehicles(_ *fleetv1.WatchVehiclesRequest, stream flee
 	}
 }
 
+// zoneServer is a minimal geofence service: it keeps the zones it is given and streams
+// one "enter" event per vehicle (on its first record) to WatchZoneEvents clients.
+type zoneServer struct {
+	fleetv1.UnimplementedGeofenceServiceServer
+	mu      sync.Mutex
+	zones   map[string]*fleetv1.Zone
+	created int
+	subs    map[chan *fleetv1.Event]struct{}
+}
+
+func (z *zoneServer) CreateZone(_ context.Context, req *fleetv1.CreateZoneRequest) (*fleetv1.CreateZoneResponse, error) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.zones[req.GetZone().GetZoneId()] = req.GetZone()
+	z.created++
+	return &fleetv1.CreateZoneResponse{Zone: req.GetZone()}, nil
+}
+
+func (z *zoneServer) DeleteZone(_ context.Context, req *fleetv1.DeleteZoneRequest) (*fleetv1.DeleteZoneResponse, error) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	delete(z.zones, req.GetZoneId())
+	return &fleetv1.DeleteZoneResponse{}, nil
+}
+
+func (z *zoneServer) WatchZoneEvents(_ *fleetv1.WatchZoneEventsRequest, stream fleetv1.GeofenceService_WatchZoneEventsServer) error {
+	ch := make(chan *fleetv1.Event, 1<<16)
+	z.mu.Lock()
+	z.subs[ch] = struct{}{}
+	z.mu.Unlock()
+	defer func() {
+		z.mu.Lock()
+		delete(z.subs, ch)
+		z.mu.Unlock()
+	}()
+	if err := stream.SendHeader(nil); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case e := <-ch:
+			if err := stream.Send(&fleetv1.WatchZoneEventsResponse{Event: e}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (z *zoneServer) publish(e *fleetv1.Event) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	for ch := range z.subs {
+		ch <- e
+	}
+}
+
 func startDispatcher(t *testing.T, ctx context.Context, b *bus.Bus, hidden string) string {
+	addr, _ := startDispatcherWithZones(t, ctx, b, hidden)
+	return addr
+}
+
+func startDispatcherWithZones(t *testing.T, ctx context.Context, b *bus.Bus, hidden string) (string, *zoneServer) {
 	t.Helper()
 	w := &watchServer{hidden: hidden, subs: map[chan *fleetv1.WatchVehiclesResponse]struct{}{}}
+	z := &zoneServer{zones: map[string]*fleetv1.Zone{}, subs: map[chan *fleetv1.Event]struct{}{}}
 	gs := grpcserver.New(quietLog(), nil)
 	fleetv1.RegisterTrackingServiceServer(gs.GRPC, w)
+	fleetv1.RegisterGeofenceServiceServer(gs.GRPC, z)
 	if err := gs.Listen("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +155,8 @@ func startDispatcher(t *testing.T, ctx context.Context, b *bus.Bus, hidden strin
 				ev, _ := proto.Marshal(&fleetv1.Event{EventId: "e-" + r.VehicleID, Source: "tracking", Kind: "status_changed",
 					VehicleId: r.VehicleID, Time: timestamppb.New(r.DeviceTime)})
 				_ = b.NC.Publish(bus.EventSubject("tracking", "status_changed", r.VehicleID, "e-"+r.VehicleID), ev)
+				z.publish(&fleetv1.Event{EventId: "z-" + r.VehicleID, Source: "geofence", Kind: "enter",
+					VehicleId: r.VehicleID, Time: timestamppb.New(r.DeviceTime)})
 			}
 			if r.VehicleID == w.hidden {
 				continue
@@ -104,7 +175,7 @@ func startDispatcher(t *testing.T, ctx context.Context, b *bus.Bus, hidden strin
 		t.Fatal(err)
 	}
 	t.Cleanup(cc.Stop)
-	return gs.Addr()
+	return gs.Addr(), z
 }
 
 func openBus(t *testing.T) *bus.Bus {
@@ -196,7 +267,7 @@ func TestCeilingStopsAtLoss(t *testing.T) {
 		wantBest  float64
 	}{
 		{"every record arrives: up to the maximum", "", 3, 160},
-		{"a vehicle never arrives: the first step fails", "c-s01-00002", 1, 0},
+		{"a vehicle never arrives: the first step fails", "c-00002", 1, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -214,5 +285,103 @@ func TestCeilingStopsAtLoss(t *testing.T) {
 				t.Errorf("got %d steps, best %v (%s); want %d, %v", len(res.Steps), res.Ceiling.HighestSustained, res.Ceiling.Reason, tt.wantSteps, tt.wantBest)
 			}
 		})
+	}
+}
+
+func TestZonesAreCreatedWatchedAndRemoved(t *testing.T) {
+	b := openBus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	addr, zs := startDispatcherWithZones(t, ctx, b, "")
+	cfg := DefaultConfig()
+	cfg.Vehicles, cfg.Rate, cfg.Duration, cfg.Drain, cfg.Prefix = 12, 60, 2*time.Second, 2*time.Second, "zt-"
+	cfg.Zones, cfg.P99Limit = 7, time.Hour
+	lt, err := New(cfg, b.NC, addr, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lt.Close()
+	res, err := lt.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zs.mu.Lock()
+	created, left := zs.created, len(zs.zones)
+	zs.mu.Unlock()
+	if created != cfg.Zones || left != 0 {
+		t.Errorf("zones created %d, left after the run %d; want %d and 0", created, left, cfg.Zones)
+	}
+	st := res.Steps[0]
+	if got := st.ZoneEvents["enter"]; got != uint64(cfg.Vehicles) {
+		t.Errorf("zone events: got %v, want %d enters", st.ZoneEvents, cfg.Vehicles)
+	}
+	if st.ZoneLatency.Samples != uint64(cfg.Vehicles) || st.ZoneLatency.P50Ms > st.ZoneLatency.P99Ms {
+		t.Errorf("zone latency %+v, want %d samples with p50 ≤ p99", st.ZoneLatency, cfg.Vehicles)
+	}
+	if res.Zones != cfg.Zones || res.Err() != nil {
+		t.Errorf("result zones %d, verdict %v; want %d and a pass", res.Zones, res.Err(), cfg.Zones)
+	}
+	var sum bytes.Buffer
+	if err := res.WriteSummary(&sum); err != nil || !strings.Contains(sum.String(), "zone events") {
+		t.Errorf("summary lacks the zone events: %v\n%s", err, sum.String())
+	}
+}
+
+func TestZoneLayout(t *testing.T) {
+	center := geo.Point{Lat: 52.52, Lon: 13.405}
+	tests := []struct{ n, want int }{{0, 0}, {1, 1}, {7, 7}, {200, 200}}
+	for _, tt := range tests {
+		zones := ZoneLayout("p-", tt.n, center)
+		if len(zones) != tt.want {
+			t.Fatalf("%d zones: got %d", tt.n, len(zones))
+		}
+		ids := map[string]bool{}
+		for _, z := range zones {
+			if ids[z.GetZoneId()] {
+				t.Errorf("duplicate zone id %s", z.GetZoneId())
+			}
+			ids[z.GetZoneId()] = true
+			var g struct {
+				Type        string
+				Coordinates [][][2]float64
+			}
+			if err := json.Unmarshal([]byte(z.GetGeojson()), &g); err != nil || g.Type != "Polygon" || len(g.Coordinates) != 1 {
+				t.Fatalf("zone %s: not a one-ring polygon: %v %s", z.GetZoneId(), err, z.GetGeojson())
+			}
+			ring := g.Coordinates[0]
+			if len(ring) != 5 || ring[0] != ring[4] {
+				t.Errorf("zone %s: ring not closed: %v", z.GetZoneId(), ring)
+			}
+			// Every corner lies within the simulated city (±6 km of the centre).
+			for _, c := range ring {
+				if d := geo.DistanceM(center, geo.Point{Lat: c[1], Lon: c[0]}); d > 6000*math.Sqrt2+1 {
+					t.Errorf("zone %s corner %v is %.0f m from the city centre", z.GetZoneId(), c, d)
+				}
+			}
+		}
+	}
+	if got := zonePrefix("a.b c-d_1"); got != "a_b_c-d_1" {
+		t.Errorf("zonePrefix: got %q", got)
+	}
+}
+
+func TestResultErr(t *testing.T) {
+	pass, fail := StepResult{Pass: true}, StepResult{Pass: false, Verdict: "p99 high"}
+	tests := []struct {
+		name    string
+		r       Result
+		wantErr bool
+	}{
+		{"one passing step", Result{Steps: []StepResult{pass}}, false},
+		{"one failing step", Result{Steps: []StepResult{fail}}, true},
+		{"no step", Result{}, true},
+		{"ceiling found above zero", Result{Steps: []StepResult{pass, fail}, Ceiling: &Ceiling{HighestSustained: 1500}}, false},
+		{"ceiling: even the first step failed", Result{Steps: []StepResult{fail}, Ceiling: &Ceiling{}}, true},
+	}
+	for _, tt := range tests {
+		err := tt.r.Err()
+		if (err != nil) != tt.wantErr || err != nil && !errors.Is(err, ErrFail) {
+			t.Errorf("%s: got %v, want error %v (wrapping ErrFail)", tt.name, err, tt.wantErr)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -20,6 +21,7 @@ type Result struct {
 	GRPC         string       `json:"grpc,omitempty"`
 	Dispatcher   bool         `json:"dispatcher"` // whether the dispatcher side was watched
 	Vehicles     int          `json:"vehicles"`
+	Zones        int          `json:"zones,omitempty"` // zones created for the run (--zones)
 	BatchRecords int          `json:"batch_records"`
 	Steps        []StepResult `json:"steps"`
 	Ceiling      *Ceiling     `json:"ceiling,omitempty"`
@@ -78,6 +80,10 @@ type StepResult struct {
 	Latency      Percentiles       `json:"latency"` // device publish → dispatcher receipt (WatchVehicles)
 	EventLatency Percentiles       `json:"event_latency"`
 	Events       map[string]uint64 `json:"events"`
+	// Zone events received on WatchZoneEvents (with --zones), by kind, and their latency
+	// from the causing record's publish.
+	ZoneEvents  map[string]uint64 `json:"zone_events,omitempty"`
+	ZoneLatency Percentiles       `json:"zone_latency"`
 	Series       []Second          `json:"series"`
 
 	Pass    bool   `json:"pass"`
@@ -111,6 +117,13 @@ func summarize(l *ledger, fs fleetsim.Stats, rate float64, d time.Duration, disp
 	}
 	for k, n := range l.events {
 		st.Events[k] = n
+	}
+	if len(l.zones) > 0 {
+		st.ZoneEvents = map[string]uint64{}
+		for k, n := range l.zones {
+			st.ZoneEvents[k] = n
+		}
+		st.ZoneLatency = percentiles(&l.zoneLat)
 	}
 	st.PublishRate = float64(st.Published) / d.Seconds()
 	st.DeliveredRate = float64(st.Delivered) / d.Seconds()
@@ -180,9 +193,44 @@ func (r *Result) WriteSummary(w io.Writer) error {
 		}
 		fmt.Fprintf(w, "events:%s (latency p50 %.2f ms, p99 %.2f ms)\n", b.String(), r.Steps[0].EventLatency.P50Ms, r.Steps[0].EventLatency.P99Ms)
 	}
+	if r.Zones > 0 {
+		for _, s := range r.Steps {
+			var n uint64
+			for _, k := range s.ZoneEvents {
+				n += k
+			}
+			fmt.Fprintf(w, "zone events (WatchZoneEvents, %d zones) at %.0f records/s: %d (p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms)\n",
+				r.Zones, s.Rate, n, s.ZoneLatency.P50Ms, s.ZoneLatency.P90Ms, s.ZoneLatency.P99Ms, s.ZoneLatency.MaxMs)
+		}
+	}
 	if c := r.Ceiling; c != nil {
 		fmt.Fprintf(w, "ceiling: highest sustained rate %.0f records/s (p99 ≤ %.0f ms, loss ≤ %g); stopped: %s\n",
 			c.HighestSustained, c.P99LimitMs, c.LossLimit, c.Reason)
+	}
+	return nil
+}
+
+// ErrFail is returned (wrapped) by Result.Err when the verdict is FAIL.
+var ErrFail = errors.New("load test verdict: FAIL")
+
+// Err returns nil when the run's verdict is a pass, else an error wrapping ErrFail that
+// says why. A single-rate run passes when its step passed. A ceiling search always ends
+// on a failing step (that is how it finds the ceiling), so it passes when at least one
+// step sustained its rate, and fails when even the first did not.
+func (r *Result) Err() error {
+	if len(r.Steps) == 0 {
+		return fmt.Errorf("%w: no step completed", ErrFail)
+	}
+	if r.Ceiling != nil {
+		if r.Ceiling.HighestSustained <= 0 {
+			return fmt.Errorf("%w: no rate sustained (%s)", ErrFail, r.Ceiling.Reason)
+		}
+		return nil
+	}
+	for _, s := range r.Steps {
+		if !s.Pass {
+			return fmt.Errorf("%w: %.0f records/s: %s", ErrFail, s.Rate, s.Verdict)
+		}
 	}
 	return nil
 }
