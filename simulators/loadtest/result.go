@@ -84,7 +84,7 @@ type StepResult struct {
 	// from the causing record's publish.
 	ZoneEvents  map[string]uint64 `json:"zone_events,omitempty"`
 	ZoneLatency Percentiles       `json:"zone_latency"`
-	Series       []Second          `json:"series"`
+	Series      []Second          `json:"series"`
 
 	Pass    bool   `json:"pass"`
 	Verdict string `json:"verdict,omitempty"`
