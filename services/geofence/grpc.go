@@ -262,7 +262,10 @@ func (g *grpcServer) ListZoneEvents(ctx context.Context, req *fleetv1.ListZoneEv
 	resp := &fleetv1.ListZoneEventsResponse{}
 	pending := info.NumPending
 	for pending > 0 {
-		mb, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		// Ask for no more than is known to be there: a fetch for more than the stream holds
+		// waits out its whole timeout for messages that will never come (every call took
+		// at least a second). The timeout only bounds a server that does not answer.
+		mb, err := cons.Fetch(int(min(pending, 256)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return nil, g.s.grpcError(fmt.Errorf("read events: %w", apierr.Unavailable("nats", err)))
 		}

@@ -514,3 +514,73 @@ func TestRebuildFromStreamIsQuiet(t *testing.T) {
 		t.Errorf("got %d enters, want 1 (the rebuild must not publish again)", got)
 	}
 }
+
+// ListZoneEvents reads the event stream in several fetches (more events than one fetch
+// takes) and returns exactly the events asked for, oldest first: by vehicle, by zone,
+// within a time window and up to a limit.
+func TestListZoneEventsReturnsTheRightEvents(t *testing.T) {
+	b := openBus(t)
+	in := startInstance(t, b, NewMemoryStore(), DefaultConfig())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var evs []*fleetv1.Event
+	for i := range 300 {
+		v, zone := "v1", "a"
+		if i%30 == 0 {
+			v, zone = "v2", "b" // 10 events of v2 in zone b, among v1's 290 in zone a
+		}
+		evs = append(evs, &fleetv1.Event{
+			EventId: fmt.Sprintf("geofence.enter.%s.%s.%d", v, zone, i), Source: Source, Kind: "enter", VehicleId: v,
+			Time: timestamppb.New(tStart.Add(time.Duration(i) * time.Second)), Attributes: map[string]string{"zone_id": zone},
+		})
+	}
+	// A tracking event of v1 is not a zone event.
+	evs = append(evs, &fleetv1.Event{EventId: "tracking.x", Source: "tracking", Kind: "status_changed", VehicleId: "v1", Time: timestamppb.New(tStart)})
+	if err := b.PublishEvents(ctx, evs, 0); err != nil {
+		t.Fatal(err)
+	}
+	ordered := func(es []*fleetv1.Event) bool {
+		for i := 1; i < len(es); i++ {
+			if es[i].GetTime().AsTime().Before(es[i-1].GetTime().AsTime()) {
+				return false
+			}
+		}
+		return true
+	}
+	tests := []struct {
+		name          string
+		req           *fleetv1.ListZoneEventsRequest
+		want          int
+		wantTruncated bool
+		check         func(*fleetv1.Event) bool
+	}{
+		{"by vehicle, several fetches", &fleetv1.ListZoneEventsRequest{VehicleId: "v1"}, 290, false,
+			func(e *fleetv1.Event) bool { return e.GetVehicleId() == "v1" && e.GetSource() == Source }},
+		{"by zone", &fleetv1.ListZoneEventsRequest{ZoneId: "b"}, 10, false,
+			func(e *fleetv1.Event) bool { return e.GetAttributes()["zone_id"] == "b" }},
+		{"by vehicle and zone", &fleetv1.ListZoneEventsRequest{VehicleId: "v2", ZoneId: "a"}, 0, false, nil},
+		{"limit", &fleetv1.ListZoneEventsRequest{ZoneId: "a", Limit: 5}, 5, true,
+			func(e *fleetv1.Event) bool { return e.GetAttributes()["zone_id"] == "a" }},
+		{"window ending before the first", &fleetv1.ListZoneEventsRequest{VehicleId: "v1", To: timestamppb.New(time.Now().Add(-time.Hour))}, 0, false, nil},
+		{"unknown vehicle", &fleetv1.ListZoneEventsRequest{VehicleId: "v9"}, 0, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := in.client.ListZoneEvents(ctx, tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r.GetEvents()) != tt.want || r.GetTruncated() != tt.wantTruncated {
+				t.Fatalf("got %d events (truncated %v), want %d (%v)", len(r.GetEvents()), r.GetTruncated(), tt.want, tt.wantTruncated)
+			}
+			for _, e := range r.GetEvents() {
+				if tt.check != nil && !tt.check(e) {
+					t.Errorf("unexpected event %v", e)
+				}
+			}
+			if !ordered(r.GetEvents()) {
+				t.Error("events not oldest first")
+			}
+		})
+	}
+}
