@@ -12,6 +12,11 @@ import (
 // Devices is the provisioning service: fleet.v1.DeviceService over the device registry
 // (the FLEET_DEVICES bucket). It consumes no stream and keeps no Redis state. The
 // all-in-one hosts it; alone it runs as cmd/devices.
+//
+// Alone, against a NATS server configured from pkg/natsauth's table, it logs in as the NATS
+// user "devices" (--nats-user; docker-compose.yml and the Kubernetes manifest say so): it
+// needs write access to the FLEET_DEVICES bucket besides what every service's gRPC
+// security reads and writes (tokens, groups, the audit stream).
 const Devices = "devices"
 
 // DevicesOptions configure the devices service.
