@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -30,17 +32,24 @@ func testCtx(t *testing.T) context.Context {
 // serve runs the service over the real registry on b's NATS server, behind real gRPC.
 func serve(t *testing.T, b *bus.Bus, cfg Config) (fleetv1.DeviceServiceClient, *natsauth.Devices) {
 	t.Helper()
+	c, reg, _ := serveCounted(t, b, cfg)
+	return c, reg
+}
+
+// serveCounted is serve that also returns the service, whose metrics a test reads.
+func serveCounted(t *testing.T, b *bus.Bus, cfg Config) (fleetv1.DeviceServiceClient, *natsauth.Devices, *Service) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	reg, err := natsauth.OpenDevices(ctx, b.JS, 1, testLog())
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, reg, testLog(), nil)
+	s, err := New(cfg, reg, testLog(), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fleetv1.NewDeviceServiceClient(grpctest.Serve(t, s.Register)), reg
+	return fleetv1.NewDeviceServiceClient(grpctest.Serve(t, s.Register)), reg, s
 }
 
 // The edge's error table over real gRPC: a bad id or page token is InvalidArgument, an
@@ -128,7 +137,7 @@ func TestEdgeErrors(t *testing.T) {
 // device needs, lists page in id order, revoke and rotate change what Verify accepts.
 func TestDeviceLifecycle(t *testing.T) {
 	b := natstest.Bus(t)
-	c, reg := serve(t, b, Config{DeviceNATSURL: "nats://fleet.example:4222"})
+	c, reg, svc := serveCounted(t, b, Config{DeviceNATSURL: "nats://fleet.example:4222"})
 	ctx := testCtx(t)
 
 	added, err := c.AddDevice(ctx, &fleetv1.AddDeviceRequest{DeviceId: "veh-b", Model: "fmc130", Protocol: "nats"})
@@ -205,5 +214,18 @@ func TestDeviceLifecycle(t *testing.T) {
 	got, err := c.GetDevice(ctx, &fleetv1.GetDeviceRequest{DeviceId: "veh-b"})
 	if err != nil || got.GetDevice().GetState() != fleetv1.DeviceState_DEVICE_STATE_REVOKED {
 		t.Fatalf("GetDevice after revoke: %v, %v", got, err)
+	}
+
+	// Every change is counted, refusals apart.
+	if _, err := c.AddDevice(ctx, &fleetv1.AddDeviceRequest{DeviceId: "veh-b"}); status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("re-adding veh-b: %v, want AlreadyExists", err)
+	}
+	for _, tc := range []struct {
+		op, result string
+		want       float64
+	}{{"add", "ok", 5}, {"add", "refused", 1}, {"rotate", "ok", 1}, {"revoke", "ok", 1}} {
+		if got := testutil.ToFloat64(svc.changes.WithLabelValues(tc.op, tc.result)); got != tc.want {
+			t.Errorf("fleetwire_device_changes_total{op=%q,result=%q} = %v, want %v", tc.op, tc.result, got, tc.want)
+		}
 	}
 }
