@@ -24,8 +24,9 @@ func TestVehicleStateCloneIsDeep(t *testing.T) {
 			Stable: []float64{4}, StableRaw: []float64{5}, StableRawT: []int64{5}, ChangeVals: []float64{6},
 			ChangeRaw: []float64{7}, ChangeTimes: []int64{7},
 			Pending: &fuel.Event{Litres: 20, Start: now}, Carry: &fuel.Carry{Dir: 1, End: now},
-			DriveBuf: []fuel.RefReading{{T: 1, L: 8}},
-			Across:   &fuel.Across{ArrL: 9, Held: &fuel.Event{Litres: 30, Start: now}},
+			DriveBuf:   []fuel.RefReading{{T: 1, L: 8}},
+			Across:     &fuel.Across{ArrL: 9, Held: &fuel.Event{Litres: 30, Start: now}},
+			LagSamples: []float64{10},
 		},
 	}
 	// A reference field added later must be cloned too: make this test populate it.
@@ -58,6 +59,7 @@ func TestVehicleStateCloneIsDeep(t *testing.T) {
 	c.Fuel.ChangeVals[0], c.Fuel.ChangeRaw[0], c.Fuel.ChangeTimes[0] = -1, -1, -1
 	c.Fuel.Pending.Litres, c.Fuel.Carry.Dir = -1, -1
 	c.Fuel.DriveBuf[0].L, c.Fuel.Across.ArrL, c.Fuel.Across.Held.Litres = -1, -1, -1
+	c.Fuel.LagSamples[0] = -1
 	var after VehicleState
 	b2, _ := json.Marshal(v)
 	_ = json.Unmarshal(b2, &after)

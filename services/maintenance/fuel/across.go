@@ -66,7 +66,7 @@ const (
 // fuel still sloshes from pulling away, and a damped sensor still follows the stop's
 // changes (three time constants bring it within 5 %).
 func (d *Detector) refSkip() time.Duration {
-	lag := d.prof.LagSec
+	lag := d.lagSec()
 	if lag <= 0 {
 		lag = defaultLagSec
 	}

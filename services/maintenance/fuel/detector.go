@@ -243,9 +243,12 @@ type State struct {
 	Lkm           float64      `json:"lkm,omitempty"` // learned litres per km
 	// Learned sensor step (when the profile gives none): the smallest change between
 	// consecutive standing readings over the first StepN of them.
-	StepL   float64 `json:"step_l,omitempty"`
-	StepN   int     `json:"step_n,omitempty"`
-	LastRaw float64 `json:"last_raw,omitempty"`
+	StepL float64 `json:"step_l,omitempty"`
+	// LagSamples: sensor lags (seconds) measured on the first refuels when the profile
+	// gives none (lag.go).
+	LagSamples []float64 `json:"lag_samples,omitempty"`
+	StepN      int       `json:"step_n,omitempty"`
+	LastRaw    float64   `json:"last_raw,omitempty"`
 
 	// Running totals, for reports.
 	EngineSec  float64 `json:"engine_sec"` // engine running time
@@ -592,6 +595,9 @@ func (d *Detector) judge(r Reading, s, raw float64, moving bool, out []Event) []
 			if settled || r.Time.Sub(st.StableTime) >= d.cfg.MaxChange {
 				endAt := time.UnixMilli(st.ChangeTimes[len(st.ChangeTimes)-m]).UTC()
 				after := median(st.ChangeRaw[len(st.ChangeRaw)-m:])
+				if c := d.stableChange(); !c.moved && after-c.before >= d.cfg.MinRefuelL {
+					d.learnLag(st.ChangeRaw, st.ChangeTimes)
+				}
 				out = d.conclude(d.stableChange(), after, endAt, KindUnspecified, out)
 				d.startStable(r, append([]float64(nil), last...), append([]float64(nil), st.ChangeRaw[len(st.ChangeRaw)-m:]...), append([]int64(nil), st.ChangeTimes[len(st.ChangeTimes)-m:]...))
 			}
@@ -775,7 +781,7 @@ func (d *Detector) refine(p *Event) {
 	st := d.st
 	// Readings three sensor time constants after the change are the settled level; the
 	// newest few stand in while there are not yet enough of them.
-	lag := d.prof.LagSec
+	lag := d.lagSec()
 	if lag <= 0 {
 		lag = defaultLagSec / 3
 	}
@@ -848,12 +854,15 @@ func (d *Detector) endStop(r Reading, out []Event) []Event {
 			}
 			if math.Abs(after-median(st.Stable)) > band {
 				endAt := time.UnixMilli(st.RawTimes[n-k]).UTC()
+				if c := d.stableChange(); st.Phase == phaseChanging && !c.moved && after-c.before >= d.cfg.MinRefuelL {
+					d.learnLag(st.ChangeRaw, st.ChangeTimes)
+				}
 				out = d.conclude(d.stableChange(), after, endAt, KindUnspecified, out)
 			}
 		}
 	}
 	if p := st.Pending; p != nil {
-		lag := d.prof.LagSec
+		lag := d.lagSec()
 		if lag <= 0 {
 			lag = defaultLagSec / 3
 		}
@@ -944,6 +953,7 @@ func (s *State) Clone() State {
 		c.Carry = &cr
 	}
 	c.DriveBuf = slices.Clone(s.DriveBuf)
+	c.LagSamples = slices.Clone(s.LagSamples)
 	if s.Across != nil {
 		a := *s.Across
 		if a.Held != nil {

@@ -62,6 +62,12 @@ func TestVolumeDiag(t *testing.T) {
 				}
 			}
 		}
+		for j, d := range det {
+			if !used[j] && !(d.Confidence < DefaultMinConfidence && d.Confidence > 0) {
+				fmt.Fprintf(&sb, "FP seed=%d %s cap=%.0f lag=%v parked=%v %s got=%.1f across=%v conf=%.2f before=%.1f after=%.1f exp=%.1f dstart=%s dend=%s\n",
+					seed, tr.Type, tr.CapacityL, tr.Lag, tr.Parked, d.Kind, d.Litres, d.Across, d.Confidence, d.Before, d.After, d.ExpectedL, d.Start.Format("02T15:04:05"), d.End.Format("15:04:05"))
+			}
+		}
 	}
 	keys := make([]string, 0, len(by))
 	for k := range by {
@@ -103,5 +109,21 @@ func TestVolumeDump(t *testing.T) {
 				fmt.Printf("   EV %s %.1f before=%.1f after=%.1f exp=%.1f across=%v conf=%.2f %s-%s\n", e.Kind, e.Litres, e.Before, e.After, e.ExpectedL, e.Across, e.Confidence, e.Start.Format("15:04:05"), e.End.Format("15:04:05"))
 			}
 		}
+	}
+}
+
+func TestLagDiag(t *testing.T) {
+	if os.Getenv("FUEL_DIAG") == "" {
+		t.Skip("FUEL_DIAG unset")
+	}
+	for _, seed := range fuelsim.DevSeeds(24) {
+		tr := fuelsim.Generate(seed, 10)
+		sc := fromNew(tr, false)
+		var st State
+		d := NewDetector(DefaultConfig(), sc.prof, &st)
+		for _, r := range sc.readings {
+			d.Add(r)
+		}
+		fmt.Printf("seed=%d %s true lag=%v parked=%v learned=%v samples=%v\n", seed, tr.Type, tr.Lag, tr.Parked, d.lagSec(), st.LagSamples)
 	}
 }
