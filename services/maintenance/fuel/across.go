@@ -128,6 +128,20 @@ func (d *Detector) across(r Reading, evs []Event) []Event {
 		out = append(out, e)
 	}
 	driving := r.SpeedKmh >= d.cfg.DriveKmh
+	if driving && st.Driving && !st.LastTime.IsZero() && r.Time.Sub(st.LastTime) > d.cfg.MaxGap {
+		// A silence of the tracker while driving may hide a whole stop (a refuel between
+		// two records on the road): it is judged as one, from the last record before the
+		// silence to the first after it, so the references on either side never mix.
+		st.StopSeen, st.StopFrom, st.StopIdle = st.LastTime, st.LastTime, st.IdleSec
+		st.StopLat, st.StopLon, st.StopPos = r.Lat, r.Lon, r.HasPosition
+		out = d.openStop(out)
+		st.StopCommitted = false
+		st.DriveSince, st.DriveFromDist = r.Time, st.DistanceM
+		st.DriveBuf = st.DriveBuf[:0]
+		if a := st.Across; a != nil {
+			a.LeftAt = r.Time
+		}
+	}
 	switch {
 	case driving && !st.Driving:
 		st.Driving = true
@@ -144,6 +158,13 @@ func (d *Detector) across(r Reading, evs []Event) []Event {
 	case !driving && st.Driving:
 		st.Driving = false
 		st.StopSeen, st.StopIdle = r.Time, st.IdleSec
+		// After a silence longer than MaxGap the stop may have begun at any time since
+		// the last record (and a stop at a pump may lie inside it): its period, and any
+		// event judged across it, start there.
+		st.StopFrom = r.Time
+		if !st.LastTime.IsZero() && r.Time.Sub(st.LastTime) > d.cfg.MaxGap {
+			st.StopFrom = st.LastTime
+		}
 		st.StopLat, st.StopLon, st.StopPos = r.Lat, r.Lon, r.HasPosition
 	}
 	if !driving && !st.StopCommitted && (r.HasIgnition && !r.Ignition || r.Time.Sub(st.StopSeen) >= minStop) {
@@ -185,7 +206,7 @@ func (d *Detector) openStop(out []Event) []Event {
 	}
 	l, t, dist, se := d.refLevel(st.DriveBuf)
 	d.learnConsumption(l, dist)
-	st.Across = &Across{ArrL: l, ArrSE: se, ArrT: t, ArrDist: dist, ArrIdle: st.StopIdle, StopAt: st.StopSeen, Lat: st.StopLat, Lon: st.StopLon, HasPos: st.StopPos}
+	st.Across = &Across{ArrL: l, ArrSE: se, ArrT: t, ArrDist: dist, ArrIdle: st.StopIdle, StopAt: st.StopFrom, Lat: st.StopLat, Lon: st.StopLon, HasPos: st.StopPos}
 	return out
 }
 

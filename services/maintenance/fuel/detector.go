@@ -230,6 +230,7 @@ type State struct {
 	DriveSince    time.Time    `json:"drive_since"`
 	DriveFromDist float64      `json:"drive_from_dist,omitempty"`
 	StopSeen      time.Time    `json:"stop_seen"`
+	StopFrom      time.Time    `json:"stop_from"` // StopSeen, or the last record before a silence
 	StopIdle      float64      `json:"stop_idle,omitempty"`
 	StopLat       float64      `json:"stop_lat,omitempty"`
 	StopLon       float64      `json:"stop_lon,omitempty"`

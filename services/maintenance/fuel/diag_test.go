@@ -58,8 +58,13 @@ func TestVolumeDiag(t *testing.T) {
 						fmt.Fprintf(&sb, "BAD seed=%d %s cap=%.0f lag=%v parked=%v prof=%v %s true=%.1f got=%.1f err=%+.1f across=%v conf=%.2f before=%.1f after=%.1f exp=%.1f dur=%v tstart=%s dstart=%s dend=%s tend=%s [%s]\n",
 							seed, tr.Type, tr.CapacityL, tr.Lag, tr.Parked, i%2 == 0, te.kind, te.litres, d.Litres, err, d.Across, d.Confidence, d.Before, d.After, d.ExpectedL, te.end.Sub(te.start).Round(1e9), te.start.Format("02T15:04:05"), d.Start.Format("15:04:05"), d.End.Format("15:04:05"), te.end.Format("15:04:05"), pats)
 					}
+					te.litres = -te.litres // matched
 					break
 				}
+			}
+			if te.litres > 0 {
+				fmt.Fprintf(&sb, "FN seed=%d %s cap=%.0f lag=%v parked=%v %s true=%.1f tstart=%s tend=%s [%s]\n",
+					seed, tr.Type, tr.CapacityL, tr.Lag, tr.Parked, te.kind, te.litres, te.start.Format("02T15:04:05"), te.end.Format("15:04:05"), strings.Join(te.patterns, ","))
 			}
 		}
 		for j, d := range det {
