@@ -512,6 +512,12 @@ func (d *Detector) judge(r Reading, s, raw float64, moving bool, out []Event) []
 			// sloshing readings is too rough to judge anything smaller than a refuel.
 			endAt := time.UnixMilli(st.RawTimes[n-2]).UTC()
 			out = d.conclude(change{before: st.PreStop, start: st.PreStopTime, startEng: st.PreStopEng, lat: r.Lat, lon: r.Lon, hasPos: r.HasPosition}, level, endAt, KindRefuel, out)
+			if p := st.Pending; p != nil && p.Kind == KindRefuel && p.Start.Equal(st.PreStopTime) {
+				// Its level before was read on the road, its level after standing: a slope
+				// offset and road slosh lie between them. The departure reference, read on
+				// the road too, measures it (see judgeAcross).
+				p.unsettled = true
+			}
 			st.HasPreStop = false
 		}
 		d.startStable(r, []float64{st.Raw[n-2], st.Raw[n-1]}, []float64{st.Raw[n-2], st.Raw[n-1]}, []int64{st.RawTimes[n-2], st.RawTimes[n-1]})
@@ -867,7 +873,7 @@ func (d *Detector) endStop(r Reading, out []Event) []Event {
 		if lag <= 0 {
 			lag = defaultLagSec / 3
 		}
-		p.unsettled = st.PendingOpen && st.LastTime.Sub(p.End) < time.Duration(3*lag*float64(time.Second))
+		p.unsettled = p.unsettled || st.PendingOpen && st.LastTime.Sub(p.End) < time.Duration(3*lag*float64(time.Second))
 		out = append(out, *p)
 		st.Pending, st.PendingOpen = nil, false
 	}
