@@ -253,18 +253,20 @@ var tablePatterns = []string{
 	fuelsim.PatternIdling, fuelsim.PatternCreeping, fuelsim.PatternSlopeLag,
 }
 
-// floors are what TestAccuracyTable demands. The held-out set must reach 95 % precision
-// and recall for both kinds (it does: see docs/bench-maintenance.md). The development
-// set's refuel recall sits at 94.9 %, so it is held to 94 %. Volumes are NOT yet within
-// max(5 %, 2 L) for 90 % of found events (about 83 % of refuels and 78 % of drains are:
-// a 300 L truck's drain of 18 L must be measured to 2 L through slope offsets of up to
-// 12 L and road slosh of several litres); the floors below guard what is reached.
+// floors are what TestAccuracyTable demands. Precision and recall must reach the issue's
+// 95 % on both new sets (held-out: refuels 98.6 % / 97.2 %, drains 98.7 % / 98.6 %; see
+// docs/bench-maintenance.md). Volumes do NOT yet reach the target (90 % of
+// found events within max(5 %, 2 L)): on the held-out set 89.3 % of refuels and 80.4 %
+// of drains are; the misses are mostly 300 L trucks, whose 18-60 L drains must be
+// measured to 2-3 L through slope offsets of up to 12 L that settle while the drain
+// runs and road slosh of several litres. The volume floors below are guards a little
+// under what is reached, not the target: a change that loses volume accuracy fails.
 var floors = map[string]struct {
 	rate   float64
 	volume map[Kind]float64
 }{
-	"new generator, development seeds": {0.94, map[Kind]float64{KindRefuel: 0.80, KindDrain: 0.72}},
-	"new generator, held-out seeds":    {0.95, map[Kind]float64{KindRefuel: 0.80, KindDrain: 0.72}},
+	"new generator, development seeds": {0.95, map[Kind]float64{KindRefuel: 0.88, KindDrain: 0.78}},
+	"new generator, held-out seeds":    {0.95, map[Kind]float64{KindRefuel: 0.87, KindDrain: 0.78}},
 }
 
 // TestAccuracyTable prints (with -v) precision, recall and volume accuracy by kind and
