@@ -68,6 +68,10 @@ type ConsumerConfig struct {
 	// service whose state lives only in memory sets it, so a restarted process rebuilds
 	// its state from the retained stream instead of resuming past records it no longer has.
 	Rebuild bool
+	// StartSeq, above 1, is the stream sequence a durable that does not exist yet starts
+	// at (an existing durable resumes where it is). Shared delivery starts its durables
+	// where the services' own durables had got to.
+	StartSeq uint64
 
 	Metrics *ConsumerMetrics // optional; default: the bus's (Bus.RegisterMetrics)
 }
@@ -476,6 +480,8 @@ func (b *Bus) durable(ctx context.Context, cfg ConsumerConfig) (cons jetstream.C
 		cc.DeliverPolicy, cc.OptStartSeq = prev.DeliverPolicy, prev.OptStartSeq
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, 0, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
+	} else if cfg.StartSeq > 1 {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, cfg.StartSeq
 	}
 	cons, err = b.JS.CreateOrUpdateConsumer(ctx, cfg.Stream, cc)
 	if err != nil {
@@ -558,7 +564,14 @@ func toMsg(m jetstream.Msg) Msg {
 // "<service>-p<N>", each selecting the given record kinds. It returns when ctx ends or
 // a consumer cannot be created. Instances of a service that are given disjoint partition
 // sets share the work; every vehicle lives in exactly one partition.
+//
+// When the bus shares the telemetry partitions among co-located services
+// (ShareTelemetry) and service is one of them, the call hands h to the shared consumers
+// instead and returns when ctx ends or they fail.
 func (b *Bus) ConsumePartitions(ctx context.Context, service string, parts []int, kinds []string, base ConsumerConfig, h Handler) error {
+	if b.shared != nil && b.shared.wants(service) {
+		return b.shared.register(ctx, service, parts, kinds, base, h)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (

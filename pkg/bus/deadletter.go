@@ -45,7 +45,7 @@ func (c *consumer) deadLetter(ctx context.Context, h held, cause error) bool {
 	msg.Header.Set(HeaderDeadError, reason)
 	vehicle := deadVehicle(h.m.Subject())
 	ev := &fleetv1.Event{
-		EventId: "bus.dead_letter." + id, Source: c.cfg.Service, Kind: EventKindDeadLetter, VehicleId: vehicle,
+		EventId: "bus.dead_letter." + id, Source: sourceOf(c.cfg.Service, cause), Kind: EventKindDeadLetter, VehicleId: vehicle,
 		Time: timestamppb.New(h.md.Timestamp), PublishTime: timestamppb.Now(),
 		Attributes: map[string]string{
 			"durable": c.cfg.Durable, "stream": c.cfg.Stream, "stream_seq": strconv.FormatUint(seq, 10),

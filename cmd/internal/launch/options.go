@@ -60,6 +60,10 @@ type Options struct {
 	// Ephemeral keeps the embedded JetStream store in a temporary directory removed at
 	// exit instead of DataDir (tests, demos).
 	Ephemeral bool
+	// SeparateConsumers gives every service of the process its own durable consumers,
+	// as separate processes have, instead of one shared delivery per partition
+	// (bus.ShareTelemetry) when several services run together.
+	SeparateConsumers bool
 	// Schedules is a JSON file of allowed driving hours per vehicle or group, for the
 	// movement-outside-hours theft rule (format in docs/dispatch.md); empty: rule off.
 	Schedules string
@@ -96,6 +100,7 @@ func (o *Options) Flags(fs *flag.FlagSet, def Options) {
 	fs.StringVar(&o.NATS.ListenHost, "nats-listen-host", e.str("FLEETWIRE_NATS_LISTEN_HOST", "127.0.0.1"), "embedded NATS: interface to listen on (env FLEETWIRE_NATS_LISTEN_HOST)")
 	fs.IntVar(&o.NATS.ListenPort, "nats-listen-port", e.int("FLEETWIRE_NATS_LISTEN_PORT", 0), "embedded NATS: port; 0 = 4222 or a free port if taken (env FLEETWIRE_NATS_LISTEN_PORT)")
 	fs.StringVar(&o.DataDir, "data-dir", e.str("FLEETWIRE_DATA_DIR", def.DataDir), "embedded NATS: the data directory; JetStream is kept in <data-dir>/jetstream and survives restarts (env FLEETWIRE_DATA_DIR)")
+	fs.BoolVar(&o.SeparateConsumers, "separate-consumers", e.bool("FLEETWIRE_SEPARATE_CONSUMERS", false), "services in one process read the telemetry through their own durable consumers instead of one shared delivery per partition (env FLEETWIRE_SEPARATE_CONSUMERS)")
 	fs.BoolVar(&o.Ephemeral, "ephemeral", e.bool("FLEETWIRE_EPHEMERAL", false), "embedded NATS: keep JetStream in a temporary directory removed at exit; nothing survives a restart (env FLEETWIRE_EPHEMERAL)")
 	fs.StringVar(&o.NATS.StoreDir, "store-dir", e.str("FLEETWIRE_STORE_DIR", ""), "embedded NATS: JetStream directory, overriding <data-dir>/jetstream (env FLEETWIRE_STORE_DIR)")
 	fs.Var(syncFlag{&o.NATS}, "js-sync-interval", `embedded NATS: how often JetStream flushes its files to disk, or "always" for every write; an OS crash or power cut loses at most this much acknowledged telemetry (default 1s; env FLEETWIRE_JS_SYNC_INTERVAL)`)

@@ -180,6 +180,19 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 	}
 	p.CAFile, p.AdminToken, p.Credentials, p.Insecure = sec.caFile, sec.token, sec.creds, o.Security.Insecure
 	d := deps{ctx: ctx, opts: o, bus: b, parts: parts, redis: p.redis, log: log, reg: reg, prefix: o.RedisPrefix, groups: sec.groups}
+	// Services in one process share one delivery per partition (docs/architecture.md):
+	// each record is delivered, acknowledged and stored in consumer state once instead of
+	// once per service.
+	var sharing []string
+	for _, name := range o.Services {
+		if slices.Contains(AllServices, name) {
+			sharing = append(sharing, name)
+		}
+	}
+	var shared *bus.Shared
+	if len(sharing) > 1 && !o.SeparateConsumers {
+		shared = b.ShareTelemetry(sharing)
+	}
 
 	gs := sec.server(log.With("component", "grpc"), reg)
 	type named struct {
@@ -208,6 +221,10 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 	// Ready once every consumer is within catchUpBound messages of its stream's end: a
 	// rebuilt in-memory state or a service back from an outage answers queries only then.
 	consumers := len(parts) * consuming
+	if shared != nil {
+		// The sharing services' partitions are read once, by the shared consumers.
+		consumers = len(parts)*(consuming-len(sharing)) + shared.Consumers(len(parts))
+	}
 	if slices.Contains(o.Services, Dispatch) {
 		consumers++ // dispatch-events
 	}
@@ -250,6 +267,9 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 				cancel()
 			}
 		}()
+	}
+	if shared != nil {
+		run("shared delivery", shared.Run)
 	}
 	for _, s := range svcs {
 		run(s.name, s.svc.Run)
