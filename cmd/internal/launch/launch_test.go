@@ -192,3 +192,53 @@ func TestTwoTrackingInstancesShareRedis(t *testing.T) {
 		}
 	}
 }
+
+// The all-in-one reads each telemetry partition once (shared-pNN); --separate-consumers,
+// like separate processes, gives every service its own durables. Both reach the
+// dispatcher and report ready.
+func TestSharedDeliveryWiring(t *testing.T) {
+	for _, separate := range []bool{false, true} {
+		t.Run(map[bool]string{false: "shared", true: "separate"}[separate], func(t *testing.T) {
+			p := startPlatform(t, Options{RedisURL: "memory", Sim: 5, SimSeed: 3, SeparateConsumers: separate})
+			conn := dial(t, p)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			health := healthpb.NewHealthClient(conn)
+			for {
+				r, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+				if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+					break
+				}
+				if ctx.Err() != nil {
+					t.Fatalf("never ready: %v %v", r, err)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			names := map[string]int{}
+			stream, err := p.Bus.JS.Stream(ctx, bus.TelemetryStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lister := stream.ConsumerNames(ctx)
+			for n := range lister.Name() {
+				i := len(n) - len("-p00")
+				if i > 0 {
+					names[n[:i]]++
+				}
+			}
+			want := map[string]int{bus.SharedDurable: bus.DefaultPartitions}
+			if separate {
+				want = map[string]int{Tracking: bus.DefaultPartitions, Geofence: bus.DefaultPartitions,
+					Maintenance: bus.DefaultPartitions, Dispatch: bus.DefaultPartitions}
+			}
+			if len(names) != len(want) {
+				t.Errorf("durables by service: got %v, want %v", names, want)
+			}
+			for k, n := range want {
+				if names[k] != n {
+					t.Errorf("durables by service: got %v, want %v", names, want)
+				}
+			}
+		})
+	}
+}
