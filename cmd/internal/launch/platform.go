@@ -80,6 +80,10 @@ var builders = map[string]func(deps) (service, error){
 // Teltonika gateway, the devices service): readiness waits for no consumer of theirs.
 type streamless interface{ streamless() }
 
+// telemetryReaders are the services that consume the telemetry partitions: in one
+// process they share one delivery per partition.
+var telemetryReaders = []string{Tracking, Geofence, Maintenance, Dispatch}
+
 // catchUpBound is how far behind its stream a consumer may be for the process to report
 // ready: about a second of a busy partition.
 const catchUpBound = 1000
@@ -185,7 +189,7 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 	// once per service.
 	var sharing []string
 	for _, name := range o.Services {
-		if slices.Contains(AllServices, name) {
+		if slices.Contains(telemetryReaders, name) {
 			sharing = append(sharing, name)
 		}
 	}
