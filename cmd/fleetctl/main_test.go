@@ -432,3 +432,21 @@ func TestAllInOneDataDirMatchesLaunch(t *testing.T) {
 		t.Fatalf("fleetctl looks in %s, the all-in-one writes to %s", got, want)
 	}
 }
+
+func TestEndpointsFileMatchesLaunch(t *testing.T) {
+	dir := t.TempDir()
+	if got, want := endpointsPath(dir), filepath.Join(dir, launch.EndpointsFile); got != want {
+		t.Fatalf("fleetctl reads %s, the all-in-one writes %s", got, want)
+	}
+	// A local all-in-one's address is the default when nothing else says.
+	t.Setenv("FLEETWIRE_DATA_DIR", dir)
+	t.Setenv("FLEETCTL_CONFIG", filepath.Join(dir, "none.json"))
+	t.Setenv("FLEETCTL_ADDR", "")
+	if err := os.WriteFile(endpointsPath(dir), []byte(`{"grpc":"127.0.0.1:50999"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var cs connSettings
+	if err := cs.resolve(filepath.Join(dir, "none.json")); err != nil || cs.addr != "127.0.0.1:50999" || !strings.Contains(cs.addrFrom, "endpoints.json") {
+		t.Fatalf("resolve: %v, addr %q from %q; want the all-in-one's 127.0.0.1:50999", err, cs.addr, cs.addrFrom)
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sort"
 	"syscall"
 
 	"github.com/fleetwire/fleetwire/cmd/internal/launch"
@@ -36,7 +38,11 @@ func main() {
 	fs.Int64Var(&o.SimSeed, "sim-seed", 1, "seed of the simulated fleet (same seed, same fleet)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	_ = fs.Parse(os.Args[1:])
+	// The defaults move to a free port when taken, and say so; an address given by flag
+	// or environment never moves.
 	o.FallbackPorts = true
+	o.PinSetFlags(fs)
+	o.EndpointsFile = filepath.Join(o.DataDir, launch.EndpointsFile)
 	if o.Teltonika.TCPAddr != "" || o.Teltonika.UDPAddr != "" {
 		o.Services = append(append([]string(nil), launch.AllServices...), launch.Teltonika)
 	}
@@ -58,7 +64,7 @@ func main() {
   NATS (trackers publish to fleet.up.<vehicle>.tele): %[2]s
   Prometheus metrics: http://%[3]s/metrics
   Simulated vehicles: %[4]d
-%[5]s`, p.GRPCAddr, p.Bus.ClientURL(), p.MetricsAddr, o.Sim, teltonikaHelp(p, o))
+%[5]s%[6]s`, p.GRPCAddr, p.Bus.ClientURL(), p.MetricsAddr, o.Sim, teltonikaHelp(p, o), movedHelp(p, o))
 	if p.Insecure {
 		fmt.Printf(`
   !!! %[2]s !!!
@@ -85,6 +91,25 @@ Ctrl-C stops.
 		os.Exit(1)
 	}
 }
+
+// movedHelp says which default ports were taken and where the addresses are written.
+func movedHelp(p *launch.Platform, o launch.Options) string {
+	if len(p.Moved) == 0 {
+		return ""
+	}
+	names := make([]string, 0, len(p.Moved))
+	for n := range p.Moved {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	s := ""
+	for _, n := range names {
+		s += fmt.Sprintf("  (%s: %s was taken, so a free port is used; give --%s to insist on one)\n", n, p.Moved[n], flagOf[n])
+	}
+	return s + fmt.Sprintf("  These addresses are also in %s while it runs (fleetctl reads it).\n", o.EndpointsFile)
+}
+
+var flagOf = map[string]string{"grpc": "grpc-addr", "metrics": "metrics-addr", "pprof": "pprof-addr", "teltonika tcp": "teltonika-tcp-addr", "teltonika udp": "teltonika-udp-addr"}
 
 // teltonikaHelp says where Teltonika trackers connect and how to register one.
 func teltonikaHelp(p *launch.Platform, o launch.Options) string {

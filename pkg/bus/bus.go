@@ -154,13 +154,24 @@ func (b *Bus) startEmbedded(cfg Config) error {
 		host = "127.0.0.1"
 	}
 	port := cfg.ListenPort
-	if port == 0 {
+	switch {
+	case port == 0:
 		port = nats.DefaultPort
 		if l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port))); err != nil {
 			port = server.RANDOM_PORT // 4222 is taken (often by a system NATS): pick a free port
+			b.log.Warn("the default NATS port is taken; the embedded server listens on a free one instead", "wanted", net.JoinHostPort(host, strconv.Itoa(nats.DefaultPort)))
 		} else {
 			l.Close()
 		}
+	case port > 0:
+		// A port the operator chose never moves: fail at once with its address, rather
+		// than after the server's own start-up timeout.
+		addr := net.JoinHostPort(host, strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("embedded nats: cannot listen on %s (in use, or not allowed); choose another port, or 0 for 4222 or a free one: %w", addr, err)
+		}
+		l.Close()
 	}
 	opts := &server.Options{
 		ServerName:   "fleetwire-embedded",

@@ -74,10 +74,18 @@ type Options struct {
 	// TrackingRules is a JSON file of per-device-model GPS filter profiles and per-group
 	// trip thresholds (format in docs/tracking.md); empty: the defaults for everyone.
 	TrackingRules string
-	// FallbackPorts lets the all-in-one move to a free port when a default one is taken, so
-	// it starts on any machine; per-service binaries fail instead (an orchestrator expects
-	// the port it configured).
+	// FallbackPorts lets the all-in-one move a listener to a free port when its built-in
+	// default is taken, so it starts on any machine, and say so (Platform.Moved, the log).
+	// An address in Pinned never moves: the process fails with a message naming it. The
+	// per-service binaries never fall back (an orchestrator expects the port it configured).
 	FallbackPorts bool
+	// Pinned names the listen-address flags the operator chose ("grpc-addr",
+	// "metrics-addr", "pprof-addr", "teltonika-tcp-addr", "teltonika-udp-addr"), by flag
+	// or by environment: Flags records the environment, PinSetFlags the command line.
+	Pinned map[string]bool
+	// EndpointsFile, when set, receives the bound addresses as JSON once everything
+	// listens (fleetctl reads the all-in-one's to find a moved port); removed at stop.
+	EndpointsFile string
 	// Teltonika configures the Teltonika gateway (service Teltonika).
 	Teltonika TeltonikaOptions
 	// Devices configures the provisioning service (service Devices).
@@ -123,7 +131,35 @@ func (o *Options) Flags(fs *flag.FlagSet, def Options) {
 	o.securityFlags(fs, &e)
 	o.devicesFlags(fs, &e)
 	o.envErr = e.err()
+	o.Pinned = map[string]bool{}
+	for flagName, env := range addrEnv {
+		if _, ok := e.get(env); ok {
+			o.Pinned[flagName] = true
+		}
+	}
 }
+
+// addrEnv maps each listen-address flag to its environment variable.
+var addrEnv = map[string]string{
+	"grpc-addr": "FLEETWIRE_GRPC_ADDR", "metrics-addr": "FLEETWIRE_METRICS_ADDR", "pprof-addr": "FLEETWIRE_PPROF_ADDR",
+	"teltonika-tcp-addr": "FLEETWIRE_TELTONIKA_TCP_ADDR", "teltonika-udp-addr": "FLEETWIRE_TELTONIKA_UDP_ADDR",
+}
+
+// PinSetFlags pins the listen addresses given on the command line (call it after
+// fs.Parse): an address the operator typed never moves to another port.
+func (o *Options) PinSetFlags(fs *flag.FlagSet) {
+	if o.Pinned == nil {
+		o.Pinned = map[string]bool{}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if _, ok := addrEnv[f.Name]; ok {
+			o.Pinned[f.Name] = true
+		}
+	})
+}
+
+// fallback reports whether the listener of flagName may move to a free port.
+func (o Options) fallback(flagName string) bool { return o.FallbackPorts && !o.Pinned[flagName] }
 
 // Validate reports configuration errors, each wrapping ErrConfig: malformed environment
 // values seen by Flags and names that are not services.

@@ -11,6 +11,7 @@ package launch
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -95,6 +97,9 @@ type Platform struct {
 	MetricsAddr string
 	PprofAddr   string
 	Sim         *fleetsim.Fleet
+	// Moved maps each listener that moved off its default port ("grpc", "metrics",
+	// "pprof", "teltonika tcp", "teltonika udp") to the address it wanted.
+	Moved map[string]string
 	// TeltonikaTCP and TeltonikaUDP are the gateway's bound addresses when it runs.
 	TeltonikaTCP, TeltonikaUDP string
 	// TeltonikaDevices registers devices with the running gateway (nil without one).
@@ -233,24 +238,34 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 		consumers++ // dispatch-events
 	}
 	gs.Ready = func() (bool, string) { return b.CaughtUp(consumers, catchUpBound) }
-	if err := listenGRPC(gs, o.GRPCAddr, o.FallbackPorts); err != nil {
+	if err := listenGRPC(gs, o.GRPCAddr, o.fallback("grpc-addr")); err != nil {
 		return fail(fmt.Errorf("grpc: %w", err))
 	}
 	p.GRPCAddr = gs.Addr()
+	p.noteMoved("grpc", o.GRPCAddr, p.GRPCAddr)
 
 	var admin *adminServer
 	if o.MetricsAddr != "" {
-		if admin, err = newAdminServer(o.MetricsAddr, o.FallbackPorts, reg); err != nil {
+		if admin, err = newAdminServer(o.MetricsAddr, o.fallback("metrics-addr"), reg); err != nil {
 			return fail(fmt.Errorf("metrics: %w", err))
 		}
 		p.MetricsAddr = admin.Addr()
+		p.noteMoved("metrics", o.MetricsAddr, p.MetricsAddr)
 	}
 	var profiles *adminServer
 	if o.PprofAddr != "" {
-		if profiles, err = newPprofServer(o.PprofAddr, o.FallbackPorts); err != nil {
+		if profiles, err = newPprofServer(o.PprofAddr, o.fallback("pprof-addr")); err != nil {
 			return fail(fmt.Errorf("pprof: %w", err))
 		}
 		p.PprofAddr = profiles.Addr()
+		p.noteMoved("pprof", o.PprofAddr, p.PprofAddr)
+	}
+	p.noteMoved("teltonika tcp", o.Teltonika.TCPAddr, p.TeltonikaTCP)
+	p.noteMoved("teltonika udp", o.Teltonika.UDPAddr, p.TeltonikaUDP)
+	if o.EndpointsFile != "" {
+		if err := p.writeEndpoints(o.EndpointsFile); err != nil {
+			return fail(fmt.Errorf("endpoints file: %w", err))
+		}
 	}
 	var sim *fleetsim.Fleet
 	if o.Sim > 0 {
@@ -290,10 +305,65 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 	}
 	go func() {
 		wg.Wait()
+		if o.EndpointsFile != "" {
+			_ = os.Remove(o.EndpointsFile)
+		}
 		p.closeDeps()
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// noteMoved records and logs a listener that did not get the port it asked for (only the
+// all-in-one's defaults may move: listenGRPC, listenTCP).
+func (p *Platform) noteMoved(name, wanted, got string) {
+	if wanted == "" || got == "" {
+		return
+	}
+	_, wp, err1 := net.SplitHostPort(wanted)
+	_, gp, err2 := net.SplitHostPort(got)
+	if err1 != nil || err2 != nil || wp == gp || wp == "0" {
+		return
+	}
+	if p.Moved == nil {
+		p.Moved = map[string]string{}
+	}
+	p.Moved[name] = wanted
+	p.log.Warn("default port taken; listening on a free one instead", "listener", name, "wanted", wanted, "listening", got)
+}
+
+// EndpointsFile is the name of the file, in the all-in-one's data directory, holding
+// the addresses it listens on.
+const EndpointsFile = "endpoints.json"
+
+// Endpoints are the addresses a running process listens on.
+type Endpoints struct {
+	GRPC         string `json:"grpc"`
+	Metrics      string `json:"metrics,omitempty"`
+	Pprof        string `json:"pprof,omitempty"`
+	NATS         string `json:"nats,omitempty"`
+	TeltonikaTCP string `json:"teltonika_tcp,omitempty"`
+	TeltonikaUDP string `json:"teltonika_udp,omitempty"`
+	PID          int    `json:"pid"`
+}
+
+func (p *Platform) writeEndpoints(path string) error {
+	ep := Endpoints{GRPC: p.GRPCAddr, Metrics: p.MetricsAddr, Pprof: p.PprofAddr, TeltonikaTCP: p.TeltonikaTCP, TeltonikaUDP: p.TeltonikaUDP, PID: os.Getpid()}
+	if p.Bus != nil {
+		ep.NATS = p.Bus.ClientURL()
+	}
+	data, err := json.MarshalIndent(ep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func openRedis(ctx context.Context, rawURL string) (*redis.Client, error) {
@@ -306,13 +376,18 @@ func openRedis(ctx context.Context, rawURL string) (*redis.Client, error) {
 	return c, err
 }
 
+// listenGRPC listens on addr; with fallback, a taken port is replaced by a free one
+// (Platform.noteMoved says so). Without, the error names the address and what to do.
 func listenGRPC(gs *grpcserver.Server, addr string, fallback bool) error {
 	err := gs.Listen(addr)
 	if err != nil && fallback {
 		host, _, _ := net.SplitHostPort(addr)
 		return gs.Listen(net.JoinHostPort(host, "0"))
 	}
-	return err
+	if err != nil {
+		return portErr(addr, err)
+	}
+	return nil
 }
 
 func listenTCP(addr string, fallback bool) (net.Listener, error) {
@@ -322,9 +397,17 @@ func listenTCP(addr string, fallback bool) (net.Listener, error) {
 		return net.Listen("tcp", net.JoinHostPort(host, "0"))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
+		return nil, portErr(addr, fmt.Errorf("listen %s: %w", addr, err))
 	}
 	return lis, nil
+}
+
+// portErr explains a listen failure on an address the operator chose: it never moves.
+func portErr(addr string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%s is in use by another process; stop it or choose another address (an address given by flag or environment never moves to another port): %w", addr, err)
+	}
+	return err
 }
 
 // resolveOrdinal turns "ordinal/k" into "i/k", i being the trailing number of the host

@@ -112,7 +112,9 @@ func buildTeltonika(d deps) (service, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := g.Listen(d.opts.FallbackPorts); err != nil {
+	// Devices are configured with one port for both: the gateway's ports move only when
+	// neither was chosen by the operator.
+	if err := g.Listen(d.opts.fallback("teltonika-tcp-addr") && d.opts.fallback("teltonika-udp-addr")); err != nil {
 		return nil, err
 	}
 	return teltonikaGateway{Gateway: g, registry: mem}, nil
