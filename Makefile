@@ -7,7 +7,9 @@ BUF      := $(GO) tool -modfile=$(CURDIR)/tools/go.mod buf
 ## test: the whole test suite with the race detector (Redis tests skip loudly without Redis),
 ## then the accuracy tests at full size (under -race they shrink to smoke runs)
 test:
+	@$(GO) run ./cmd/internal/redischeck
 	$(GO) test -race -count=1 -timeout 20m ./...
+	@$(GO) run ./cmd/internal/redischeck
 	$(MAKE) accuracy
 
 ## accuracy: the detectors' and filters' accuracy tests at full size, without the race detector;

@@ -32,6 +32,25 @@ func URL() string {
 	return DefaultURL
 }
 
+// Ping checks that a Redis server answers at URL() within two seconds.
+func Ping(ctx context.Context) error {
+	opts, err := redis.ParseURL(URL())
+	if err != nil {
+		return fmt.Errorf("REDIS_URL %q: %w", URL(), err)
+	}
+	probe := redis.NewClient(opts)
+	defer probe.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return probe.Ping(ctx).Err()
+}
+
+// Unavailable is the message of a skipped Redis test (and of make test's own check:
+// go test shows a passing package's output only with -v).
+func Unavailable(err error) string {
+	return fmt.Sprintf("REDIS NOT AVAILABLE at %s (%v): Redis-backed tests are SKIPPED. Start redis-server or set REDIS_URL; CI sets FLEETWIRE_REQUIRE_REDIS=1 to make this a failure.", URL(), err)
+}
+
 // Required reports whether a missing Redis is a failure rather than a skip.
 func Required() bool { return os.Getenv("FLEETWIRE_REQUIRE_REDIS") == "1" }
 
@@ -47,19 +66,14 @@ func Client(t testing.TB) *redis.Client {
 	if err != nil {
 		t.Fatalf("REDIS_URL %q: %v", URL(), err)
 	}
-	probe := redis.NewClient(opts)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := probe.Ping(ctx).Err(); err != nil {
-		probe.Close()
-		msg := fmt.Sprintf("REDIS NOT AVAILABLE at %s (%v): Redis-backed tests are SKIPPED. Start redis-server or set REDIS_URL; CI sets FLEETWIRE_REQUIRE_REDIS=1 to make this a failure.", URL(), err)
+	if err := Ping(context.Background()); err != nil {
+		msg := Unavailable(err)
 		if Required() {
 			t.Fatal(msg)
 		}
 		warnOnce.Do(func() { fmt.Fprintln(os.Stderr, "\n*** "+msg+" ***") })
 		t.Skip(msg)
 	}
-	probe.Close()
 	c := redis.NewClient(opts)
 	// As the binaries' clients are: outages wrap apierr.ErrUnavailable.
 	redisconn.MarkOutages(c)
