@@ -2,7 +2,7 @@
 GO       ?= go
 BUF      := $(GO) tool -modfile=$(CURDIR)/tools/go.mod buf
 
-.PHONY: test accuracy test-short proto proto-check lint run bench build
+.PHONY: test accuracy security-full test-short proto proto-check lint run bench build
 
 ## test: the whole test suite with the race detector (Redis tests skip loudly without Redis),
 ## then the accuracy tests at full size (under -race they shrink to smoke runs)
@@ -16,6 +16,10 @@ test:
 ## each fails below its target on its held-out set (-v prints the tables)
 accuracy:
 	$(GO) test -count=1 -timeout 10m -run 'TestAccuracyTable|TestAccuracyOnSyntheticFleet|TestOdometerAccuracy|TestTheftScenariosHeldOut' ./services/maintenance/fuel/ ./services/tracking/ ./services/dispatch/
+
+## security-full: the unknown-device storm at full size (100,000 refused logins, no race detector)
+security-full:
+	FLEETWIRE_SECURITY_FULL=1 $(GO) test -count=1 -timeout 30m -run TestUnknownDeviceStorm -v ./pkg/natsauth/
 
 ## proto: regenerate the committed Go code from proto/ (pinned buf + plugins, no system protoc)
 proto:

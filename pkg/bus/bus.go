@@ -34,6 +34,13 @@ type Config struct {
 	URL string
 	// CredsFile is a NATS credentials file for an external server.
 	CredsFile string
+	// User and Password log in as a static NATS user (pkg/natsauth's identities), on an
+	// external server or on the embedded one when it has a ServerConfig.
+	User, Password string
+	// InboxPrefix replaces "_INBOX" in this connection's reply subjects; a server that
+	// confines each identity lets it receive replies only under its own prefix
+	// (natsauth.InboxPrefix).
+	InboxPrefix string
 	// TLS client certificate, key and CA bundle for an external server.
 	TLSCert, TLSKey, TLSCA string
 	// Name is the connection name shown by the server.
@@ -53,6 +60,10 @@ type Config struct {
 	// was acknowledged since the last flush. A process crash loses nothing either way.
 	SyncInterval time.Duration
 	SyncAlways   bool
+	// ServerConfig is nats-server configuration text applied to the embedded server before
+	// it starts: the accounts, users and auth callout of pkg/natsauth. Empty: no
+	// authorization (tests of a single process, --insecure).
+	ServerConfig string `secret:"true"`
 }
 
 // DefaultSyncInterval bounds what an OS crash can cost the embedded server: one second
@@ -93,6 +104,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	}
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
 	}
 	url := cfg.URL
 	if url == "" || url == Embedded {
@@ -183,6 +200,11 @@ func (b *Bus) startEmbedded(cfg Config) error {
 		MaxPayload:   MaxMessageBytes,
 		SyncInterval: sync,
 		SyncAlways:   cfg.SyncAlways,
+	}
+	if cfg.ServerConfig != "" {
+		if err := opts.ProcessConfigString(cfg.ServerConfig); err != nil {
+			return fmt.Errorf("embedded nats: configuration: %w", err)
+		}
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

@@ -26,8 +26,9 @@ type Fleet struct {
 	sim      *Sim
 	subjects [][2]string // per vehicle: telemetry, alarm
 
-	js       jetstream.JetStream
-	observer func(Packet)
+	js        jetstream.JetStream            // Run: the shared connection's
+	byVehicle map[string]jetstream.JetStream // RunDevices: each vehicle's own
+	observer  func(Packet)
 
 	published, acked, pubErrors, retried, dropped atomic.Uint64
 	commands, replies, badCommands, unsent        atomic.Uint64
@@ -129,11 +130,66 @@ func (f *Fleet) Stats() Stats {
 // created its streams every publish gets "no responders"), and answers commands on
 // fleet.down.*.cmd. It returns nil on a clean stop. Run may be called again after it
 // returned: the fleet carries on from where it stopped (positions, sequences), its
-// simulated clock paused meanwhile.
+// simulated clock paused meanwhile. nc speaks for every vehicle: a NATS identity allowed
+// to publish for all of them (natsauth's load generator), or an open server; RunDevices
+// connects each vehicle as the device it plays instead.
 func (f *Fleet) Run(ctx context.Context, nc *nats.Conn) error {
 	if f.cfg.Protocol == ProtocolTeltonika {
 		return f.runTeltonika(ctx, f.cfg.TeltonikaAddr)
 	}
+	js, err := f.newJS(nc)
+	if err != nil {
+		return err
+	}
+	f.js = js
+	sub, err := nc.Subscribe(bus.CommandWildcard(), func(m *nats.Msg) { f.onCommand(ctx, m) })
+	if err != nil {
+		return fmt.Errorf("subscribe to commands: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	return f.play(ctx, []jetstream.JetStream{js})
+}
+
+// DeviceDialer connects one vehicle to NATS as its device (username = vehicle id,
+// password = its secret, replies under its own inbox prefix).
+type DeviceDialer func(ctx context.Context, vehicle string) (*nats.Conn, error)
+
+// RunDevices is Run with one NATS connection per vehicle, each logged in as that vehicle's
+// device: a platform that confines devices to their own subjects sees a real fleet. Each
+// connection publishes only its vehicle's packets and receives only its commands.
+func (f *Fleet) RunDevices(ctx context.Context, dial DeviceDialer) error {
+	if f.cfg.Protocol == ProtocolTeltonika {
+		return f.runTeltonika(ctx, f.cfg.TeltonikaAddr)
+	}
+	f.byVehicle = make(map[string]jetstream.JetStream, len(f.sim.vehicles))
+	all := make([]jetstream.JetStream, 0, len(f.sim.vehicles))
+	var conns []*nats.Conn
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	for _, v := range f.sim.vehicles {
+		nc, err := dial(ctx, v.id)
+		if err != nil {
+			return fmt.Errorf("connect %s as its device: %w", v.id, err)
+		}
+		conns = append(conns, nc)
+		js, err := f.newJS(nc)
+		if err != nil {
+			return err
+		}
+		if _, err := nc.Subscribe(bus.CommandSubject(v.id), func(m *nats.Msg) { f.onCommand(ctx, m) }); err != nil {
+			return fmt.Errorf("subscribe to %s's commands: %w", v.id, err)
+		}
+		f.byVehicle[v.id] = js
+		all = append(all, js)
+	}
+	f.log.Info("simulated vehicles connected as devices", "connections", len(conns))
+	return f.play(ctx, all)
+}
+
+func (f *Fleet) newJS(nc *nats.Conn) (jetstream.JetStream, error) {
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(f.cfg.MaxInFlight),
 		jetstream.WithPublishAsyncErrHandler(f.onPublishError),
@@ -145,15 +201,13 @@ func (f *Fleet) Run(ctx context.Context, nc *nats.Conn) error {
 		}),
 	)
 	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
+		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	f.js = js
-	sub, err := nc.Subscribe(bus.CommandWildcard(), func(m *nats.Msg) { f.onCommand(ctx, m) })
-	if err != nil {
-		return fmt.Errorf("subscribe to commands: %w", err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
+	return js, nil
+}
 
+// play runs the generator until ctx ends, then waits (a while) for the publishes out.
+func (f *Fleet) play(ctx context.Context, jss []jetstream.JetStream) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -173,10 +227,14 @@ func (f *Fleet) Run(ctx context.Context, nc *nats.Conn) error {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
-			select {
-			case <-js.PublishAsyncComplete():
-			case <-time.After(5 * time.Second):
-				f.log.Warn("stopping with unacknowledged publishes", "pending", js.PublishAsyncPending())
+			deadline := time.After(5 * time.Second)
+			for _, js := range jss {
+				select {
+				case <-js.PublishAsyncComplete():
+				case <-deadline:
+					f.log.Warn("stopping with unacknowledged publishes", "pending", js.PublishAsyncPending())
+					return nil
+				}
 			}
 			return nil
 		case now := <-tick.C:
@@ -184,6 +242,20 @@ func (f *Fleet) Run(ctx context.Context, nc *nats.Conn) error {
 			f.sim.advance(simStart.Add(elapsed), sink)
 		}
 	}
+}
+
+// jsFor is the JetStream context that publishes on subject: the vehicle's own connection
+// in RunDevices, the shared one in Run.
+func (f *Fleet) jsFor(subject string) jetstream.JetStream {
+	if f.byVehicle == nil {
+		return f.js
+	}
+	if a, err := bus.ParseSubject(subject); err == nil {
+		if js, ok := f.byVehicle[a.Vehicle]; ok {
+			return js
+		}
+	}
+	return nil
 }
 
 // natsSink publishes packets from inside the generator.
@@ -222,8 +294,13 @@ func (s *natsSink) emit(v *vehicle, kind string, data []byte, recs []sample) {
 // publish hands m to JetStream, waiting while too many publishes are unacknowledged.
 func (f *Fleet) publish(ctx context.Context, m *nats.Msg) {
 	for {
+		js := f.jsFor(m.Subject)
+		if js == nil {
+			f.unsent.Add(1) // not a vehicle of this fleet: nothing may publish for it
+			return
+		}
 		f.published.Add(1)
-		_, err := f.js.PublishMsgAsync(m, jetstream.WithStallWait(time.Second))
+		_, err := js.PublishMsgAsync(m, jetstream.WithStallWait(time.Second))
 		if err == nil {
 			return
 		}
@@ -235,7 +312,7 @@ func (f *Fleet) publish(ctx context.Context, m *nats.Msg) {
 			}
 			continue // flow control: the server is behind; wait for acknowledgements
 		}
-		f.onPublishError(f.js, m, err)
+		f.onPublishError(js, m, err)
 		return
 	}
 }

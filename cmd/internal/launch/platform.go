@@ -113,6 +113,12 @@ type Platform struct {
 	AdminToken  string
 	Credentials *auth.DevCredentials
 	Insecure    bool
+	// The NATS side (nil/empty with --insecure or an external server): the device registry,
+	// the generated NATS credentials (service passwords, callout issuer) and the simulated
+	// fleet's device secrets by vehicle id.
+	Devices          *natsauth.Devices
+	NATSCredentials  *natsauth.DevCredentials
+	SimDeviceSecrets map[string]string
 
 	log    *slog.Logger
 	cancel context.CancelFunc
@@ -156,6 +162,11 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 			o.NATS.StoreDir = filepath.Join(o.DataDir, "jetstream")
 		}
 	}
+	natsCreds, err := prepareEmbeddedNATS(&o)
+	if err != nil {
+		return fail(fmt.Errorf("nats security: %w", err))
+	}
+	nameUser(&o.NATS)
 	b, err := bus.Open(ctx, o.NATS, log.With("component", "bus"))
 	if err != nil {
 		return fail(fmt.Errorf("bus: %w", err))
@@ -188,6 +199,13 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 		return fail(fmt.Errorf("security: %w", err))
 	}
 	p.CAFile, p.AdminToken, p.Credentials, p.Insecure = sec.caFile, sec.token, sec.creds, o.Security.Insecure
+	var ns *natsSecurity
+	if natsCreds != nil {
+		if ns, err = startNATSAuth(ctx, o, b, natsCreds, log.With("component", "natsauth")); err != nil {
+			return fail(fmt.Errorf("nats security: %w", err))
+		}
+		p.Devices, p.NATSCredentials = ns.devices, natsCreds
+	}
 	d := deps{ctx: ctx, opts: o, bus: b, parts: parts, redis: p.redis, log: log, reg: reg, prefix: o.RedisPrefix, groups: sec.groups}
 	// Services in one process share one delivery per partition (docs/architecture.md):
 	// each record is delivered, acknowledged and stored in consumer state once instead of
@@ -273,6 +291,11 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 			return fail(fmt.Errorf("fleetsim: %w", err))
 		}
 		p.Sim = sim
+		if ns != nil {
+			if p.SimDeviceSecrets, err = ns.registerSimDevices(ctx, sim.Sim().VehicleIDs(), "fleetsim"); err != nil {
+				return fail(fmt.Errorf("fleetsim: %w", err))
+			}
+		}
 	}
 
 	// Everything that can fail is built; from here every component runs supervised.
@@ -300,8 +323,17 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 	if profiles != nil {
 		run("pprof", profiles.Serve)
 	}
+	if ns != nil {
+		run("natsauth", ns.run)
+	}
 	if sim != nil {
-		run("fleetsim", func(ctx context.Context) error { return sim.Run(ctx, b.NC) })
+		if ns != nil {
+			// Every simulated vehicle logs in as its own device, confined like a real one.
+			dial := deviceDialer(b.ClientURL(), p.SimDeviceSecrets)
+			run("fleetsim", func(ctx context.Context) error { return sim.RunDevices(ctx, dial) })
+		} else {
+			run("fleetsim", func(ctx context.Context) error { return sim.Run(ctx, b.NC) })
+		}
 	}
 	go func() {
 		wg.Wait()

@@ -1,0 +1,173 @@
+package launch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/natsauth"
+	"github.com/fleetwire/fleetwire/simulators/fleetsim"
+)
+
+// The NATS side of security (docs/security.md, "NATS and devices"). The all-in-one's
+// embedded server is configured from natsauth's permission table: static users for the
+// services and tools, and the auth callout for everything else, which this process answers
+// from the device registry. Its own connection is the "platform" identity: one process
+// shares one memory, so a connection per in-process service would isolate nothing; the
+// per-service binaries each log in as their own identity (--nats-user), and the table's
+// test proves what each may do.
+
+// natsSecurity is the NATS protection of one all-in-one process.
+type natsSecurity struct {
+	creds   *natsauth.DevCredentials
+	devices *natsauth.Devices
+	resp    *natsauth.Responder
+	wait    func() error
+	callout *nats.Conn
+	kicker  *nats.Conn
+	log     *slog.Logger
+}
+
+// natsCredentialsDir is where the all-in-one keeps its NATS development credentials.
+func natsCredentialsDir(o Options) string {
+	return filepath.Join(dataDir(o), "credentials", "nats")
+}
+
+// prepareEmbeddedNATS generates (or loads) the development NATS credentials and puts the
+// server configuration and the platform's login into o.NATS. It is a no-op for an
+// external server and with --insecure.
+func prepareEmbeddedNATS(o *Options) (*natsauth.DevCredentials, error) {
+	if o.Security.Insecure || (o.NATS.URL != "" && o.NATS.URL != bus.Embedded) {
+		return nil, nil
+	}
+	ids := natsauth.Table(natsauth.TableConfig{Partitions: o.Streams.Partitions})
+	users := make([]string, 0, len(ids))
+	for _, id := range ids {
+		users = append(users, id.Name)
+	}
+	creds, err := natsauth.EnsureDevCredentials(natsCredentialsDir(*o), users)
+	if err != nil {
+		return nil, fmt.Errorf("nats development credentials: %w", err)
+	}
+	o.NATS.ServerConfig = natsauth.ServerConfig{
+		Identities: ids,
+		Password:   func(u string) string { return natsauth.Literal(creds.Passwords[u]) },
+		Issuer:     natsauth.Literal(creds.IssuerPublic),
+		Limits:     accountLimits(o.Streams),
+	}.Render()
+	o.NATS.User, o.NATS.Password = natsauth.UserPlatform, creds.Passwords[natsauth.UserPlatform]
+	o.NATS.InboxPrefix = natsauth.InboxPrefix(natsauth.UserPlatform)
+	return creds, nil
+}
+
+// accountLimits sizes the platform account for the configured streams: their byte caps
+// plus room for the buckets and a margin, and no more.
+func accountLimits(s bus.StreamConfig) natsauth.AccountLimits {
+	lim := natsauth.DefaultAccountLimits()
+	tele, evt := s.TelemetryBytes, s.EventBytes
+	if tele <= 0 {
+		tele = 4 << 30
+	}
+	if evt <= 0 {
+		evt = 1 << 30
+	}
+	need := tele + 3*evt + (1 << 30) // telemetry, events, dead letters, audit (1 GiB), buckets
+	lim.MaxMemory = max(lim.MaxMemory, need)
+	lim.MaxStore = max(lim.MaxStore, need)
+	return lim
+}
+
+// nameUser sets the inbox prefix of a per-service binary's static login.
+func nameUser(cfg *bus.Config) {
+	if cfg.User != "" && cfg.InboxPrefix == "" {
+		cfg.InboxPrefix = natsauth.InboxPrefix(cfg.User)
+	}
+}
+
+// startNATSAuth opens the device registry, registers the simulated fleet's devices and
+// starts answering device logins. The caller runs s.run.
+func startNATSAuth(ctx context.Context, o Options, b *bus.Bus, creds *natsauth.DevCredentials, log *slog.Logger) (*natsSecurity, error) {
+	s := &natsSecurity{creds: creds, log: log}
+	var err error
+	if s.devices, err = natsauth.OpenDevices(ctx, b.JS, o.Streams.Replicas, log); err != nil {
+		return nil, err
+	}
+	connect := func(user string) (*nats.Conn, error) {
+		nc, err := nats.Connect(b.ClientURL(), nats.UserInfo(user, creds.Passwords[user]),
+			nats.CustomInboxPrefix(natsauth.InboxPrefix(user)), nats.Name("fleetwire-"+user), nats.MaxReconnects(-1))
+		if err != nil {
+			return nil, fmt.Errorf("connect as %s: %w", user, err)
+		}
+		return nc, nil
+	}
+	if s.callout, err = connect(natsauth.UserCallout); err != nil {
+		return nil, err
+	}
+	if s.kicker, err = connect(natsauth.UserKicker); err != nil {
+		s.close()
+		return nil, err
+	}
+	if s.resp, err = natsauth.NewResponder(natsauth.ResponderConfig{Devices: s.devices, IssuerSeed: creds.IssuerSeed,
+		Kicker: natsauth.SystemKicker{NC: s.kicker}, Log: log}); err != nil {
+		s.close()
+		return nil, err
+	}
+	// Subscribed before anything can log in as a device (the simulated fleet starts later).
+	if s.wait, err = s.resp.Start(ctx, s.callout); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// run answers device logins until the context given to startNATSAuth ends.
+func (s *natsSecurity) run(context.Context) error {
+	defer s.close()
+	err := s.wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func (s *natsSecurity) close() {
+	if s.callout != nil {
+		s.callout.Close()
+	}
+	if s.kicker != nil {
+		s.kicker.Close()
+	}
+}
+
+// registerSimDevices registers the simulated fleet's vehicles as devices, with secrets
+// kept in the credentials directory so a restart (or fleetsim run elsewhere) reuses them.
+func (s *natsSecurity) registerSimDevices(ctx context.Context, ids []string, model string) (map[string]string, error) {
+	secrets, err := natsauth.EnsureDeviceSecrets(s.creds.DeviceSecretsPath(), ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if _, err := s.devices.Ensure(ctx, natsauth.Device{ID: id, Model: model, Protocol: "nats"}, secrets[id], "fleetwire"); err != nil {
+			return nil, fmt.Errorf("register simulated device %s: %w", id, err)
+		}
+	}
+	return secrets, nil
+}
+
+// deviceDialer connects simulated vehicles as devices: username = vehicle id, password =
+// its secret, replies under the device's own inbox prefix.
+func deviceDialer(url string, secrets map[string]string) fleetsim.DeviceDialer {
+	return func(ctx context.Context, id string) (*nats.Conn, error) {
+		secret, ok := secrets[id]
+		if !ok {
+			return nil, fmt.Errorf("no device secret for %s", id)
+		}
+		return nats.Connect(url, nats.UserInfo(id, secret), nats.CustomInboxPrefix(natsauth.DeviceInboxPrefix(id)),
+			nats.Name(id), nats.MaxReconnects(-1))
+	}
+}
