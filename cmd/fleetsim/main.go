@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/natsauth"
 	"github.com/fleetwire/fleetwire/pkg/geo"
 	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 	"github.com/fleetwire/fleetwire/simulators/loadtest"
@@ -148,6 +149,8 @@ func runFleet(ctx context.Context, args []string, stderr io.Writer) error {
 	setUsage(fs, stderr)
 	url := fs.String("nats-url", envOr(nats.DefaultURL, "FLEETSIM_NATS_URL", "NATS_URL"), "NATS server URL (env FLEETSIM_NATS_URL, NATS_URL); \"embedded\" starts one in-process")
 	creds := fs.String("nats-creds", os.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS)")
+	user, pwFile := natsLoginFlags(fs)
+	devices := fs.String("devices", os.Getenv("FLEETSIM_DEVICES"), "device secrets file (\"<vehicle id> <secret>\" lines, e.g. the all-in-one's <data-dir>/credentials/nats/devices.secrets): each vehicle connects as its own device (env FLEETSIM_DEVICES)")
 	fleetFlags(fs, &cfg)
 	fs.DurationVar(&cfg.FixedInterval, "interval", 0, "if set, every vehicle reports exactly this often (load generation)")
 	fs.Float64Var(&cfg.Speedup, "speedup", 1, "simulated clock speed relative to the wall clock")
@@ -182,7 +185,22 @@ func runFleet(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		return err
 	}
-	b, err := bus.Open(ctx, bus.Config{URL: *url, CredsFile: *creds, Name: "fleetsim"}, log)
+	if *devices != "" {
+		secrets, err := natsauth.LoadDeviceSecrets(*devices)
+		if err != nil {
+			return fmt.Errorf("device secrets: %w", err)
+		}
+		log.Info("connecting every vehicle as its device", "nats", *url, "vehicles", len(fleet.Sim().VehicleIDs()))
+		err = fleet.RunDevices(ctx, deviceDialer(*url, secrets))
+		if *truth != "" {
+			if werr := fleet.Sim().WriteGroundTruth(*truth); werr != nil {
+				return errors.Join(err, werr)
+			}
+		}
+		return err
+	}
+	b, err := bus.Open(ctx, bus.Config{URL: *url, CredsFile: *creds, Name: "fleetsim", User: *user, Password: password(*pwFile),
+		InboxPrefix: inboxFor(*user)}, log)
 	if err != nil {
 		return err
 	}
@@ -225,6 +243,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	setUsage(fs, stderr)
 	target := fs.String("target", envOr(nats.DefaultURL, "FLEETSIM_NATS_URL", "NATS_URL"), "NATS URL of the system under test (env FLEETSIM_NATS_URL, NATS_URL)")
 	creds := fs.String("nats-creds", os.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS)")
+	user, pwFile := natsLoginFlags(fs)
 	grpcAddr := fs.String("grpc", envOr("", "FLEETSIM_GRPC_ADDR"), "tracking gRPC address to watch (env FLEETSIM_GRPC_ADDR); empty: publish side only")
 	fs.IntVar(&cfg.Vehicles, "vehicles", cfg.Vehicles, "simulated vehicles")
 	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "records per second over the fleet (the first rate in --ceiling mode)")
@@ -260,7 +279,8 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			cfg.Progress = stderr
 		}
 	}
-	b, err := bus.Open(ctx, bus.Config{URL: *target, CredsFile: *creds, Name: "fleetsim-load"}, log)
+	b, err := bus.Open(ctx, bus.Config{URL: *target, CredsFile: *creds, Name: "fleetsim-load", User: *user, Password: password(*pwFile),
+		InboxPrefix: inboxFor(*user)}, log)
 	if err != nil {
 		return err
 	}
@@ -299,6 +319,44 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	return res.Err() // the verdict: FAIL is a non-zero exit
+}
+
+// natsLoginFlags registers the static NATS login (the all-in-one's "loadgen" identity for
+// fleetsim load: <data-dir>/credentials/nats/loadgen.password).
+func natsLoginFlags(fs *flag.FlagSet) (user, pwFile *string) {
+	user = fs.String("nats-user", os.Getenv("FLEETSIM_NATS_USER"), "NATS user, e.g. loadgen (env FLEETSIM_NATS_USER)")
+	pwFile = fs.String("nats-password-file", os.Getenv("FLEETSIM_NATS_PASSWORD_FILE"), "file holding the NATS user's password (env FLEETSIM_NATS_PASSWORD_FILE)")
+	return user, pwFile
+}
+
+func password(file string) string {
+	if file == "" {
+		return os.Getenv("FLEETSIM_NATS_PASSWORD")
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "" // the login then fails with the server's own message
+	}
+	return strings.TrimSpace(string(data))
+}
+
+func inboxFor(user string) string {
+	if user == "" {
+		return ""
+	}
+	return natsauth.InboxPrefix(user)
+}
+
+// deviceDialer connects one simulated vehicle as its device.
+func deviceDialer(url string, secrets map[string]string) fleetsim.DeviceDialer {
+	return func(ctx context.Context, id string) (*nats.Conn, error) {
+		secret, ok := secrets[id]
+		if !ok {
+			return nil, fmt.Errorf("no secret for %s in the device secrets file (register it, or run fewer vehicles)", id)
+		}
+		return nats.Connect(url, nats.UserInfo(id, secret), nats.CustomInboxPrefix(natsauth.DeviceInboxPrefix(id)),
+			nats.Name(id), nats.MaxReconnects(-1), nats.Timeout(10*time.Second))
+	}
 }
 
 func writeTo(path string, stdout io.Writer, write func(io.Writer) error) error {

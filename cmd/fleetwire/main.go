@@ -86,6 +86,18 @@ Ctrl-C stops.
 Ctrl-C stops.
 `, p.GRPCAddr, p.Credentials.Dir, p.CAFile, p.Credentials.TokenFile)
 	}
+	if c := p.NATSCredentials; c != nil {
+		fmt.Printf(`
+  NATS is authenticated: every device logs in as its own id and may publish only under
+  fleet.up.<id>.> (docs/security.md). The simulated vehicles' secrets are in
+  %[2]s. Register a device and connect it:
+
+  go run ./cmd/fleetctl --addr %[4]s devices add truck-1     (prints its secret once)
+  nats --server %[1]s --user truck-1 --password SECRET --inbox-prefix _INBOX_truck-1 pub fleet.up.truck-1.tele ...
+  Service and tool passwords (admin, tracking, ...) are in %[3]s/<user>.password:
+  nats --server %[1]s --user admin --password "$(cat %[3]s/admin.password)" stream ls
+`, p.Bus.ClientURL(), c.DeviceSecretsPath(), c.Dir, p.GRPCAddr)
+	}
 	if err := p.Wait(); err != nil {
 		log.Error("stopped with error", "err", err)
 		os.Exit(1)

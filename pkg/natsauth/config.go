@@ -33,7 +33,8 @@ type ServerConfig struct {
 	Issuer string
 	// Limits of the platform account (DefaultAccountLimits when zero).
 	Limits AccountLimits
-	// AuthTimeout is how long the server waits for a login to be decided, seconds (2 when 0).
+	// AuthTimeout is how long the server waits for a login to be decided, seconds (5 when
+	// 0: a device login is a round trip to the responder, on a busy server too).
 	AuthTimeout float64
 }
 
@@ -54,7 +55,7 @@ func (c ServerConfig) Render() string {
 	}
 	timeout := c.AuthTimeout
 	if timeout <= 0 {
-		timeout = 2
+		timeout = 5
 	}
 	var b strings.Builder
 	w := func(indent int, format string, a ...any) {

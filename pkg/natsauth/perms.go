@@ -27,6 +27,7 @@ const (
 	UserMaintenance = "maintenance" // services/maintenance
 	UserDispatch    = "dispatch"    // services/dispatch
 	UserTeltonika   = "teltonika"   // edge/teltonika: the gateway speaks for the Teltonika devices it authenticated
+	UserDevices     = "devices"     // the provisioning service (fleet.v1.DeviceService, cmd/devices)
 	UserCallout     = "callout"     // the auth callout responder (device logins)
 	UserLoadgen     = "loadgen"     // fleetsim load mode: a load generator, never in production
 	UserKicker      = "kicker"      // system account: disconnects revoked devices ($SYS.REQ.SERVER.*.KICK)
@@ -233,6 +234,7 @@ func Table(cfg TableConfig) []Identity {
 		{Name: UserMaintenance, Account: Account, Doc: "maintenance service", Perms: maintenance},
 		{Name: UserDispatch, Account: Account, Doc: "dispatch service: the only publisher of commands", Perms: dispatch},
 		{Name: UserTeltonika, Account: Account, Doc: "Teltonika gateway: publishes for the devices it authenticated (IMEI registry), receives their commands", Perms: teltonika},
+		{Name: UserDevices, Account: Account, Doc: "device provisioning service: writes the device registry", Perms: serviceBase(UserDevices)},
 		{Name: UserCallout, Account: Account, Doc: "auth callout responder: answers device logins from the device registry",
 			Perms: Permissions{
 				PubAllow:  append(append([]string{api + "INFO"}, provisions(kvStream(DevicesBucket))...), kvRead(DevicesBucket)...),
@@ -250,7 +252,7 @@ func Table(cfg TableConfig) []Identity {
 	platform := serviceBase(UserPlatform)
 	for _, id := range ids {
 		switch id.Name {
-		case UserTracking, UserGeofence, UserMaintenance, UserDispatch, UserTeltonika:
+		case UserTracking, UserGeofence, UserMaintenance, UserDispatch, UserTeltonika, UserDevices:
 			platform = platform.with(id.Perms.PubAllow, id.Perms.SubAllow)
 		}
 	}

@@ -67,6 +67,11 @@ func TestPermissionTable(t *testing.T) {
 			subOK:     []string{"fleet.down.*.cmd"},
 			subDenied: []string{"fleet.up.>", "fleet.evt.>"},
 		},
+		natsauth.UserDevices: {
+			pubOK:     append([]string{"$KV.FLEET_DEVICES.v1", "$JS.API.STREAM.CREATE.KV_FLEET_DEVICES"}, common...),
+			pubDenied: append([]string{"fleet.up.v1.tele", "fleet.down.v1.cmd", "fleet.evt.geofence.enter.v1.x", "$KV.FLEET_ZONES.z1"}, protected...),
+			subDenied: []string{"fleet.>", "_INBOX.>"},
+		},
 		natsauth.UserCallout: {
 			pubOK:     []string{"$JS.API.STREAM.INFO.KV_FLEET_DEVICES", "$JS.API.DIRECT.GET.KV_FLEET_DEVICES.$KV.FLEET_DEVICES.v1"},
 			pubDenied: append([]string{"fleet.up.v1.tele", "$KV.FLEET_DEVICES.v1", "fleet.down.v1.cmd", "$KV.FLEET_TOKENS.x"}, protected...),

@@ -2,9 +2,9 @@ package natsauth_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
-	"errors"
 	"strings"
 	"sync"
 	"testing"

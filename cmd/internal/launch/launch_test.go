@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"sort"
 	"testing"
 	"time"
@@ -13,11 +14,17 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/natsauth"
 	"github.com/fleetwire/fleetwire/pkg/redistest"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
 
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quietLog() *slog.Logger {
+	if os.Getenv("LAUNCH_DEBUG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
 
 func startPlatform(t *testing.T, o Options) *Platform {
 	t.Helper()
@@ -162,7 +169,9 @@ func TestTwoTrackingInstancesShareRedis(t *testing.T) {
 	var insts []*Platform
 	for _, part := range []string{"0/2", "1/2"} {
 		insts = append(insts, startPlatform(t, Options{
-			NATS: bus.Config{URL: natsURL}, RedisURL: redistest.URL(), RedisPrefix: prefix,
+			// Each instance logs in as the tracking identity, as a deployment configures it.
+			NATS:     bus.Config{URL: natsURL, User: natsauth.UserTracking, Password: hub.NATSCredentials.Passwords[natsauth.UserTracking]},
+			RedisURL: redistest.URL(), RedisPrefix: prefix,
 			Services: []string{Tracking}, Partitions: part,
 		}))
 	}

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -82,11 +85,20 @@ func accountLimits(s bus.StreamConfig) natsauth.AccountLimits {
 	return lim
 }
 
-// nameUser sets the inbox prefix of a per-service binary's static login.
-func nameUser(cfg *bus.Config) {
-	if cfg.User != "" && cfg.InboxPrefix == "" {
-		cfg.InboxPrefix = natsauth.InboxPrefix(cfg.User)
+// serviceLogin completes a per-service binary's static login: the password from its file,
+// and the identity's own inbox prefix (the server lets it receive replies only there).
+func serviceLogin(o *Options) error {
+	if o.NATSPasswordFile != "" && o.NATS.Password == "" {
+		data, err := os.ReadFile(o.NATSPasswordFile)
+		if err != nil {
+			return fmt.Errorf("%w: nats password: %w", ErrConfig, err)
+		}
+		o.NATS.Password = strings.TrimSpace(string(data))
 	}
+	if o.NATS.User != "" && o.NATS.InboxPrefix == "" {
+		o.NATS.InboxPrefix = natsauth.InboxPrefix(o.NATS.User)
+	}
+	return nil
 }
 
 // startNATSAuth opens the device registry, registers the simulated fleet's devices and
@@ -167,7 +179,53 @@ func deviceDialer(url string, secrets map[string]string) fleetsim.DeviceDialer {
 		if !ok {
 			return nil, fmt.Errorf("no device secret for %s", id)
 		}
-		return nats.Connect(url, nats.UserInfo(id, secret), nats.CustomInboxPrefix(natsauth.DeviceInboxPrefix(id)),
-			nats.Name(id), nats.MaxReconnects(-1))
+		// A login is a round trip through the responder: on a busy machine it can miss a
+		// timeout, and a real tracker would simply try again.
+		var err error
+		for attempt := range 5 {
+			var nc *nats.Conn
+			nc, err = nats.Connect(url, nats.UserInfo(id, secret), nats.CustomInboxPrefix(natsauth.DeviceInboxPrefix(id)),
+				nats.Name(id), nats.MaxReconnects(-1), nats.Timeout(10*time.Second))
+			if err == nil {
+				return nc, nil
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+			}
+		}
+		return nil, err
 	}
+}
+
+// ExternalNATSConfig is deployments/nats/nats-server.conf: a nats-server configuration for
+// a deployment of the per-service binaries, generated from the same permission table as
+// the all-in-one's embedded server. Passwords and the callout issuer come from the
+// environment, so the file holds no secret.
+func ExternalNATSConfig() string {
+	ids := natsauth.Table(natsauth.TableConfig{})
+	var b strings.Builder
+	b.WriteString(`# nats-server configuration of a Fleetwire deployment.
+#
+# GENERATED from pkg/natsauth's permission table; do not edit. Regenerate with
+#   UPDATE_GOLDEN=1 go test ./cmd/internal/launch -run TestExternalNATSConfigIsCurrent
+# (the test fails whenever this file and the table disagree).
+#
+# Each identity's password comes from the environment variable FLEETWIRE_NATS_<USER>_PASSWORD
+# (e.g. FLEETWIRE_NATS_TRACKING_PASSWORD), and the auth callout issuer's public account nkey
+# from FLEETWIRE_NATS_CALLOUT_ISSUER; the responder signs with its seed (docs/security.md).
+# nats-server refuses to start when one of them is unset.
+
+listen: 0.0.0.0:4222
+http: 127.0.0.1:8222
+`)
+	fmt.Fprintf(&b, "max_payload: %d\n", bus.MaxMessageBytes)
+	b.WriteString("jetstream {\n  store_dir: /data/jetstream\n}\n\n")
+	b.WriteString(natsauth.ServerConfig{
+		Identities: ids,
+		Password:   func(u string) string { return "$" + natsauth.PasswordEnv(u) },
+		Issuer:     "$" + natsauth.IssuerEnv,
+	}.Render())
+	return b.String()
 }

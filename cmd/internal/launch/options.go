@@ -90,6 +90,8 @@ type Options struct {
 	Teltonika TeltonikaOptions
 	// Devices configures the provisioning service (service Devices).
 	Devices DevicesOptions
+	// NATSPasswordFile holds the password of NATS.User (read at start).
+	NATSPasswordFile string
 
 	// envErr collects malformed environment values seen by Flags; Validate reports them.
 	envErr error
@@ -102,6 +104,9 @@ func (o *Options) Flags(fs *flag.FlagSet, def Options) {
 	var e envReader
 	fs.StringVar(&o.NATS.URL, "nats-url", e.str("FLEETWIRE_NATS_URL", e.str("NATS_URL", def.NATS.URL)), `NATS server URL, or "embedded" for an in-process server (env FLEETWIRE_NATS_URL, NATS_URL)`)
 	fs.StringVar(&o.NATS.CredsFile, "nats-creds", e.str("FLEETWIRE_NATS_CREDS", ""), "NATS credentials file (env FLEETWIRE_NATS_CREDS)")
+	fs.StringVar(&o.NATS.User, "nats-user", e.str("FLEETWIRE_NATS_USER", ""), "NATS user this process logs in as (its identity in deployments/nats/nats-server.conf: tracking, geofence, ...) (env FLEETWIRE_NATS_USER)")
+	o.NATS.Password = e.str("FLEETWIRE_NATS_PASSWORD", "") // environment only: a flag would show in ps
+	fs.StringVar(&o.NATSPasswordFile, "nats-password-file", e.str("FLEETWIRE_NATS_PASSWORD_FILE", ""), "file holding the NATS user's password (or env FLEETWIRE_NATS_PASSWORD) (env FLEETWIRE_NATS_PASSWORD_FILE)")
 	fs.StringVar(&o.NATS.TLSCert, "nats-tls-cert", e.str("FLEETWIRE_NATS_TLS_CERT", ""), "client certificate for NATS TLS (env FLEETWIRE_NATS_TLS_CERT)")
 	fs.StringVar(&o.NATS.TLSKey, "nats-tls-key", e.str("FLEETWIRE_NATS_TLS_KEY", ""), "client key for NATS TLS (env FLEETWIRE_NATS_TLS_KEY)")
 	fs.StringVar(&o.NATS.TLSCA, "nats-tls-ca", e.str("FLEETWIRE_NATS_TLS_CA", ""), "CA bundle for NATS TLS (env FLEETWIRE_NATS_TLS_CA)")

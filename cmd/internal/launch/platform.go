@@ -166,7 +166,9 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 	if err != nil {
 		return fail(fmt.Errorf("nats security: %w", err))
 	}
-	nameUser(&o.NATS)
+	if err := serviceLogin(&o); err != nil {
+		return fail(err)
+	}
 	b, err := bus.Open(ctx, o.NATS, log.With("component", "bus"))
 	if err != nil {
 		return fail(fmt.Errorf("bus: %w", err))

@@ -23,8 +23,9 @@ import (
 // TLS with the development credentials in DataDir/credentials, created on first start,
 // and API tokens.
 type Security struct {
-	// Insecure serves plaintext gRPC without authentication: every caller is an anonymous
-	// admin. Logged loudly at every start.
+	// Insecure serves plaintext gRPC without authentication (every caller is an anonymous
+	// admin) and runs the embedded NATS server without users (every client may do
+	// anything). Logged loudly at every start.
 	Insecure bool
 	// TLSCert and TLSKey are the server's certificate; empty: the development certificate
 	// in DataDir/credentials.
@@ -41,7 +42,7 @@ type Security struct {
 
 // securityFlags registers the security flags.
 func (o *Options) securityFlags(fs *flag.FlagSet, e *envReader) {
-	fs.BoolVar(&o.Security.Insecure, "insecure", e.bool("FLEETWIRE_INSECURE", false), "serve plaintext gRPC with no authentication (development only; logged loudly) (env FLEETWIRE_INSECURE)")
+	fs.BoolVar(&o.Security.Insecure, "insecure", e.bool("FLEETWIRE_INSECURE", false), "serve plaintext gRPC with no authentication and an embedded NATS server without users (development only; logged loudly) (env FLEETWIRE_INSECURE)")
 	fs.StringVar(&o.Security.TLSCert, "tls-cert", e.str("FLEETWIRE_TLS_CERT", ""), "gRPC server certificate (PEM); empty: development credentials in the data directory (env FLEETWIRE_TLS_CERT)")
 	fs.StringVar(&o.Security.TLSKey, "tls-key", e.str("FLEETWIRE_TLS_KEY", ""), "gRPC server key (PEM) (env FLEETWIRE_TLS_KEY)")
 	fs.StringVar(&o.Security.ClientCA, "tls-client-ca", e.str("FLEETWIRE_TLS_CLIENT_CA", ""), "CA bundle verifying mTLS client certificates (env FLEETWIRE_TLS_CLIENT_CA)")
@@ -51,7 +52,7 @@ func (o *Options) securityFlags(fs *flag.FlagSet, e *envReader) {
 }
 
 // InsecureBanner is what a process with security off says at every start.
-const InsecureBanner = "SECURITY IS OFF (--insecure): gRPC is plaintext and unauthenticated; anyone who can reach it can immobilise vehicles, delete zones and issue tokens"
+const InsecureBanner = "SECURITY IS OFF (--insecure): gRPC is plaintext and unauthenticated, and the embedded NATS server takes anonymous clients with every right; anyone who can reach them can immobilise vehicles, forge telemetry and events, delete streams, zones and tokens"
 
 // security is the gRPC protection of one process.
 type security struct {
