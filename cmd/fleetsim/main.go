@@ -27,8 +27,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
-	"github.com/fleetwire/fleetwire/pkg/natsauth"
 	"github.com/fleetwire/fleetwire/pkg/geo"
+	"github.com/fleetwire/fleetwire/pkg/natsauth"
 	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 	"github.com/fleetwire/fleetwire/simulators/loadtest"
 )

@@ -141,7 +141,7 @@ func (f *Fleet) Run(ctx context.Context, nc *nats.Conn) error {
 	if err != nil {
 		return err
 	}
-	f.js = js
+	f.js, f.byVehicle = js, nil
 	sub, err := nc.Subscribe(bus.CommandWildcard(), func(m *nats.Msg) { f.onCommand(ctx, m) })
 	if err != nil {
 		return fmt.Errorf("subscribe to commands: %w", err)
