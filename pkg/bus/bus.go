@@ -210,7 +210,7 @@ func (b *Bus) startEmbedded(cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("embedded nats: %w", err)
 	}
-	srv.SetLoggerV2(natsLogger{b.log.With("from", "nats-server")}, b.log.Enabled(context.Background(), slog.LevelDebug), false, false)
+	srv.SetLoggerV2(natsLogger{log: b.log.With("from", "nats-server"), logins: &loginLimiter{}}, b.log.Enabled(context.Background(), slog.LevelDebug), false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()

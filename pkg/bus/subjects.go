@@ -20,7 +20,8 @@ import (
 //
 // A NATS user for one tracker is confined with
 //   publish:   fleet.up.<vehicle>.>
-//   subscribe: fleet.down.<vehicle>.>  (plus _INBOX.> for publish acknowledgements)
+//   subscribe: fleet.down.<vehicle>.>  (plus _INBOX_<vehicle>.> for publish acknowledgements;
+//   pkg/natsauth.DevicePermissions is what the server enforces)
 // and consumers select with wildcards: fleet.in.*.<vehicle>.> for one vehicle,
 // fleet.in.*.*.alarm for one kind.
 
