@@ -256,7 +256,8 @@ func Table(cfg TableConfig) []Identity {
 			platform = platform.with(id.Perms.PubAllow, id.Perms.SubAllow)
 		}
 	}
-	platform = platform.with(kvWrite(auth.GroupsBucket), nil)
+	// The all-in-one reads each partition once for all its services (bus.Shared).
+	platform = platform.with(append(kvWrite(auth.GroupsBucket), partitionDurables(bus.SharedDurable, parts)...), nil)
 	ids = append(ids, Identity{Name: UserPlatform, Account: Account, Doc: "all-in-one process (every service, one connection)", Perms: platform})
 	ids = append(ids, Identity{Name: UserKicker, Account: SystemAccount, Doc: "disconnects revoked devices through the system account's KICK request",
 		Perms: Permissions{PubAllow: []string{"$SYS.REQ.SERVER.*.KICK"}, SubAllow: []string{InboxPrefix(UserKicker) + ".>"}}})
