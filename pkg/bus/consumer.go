@@ -30,6 +30,8 @@ type Msg struct {
 	// already processed (at or below the durable's ack floor before the rebuild). Use it to
 	// rebuild state without raising events again; the event stream refuses repeats anyway.
 	Replayed bool
+
+	decoded *decoded // set by a shared delivery's fan-out (DecodeBatch)
 }
 
 // JSON reports whether the payload is the JSON form of the tracker protocol (header

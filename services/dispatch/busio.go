@@ -142,7 +142,7 @@ func (s *Service) handleDevice(ctx context.Context, batch []bus.Msg) error {
 			}
 			w.replies = append(w.replies, r)
 		case bus.KindTelemetry, bus.KindAlarm:
-			recs, bad, err := wire.DecodeBatch(addr.Vehicle, m.Data, m.JSON())
+			recs, bad, err := m.DecodeBatch(addr.Vehicle)
 			if err != nil {
 				s.rej.Add(wire.Reason(err), addr.Vehicle, err)
 				continue

@@ -221,7 +221,7 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 			s.rej.Add("subject", "", err, "subject", m.Subject)
 			continue
 		}
-		recs, recErrs, err := wire.DecodeBatch(addr.Vehicle, m.Data, m.JSON())
+		recs, recErrs, err := m.DecodeBatch(addr.Vehicle)
 		if err != nil {
 			s.rej.Add(wire.Reason(err), addr.Vehicle, err)
 			continue
