@@ -30,8 +30,8 @@ type observer struct {
 	token   message.Token
 	json    bool
 
-	sub  *nats.Subscription
-	cmds chan []byte
+	sub     *nats.Subscription
+	cmds    chan []byte
 	done    chan struct{}
 	stopped bool
 }
