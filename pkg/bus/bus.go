@@ -53,6 +53,8 @@ type Config struct {
 	// was acknowledged since the last flush. A process crash loses nothing either way.
 	SyncInterval time.Duration
 	SyncAlways   bool
+	// MQTT is the embedded server's MQTT listener (off by default; mqtt.go).
+	MQTT MQTTConfig
 }
 
 // DefaultSyncInterval bounds what an OS crash can cost the embedded server: one second
@@ -69,6 +71,8 @@ type Bus struct {
 	log      *slog.Logger
 	srv      *server.Server
 	tmpStore string
+	mqttHost string // the embedded server's MQTT listener, when on
+	mqttPort int
 
 	metrics *ConsumerMetrics // nil until RegisterMetrics
 	events  *EventMetrics    // nil until RegisterMetrics
@@ -184,6 +188,13 @@ func (b *Bus) startEmbedded(cfg Config) error {
 		SyncInterval: sync,
 		SyncAlways:   cfg.SyncAlways,
 	}
+	if err := applyMQTT(cfg, opts); err != nil {
+		if b.tmpStore != "" {
+			_ = os.RemoveAll(b.tmpStore)
+		}
+		return err
+	}
+	b.mqttHost, b.mqttPort = opts.MQTT.Host, opts.MQTT.Port
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("embedded nats: %w", err)

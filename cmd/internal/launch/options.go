@@ -28,6 +28,9 @@ const (
 // AllServices is every service, in start order (Devices is in devices.go).
 var AllServices = []string{Tracking, Geofence, Maintenance, Dispatch, Devices}
 
+// Gateways are the protocol edges a process may host beside the services.
+var Gateways = []string{Teltonika, CoAP}
+
 // ErrConfig is wrapped by every configuration error: a malformed environment value, an
 // unknown service. Such errors stop the process at start rather than fall back to a default
 // the operator did not choose.
@@ -90,6 +93,8 @@ type Options struct {
 	Teltonika TeltonikaOptions
 	// Devices configures the provisioning service (service Devices).
 	Devices DevicesOptions
+	// CoAP configures the CoAP gateway (service CoAP).
+	CoAP CoAPOptions
 
 	// envErr collects malformed environment values seen by Flags; Validate reports them.
 	envErr error
@@ -174,7 +179,7 @@ func (o Options) Validate() error {
 }
 
 func knownService(name string) bool {
-	for _, s := range append(AllServices[:len(AllServices):len(AllServices)], Teltonika) {
+	for _, s := range append(AllServices[:len(AllServices):len(AllServices)], Gateways...) {
 		if s == name {
 			return true
 		}

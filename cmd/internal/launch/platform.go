@@ -76,6 +76,7 @@ var builders = map[string]func(deps) (service, error){
 	Dispatch:    buildDispatch,
 	Teltonika:   buildTeltonika,
 	Devices:     buildDevices,
+	CoAP:        buildCoAP,
 }
 
 // streamless is implemented by components that consume no telemetry partitions (the
@@ -106,6 +107,10 @@ type Platform struct {
 	TeltonikaDevices *teltonika.MemoryRegistry
 	// DeviceRegistry is the devices service's registry when it runs (nil otherwise).
 	DeviceRegistry *natsauth.Devices
+	// CoAPAddr is the CoAP gateway's bound UDP address when it runs.
+	CoAPAddr string
+	// MQTTAddr is the embedded NATS server's MQTT listener when it has one.
+	MQTTAddr string
 	// How to reach the gRPC API: the CA that signed its certificate and the bootstrap
 	// admin token (both empty when Insecure, or when certificates were given without a
 	// token file). Credentials is the development credentials directory when one is used.
@@ -226,6 +231,9 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 		if tg, ok := s.(teltonikaGateway); ok {
 			p.TeltonikaTCP, p.TeltonikaUDP, p.TeltonikaDevices = tg.TCPAddr(), tg.UDPAddr(), tg.registry
 		}
+		if cg, ok := s.(coapGateway); ok {
+			p.CoAPAddr = cg.Addr()
+		}
 	}
 	// Ready once every consumer is within catchUpBound messages of its stream's end: a
 	// rebuilt in-memory state or a service back from an outage answers queries only then.
@@ -243,6 +251,7 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 	}
 	p.GRPCAddr = gs.Addr()
 	p.noteMoved("grpc", o.GRPCAddr, p.GRPCAddr)
+	p.MQTTAddr = b.MQTTAddr()
 
 	var admin *adminServer
 	if o.MetricsAddr != "" {
