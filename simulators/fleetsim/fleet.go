@@ -131,8 +131,11 @@ func (f *Fleet) Stats() Stats {
 // returned: the fleet carries on from where it stopped (positions, sequences), its
 // simulated clock paused meanwhile.
 func (f *Fleet) Run(ctx context.Context, nc *nats.Conn) error {
-	if f.cfg.Protocol == ProtocolTeltonika {
+	switch f.cfg.Protocol {
+	case ProtocolTeltonika:
 		return f.runTeltonika(ctx, f.cfg.TeltonikaAddr)
+	case ProtocolMQTT, ProtocolCoAP:
+		return f.runDevices(ctx)
 	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(f.cfg.MaxInFlight),

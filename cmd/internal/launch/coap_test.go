@@ -149,7 +149,7 @@ func TestCoAPDeviceThroughThePlatform(t *testing.T) {
 		return c == codes.Content, c.String()
 	})
 	driveDevice(t, ctx, p, vehicle, protoDevice{
-		report: func(seq int, at time.Time, lat, lon, speed float64) { d.report(ctx, seq, at, lat, lon, speed) },
+		report:   func(seq int, at time.Time, lat, lon, speed float64) { d.report(ctx, seq, at, lat, lon, speed) },
 		commands: d.commands,
 		reply: func(data []byte) {
 			if c := d.post(ctx, "reply", data); c != codes.Changed {

@@ -4,13 +4,17 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/natsauth"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
+	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 )
 
 // protoDevice is a tracker speaking the tracker protocol's payloads over some transport
@@ -105,4 +109,67 @@ func fixBatch(vehicle string, seq int, at time.Time, lat, lon, speed float64) []
 		Satellites: 10, Hdop: 0.8, FixValid: true, Ignition: proto.Bool(true),
 	}}})
 	return data
+}
+
+// Simulated fleets reporting over MQTT and over CoAP (fleetsim --protocol mqtt|coap),
+// each vehicle logging in with its own registered secret, reach tracking like one on NATS.
+func TestSimulatedDeviceFleets(t *testing.T) {
+	const vehicles = 4
+	p := startPlatform(t, Options{RedisURL: "memory",
+		NATS:     bus.Config{URL: bus.Embedded, ListenPort: -1, MQTT: bus.MQTTConfig{Port: -1}},
+		Services: append(append([]string(nil), AllServices...), CoAP),
+		CoAP:     CoAPOptions{Addr: "127.0.0.1:0"},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	devices, err := natsauth.OpenDevices(ctx, p.Bus.JS, 1, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracking := fleetv1.NewTrackingServiceClient(dial(t, p))
+	for _, tc := range []struct{ protocol, addr string }{
+		{fleetsim.ProtocolMQTT, p.MQTTAddr},
+		{fleetsim.ProtocolCoAP, p.CoAPAddr},
+	} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			cfg := fleetsim.DefaultConfig()
+			prefix := tc.protocol + "-"
+			cfg.Vehicles, cfg.Seed, cfg.Prefix = vehicles, 13, prefix
+			cfg.Protocol, cfg.DeviceAddr = tc.protocol, tc.addr
+			cfg.FixedInterval = 2 * time.Second
+			cfg.DeviceSecrets = map[string]string{}
+			sim, err := fleetsim.NewSim(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range sim.VehicleIDs() {
+				_, secret, err := devices.Add(ctx, natsauth.Device{ID: id, Model: "fleetsim", Protocol: tc.protocol}, "test")
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.DeviceSecrets[id] = secret
+			}
+			fleet, err := fleetsim.New(cfg, quietLog())
+			if err != nil {
+				t.Fatal(err)
+			}
+			fctx, fcancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- fleet.Run(fctx, nil) }()
+			defer func() { fcancel(); <-done }()
+			waitUntil(t, ctx, "every simulated "+tc.protocol+" vehicle in tracking", func() (bool, string) {
+				resp, err := tracking.ListVehicles(ctx, &fleetv1.ListVehiclesRequest{PageSize: 100})
+				if err != nil {
+					return false, err.Error()
+				}
+				n := 0
+				for _, v := range resp.GetVehicles() {
+					if strings.HasPrefix(v.GetVehicleId(), prefix) && v.GetState().GetLastFix() != nil {
+						n++
+					}
+				}
+				return n == vehicles, fmt.Sprintf("%d of %d vehicles with a fix (acked %d)", n, vehicles, fleet.Stats().Acked)
+			})
+		})
+	}
 }
