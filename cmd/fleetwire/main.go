@@ -125,7 +125,7 @@ func teltonikaHelp(p *launch.Platform, o launch.Options) string {
 		return ""
 	}
 	s := fmt.Sprintf("  Teltonika trackers (Codec 8, 8E, 16; commands over Codec 12): TCP %s, UDP %s\n", orOff(p.TeltonikaTCP), orOff(p.TeltonikaUDP))
-	s += "    register a device: --teltonika-device IMEI=vehicle-id"
+	s += "    register a device: fleetctl devices add VEHICLE --protocol teltonika, and map its IMEI with --teltonika-device IMEI=VEHICLE"
 	if o.Teltonika.DevicesFile != "" {
 		s += fmt.Sprintf(", or append \"IMEI vehicle-id\" to %s (re-read on change)", o.Teltonika.DevicesFile)
 	} else {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fleetwire/fleetwire/edge/teltonika/codec"
+	"github.com/fleetwire/fleetwire/pkg/natsauth"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 )
@@ -129,6 +130,20 @@ func TestTeltonikaDeviceThroughThePlatform(t *testing.T) {
 	conn := dial(t, p)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	devices, err := natsauth.OpenDevices(ctx, p.Bus.JS, 1, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The IMEI maps to the vehicle; the registry says whether the device may connect.
+	t.Run("mapped IMEI of an unregistered device refused", func(t *testing.T) {
+		_, ans := dialTeltonika(t, p.TeltonikaTCP, imei)
+		if ans != codec.HandshakeRefuse {
+			t.Errorf("got %#02x, want 00", ans)
+		}
+	})
+	if _, _, err := devices.Add(ctx, natsauth.Device{ID: vehicle, Model: "fmb920", Protocol: "teltonika"}, "test"); err != nil {
+		t.Fatal(err)
+	}
 
 	t.Run("unknown device refused over TCP", func(t *testing.T) {
 		_, ans := dialTeltonika(t, p.TeltonikaTCP, "356307042441099")
@@ -170,10 +185,13 @@ func TestTeltonikaDeviceThroughThePlatform(t *testing.T) {
 	}}); err != nil {
 		t.Fatalf("create zone: %v", err)
 	}
-	d, ans := dialTeltonika(t, p.TeltonikaTCP, imei)
-	if ans != codec.HandshakeAccept {
-		t.Fatalf("handshake: got %#02x, want 01", ans)
-	}
+	var d *teltonikaDevice
+	// The gateway's mirror of the registry learns of the device within moments.
+	waitUntil(t, ctx, "the registered device accepted", func() (bool, string) {
+		var ans byte
+		d, ans = dialTeltonika(t, p.TeltonikaTCP, imei)
+		return ans == codec.HandshakeAccept, fmt.Sprintf("handshake %#02x", ans)
+	})
 	start := time.Now().Add(-2 * time.Minute).Truncate(time.Second)
 	path := []struct {
 		dLat  float64
@@ -254,14 +272,21 @@ func TestSimulatedTeltonikaFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	devices, err := natsauth.OpenDevices(ctx, p.Bus.JS, 1, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, line := range fleet.Devices() {
 		imei, vehicle, _ := strings.Cut(line, " ")
 		if err := p.TeltonikaDevices.Add(imei, vehicle); err != nil {
 			t.Fatal(err)
 		}
+		if _, _, err := devices.Add(ctx, natsauth.Device{ID: vehicle, Model: "fleetsim", Protocol: "teltonika"}, "test"); err != nil {
+			t.Fatal(err)
+		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- fleet.Run(ctx, nil) }()
 	defer func() { cancel(); <-done }()
