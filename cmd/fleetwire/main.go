@@ -46,7 +46,9 @@ func main() {
 	o.FallbackPorts = true
 	o.PinSetFlags(fs)
 	o.EndpointsFile = filepath.Join(o.DataDir, launch.EndpointsFile)
-	o.NATS.MQTT.Fallback = true
+	// Like the other defaults, the MQTT port moves only when it was not asked for.
+	o.NATS.MQTT.Fallback = os.Getenv("FLEETWIRE_MQTT_PORT") == ""
+	fs.Visit(func(f *flag.Flag) { o.NATS.MQTT.Fallback = o.NATS.MQTT.Fallback && f.Name != "mqtt-port" })
 	o.Services = append([]string(nil), launch.AllServices...)
 	if o.Teltonika.TCPAddr != "" || o.Teltonika.UDPAddr != "" {
 		o.Services = append(o.Services, launch.Teltonika)
