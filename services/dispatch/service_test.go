@@ -859,13 +859,24 @@ func testForgedSlowFixDoesNotReleaseImmobilize(t *testing.T, st Store) {
 	}
 	forged := at(base, 25*time.Second, 180, 0, true)
 	forged.HDOP = 0.8
+	// The gate re-judges held commands after the vehicle's state is stored, so wait for
+	// the reason that judges this fix rather than for the stored state alone.
 	dev.send(forged)
 	h.waitApplied(v, forged.DeviceTime)
+	waitReason := func(want string) {
+		t.Helper()
+		eventually(t, "command reason "+want, func() bool {
+			c := state()
+			return c.GetState() != fleetv1.CommandState_COMMAND_STATE_QUEUED || strings.Contains(c.GetStateReason(), want)
+		})
+	}
+	waitReason("(1 so far")
 	if c := state(); c.GetState() != fleetv1.CommandState_COMMAND_STATE_QUEUED || len(dev.commands()) != 0 {
 		t.Fatalf("after one forged speed-0 fix: got %v %q, device received %v; want held, nothing sent", c.GetState(), c.GetStateReason(), dev.commands())
 	}
 	dev.send(at(base, 30*time.Second, 216, 26, true))
 	h.waitApplied(v, base.Add(30*time.Second))
+	waitReason("now 26 km/h")
 	if c := state(); c.GetState() != fleetv1.CommandState_COMMAND_STATE_QUEUED || !strings.Contains(c.GetStateReason(), "now 26 km/h") {
 		t.Fatalf("driving on: got %v %q, want held at 26 km/h", c.GetState(), c.GetStateReason())
 	}
