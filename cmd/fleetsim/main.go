@@ -261,7 +261,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to publish")
 	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "random seed")
 	fs.Var(centerFlag{&cfg.Center}, "center", "city centre LAT,LON")
-	fs.StringVar(&cfg.Prefix, "prefix", "", "vehicle id prefix (default: unique per run)")
+	fs.StringVar(&cfg.Prefix, "prefix", "", `vehicle id prefix, always under the reserved "loadtest-" (default: unique per run)`)
 	fs.IntVar(&cfg.BatchRecords, "batch", cfg.BatchRecords, "records per packet")
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "unacknowledged JetStream publishes")
 	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "after publishing, how long to wait for records still on their way")

@@ -220,6 +220,26 @@ func (s *RedisStore) putInfo(ctx context.Context, info Info, nx bool) (bool, err
 	return ok, nil
 }
 
+// Delete removes vehicles; see Store. Their history keys expire with the retention.
+func (s *RedisStore) Delete(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, id := range ids {
+			p.Del(ctx, s.stateKey(id), s.infoKey(id))
+			p.ZRem(ctx, s.idsKey(), id)
+			p.ZRem(ctx, s.geoKey(), id)
+			p.SRem(ctx, s.polarKey(), id)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("redis delete vehicles: %w", err)
+	}
+	return nil
+}
+
 // Register adds a vehicle to the registry.
 func (s *RedisStore) Register(ctx context.Context, info Info) error {
 	ok, err := s.putInfo(ctx, info, true)
