@@ -331,6 +331,9 @@ func ToProtoEvent(e *fence.Event, published *timestamppb.Timestamp) *fleetv1.Eve
 	if e.MustStayInside {
 		attrs["must_stay_inside"] = "true"
 	}
+	// The zone's alert policy travels with the event: the alert feed raises an alert only
+	// where the zone asks for one (docs/geofence.md, alert policy).
+	attrs["alert"] = strconv.FormatBool(e.RaiseAlert)
 	if e.Kind == fence.Crossed {
 		attrs["exit_time"] = e.ExitTime.UTC().Format(time.RFC3339Nano)
 	}

@@ -74,6 +74,12 @@ type Options struct {
 	// warnings instead of critical fuel-theft alarms (the fleet's threshold, 0..1; the
 	// flag's default is dispatch.FuelMinConfidence, a zero Options alerts every drain).
 	FuelMinConfidence float64
+	// AlertRules is a JSON file of per-kind alert rules and webhook sinks (format in
+	// docs/dispatch.md); empty: every kind follows its source, no webhooks.
+	AlertRules string
+	// AlertRetention: resolved alerts are removed this long after they were resolved
+	// (the flag's default is dispatch.DefaultAlertRetention; 0 keeps them for ever).
+	AlertRetention time.Duration
 	// TrackingRules is a JSON file of per-device-model GPS filter profiles and per-group
 	// trip thresholds (format in docs/tracking.md); empty: the defaults for everyone.
 	TrackingRules string
@@ -131,6 +137,8 @@ func (o *Options) Flags(fs *flag.FlagSet, def Options) {
 	fs.StringVar(&o.Partitions, "partitions", e.str("FLEETWIRE_PARTITIONS", ""), `telemetry partitions this instance handles: "0-7", "i/k" (instance i of k), "ordinal/k" (i from the host name's trailing number, for StatefulSets); empty = all (env FLEETWIRE_PARTITIONS)`)
 	fs.StringVar(&o.Schedules, "schedules", e.str("FLEETWIRE_SCHEDULES", ""), "JSON file of allowed driving hours per vehicle or group (docs/dispatch.md); empty disables the outside-hours rule (env FLEETWIRE_SCHEDULES)")
 	fs.Float64Var(&o.FuelMinConfidence, "fuel-min-confidence", e.float("FLEETWIRE_FUEL_MIN_CONFIDENCE", dispatch.FuelMinConfidence), "fuel drains below this confidence (0..1) are alerted as unconfirmed warnings, not critical fuel theft (env FLEETWIRE_FUEL_MIN_CONFIDENCE)")
+	fs.StringVar(&o.AlertRules, "alert-rules", e.str("FLEETWIRE_ALERT_RULES", ""), "JSON file of per-kind alert rules (raise always/never) and webhook sinks (docs/dispatch.md) (env FLEETWIRE_ALERT_RULES)")
+	fs.DurationVar(&o.AlertRetention, "alert-retention", e.duration("FLEETWIRE_ALERT_RETENTION", dispatch.DefaultAlertRetention), "how long resolved alerts are kept; 0 keeps them for ever (env FLEETWIRE_ALERT_RETENTION)")
 	fs.StringVar(&o.TrackingRules, "tracking-rules", e.str("FLEETWIRE_TRACKING_RULES", ""), "JSON file of per-device-model GPS filter profiles and per-group trip thresholds (docs/tracking.md); empty uses the defaults (env FLEETWIRE_TRACKING_RULES)")
 	fs.DurationVar(&o.Grace, "grace", e.duration("FLEETWIRE_GRACE", 10*time.Second), "graceful shutdown limit (env FLEETWIRE_GRACE)")
 	o.securityFlags(fs, &e)
