@@ -873,6 +873,7 @@ func testForgedSlowFixDoesNotReleaseImmobilize(t *testing.T, st Store) {
 	for i := range 3 {
 		dev.send(at(base, time.Duration(i)*10*time.Second, float64(i)*72, 26, true))
 	}
+	h.waitApplied(v, base.Add(20*time.Second)) // known to dispatch once it reported
 	resp, err := h.cmds.SendCommand(h.ctx(), &fleetv1.SendCommandRequest{VehicleId: v, Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE, Who: "sup"})
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/fleetwire/fleetwire/edge/teltonika/codec"
 	"github.com/fleetwire/fleetwire/pkg/natsauth"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
@@ -226,10 +229,20 @@ func TestTeltonikaDeviceThroughThePlatform(t *testing.T) {
 	})
 
 	cmds := fleetv1.NewCommandServiceClient(conn)
-	sent, err := cmds.SendCommand(ctx, &fleetv1.SendCommandRequest{VehicleId: vehicle, Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE, Who: "test"})
-	if err != nil {
-		t.Fatalf("send command: %v", err)
-	}
+	// Dispatch knows the vehicle once its own consumer has applied a record (the device
+	// is not in the vehicle registry): until then the command is NotFound.
+	var sent *fleetv1.SendCommandResponse
+	waitUntil(t, ctx, "dispatch to know the vehicle", func() (bool, string) {
+		var err error
+		sent, err = cmds.SendCommand(ctx, &fleetv1.SendCommandRequest{VehicleId: vehicle, Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE, Who: "test"})
+		if status.Code(err) == codes.NotFound {
+			return false, err.Error()
+		}
+		if err != nil {
+			t.Fatalf("send command: %v", err)
+		}
+		return true, ""
+	})
 	id := sent.GetCommand().GetCommandId()
 	// The device keeps reporting (parked) until the command arrives, as a tracker would.
 	var text string
