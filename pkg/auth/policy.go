@@ -31,6 +31,7 @@ const (
 	tokens      = "/fleet.v1.TokenService/"
 	devices     = "/fleet.v1.DeviceService/"
 	audit       = "/fleet.v1.AuditService/"
+	statusSvc   = "/fleet.v1.StatusService/"
 )
 
 var (
@@ -81,6 +82,9 @@ var Policy = map[string]Rule{
 	"/grpc.health.v1.Health/Watch":                                   {Role: RoleNone},
 	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      read,
 	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": read,
+
+	// Lag and store generations: operational, read-only.
+	statusSvc + "GetStatus": read,
 
 	tracking + "GetVehicle":            read,
 	tracking + "ListVehicles":          read,

@@ -80,7 +80,8 @@ type Bus struct {
 	lagMu sync.Mutex
 	lags  map[string]*atomic.Int64 // by durable (Lag)
 
-	shared *Shared // nil: every service consumes on its own (ShareTelemetry)
+	shared *Shared  // nil: every service consumes on its own (ShareTelemetry)
+	guards sync.Map // service → BatchGuard (GuardBatches)
 }
 
 // Open connects to NATS, starting the embedded server first when cfg asks for it.

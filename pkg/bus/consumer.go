@@ -120,6 +120,7 @@ func (c *ConsumerConfig) defaults() {
 // the dead-letter stream, with an alert event, and the partition moves on.
 func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error {
 	cfg.defaults()
+	h = b.guarded(cfg.Service, h)
 	c := &consumer{b: b, cfg: cfg, h: h, log: b.log.With("durable", cfg.Durable), m: cfg.Metrics, lag: b.track(cfg.Durable)}
 	if c.m == nil {
 		c.m = b.metrics

@@ -88,7 +88,9 @@ func (s *Shared) register(ctx context.Context, service string, parts []int, kind
 	if slices.Contains(kinds, "*") {
 		kinds = nil
 	}
-	s.regs[service] = &sharedReg{service: service, kinds: kinds, base: base, h: h}
+	// The service's store guard (GuardBatches) checks around its own handler here, as
+	// Consume does for a service consuming alone.
+	s.regs[service] = &sharedReg{service: service, kinds: kinds, base: base, h: s.b.guarded(service, h)}
 	if len(s.regs) == len(s.names) {
 		close(s.all)
 	}

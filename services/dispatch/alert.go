@@ -75,6 +75,9 @@ const (
 	KindZoneExit             = "zone_exit"
 	KindFuelTheft            = "fuel_theft"
 	KindOffline              = "offline"
+	// KindDeadLetter: a service moved input it could not process to the dead-letter
+	// stream (its event kind "dead_letter", any source). Nothing is dropped silently.
+	KindDeadLetter = "dead_letter"
 )
 
 // Sources of an occurrence.

@@ -45,6 +45,10 @@ func NewRedisStore(c *redis.Client, prefix string) *RedisStore {
 	return &RedisStore{c: c, p: prefix + "dispatch:"}
 }
 
+// KeyPrefix is the prefix of every key the store writes: a wipe of it (pkg/storeguard,
+// after the store lost its data) leaves nothing of the service behind.
+func (s *RedisStore) KeyPrefix() string { return s.p }
+
 func (s *RedisStore) alertKey(id uint64) string   { return s.p + "alert:" + strconv.FormatUint(id, 10) }
 func (s *RedisStore) incidentKey(k string) string { return s.p + "incident:" + k }
 func (s *RedisStore) causeKey(c string) string    { return s.p + "cause:" + c }

@@ -266,7 +266,9 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() {
 		errc <- s.b.Consume(ctx, bus.ConsumerConfig{
 			Stream: bus.EventStream, Durable: "dispatch-events", Rebuild: s.cfg.Rebuild,
-			Filters: []string{bus.EventSourceFilter("tracking"), bus.EventSourceFilter("geofence"), bus.EventSourceFilter("maintenance")},
+			// Its own alert events are not input; its own dead letters are.
+			Filters: []string{bus.EventSourceFilter("tracking"), bus.EventSourceFilter("geofence"), bus.EventSourceFilter("maintenance"),
+				bus.EventFilter(SourceDispatch, bus.EventKindDeadLetter, "*")},
 		}, s.handleEvents)
 	}()
 	go func() { errc <- s.sweep(ctx) }()

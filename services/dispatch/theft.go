@@ -951,7 +951,8 @@ func keyPart(s string) string {
 	return s
 }
 
-// AlertFromEvent maps a service event to the feed. Exits from a must-stay-inside zone
+// AlertFromEvent maps a service event to the feed. Dead letters (input a service refused)
+// become critical dead_letter alerts; exits from a must-stay-inside zone
 // become zone_exit theft alerts; fuel drains become fuel_theft; offline status opens an
 // offline alert and the return online resolves it. A zone event raises an alert only
 // where its zone's alert policy asks for one (the event's "alert" attribute; without it,
@@ -978,6 +979,17 @@ func AlertFromEvent(e *EventIn) (Alert, EventAction) {
 			return a, EventResolve
 		}
 		return a, EventIgnore
+	}
+	if e.Kind == KindDeadLetter {
+		// One alert per consumer and vehicle while it keeps failing (occurrences merge);
+		// the attributes name the dead letter's stream sequence and the error.
+		a.Kind, a.Severity = KindDeadLetter, SeverityCritical
+		a.IncidentKey = KindDeadLetter + ":" + e.Vehicle + ":" + keyPart(e.Attributes["durable"])
+		a.Message = "input refused by " + e.Source + " and moved to the dead-letter stream"
+		if why := e.Attributes["error"]; why != "" {
+			a.Message += ": " + keyPart(why)
+		}
+		return a, EventRaise
 	}
 	rule, ok := eventRules[[2]string{e.Source, e.Kind}]
 	if !ok {

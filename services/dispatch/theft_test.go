@@ -568,6 +568,8 @@ func TestAlertFromEvent(t *testing.T) {
 		{"fuel drain", ev("maintenance", "fuel_drain", map[string]string{"litres": "35", "confidence": "0.90"}), EventRaise, KindFuelTheft, SeverityCritical, "fuel_theft:v1:e1"},
 		{"fuel drain without confidence", ev("maintenance", "fuel_drain", map[string]string{"litres": "35"}), EventRaise, KindFuelTheft, SeverityCritical, "fuel_theft:v1:e1"},
 		{"plan overdue", ev("maintenance", "plan_overdue", map[string]string{"plan_id": "oil"}), EventRaise, "plan_overdue", SeverityWarning, "plan_overdue:v1:oil"},
+		{"dead letter", ev("geofence", "dead_letter", map[string]string{"durable": "geofence-p03", "error": "poison input"}), EventRaise, KindDeadLetter, SeverityCritical, "dead_letter:v1:geofence-p03"},
+		{"own dead letter", ev("dispatch", "dead_letter", map[string]string{"durable": "dispatch-events"}), EventRaise, KindDeadLetter, SeverityCritical, "dead_letter:v1:dispatch-events"},
 		{"unknown", ev("maintenance", "something_new", nil), EventIgnore, "", 0, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

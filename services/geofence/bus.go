@@ -247,6 +247,14 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 	}
 	slices.Sort(vehicles)
 	stored, err := s.st.Load(ctx, vehicles)
+	var corrupt *CorruptStateError
+	if errors.As(err, &corrupt) {
+		// Retrying cannot help: the consumer narrows the batch down to the vehicle's
+		// records and moves them to the dead-letter stream, with an alert, until an
+		// operator repairs or deletes the state (docs/geofence.md).
+		s.rej.Add("corrupt_state", corrupt.Vehicle, err)
+		return fmt.Errorf("geofence: %w: %w", bus.ErrPoison, err)
+	}
 	if err != nil {
 		return fmt.Errorf("geofence: %w", err)
 	}

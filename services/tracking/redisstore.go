@@ -39,6 +39,10 @@ func NewRedisStore(c *redis.Client, prefix string) *RedisStore {
 	return &RedisStore{c: c, prefix: prefix + "trk:"}
 }
 
+// KeyPrefix is the prefix of every key the store writes: a wipe of it (pkg/storeguard,
+// after the store lost its data) leaves nothing of the service behind.
+func (s *RedisStore) KeyPrefix() string { return s.prefix }
+
 // geoMaxLat is the latitude limit of Redis GEO (Web Mercator).
 const geoMaxLat = 85.05112878
 

@@ -11,7 +11,7 @@ import (
 // to vehicles.
 func buildDispatch(d deps) (service, error) {
 	cfg := dispatch.DefaultConfig()
-	cfg.Partitions, cfg.Rebuild = d.parts, d.memory()
+	cfg.Partitions, cfg.Rebuild = d.parts, d.rebuilds(Dispatch)
 	cfg.FuelMinConfidence = d.opts.FuelMinConfidence
 	if path := d.opts.Schedules; path != "" {
 		data, err := os.ReadFile(path)
