@@ -2,7 +2,7 @@
 GO       ?= go
 BUF      := $(GO) tool -modfile=$(CURDIR)/tools/go.mod buf
 
-.PHONY: test accuracy test-short proto proto-check lint run bench build
+.PHONY: chaos test accuracy test-short proto proto-check lint run bench build
 
 ## test: the whole test suite with the race detector (Redis tests skip loudly without Redis),
 ## then the accuracy tests at full size (under -race they shrink to smoke runs)
@@ -16,6 +16,12 @@ test:
 ## each fails below its target on its held-out set (-v prints the tables)
 accuracy:
 	$(GO) test -count=1 -timeout 10m -run 'TestAccuracyTable|TestAccuracyOnSyntheticFleet|TestOdometerAccuracy|TestTheftScenariosHeldOut' ./services/maintenance/fuel/ ./services/tracking/ ./services/dispatch/
+
+## chaos: the fault-injection suite's long form: real service processes, NATS and Redis
+## restarts, SIGKILL/SIGSTOP, one-CPU starvation; a larger fleet; prints the figures
+## recorded in docs/benchmarks.md (the short form runs in make test)
+chaos:
+	CHAOS_LONG=1 $(GO) test -count=1 -v -timeout 60m -run TestFaultInjection ./tests/chaos/
 
 ## proto: regenerate the committed Go code from proto/ (pinned buf + plugins, no system protoc)
 proto:

@@ -4,7 +4,6 @@ package status
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"strings"
 
@@ -48,23 +47,32 @@ func (s *Server) GetStatus(ctx context.Context, _ *fleetv1.GetStatusRequest) (*f
 		durables = append(durables, d)
 	}
 	slices.Sort(durables)
+	// One listing per stream, not a lookup per consumer: a process has dozens.
+	type found struct {
+		stream string
+		info   *jetstream.ConsumerInfo
+	}
+	infos := map[string]found{}
+	for _, stream := range []string{bus.TelemetryStream, bus.EventStream} {
+		st, err := s.Bus.JS.Stream(ctx, stream)
+		if err != nil {
+			continue
+		}
+		l := st.ListConsumers(ctx)
+		for ci := range l.Info() {
+			if _, ok := lags[ci.Name]; ok {
+				infos[ci.Name] = found{stream, ci}
+			}
+		}
+	}
 	for _, d := range durables {
 		c := &fleetv1.ConsumerStatus{Durable: d, Service: serviceOf(d), AppliedLag: lags[d]}
 		c.CaughtUp = c.AppliedLag >= 0 && c.AppliedLag <= s.Bound
-		for _, stream := range []string{bus.TelemetryStream, bus.EventStream} {
-			cons, err := s.Bus.JS.Consumer(ctx, stream, d)
-			if errors.Is(err, jetstream.ErrConsumerNotFound) {
-				continue
-			}
-			if err != nil {
-				break
-			}
-			info := cons.CachedInfo()
-			c.Stream = stream
-			c.Pending, c.AckPending = info.NumPending, uint64(info.NumAckPending)
-			c.AckFloor = info.AckFloor.Stream
+		if f, ok := infos[d]; ok {
+			c.Stream = f.stream
+			c.Pending, c.AckPending = f.info.NumPending, uint64(f.info.NumAckPending)
+			c.AckFloor = f.info.AckFloor.Stream
 			c.AckFloorLag = c.Pending + c.AckPending
-			break
 		}
 		resp.Consumers = append(resp.Consumers, c)
 	}
