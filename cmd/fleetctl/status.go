@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"text/tabwriter"
 
@@ -80,7 +81,15 @@ func writeStatus(out io.Writer, resp *fleetv1.GetStatusResponse, perConsumer boo
 		stores[s.GetService()] = s
 	}
 	fmt.Fprintln(tw, "SERVICE\tCONSUMERS\tPENDING\tACK PENDING\tACK-FLOOR LAG\tSTATE\tSTORE")
-	for _, name := range resp.GetServices() {
+	// The all-in-one's services share their partition consumers ("shared"): a row of
+	// their own after the services.
+	names := append([]string(nil), resp.GetServices()...)
+	for _, c := range resp.GetConsumers() {
+		if !slices.Contains(names, c.GetService()) {
+			names = append(names, c.GetService())
+		}
+	}
+	for _, name := range names {
 		l := by[name]
 		if l == nil {
 			l = &serviceLag{}

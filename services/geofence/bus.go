@@ -229,6 +229,12 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 		for _, re := range recErrs {
 			s.rej.Add(wire.Reason(&re), addr.Vehicle, &re)
 		}
+		// A device may buffer records out of order: apply each message in device-time
+		// order. Only within the message: sorting across the messages of a batch would make
+		// the outcome depend on where batches start, which differs between a first run
+		// and a redelivery or rebuild (an older record arriving late is out of order in
+		// every run, not only in those where it shares a batch with newer ones).
+		slices.SortStableFunc(recs, func(a, b telemetry.Record) int { return a.DeviceTime.Compare(b.DeviceTime) })
 		for _, r := range recs {
 			if err := r.CheckPosition(); err != nil {
 				s.rej.Add(positionReason(err), addr.Vehicle, err)
@@ -265,9 +271,7 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 		n       int
 	)
 	for _, v := range vehicles {
-		items := byVehicle[v]
-		// A device may send a buffered batch out of order; apply it in device-time order.
-		slices.SortStableFunc(items, func(a, b item) int { return a.rec.DeviceTime.Compare(b.rec.DeviceTime) })
+		items := byVehicle[v] // stream order, each message in device-time order
 		before := stored[v]
 		st := before.Clone()
 		st.Vehicle = v
