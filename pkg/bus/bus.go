@@ -34,6 +34,13 @@ type Config struct {
 	URL string
 	// CredsFile is a NATS credentials file for an external server.
 	CredsFile string
+	// User and Password log in as a static NATS user (pkg/natsauth's identities).
+	User, Password string
+	// InboxPrefix replaces "_INBOX" in this connection's reply subjects (natsauth.InboxPrefix).
+	InboxPrefix string
+	// ServerConfig is nats-server configuration text applied to the embedded server before
+	// it starts (pkg/natsauth's accounts, users and auth callout); empty: no authorization.
+	ServerConfig string `secret:"true"`
 	// TLS client certificate, key and CA bundle for an external server.
 	TLSCert, TLSKey, TLSCA string
 	// Name is the connection name shown by the server.
@@ -98,6 +105,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	}
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
 	}
 	url := cfg.URL
 	if url == "" || url == Embedded {
@@ -196,11 +209,16 @@ func (b *Bus) startEmbedded(cfg Config) error {
 		return err
 	}
 	b.mqttHost, b.mqttPort = opts.MQTT.Host, opts.MQTT.Port
+	if cfg.ServerConfig != "" {
+		if err := opts.ProcessConfigString(cfg.ServerConfig); err != nil {
+			return fmt.Errorf("embedded nats: configuration: %w", err)
+		}
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("embedded nats: %w", err)
 	}
-	srv.SetLoggerV2(natsLogger{b.log.With("from", "nats-server")}, b.log.Enabled(context.Background(), slog.LevelDebug), false, false)
+	srv.SetLoggerV2(natsLogger{log: b.log.With("from", "nats-server"), logins: &loginLimiter{}}, b.log.Enabled(context.Background(), slog.LevelDebug), false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()

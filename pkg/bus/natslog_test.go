@@ -47,3 +47,26 @@ func TestEmbeddedServerLogsThroughSlog(t *testing.T) {
 		}
 	}
 }
+
+// A storm of refused logins is one log line per interval, carrying the count it stands for.
+func TestRefusedLoginsAreLoggedOncePerInterval(t *testing.T) {
+	var buf syncBuffer
+	l := natsLogger{log: slog.New(slog.NewTextHandler(&buf, nil)), logins: &loginLimiter{}}
+	for i := range 1000 {
+		l.Errorf("127.0.0.1:%d - cid:%d - authentication error - User %q", i, i, "ghost")
+		l.Warnf("Auth callout service returned an error: unknown device or wrong secret")
+	}
+	l.Warnf("something else")
+	out := buf.String()
+	if n := strings.Count(out, "authentication error"); n != 1 {
+		t.Fatalf("%d lines about refused logins, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(out, "something else") {
+		t.Fatalf("other warnings were dropped:\n%s", out)
+	}
+	l.logins.last = time.Now().Add(-2 * loginLogEvery)
+	l.Errorf("authentication error - User %q", "ghost")
+	if !strings.Contains(buf.String(), "refused_logins_not_logged=1999") {
+		t.Fatalf("the next line does not carry the suppressed count:\n%s", buf.String())
+	}
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package natsauth_test
+
+const raceEnabled = false
