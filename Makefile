@@ -2,7 +2,7 @@
 GO       ?= go
 BUF      := $(GO) tool -modfile=$(CURDIR)/tools/go.mod buf
 
-.PHONY: test accuracy security-full test-short proto proto-check lint run bench build
+.PHONY: chaos test accuracy security-full test-short proto proto-check lint run bench build
 
 ## test: the whole test suite with the race detector (Redis tests skip loudly without Redis),
 ## then the accuracy tests at full size (under -race they shrink to smoke runs)
@@ -20,6 +20,11 @@ accuracy:
 ## security-full: the unknown-device storm at full size (100,000 refused logins, no race detector)
 security-full:
 	FLEETWIRE_SECURITY_FULL=1 $(GO) test -count=1 -timeout 30m -run TestUnknownDeviceStorm -v ./pkg/natsauth/
+## chaos: the fault-injection suite's long form: real service processes, NATS and Redis
+## restarts, SIGKILL/SIGSTOP, one-CPU starvation; a larger fleet; prints the figures
+## recorded in docs/benchmarks.md (FLEETWIRE_CHAOS=1 go test ./tests/chaos/ is the short form)
+chaos:
+	CHAOS_LONG=1 $(GO) test -count=1 -v -timeout 60m -run TestFaultInjection ./tests/chaos/
 
 ## proto: regenerate the committed Go code from proto/ (pinned buf + plugins, no system protoc)
 proto:

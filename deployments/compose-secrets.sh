@@ -1,16 +1,21 @@
 #!/bin/sh
-# Writes .env for docker-compose.yml with fresh random secrets: the Redis password and one
-# NATS password per service identity (pkg/natsauth's table; deployments/nats/nats-server.conf
-# reads them as $FLEETWIRE_NATS_<USER>_PASSWORD). Run once from the repository root; an
-# existing .env is kept. The file is mode 0600 and must never be committed.
+# Writes .env for docker-compose.yml with fresh random secrets: the Redis password, one NATS
+# password per identity of pkg/natsauth's table (deployments/nats/nats-server.conf reads them
+# as $FLEETWIRE_NATS_<USER>_PASSWORD) and the auth callout issuer's account nkey (public key
+# for the server, seed for the responder). Run once from the repository root; an existing
+# .env is kept. The file is mode 0600; git ignores it.
 set -eu
 [ -e .env ] && { echo ".env exists; remove it first to make new secrets" >&2; exit 1; }
 umask 077
 secret() { openssl rand -hex 24; }
+# nk is nats-io's nkey tool, from the nkeys module this repository already depends on.
+keys=$(go run github.com/nats-io/nkeys/nk -gen account -pubout)
 {
 	echo "REDIS_PASSWORD=$(secret)"
-	for user in admin tracking geofence maintenance dispatch devices teltonika callout kicker loadgen; do
+	for user in admin platform tracking geofence maintenance dispatch devices teltonika callout kicker loadgen; do
 		echo "FLEETWIRE_NATS_$(echo "$user" | tr a-z A-Z)_PASSWORD=$(secret)"
 	done
+	echo "FLEETWIRE_NATS_CALLOUT_ISSUER_SEED=$(echo "$keys" | sed -n 1p)"
+	echo "FLEETWIRE_NATS_CALLOUT_ISSUER=$(echo "$keys" | sed -n 2p)"
 } > .env
-echo "wrote .env (mode 0600): Redis password and NATS service passwords"
+echo "wrote .env (mode 0600): the Redis password, NATS passwords and the callout issuer key"

@@ -373,3 +373,27 @@ func TestKubernetesNetworkPolicies(t *testing.T) {
 		}
 	}
 }
+
+// Every variable the NATS configuration names reaches the NATS container: nats-server
+// refuses to start with one unset.
+func TestComposeGivesNATSEveryVariableItsConfigurationNames(t *testing.T) {
+	data, err := os.ReadFile("nats/nats-server.conf")
+	if errors.Is(err, os.ErrNotExist) {
+		t.Skip("deployments/nats/nats-server.conf is not generated yet (pkg/natsauth's table)")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := loadCompose(t).Services["nats"].Environment
+	// A variable stands as a whole value ("password: $FLEETWIRE_NATS_TRACKING_PASSWORD");
+	// "$JS.API.>" inside a subject list is no variable.
+	refs := regexp.MustCompile(`(?m):\s*\$([A-Z][A-Z0-9_]*)\s*$`).FindAllStringSubmatch(string(data), -1)
+	if len(refs) == 0 {
+		t.Fatal("the NATS configuration names no variables; want the identities' passwords")
+	}
+	for _, r := range refs {
+		if _, ok := env[r[1]]; !ok {
+			t.Errorf("nats-server.conf reads $%s, which compose does not give the nats container", r[1])
+		}
+	}
+}

@@ -170,9 +170,10 @@ The secret is shown only now: the platform keeps its hash. Store it on the devic
   user:      %[4]s
   password:  %[5]s
 
-The device logs in with this user and password; the NATS server lets it publish only
-under fleet.up.%[1]s.> and receive only its own downlink and replies, e.g.:
+The device logs in with this user and password, its replies (JetStream acknowledgements)
+under the inbox prefix _INBOX_%[1]s; the NATS server lets it publish only under
+fleet.up.%[1]s.> and receive only its own downlink and replies, e.g.:
 
-  nats --server %[3]s --user %[4]s --password '%[5]s' pub fleet.up.%[1]s.tele ...
+  nats --server %[3]s --user %[4]s --password '%[5]s' --inbox-prefix _INBOX_%[1]s pub fleet.up.%[1]s.tele ...
 `, d.GetDeviceId(), what, url, cred.GetUser(), cred.GetPassword())
 }

@@ -129,7 +129,9 @@ func TestAlertsAndCommands(t *testing.T) {
 	}
 	mustCtl(t, []string{"0 shown of 0 matching alerts"}, "alerts", "--kind", "zone_exit", "--state", "open")
 
-	// Commands go to known vehicles: register van-7 (it never reported, so it is offline).
+	// Commands go to known vehicles: one neither registered nor heard from is NotFound;
+	// register van-7 (it never reported, so it is offline).
+	failCtl(t, 1, "NotFound", "command", "van-77", "locate-now")
 	mustCtl(t, []string{"van-7"}, "vehicle", "add", "van-7", "--name", "Van 7")
 	mustCtl(t, []string{"immobilize", "queued", "offline", "admin"}, "command", "van-7", "immobilize")
 	out := mustCtl(t, []string{`"moving_s":"15"`, "COMMAND_STATE_QUEUED"}, "command", "van-7", "set-report-interval", "moving_s=15", "--ttl", "1h", "-o", "json")

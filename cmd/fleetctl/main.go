@@ -66,7 +66,7 @@ func following(args []string) bool {
 			return false
 		}
 		switch strings.TrimLeft(a, "-") {
-		case "follow", "f", "follow=true", "f=true":
+		case "follow", "follow=true":
 			return true
 		}
 	}

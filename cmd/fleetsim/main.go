@@ -155,7 +155,9 @@ func runFleet(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.FixedInterval, "interval", 0, "if set, every vehicle reports exactly this often (load generation)")
 	fs.Float64Var(&cfg.Speedup, "speedup", 1, "simulated clock speed relative to the wall clock")
 	fs.BoolVar(&cfg.Scenarios, "scenarios", false, "play the scripted incidents")
-	fs.StringVar(&cfg.Protocol, "protocol", fleetsim.ProtocolNATS, "how trackers report: nats, or teltonika (Codec 8E over TCP to --teltonika-addr)")
+	fs.StringVar(&cfg.Protocol, "protocol", fleetsim.ProtocolNATS, "how trackers report: nats, teltonika (Codec 8E over TCP to --teltonika-addr), mqtt (to the NATS server's MQTT listener at --device-addr) or coap (to the CoAP gateway at --device-addr)")
+	fs.StringVar(&cfg.DeviceAddr, "device-addr", envOr("", "FLEETSIM_DEVICE_ADDR"), "mqtt or coap: host:port of the MQTT listener or the CoAP gateway (env FLEETSIM_DEVICE_ADDR)")
+	secretsFile := fs.String("device-secrets", envOr("", "FLEETSIM_DEVICE_SECRETS"), "mqtt or coap: file of \"vehicle-id secret\" lines, the devices' registered secrets (env FLEETSIM_DEVICE_SECRETS)")
 	fs.StringVar(&cfg.TeltonikaAddr, "teltonika-addr", envOr("127.0.0.1:5027", "FLEETSIM_TELTONIKA_ADDR"), "Teltonika gateway TCP address (env FLEETSIM_TELTONIKA_ADDR)")
 	devicesOut := fs.String("teltonika-devices", "", "write the simulated devices as \"IMEI vehicle-id\" lines to this file (the gateway's --teltonika-devices)")
 	ensure := fs.Bool("ensure-streams", false, "create the platform's streams if missing (for a bare NATS server)")
@@ -166,6 +168,13 @@ func runFleet(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, *level)
+	if *secretsFile != "" {
+		secrets, err := readSecrets(*secretsFile)
+		if err != nil {
+			return err
+		}
+		cfg.DeviceSecrets = secrets
+	}
 	fleet, err := fleetsim.New(cfg, log)
 	if err != nil {
 		return err
@@ -175,8 +184,8 @@ func runFleet(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
-	if cfg.Protocol == fleetsim.ProtocolTeltonika {
-		log.Info("reporting as Teltonika devices", "gateway", cfg.TeltonikaAddr)
+	if cfg.Protocol != fleetsim.ProtocolNATS && cfg.Protocol != "" {
+		log.Info("reporting as devices", "protocol", cfg.Protocol, "teltonika", cfg.TeltonikaAddr, "device_addr", cfg.DeviceAddr)
 		err := fleet.Run(ctx, nil)
 		if *truth != "" {
 			if werr := fleet.Sim().WriteGroundTruth(*truth); werr != nil {
@@ -236,6 +245,27 @@ func runFleet(ctx context.Context, args []string, stderr io.Writer) error {
 	return err
 }
 
+// readSecrets reads "vehicle-id secret" lines ('#' starts a comment).
+func readSecrets(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		id, secret, ok := strings.Cut(line, " ")
+		if secret = strings.TrimSpace(secret); !ok || secret == "" {
+			return nil, fmt.Errorf("%s line %d: want \"vehicle-id secret\"", path, i+1)
+		}
+		out[id] = secret
+	}
+	return out, nil
+}
+
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := loadtest.DefaultConfig()
 	fs := flag.NewFlagSet("fleetsim load", flag.ContinueOnError)
@@ -250,7 +280,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to publish")
 	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "random seed")
 	fs.Var(centerFlag{&cfg.Center}, "center", "city centre LAT,LON")
-	fs.StringVar(&cfg.Prefix, "prefix", "", "vehicle id prefix (default: unique per run)")
+	fs.StringVar(&cfg.Prefix, "prefix", "", `vehicle id prefix, always under the reserved "loadtest-" (default: unique per run)`)
 	fs.IntVar(&cfg.BatchRecords, "batch", cfg.BatchRecords, "records per packet")
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "unacknowledged JetStream publishes")
 	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "after publishing, how long to wait for records still on their way")

@@ -10,6 +10,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -34,6 +35,8 @@ func main() {
 		DataDir:     launch.DefaultDataDir(),
 	})
 	o.TeltonikaFlags(fs, launch.TeltonikaOptions{TCPAddr: "127.0.0.1:5027", UDPAddr: "127.0.0.1:5027"})
+	o.CoAPFlags(fs, launch.CoAPOptions{Addr: "127.0.0.1:5683"})
+	o.MQTTFlags(fs, launch.DefaultMQTTPort)
 	fs.IntVar(&o.Sim, "sim", 0, "run this many simulated vehicles in-process")
 	fs.Int64Var(&o.SimSeed, "sim-seed", 1, "seed of the simulated fleet (same seed, same fleet)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
@@ -43,8 +46,15 @@ func main() {
 	o.FallbackPorts = true
 	o.PinSetFlags(fs)
 	o.EndpointsFile = filepath.Join(o.DataDir, launch.EndpointsFile)
+	// Like the other defaults, the MQTT port moves only when it was not asked for.
+	o.NATS.MQTT.Fallback = os.Getenv("FLEETWIRE_MQTT_PORT") == ""
+	fs.Visit(func(f *flag.Flag) { o.NATS.MQTT.Fallback = o.NATS.MQTT.Fallback && f.Name != "mqtt-port" })
+	o.Services = append([]string(nil), launch.AllServices...)
 	if o.Teltonika.TCPAddr != "" || o.Teltonika.UDPAddr != "" {
-		o.Services = append(append([]string(nil), launch.AllServices...), launch.Teltonika)
+		o.Services = append(o.Services, launch.Teltonika)
+	}
+	if o.CoAP.Addr != "" {
+		o.Services = append(o.Services, launch.CoAP)
 	}
 	launch.TuneGC()
 	if _, err := launch.ParseLevel(*level); err != nil {
@@ -64,7 +74,7 @@ func main() {
   NATS (trackers publish to fleet.up.<vehicle>.tele): %[2]s
   Prometheus metrics: http://%[3]s/metrics
   Simulated vehicles: %[4]d
-%[5]s%[6]s`, p.GRPCAddr, p.Bus.ClientURL(), p.MetricsAddr, o.Sim, teltonikaHelp(p, o), movedHelp(p, o))
+%[5]s%[6]s%[7]s%[8]s`, p.GRPCAddr, p.Bus.ClientURL(), p.MetricsAddr, o.Sim, teltonikaHelp(p, o), coapHelp(p), mqttHelp(p), movedHelp(p, o))
 	if p.Insecure {
 		fmt.Printf(`
   !!! %[2]s !!!
@@ -129,7 +139,7 @@ func teltonikaHelp(p *launch.Platform, o launch.Options) string {
 		return ""
 	}
 	s := fmt.Sprintf("  Teltonika trackers (Codec 8, 8E, 16; commands over Codec 12): TCP %s, UDP %s\n", orOff(p.TeltonikaTCP), orOff(p.TeltonikaUDP))
-	s += "    register a device: --teltonika-device IMEI=vehicle-id"
+	s += "    register a device: fleetctl devices add VEHICLE --protocol teltonika, and map its IMEI with --teltonika-device IMEI=VEHICLE"
 	if o.Teltonika.DevicesFile != "" {
 		s += fmt.Sprintf(", or append \"IMEI vehicle-id\" to %s (re-read on change)", o.Teltonika.DevicesFile)
 	} else {
@@ -137,6 +147,32 @@ func teltonikaHelp(p *launch.Platform, o launch.Options) string {
 	}
 	s += "\n    unregistered devices are refused; listen elsewhere with --teltonika-tcp-addr / --teltonika-udp-addr\n"
 	return s
+}
+
+// coapHelp says where CoAP trackers send and how to register one.
+func coapHelp(p *launch.Platform) string {
+	if p.CoAPAddr == "" {
+		return ""
+	}
+	return fmt.Sprintf(`  CoAP trackers (RFC 7252 over UDP; POST /up/<kind>, observe /down/cmd): coap://%[1]s
+    register a device: fleetctl devices add ID --protocol coap (prints its secret once), then
+    coap-client -m post -f batch.pb "coap://%[1]s/up/tele?id=ID&key=SECRET"
+    unregistered or revoked devices are answered 4.01; listen elsewhere with --coap-addr
+`, p.CoAPAddr)
+}
+
+// mqttHelp says where MQTT devices connect and how to register one.
+func mqttHelp(p *launch.Platform) string {
+	if p.MQTTAddr == "" {
+		return ""
+	}
+	host, port, _ := net.SplitHostPort(p.MQTTAddr)
+	return fmt.Sprintf(`  MQTT devices (3.1.1, the NATS server's own listener): mqtt://%[1]s
+    register a device: fleetctl devices add ID --protocol mqtt (prints its secret once), then
+    mosquitto_pub -h %[2]s -p %[3]s -q 1 -u ID -P SECRET -t fleet/up/ID/tele -f batch.pb
+    mosquitto_sub -h %[2]s -p %[3]s -q 1 -u ID -P SECRET -t fleet/down/ID/cmd
+    listen elsewhere with --mqtt-port (0 turns MQTT off)
+`, p.MQTTAddr, host, port)
 }
 
 func orOff(addr string) string {

@@ -113,6 +113,17 @@ func (g *Groups) Of(vehicle string) []string {
 	return g.of[vehicle]
 }
 
+// Known reports whether vehicle is in the registry (registered, with or without groups).
+func (g *Groups) Known(vehicle string) bool {
+	if g == nil {
+		return false
+	}
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	_, ok := g.of[vehicle]
+	return ok
+}
+
 // Visible reports whether p may see vehicle.
 func (g *Groups) Visible(p *Principal, vehicle string) bool {
 	if !p.Scoped() {

@@ -64,6 +64,8 @@ type Config struct {
 	// it starts: the accounts, users and auth callout of pkg/natsauth. Empty: no
 	// authorization (tests of a single process, --insecure).
 	ServerConfig string `secret:"true"`
+	// MQTT is the embedded server's MQTT listener (off by default; mqtt.go).
+	MQTT MQTTConfig
 }
 
 // DefaultSyncInterval bounds what an OS crash can cost the embedded server: one second
@@ -80,6 +82,8 @@ type Bus struct {
 	log      *slog.Logger
 	srv      *server.Server
 	tmpStore string
+	mqttHost string // the embedded server's MQTT listener, when on
+	mqttPort int
 
 	metrics *ConsumerMetrics // nil until RegisterMetrics
 	events  *EventMetrics    // nil until RegisterMetrics
@@ -87,7 +91,8 @@ type Bus struct {
 	lagMu sync.Mutex
 	lags  map[string]*atomic.Int64 // by durable (Lag)
 
-	shared *Shared // nil: every service consumes on its own (ShareTelemetry)
+	shared *Shared  // nil: every service consumes on its own (ShareTelemetry)
+	guards sync.Map // service → BatchGuard (GuardBatches)
 }
 
 // Open connects to NATS, starting the embedded server first when cfg asks for it.
@@ -201,6 +206,13 @@ func (b *Bus) startEmbedded(cfg Config) error {
 		SyncInterval: sync,
 		SyncAlways:   cfg.SyncAlways,
 	}
+	if err := applyMQTT(cfg, opts); err != nil {
+		if b.tmpStore != "" {
+			_ = os.RemoveAll(b.tmpStore)
+		}
+		return err
+	}
+	b.mqttHost, b.mqttPort = opts.MQTT.Host, opts.MQTT.Port
 	if cfg.ServerConfig != "" {
 		if err := opts.ProcessConfigString(cfg.ServerConfig); err != nil {
 			return fmt.Errorf("embedded nats: configuration: %w", err)

@@ -30,6 +30,8 @@ type Msg struct {
 	// already processed (at or below the durable's ack floor before the rebuild). Use it to
 	// rebuild state without raising events again; the event stream refuses repeats anyway.
 	Replayed bool
+
+	decoded *decoded // set by a shared delivery's fan-out (DecodeBatch)
 }
 
 // JSON reports whether the payload is the JSON form of the tracker protocol (header
@@ -118,6 +120,7 @@ func (c *ConsumerConfig) defaults() {
 // the dead-letter stream, with an alert event, and the partition moves on.
 func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error {
 	cfg.defaults()
+	h = b.guarded(cfg.Service, h)
 	c := &consumer{b: b, cfg: cfg, h: h, log: b.log.With("durable", cfg.Durable), m: cfg.Metrics, lag: b.track(cfg.Durable)}
 	if c.m == nil {
 		c.m = b.metrics

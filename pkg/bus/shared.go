@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+
+	"github.com/fleetwire/fleetwire/pkg/telemetry"
+	"github.com/fleetwire/fleetwire/pkg/wire"
 )
 
 // Shared delivery: when several services run in one process (the all-in-one), each
@@ -85,7 +88,9 @@ func (s *Shared) register(ctx context.Context, service string, parts []int, kind
 	if slices.Contains(kinds, "*") {
 		kinds = nil
 	}
-	s.regs[service] = &sharedReg{service: service, kinds: kinds, base: base, h: h}
+	// The service's store guard (GuardBatches) checks around its own handler here, as
+	// Consume does for a service consuming alone.
+	s.regs[service] = &sharedReg{service: service, kinds: kinds, base: base, h: s.b.guarded(service, h)}
 	if len(s.regs) == len(s.names) {
 		close(s.all)
 	}
@@ -201,6 +206,7 @@ type fanout struct {
 // ordinary retry.
 func (f *fanout) handle(ctx context.Context, batch []Msg) error {
 	last := batch[len(batch)-1].StreamSeq
+	decodeOnce(batch)
 	errs := make([]error, len(f.regs))
 	var wg sync.WaitGroup
 	for i, r := range f.regs {
@@ -275,4 +281,43 @@ func sourceOf(service string, cause error) string {
 		return se.Service
 	}
 	return service
+}
+
+// decoded is a message's records, decoded once for every service of a shared delivery.
+type decoded struct {
+	vehicle string
+	recs    []telemetry.Record
+	bad     []wire.RecordError
+	err     error
+}
+
+// decodeOnce decodes the record-carrying messages of a batch (telemetry, alarms,
+// diagnostics: the kinds more than one service reads) once, for Msg.DecodeBatch. A
+// retried batch keeps what was decoded the first time.
+func decodeOnce(batch []Msg) {
+	for i := range batch {
+		m := &batch[i]
+		if m.decoded != nil {
+			continue
+		}
+		a, err := ParseSubject(m.Subject)
+		if err != nil || a.Kind != KindTelemetry && a.Kind != KindAlarm && a.Kind != KindDiag {
+			continue
+		}
+		d := &decoded{vehicle: a.Vehicle}
+		d.recs, d.bad, d.err = wire.DecodeBatch(a.Vehicle, m.Data, m.JSON())
+		m.decoded = d
+	}
+}
+
+// DecodeBatch decodes the message's records for vehicle, as wire.DecodeBatch does. In a
+// shared delivery the fan-out decoded the message once for all the services; each
+// caller gets its own copy of the record slice, so it may change the records' fields,
+// but the maps and slices inside a record (IO, alarms, fault codes) are shared with the
+// other services and must be treated as read-only, as decoded input always is.
+func (m *Msg) DecodeBatch(vehicle string) ([]telemetry.Record, []wire.RecordError, error) {
+	if d := m.decoded; d != nil && d.vehicle == vehicle {
+		return slices.Clone(d.recs), d.bad, d.err
+	}
+	return wire.DecodeBatch(vehicle, m.Data, m.JSON())
 }

@@ -121,3 +121,22 @@ func Unreachable(t testing.TB) *redis.Client {
 // UnreachableAddr is where Unreachable's client connects (port 1: nothing listens there
 // and connecting fails at once); tests check that it never appears in a client's error.
 const UnreachableAddr = "127.0.0.1:1"
+
+// KeysUnder fails t for every key under prefix (a test's Prefix) that does not start
+// with namespace: a store's KeyPrefix must cover all it writes, or wiping a lost store
+// (pkg/storeguard) would leave some of it behind. Register it with t.Cleanup after Prefix,
+// so it runs before Prefix's clean-up deletes the keys.
+func KeysUnder(t testing.TB, c *redis.Client, prefix, namespace string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		if k := iter.Val(); len(k) < len(namespace) || k[:len(namespace)] != namespace {
+			t.Errorf("key %q is outside the store's namespace %q", k, namespace)
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Errorf("scan %s*: %v", prefix, err)
+	}
+}

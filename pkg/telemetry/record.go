@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 )
 
@@ -170,3 +171,12 @@ func ValidVehicleID(id string) error {
 	}
 	return nil
 }
+
+// LoadTestPrefix starts the id of every load-test vehicle (fleetsim load). Ids under it
+// are reserved: the services keep such vehicles out of the live fleet (no alerts, no
+// commands, not listed, removed once they stop reporting), so a load test against a
+// production system leaves nothing behind (docs/simulator.md, load tests).
+const LoadTestPrefix = "loadtest-"
+
+// IsLoadTest reports whether id is a load-test vehicle's.
+func IsLoadTest(id string) bool { return strings.HasPrefix(id, LoadTestPrefix) }

@@ -75,6 +75,9 @@ const (
 	KindZoneExit             = "zone_exit"
 	KindFuelTheft            = "fuel_theft"
 	KindOffline              = "offline"
+	// KindDeadLetter: a service moved input it could not process to the dead-letter
+	// stream (its event kind "dead_letter", any source). Nothing is dropped silently.
+	KindDeadLetter = "dead_letter"
 )
 
 // Sources of an occurrence.
@@ -116,6 +119,66 @@ type Alert struct {
 	AckTime                 time.Time
 	ResolvedBy, ResolveNote string
 	ResolveTime             time.Time
+
+	// Deliveries are the alert's webhook deliveries, one per sink its rule names, set
+	// when the alert is created.
+	Deliveries []Delivery `json:",omitempty"`
+}
+
+// DeliveryState is where one webhook delivery stands. The values match
+// fleet.v1.AlertDeliveryState.
+type DeliveryState uint8
+
+const (
+	DeliveryUnspecified DeliveryState = iota
+	DeliveryPending
+	DeliveryDelivered
+	DeliveryFailed
+)
+
+func (s DeliveryState) String() string {
+	switch s {
+	case DeliveryPending:
+		return "pending"
+	case DeliveryDelivered:
+		return "delivered"
+	case DeliveryFailed:
+		return "failed"
+	}
+	return "unspecified"
+}
+
+// Delivery is the state of one webhook delivery of an alert.
+type Delivery struct {
+	Sink          string
+	State         DeliveryState
+	Attempts      int
+	LastAttempt   time.Time
+	LastStatus    int    // HTTP status of the latest attempt, 0 when none came back
+	LastError     string // why the latest attempt failed
+	DeliveredTime time.Time
+	NextAttempt   time.Time // when a pending delivery is tried again
+}
+
+// setDelivery replaces the delivery to d.Sink and reports whether there was one.
+func (a *Alert) setDelivery(d Delivery) bool {
+	for i := range a.Deliveries {
+		if a.Deliveries[i].Sink == d.Sink {
+			a.Deliveries[i] = d
+			return true
+		}
+	}
+	return false
+}
+
+// pendingDelivery reports whether a delivery of a is still to be made.
+func (a *Alert) pendingDelivery() bool {
+	for i := range a.Deliveries {
+		if a.Deliveries[i].State == DeliveryPending {
+			return true
+		}
+	}
+	return false
 }
 
 // Confidence is how sure the theft rules are of an alert. The values match
@@ -243,6 +306,9 @@ type AlertFilter struct {
 	BeforeID    uint64    // descending: ids < BeforeID (0 = from the newest)
 	Ascending   bool
 	Limit       int // default 100
+	// Visible, when set, hides alerts of the vehicles it refuses (a caller limited to
+	// vehicle groups), so pages and totals count only what the caller may see.
+	Visible func(vehicle string) bool
 }
 
 // Match reports whether a passes the filter's field conditions (not the id window).
@@ -253,7 +319,8 @@ func (f *AlertFilter) Match(a *Alert) bool {
 		a.Severity < f.MinSeverity,
 		f.State != AlertStateUnspecified && a.State != f.State,
 		!f.From.IsZero() && a.FirstTime.Before(f.From),
-		!f.To.IsZero() && !a.FirstTime.Before(f.To):
+		!f.To.IsZero() && !a.FirstTime.Before(f.To),
+		f.Visible != nil && !f.Visible(a.Vehicle):
 		return false
 	}
 	return true

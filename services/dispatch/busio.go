@@ -127,6 +127,11 @@ func (s *Service) handleDevice(ctx context.Context, batch []bus.Msg) error {
 			s.rej.Add("bad_subject", "", err)
 			continue
 		}
+		if telemetry.IsLoadTest(addr.Vehicle) {
+			// Load-test vehicles are not the live fleet: no detection, no state, no
+			// commands (docs/simulator.md, load tests).
+			continue
+		}
 		w := work[addr.Vehicle]
 		if w == nil {
 			w = &vehicleWork{}
@@ -142,7 +147,7 @@ func (s *Service) handleDevice(ctx context.Context, batch []bus.Msg) error {
 			}
 			w.replies = append(w.replies, r)
 		case bus.KindTelemetry, bus.KindAlarm:
-			recs, bad, err := wire.DecodeBatch(addr.Vehicle, m.Data, m.JSON())
+			recs, bad, err := m.DecodeBatch(addr.Vehicle)
 			if err != nil {
 				s.rej.Add(wire.Reason(err), addr.Vehicle, err)
 				continue
@@ -171,9 +176,12 @@ func (s *Service) handleEvents(ctx context.Context, batch []bus.Msg) error {
 			s.rej.Add("bad_event", "", err, "subject", m.Subject)
 			continue
 		}
+		if telemetry.IsLoadTest(e.Vehicle) {
+			continue // load-test vehicles are not the live fleet: no alerts
+		}
 		a, act := AlertFromEvent(&e)
 		GradeFuelAlert(&a, s.cfg.fuelThreshold(a.Vehicle))
-		switch act {
+		switch s.cfg.Rules.Decide(&a, act) {
 		case EventRaise:
 			if err := s.raise(ctx, []Alert{a}); err != nil {
 				return err

@@ -43,6 +43,7 @@ const (
 	CommandRejected
 	CommandExpired
 	CommandFailed
+	CommandCancelled // withdrawn by an operator while queued; never delivered
 )
 
 func (s CommandState) String() string {
@@ -61,6 +62,8 @@ func (s CommandState) String() string {
 		return "expired"
 	case CommandFailed:
 		return "failed"
+	case CommandCancelled:
+		return "cancelled"
 	}
 	return "unspecified"
 }

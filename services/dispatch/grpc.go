@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/fleetwire/fleetwire/pkg/auth"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
@@ -94,6 +95,13 @@ func AlertToProto(a *Alert) *fleetv1.Alert {
 	for _, e := range a.Evidence {
 		pa.Evidence = append(pa.Evidence, &fleetv1.AlertEvidence{Kind: e.Kind, Detail: e.Detail, Time: ts(e.Time)})
 	}
+	for _, d := range a.Deliveries {
+		pa.Deliveries = append(pa.Deliveries, &fleetv1.AlertDelivery{
+			Sink: d.Sink, State: fleetv1.AlertDeliveryState(d.State), Attempts: uint32(d.Attempts),
+			LastAttemptTime: ts(d.LastAttempt), LastStatusCode: int32(d.LastStatus), LastError: d.LastError,
+			DeliveredTime: ts(d.DeliveredTime),
+		})
+	}
 	if a.HasPosition {
 		pa.Position = &fleetv1.LatLng{Latitude: a.Lat, Longitude: a.Lon}
 	}
@@ -123,6 +131,10 @@ func (g *alertServer) ListAlerts(ctx context.Context, req *fleetv1.ListAlertsReq
 		From: tm(req.GetStartTime()), To: tm(req.GetEndTime()),
 		Ascending: req.GetOldestFirst(), Limit: pageSize(req.GetPageSize()),
 	}
+	if auth.FromContext(ctx).Scoped() {
+		// Pages and the total count only the caller's vehicles.
+		f.Visible = func(v string) bool { return auth.VehicleVisible(ctx, v) }
+	}
 	if tok := req.GetPageToken(); tok != "" {
 		id, err := strconv.ParseUint(tok, 10, 64)
 		if err != nil {
@@ -138,7 +150,11 @@ func (g *alertServer) ListAlerts(ctx context.Context, req *fleetv1.ListAlertsReq
 	if err != nil {
 		return nil, g.s.grpcError(err)
 	}
-	resp := &fleetv1.ListAlertsResponse{Alerts: make([]*fleetv1.Alert, len(list))}
+	total, err := g.s.CountAlerts(ctx, f)
+	if err != nil {
+		return nil, g.s.grpcError(err)
+	}
+	resp := &fleetv1.ListAlertsResponse{Alerts: make([]*fleetv1.Alert, len(list)), TotalSize: int64(total)}
 	for i := range list {
 		resp.Alerts[i] = AlertToProto(&list[i])
 	}
@@ -219,6 +235,21 @@ func (g *commandServer) GetCommand(ctx context.Context, req *fleetv1.GetCommandR
 		return nil, g.s.grpcError(err)
 	}
 	return &fleetv1.GetCommandResponse{Command: CommandToProto(&c)}, nil
+}
+
+func (g *commandServer) CancelCommand(ctx context.Context, req *fleetv1.CancelCommandRequest) (*fleetv1.CancelCommandResponse, error) {
+	if req.GetCommandId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "command_id is required")
+	}
+	// The role and scope depend on the stored command: read it before any change.
+	if err := g.commandAllowed(ctx, req.GetCommandId()); err != nil {
+		return nil, err
+	}
+	c, err := g.s.CancelCommand(ctx, req.GetCommandId(), req.GetWho(), req.GetNote())
+	if err != nil {
+		return nil, g.s.grpcError(err)
+	}
+	return &fleetv1.CancelCommandResponse{Command: CommandToProto(&c)}, nil
 }
 
 func (g *commandServer) ListCommands(ctx context.Context, req *fleetv1.ListCommandsRequest) (*fleetv1.ListCommandsResponse, error) {

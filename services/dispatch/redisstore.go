@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -19,6 +20,8 @@ import (
 //	dispatch:alert:<id>           alert (JSON)
 //	dispatch:incident:<key>       newest alert id of an incident
 //	dispatch:cause:<cause>        alert id a cause went into (expires after causeTTL)
+//	dispatch:alerts:resolved      ZSET of resolved alert ids by resolve time (retention)
+//	dispatch:alerts:deliver       SET of alert ids with a webhook delivery pending
 //	dispatch:veh:<vehicle>        detection state (JSON)
 //	dispatch:cmd:seq              INCR counter of command ids
 //	dispatch:cmd:<id>             command (JSON)
@@ -42,6 +45,10 @@ func NewRedisStore(c *redis.Client, prefix string) *RedisStore {
 	return &RedisStore{c: c, p: prefix + "dispatch:"}
 }
 
+// KeyPrefix is the prefix of every key the store writes: a wipe of it (pkg/storeguard,
+// after the store lost its data) leaves nothing of the service behind.
+func (s *RedisStore) KeyPrefix() string { return s.p }
+
 func (s *RedisStore) alertKey(id uint64) string   { return s.p + "alert:" + strconv.FormatUint(id, 10) }
 func (s *RedisStore) incidentKey(k string) string { return s.p + "incident:" + k }
 func (s *RedisStore) causeKey(c string) string    { return s.p + "cause:" + c }
@@ -53,15 +60,38 @@ func (s *RedisStore) alertSeqKey() string         { return s.p + "alert:seq" }
 func (s *RedisStore) cmdSeqKey() string           { return s.p + "cmd:seq" }
 func (s *RedisStore) cmdsKey() string             { return s.p + "cmds" }
 func (s *RedisStore) cmdsOpenAllKey() string      { return s.p + "cmds:open" }
+func (s *RedisStore) resolvedKey() string         { return s.p + "alerts:resolved" }
+func (s *RedisStore) deliverKey() string          { return s.p + "alerts:deliver" }
 
 // insertAlert takes the next id and writes the alert, its incident and cause in one step.
-// KEYS: seq, incident. ARGV: alert key prefix, json, cause key ("" for none), cause ttl s.
+// KEYS: seq, incident. ARGV: alert key prefix, json, cause key ("" for none), cause ttl s,
+// the pending-deliveries set ("" when the alert has none).
 const insertAlertLua = `
 local id = redis.call('INCR', KEYS[1])
 redis.call('SET', ARGV[1] .. id, ARGV[2])
 redis.call('SET', KEYS[2], id)
 if ARGV[3] ~= '' then redis.call('SET', ARGV[3], id, 'EX', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('SADD', ARGV[5], id) end
 return id`
+
+// pruneAlertsLua removes alerts resolved before a time, with the incident pointers that
+// still name them. KEYS: the resolved ZSET. ARGV: cutoff (unix ms), limit, alert key
+// prefix, incident key prefix.
+const pruneAlertsLua = `
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  local raw = redis.call('GET', ARGV[3] .. id)
+  if raw then
+    local ok, a = pcall(cjson.decode, raw)
+    if ok and type(a) == 'table' and type(a.IncidentKey) == 'string' then
+      local ik = ARGV[4] .. a.IncidentKey
+      if redis.call('GET', ik) == id then redis.call('DEL', ik) end
+    end
+    redis.call('DEL', ARGV[3] .. id)
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+return #ids`
 
 const maxRetries = 100
 
@@ -152,9 +182,13 @@ func (s *RedisStore) RaiseAlert(ctx context.Context, a Alert, cooldown time.Dura
 			if err != nil {
 				return fmt.Errorf("encode alert: %w", err)
 			}
+			dk := ""
+			if a.pendingDelivery() {
+				dk = s.deliverKey()
+			}
 			var ev *redis.Cmd
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				ev = p.Eval(ctx, insertAlertLua, []string{s.alertSeqKey(), ik}, s.p+"alert:", b, ck, int64(causeTTL/time.Second))
+				ev = p.Eval(ctx, insertAlertLua, []string{s.alertSeqKey(), ik}, s.p+"alert:", b, ck, int64(causeTTL/time.Second), dk)
 				return nil
 			})
 			if err != nil {
@@ -289,6 +323,9 @@ func (s *RedisStore) SetAlertState(ctx context.Context, id uint64, to AlertState
 			}
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				p.Set(ctx, key, b, 0)
+				if to == AlertResolved {
+					p.ZAdd(ctx, s.resolvedKey(), redis.Z{Score: float64(at.UnixMilli()), Member: id})
+				}
 				return nil
 			})
 			out = a
@@ -300,6 +337,119 @@ func (s *RedisStore) SetAlertState(ctx context.Context, id uint64, to AlertState
 		return out, err
 	}
 	return Alert{}, fmt.Errorf("alert %d: %w", id, ErrConflict)
+}
+
+// SetDelivery implements Store.
+func (s *RedisStore) SetDelivery(ctx context.Context, id uint64, d Delivery) (Alert, error) {
+	key := s.alertKey(id)
+	for range maxRetries {
+		var out Alert
+		err := s.c.Watch(ctx, func(tx *redis.Tx) error {
+			a, err := s.readAlert(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			if !a.setDelivery(d) {
+				return fmt.Errorf("alert %d has no delivery to sink %q: %w", id, d.Sink, ErrNotFound)
+			}
+			b, err := json.Marshal(a)
+			if err != nil {
+				return fmt.Errorf("encode alert: %w", err)
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Set(ctx, key, b, 0)
+				if !a.pendingDelivery() {
+					p.SRem(ctx, s.deliverKey(), id)
+				}
+				return nil
+			})
+			out = a
+			return err
+		}, key)
+		if errors.Is(err, redis.TxFailedErr) {
+			continue
+		}
+		return out, err
+	}
+	return Alert{}, fmt.Errorf("alert %d: %w", id, ErrConflict)
+}
+
+// PendingDeliveries implements Store.
+func (s *RedisStore) PendingDeliveries(ctx context.Context, limit int) ([]Alert, error) {
+	members, err := s.c.SMembers(ctx, s.deliverKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("pending deliveries: %w", err)
+	}
+	ids := make([]uint64, 0, len(members))
+	for _, m := range members {
+		if id, err := strconv.ParseUint(m, 10, 64); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	var out []Alert
+	for _, id := range ids {
+		if len(out) == limit {
+			break
+		}
+		a, err := s.readAlert(ctx, s.c, id)
+		if errors.Is(err, ErrNotFound) {
+			s.c.SRem(ctx, s.deliverKey(), id) // pruned meanwhile
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if a.pendingDelivery() {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// PruneAlerts implements Store.
+func (s *RedisStore) PruneAlerts(ctx context.Context, resolvedBefore time.Time, limit int) (int, error) {
+	n, err := s.c.Eval(ctx, pruneAlertsLua, []string{s.resolvedKey()},
+		resolvedBefore.UnixMilli(), limit, s.p+"alert:", s.p+"incident:").Int()
+	if err != nil {
+		return 0, fmt.Errorf("prune alerts: %w", err)
+	}
+	return n, nil
+}
+
+// CountAlerts implements Store. It walks every retained alert (bounded by the retention).
+func (s *RedisStore) CountAlerts(ctx context.Context, f AlertFilter) (int, error) {
+	last, err := s.LastAlertID(ctx)
+	if err != nil {
+		return 0, err
+	}
+	const chunk = 512
+	n := 0
+	for lo := uint64(1); lo <= last; lo += chunk {
+		hi := min(lo+chunk-1, last)
+		keys := make([]string, 0, hi-lo+1)
+		for id := lo; id <= hi; id++ {
+			keys = append(keys, s.alertKey(id))
+		}
+		vals, err := s.c.MGet(ctx, keys...).Result()
+		if err != nil {
+			return 0, fmt.Errorf("count alerts: %w", err)
+		}
+		for i, v := range vals {
+			str, ok := v.(string)
+			if !ok {
+				continue
+			}
+			a, err := decodeAlert(lo+uint64(i), []byte(str))
+			if err != nil {
+				return 0, err
+			}
+			if f.Match(&a) {
+				n++
+			}
+		}
+	}
+	return n, nil
 }
 
 // ResolveIncident implements Store.

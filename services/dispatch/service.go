@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -62,7 +63,20 @@ type Config struct {
 	// PublishAlertEvents publishes every alert as an Event (source "dispatch", kind
 	// "alert") on the event stream, for integrations.
 	PublishAlertEvents bool
+
+	// Rules are the per-kind alert settings (which kinds raise alerts, webhook sinks);
+	// ParseAlertRules reads them from the alert rules file.
+	Rules AlertRules
+	// AlertRetention: resolved alerts are removed this long after they were resolved
+	// (0 keeps them for ever). Open and acknowledged alerts are never removed.
+	AlertRetention time.Duration
+	// HousekeepEvery is how often old resolved alerts are removed and the alert gauges
+	// refreshed.
+	HousekeepEvery time.Duration
 }
+
+// DefaultAlertRetention is how long resolved alerts are kept by default.
+const DefaultAlertRetention = 30 * 24 * time.Hour
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
@@ -81,6 +95,8 @@ func DefaultConfig() Config {
 		WatchPoll:           time.Second,
 		PublishAlertEvents:  true,
 		FuelMinConfidence:   FuelMinConfidence,
+		AlertRetention:      DefaultAlertRetention,
+		HousekeepEvery:      30 * time.Second,
 	}
 }
 
@@ -106,8 +122,16 @@ type Service struct {
 	rej      *rejects.Counter
 	raised   *prometheus.CounterVec
 	cmds     *prometheus.CounterVec
+	hooks    *prometheus.CounterVec
+	pruned   prometheus.Counter
+	open     *prometheus.GaugeVec
+	queued   prometheus.Gauge
 	wake     signal
-	now      func() time.Time
+	http     *http.Client
+	// deliverWake tells the webhook loop a new alert has deliveries (buffered 1: a wake
+	// already pending covers the next).
+	deliverWake chan struct{}
+	now         func() time.Time
 
 	// silent holds the vehicles whose newest record showed GNSS lost while moving: the
 	// silence rule (Detector.Silent) is checked on them by the sweep, because a jammer
@@ -115,7 +139,22 @@ type Service struct {
 	// instance watches the vehicles of its own partitions.
 	silentMu sync.Mutex
 	silent   map[string]VehicleState
+
+	// registry tells which vehicles are registered (nil: only vehicles seen on the bus
+	// are known).
+	registry Registry
 }
+
+// Registry is the vehicle registry as dispatch needs it: whether a vehicle exists. In a
+// process it is pkg/auth's Groups, the JetStream key-value mirror tracking's registry
+// writes; dispatch never imports tracking.
+type Registry interface {
+	Known(vehicle string) bool
+}
+
+// UseRegistry makes vehicles registered in r known to SendCommand before they report.
+// Call before Run.
+func (s *Service) UseRegistry(r Registry) { s.registry = r }
 
 // New checks cfg and builds the service. reg may be nil.
 func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
@@ -135,6 +174,12 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 			return nil, fmt.Errorf("%w: fuel confidence threshold %v of group %q outside 0..1", ErrInvalid, th, g)
 		}
 	}
+	if cfg.AlertRetention < 0 || cfg.HousekeepEvery <= 0 {
+		return nil, fmt.Errorf("%w: AlertRetention must not be negative and HousekeepEvery must be positive", ErrInvalid)
+	}
+	if err := cfg.Rules.check(); err != nil {
+		return nil, err
+	}
 	if !(cfg.FuelMinConfidence >= 0 && cfg.FuelMinConfidence <= 1) {
 		return nil, fmt.Errorf("%w: fuel confidence threshold %v outside 0..1", ErrInvalid, cfg.FuelMinConfidence)
 	}
@@ -152,11 +197,25 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 		cmds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fleetwire_dispatch_command_transitions_total", Help: "Command state changes, by new state.",
 		}, []string{"state"}),
-		now:    time.Now,
-		silent: map[string]VehicleState{},
+		hooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetwire_dispatch_webhook_attempts_total", Help: "Webhook delivery attempts, by sink and result (delivered, retry, failed).",
+		}, []string{"sink", "result"}),
+		pruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fleetwire_dispatch_alerts_pruned_total", Help: "Resolved alerts removed after the retention time.",
+		}),
+		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fleetwire_dispatch_open_alerts", Help: "Alerts nobody has acknowledged or resolved yet, by severity.",
+		}, []string{"severity"}),
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fleetwire_dispatch_queued_commands", Help: "Commands waiting in the queue (vehicle offline or too fast).",
+		}),
+		http:        webhookClient(),
+		deliverWake: make(chan struct{}, 1),
+		now:         time.Now,
+		silent:      map[string]VehicleState{},
 	}
 	s.wake.ch = make(chan struct{})
-	if err := metrics.Register(reg, s.raised, s.cmds); err != nil {
+	if err := metrics.Register(reg, s.raised, s.cmds, s.hooks, s.pruned, s.open, s.queued); err != nil {
 		return nil, fmt.Errorf("dispatch: %w", err)
 	}
 	return s, nil
@@ -198,7 +257,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
+	errc := make(chan error, 5)
 	go func() {
 		errc <- s.b.ConsumePartitions(ctx, "dispatch", parts,
 			[]string{bus.KindTelemetry, bus.KindAlarm, bus.KindReply},
@@ -207,12 +266,16 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() {
 		errc <- s.b.Consume(ctx, bus.ConsumerConfig{
 			Stream: bus.EventStream, Durable: "dispatch-events", Rebuild: s.cfg.Rebuild,
-			Filters: []string{bus.EventSourceFilter("tracking"), bus.EventSourceFilter("geofence"), bus.EventSourceFilter("maintenance")},
+			// Its own alert events are not input; its own dead letters are.
+			Filters: []string{bus.EventSourceFilter("tracking"), bus.EventSourceFilter("geofence"), bus.EventSourceFilter("maintenance"),
+				bus.EventFilter(SourceDispatch, bus.EventKindDeadLetter, "*")},
 		}, s.handleEvents)
 	}()
 	go func() { errc <- s.sweep(ctx) }()
+	go func() { errc <- s.deliverLoop(ctx) }()
+	go func() { errc <- s.housekeep(ctx) }()
 	var first error
-	for range 3 {
+	for range 5 {
 		// Errors caused by the stop itself (a consumer being created as ctx ends) are not
 		// failures.
 		if err := <-errc; err != nil && first == nil && ctx.Err() == nil {
@@ -229,15 +292,20 @@ func (s *Service) raise(ctx context.Context, alerts []Alert) error {
 		return nil
 	}
 	out := make([]Alert, 0, len(alerts))
-	created := false
+	created, deliver := false, false
 	for _, a := range alerts {
+		if s.cfg.Rules.rule(a.Kind).Raise == RaiseNever || telemetry.IsLoadTest(a.Vehicle) {
+			continue
+		}
 		a.CreateTime = s.now()
+		a.Deliveries = s.cfg.Rules.deliveries(a.Kind)
 		got, isNew, err := s.st.RaiseAlert(ctx, a, s.cfg.AlertCooldown)
 		if err != nil {
 			return err
 		}
 		if isNew {
 			created = true
+			deliver = deliver || got.pendingDelivery()
 			s.raised.WithLabelValues(got.Kind).Inc()
 			s.log.Info("alert raised", "alert_id", got.ID, "vehicle", got.Vehicle, "kind", got.Kind, "severity", got.Severity.String())
 		}
@@ -245,6 +313,12 @@ func (s *Service) raise(ctx context.Context, alerts []Alert) error {
 	}
 	if created {
 		s.wake.fire()
+	}
+	if deliver {
+		select {
+		case s.deliverWake <- struct{}{}:
+		default:
+		}
 	}
 	if s.cfg.PublishAlertEvents {
 		// Published for every occurrence, not only new alerts: the event id identifies the
@@ -484,6 +558,13 @@ func (s *Service) sweepOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	queued := 0
+	for i := range cmds {
+		if cmds[i].State == CommandQueued {
+			queued++
+		}
+	}
+	s.queued.Set(float64(queued))
 	for i := len(cmds) - 1; i >= 0; i-- {
 		c := cmds[i]
 		if c.State == CommandQueued {
@@ -528,26 +609,70 @@ func (s *Service) SendCommand(ctx context.Context, vehicle string, kind CommandK
 	if ttl < 0 || ttl > s.cfg.MaxCommandTTL {
 		return Command{}, fmt.Errorf("%w: ttl %s outside 0..%s", ErrInvalid, ttl, s.cfg.MaxCommandTTL)
 	}
+	v, known, err := s.st.GetVehicle(ctx, vehicle)
+	if err != nil {
+		return Command{}, err
+	}
+	// A command to a mistyped id would wait a whole TTL for a vehicle that never comes:
+	// only vehicles that reported (dispatch holds their state) or are registered exist.
+	if telemetry.IsLoadTest(vehicle) || (!known && (s.registry == nil || !s.registry.Known(vehicle))) {
+		return Command{}, fmt.Errorf("vehicle %s: never reported and not registered: %w", vehicle, ErrNotFound)
+	}
 	now := s.now()
 	c := Command{
 		Vehicle: vehicle, Kind: kind, Params: params, State: CommandQueued, IssuedBy: who,
 		IssueTime: now, ExpireTime: now.Add(ttl), UpdateTime: now,
 		History: []Transition{{State: CommandQueued, Time: now, Detail: "issued by " + who}},
 	}
-	c, err := s.st.CreateCommand(ctx, c)
+	c, err = s.st.CreateCommand(ctx, c)
 	if err != nil {
 		return Command{}, err
 	}
 	s.cmds.WithLabelValues(CommandQueued.String()).Inc()
 	s.log.Info("command issued", "command_id", c.ID, "vehicle", vehicle, "kind", kind.String(), "who", who)
-	v, known, err := s.st.GetVehicle(ctx, vehicle)
-	if err != nil {
-		return c, err
-	}
 	if err := s.advance(ctx, c, &v, known); err != nil {
 		return c, err
 	}
 	return s.st.GetCommand(ctx, c.ID)
+}
+
+// CancelCommand withdraws a queued command on behalf of who: it is never delivered. A
+// command that already left the queue (sent, answered, expired, cancelled) is
+// ErrBadTransition: what reached the vehicle cannot be recalled. The change is
+// compare-and-set, so a cancel racing the delivery either wins (nothing is sent) or
+// loses (the command is sent and the cancel refused), never both.
+func (s *Service) CancelCommand(ctx context.Context, id, who, note string) (Command, error) {
+	if who == "" {
+		return Command{}, fmt.Errorf("%w: who is required (audit)", ErrInvalid)
+	}
+	c, err := s.st.GetCommand(ctx, id)
+	if err != nil {
+		return Command{}, err
+	}
+	detail := "cancelled by " + who
+	if note != "" {
+		detail += ": " + note
+	}
+	for range maxRetries {
+		if c.State != CommandQueued {
+			return Command{}, fmt.Errorf("%w: command %s is %s; only a queued command can be cancelled", ErrBadTransition, c.ID, c.State)
+		}
+		c.set(CommandCancelled, detail, s.now())
+		stored, err := s.st.UpdateCommand(ctx, c)
+		if errors.Is(err, ErrConflict) {
+			if c, err = s.st.GetCommand(ctx, id); err != nil {
+				return Command{}, err
+			}
+			continue
+		}
+		if err != nil {
+			return Command{}, err
+		}
+		s.cmds.WithLabelValues(CommandCancelled.String()).Inc()
+		s.log.Info("command cancelled", "command_id", id, "vehicle", c.Vehicle, "kind", c.Kind.String(), "who", who)
+		return stored, nil
+	}
+	return Command{}, fmt.Errorf("command %s: %w", id, ErrConflict)
 }
 
 // GetCommand returns one command.
@@ -563,6 +688,68 @@ func (s *Service) ListCommands(ctx context.Context, f CommandFilter) ([]Command,
 // ListAlerts returns alerts matching f.
 func (s *Service) ListAlerts(ctx context.Context, f AlertFilter) ([]Alert, error) {
 	return s.st.ListAlerts(ctx, f)
+}
+
+// CountAlerts returns how many retained alerts match f's conditions.
+func (s *Service) CountAlerts(ctx context.Context, f AlertFilter) (int, error) {
+	return s.st.CountAlerts(ctx, f)
+}
+
+// housekeep removes resolved alerts older than the retention and refreshes the alert
+// gauges, every HousekeepEvery until ctx ends.
+func (s *Service) housekeep(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.HousekeepEvery)
+	defer t.Stop()
+	for {
+		if err := s.housekeepOnce(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("alert housekeeping failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// pruneBatch bounds one removal, so a first run over a large backlog does not hold the
+// store for long.
+const pruneBatch = 1000
+
+func (s *Service) housekeepOnce(ctx context.Context) error {
+	if s.cfg.AlertRetention > 0 {
+		cutoff := s.now().Add(-s.cfg.AlertRetention)
+		for {
+			n, err := s.st.PruneAlerts(ctx, cutoff, pruneBatch)
+			if err != nil {
+				return err
+			}
+			s.pruned.Add(float64(n))
+			if n > 0 {
+				s.log.Info("old resolved alerts removed", "count", n, "resolved_before", cutoff.UTC().Format(time.RFC3339))
+			}
+			if n < pruneBatch {
+				break
+			}
+		}
+	}
+	// MinSeverity counts a severity and above: the differences give each severity.
+	var atLeast [4]int
+	for _, sev := range []Severity{SeverityInfo, SeverityWarning, SeverityCritical} {
+		n, err := s.st.CountAlerts(ctx, AlertFilter{State: AlertOpen, MinSeverity: sev})
+		if err != nil {
+			return err
+		}
+		atLeast[sev] = n
+	}
+	for _, sev := range []Severity{SeverityInfo, SeverityWarning, SeverityCritical} {
+		n := atLeast[sev]
+		if sev < SeverityCritical {
+			n -= atLeast[sev+1]
+		}
+		s.open.WithLabelValues(sev.String()).Set(float64(n))
+	}
+	return nil
 }
 
 // SetAlertState acknowledges or resolves an alert on behalf of who.

@@ -16,11 +16,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/fleetwire/fleetwire/pkg/auth"
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/geo"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
@@ -60,6 +63,18 @@ type harness struct {
 	done   chan struct{}
 	alerts fleetv1.AlertServiceClient
 	cmds   fleetv1.CommandServiceClient
+	// groups is the vehicle registry's key-value mirror, as tracking's registry writes it.
+	groups *auth.Groups
+}
+
+// register puts vehicles in the registry, as tracking's RegisterVehicle does.
+func (h *harness) register(vehicles ...string) {
+	h.t.Helper()
+	for _, v := range vehicles {
+		if err := h.groups.Set(h.ctx(), v, nil); err != nil {
+			h.t.Fatal(err)
+		}
+	}
 }
 
 func newHarness(t testing.TB, st Store) *harness {
@@ -71,6 +86,13 @@ func newHarnessWith(t testing.TB, st Store, cfg Config) *harness {
 	t.Helper()
 	b := natstest.Open(t, natstest.Options{Log: testLog()})
 	h := &harness{t: t, b: b, st: st, cfg: cfg}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	g, err := auth.OpenGroups(ctx, b.JS, 1, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.groups = g
 	h.start()
 	t.Cleanup(h.shutdown)
 	return h
@@ -82,6 +104,7 @@ func (h *harness) start() {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	svc.UseRegistry(h.groups)
 	gs := grpcserver.New(testLog(), nil)
 	svc.Register(gs.GRPC)
 	if err := gs.Listen("127.0.0.1:0"); err != nil {
@@ -421,6 +444,7 @@ func TestOfflineQueueAndExpiry(t *testing.T) { forStores(t, testOfflineQueueAndE
 func testOfflineQueueAndExpiry(t *testing.T, st Store) {
 	h := newHarness(t, st)
 	const v = "off-1"
+	h.register(v) // registered, never reported
 	dev := newDevice(t, h.b, v)
 	send := func(kind fleetv1.CommandKind, params map[string]string, ttl time.Duration) *fleetv1.Command {
 		t.Helper()
@@ -507,7 +531,8 @@ func TestWatchAlertsResume(t *testing.T) { forStores(t, testWatchAlertsResume) }
 func testWatchAlertsResume(t *testing.T, st Store) {
 	h := newHarness(t, st)
 	enter := func(id string) {
-		publishEvent(t, h.b, "geofence", "enter", "w-1", id, map[string]string{"zone_id": "depot"})
+		// A zone that asks for enter alerts; one zone per event, so each is its own alert.
+		publishEvent(t, h.b, "geofence", "enter", "w-1", id, map[string]string{"zone_id": "depot-" + id, "alert": "true"})
 	}
 	recv := func(stream grpc.ServerStreamingClient[fleetv1.WatchAlertsResponse], n int) []uint64 {
 		t.Helper()
@@ -727,7 +752,7 @@ func TestTwoInstancesShareRedis(t *testing.T) {
 	cfg := testConfig()
 	cfg.Partitions = []int{0, 1, 2, 3, 4, 5, 6, 7}
 	a := newHarnessWith(t, NewRedisStore(c, prefix), cfg)
-	b := &harness{t: t, b: a.b, st: NewRedisStore(c, prefix), cfg: testConfig()}
+	b := &harness{t: t, b: a.b, st: NewRedisStore(c, prefix), cfg: testConfig(), groups: a.groups}
 	b.cfg.Partitions = []int{8, 9, 10, 11, 12, 13, 14, 15}
 	b.start()
 	t.Cleanup(b.shutdown)
@@ -745,8 +770,12 @@ func TestTwoInstancesShareRedis(t *testing.T) {
 	for i := range devs {
 		devs[i] = newDevice(t, a.b, "two-"+strings.Repeat("x", i))
 	}
-	// Commands issued through b, to vehicles not yet seen: queued in the shared store.
+	// Commands issued through b, to registered vehicles not yet seen: queued in the
+	// shared store.
 	cmdIDs := make([]string, n)
+	for _, d := range devs {
+		b.register(d.vehicle)
+	}
 	for i, d := range devs {
 		resp, err := b.cmds.SendCommand(b.ctx(), &fleetv1.SendCommandRequest{VehicleId: d.vehicle, Kind: fleetv1.CommandKind_COMMAND_KIND_LOCATE_NOW, Who: "ann"})
 		if err != nil {
@@ -844,6 +873,7 @@ func testForgedSlowFixDoesNotReleaseImmobilize(t *testing.T, st Store) {
 	for i := range 3 {
 		dev.send(at(base, time.Duration(i)*10*time.Second, float64(i)*72, 26, true))
 	}
+	h.waitApplied(v, base.Add(20*time.Second)) // known to dispatch once it reported
 	resp, err := h.cmds.SendCommand(h.ctx(), &fleetv1.SendCommandRequest{VehicleId: v, Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE, Who: "sup"})
 	if err != nil {
 		t.Fatal(err)
@@ -859,13 +889,24 @@ func testForgedSlowFixDoesNotReleaseImmobilize(t *testing.T, st Store) {
 	}
 	forged := at(base, 25*time.Second, 180, 0, true)
 	forged.HDOP = 0.8
+	// The gate re-judges held commands after the vehicle's state is stored, so wait for
+	// the reason that judges this fix rather than for the stored state alone.
 	dev.send(forged)
 	h.waitApplied(v, forged.DeviceTime)
+	waitReason := func(want string) {
+		t.Helper()
+		eventually(t, "command reason "+want, func() bool {
+			c := state()
+			return c.GetState() != fleetv1.CommandState_COMMAND_STATE_QUEUED || strings.Contains(c.GetStateReason(), want)
+		})
+	}
+	waitReason("(1 so far")
 	if c := state(); c.GetState() != fleetv1.CommandState_COMMAND_STATE_QUEUED || len(dev.commands()) != 0 {
 		t.Fatalf("after one forged speed-0 fix: got %v %q, device received %v; want held, nothing sent", c.GetState(), c.GetStateReason(), dev.commands())
 	}
 	dev.send(at(base, 30*time.Second, 216, 26, true))
 	h.waitApplied(v, base.Add(30*time.Second))
+	waitReason("now 26 km/h")
 	if c := state(); c.GetState() != fleetv1.CommandState_COMMAND_STATE_QUEUED || !strings.Contains(c.GetStateReason(), "now 26 km/h") {
 		t.Fatalf("driving on: got %v %q, want held at 26 km/h", c.GetState(), c.GetStateReason())
 	}
@@ -877,5 +918,81 @@ func testForgedSlowFixDoesNotReleaseImmobilize(t *testing.T, st Store) {
 	c := h.waitCommand(id, fleetv1.CommandState_COMMAND_STATE_REJECTED)
 	if dev.isImmobilized() || !strings.Contains(c.GetStateReason(), "device speed 26 km/h") {
 		t.Fatalf("got immobilized %v, reason %q; want refused by the device at 26 km/h", dev.isImmobilized(), c.GetStateReason())
+	}
+}
+
+// TestCommandRules: a command to a vehicle that never reported and is not registered is
+// NotFound; a queued command can be cancelled (recorded with who and why) and is then
+// never delivered; what left the queue cannot be cancelled.
+func TestCommandRules(t *testing.T) { forStores(t, testCommandRules) }
+
+func testCommandRules(t *testing.T, st Store) {
+	h := newHarness(t, st)
+	const v = "rule-1"
+	locate := &fleetv1.SendCommandRequest{VehicleId: v, Kind: fleetv1.CommandKind_COMMAND_KIND_LOCATE_NOW, Who: "ann"}
+	if _, err := h.cmds.SendCommand(h.ctx(), locate); status.Code(err) != codes.NotFound {
+		t.Fatalf("command to an unknown vehicle: got %v, want NotFound", err)
+	}
+	if resp, err := h.cmds.ListCommands(h.ctx(), &fleetv1.ListCommandsRequest{VehicleId: v}); err != nil || len(resp.GetCommands()) != 0 {
+		t.Fatalf("commands after the refusal: %v, %v; want none", resp.GetCommands(), err)
+	}
+	h.register(v)
+	dev := newDevice(t, h.b, v)
+	resp, err := h.cmds.SendCommand(h.ctx(), locate)
+	if err != nil {
+		t.Fatalf("command to a registered vehicle: %v", err)
+	}
+	queued := resp.GetCommand()
+	if queued.GetState() != fleetv1.CommandState_COMMAND_STATE_QUEUED {
+		t.Fatalf("got %v, want queued (never reported)", queued.GetState())
+	}
+	for _, tc := range []struct {
+		name string
+		req  *fleetv1.CancelCommandRequest
+		want codes.Code
+	}{
+		{"no who", &fleetv1.CancelCommandRequest{CommandId: queued.GetCommandId()}, codes.InvalidArgument},
+		{"no id", &fleetv1.CancelCommandRequest{Who: "ann"}, codes.InvalidArgument},
+		{"unknown id", &fleetv1.CancelCommandRequest{CommandId: "c999", Who: "ann"}, codes.NotFound},
+	} {
+		if _, err := h.cmds.CancelCommand(h.ctx(), tc.req); status.Code(err) != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	got, err := h.cmds.CancelCommand(h.ctx(), &fleetv1.CancelCommandRequest{CommandId: queued.GetCommandId(), Who: "bob", Note: "wrong vehicle"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := got.GetCommand()
+	last := c.GetHistory()[len(c.GetHistory())-1]
+	if c.GetState() != fleetv1.CommandState_COMMAND_STATE_CANCELLED || last.GetState() != fleetv1.CommandState_COMMAND_STATE_CANCELLED ||
+		last.GetDetail() != "cancelled by bob: wrong vehicle" {
+		t.Fatalf("cancelled command: got %v with last step %v, want cancelled by bob: wrong vehicle", c.GetState(), last)
+	}
+	if _, err := h.cmds.CancelCommand(h.ctx(), &fleetv1.CancelCommandRequest{CommandId: c.GetCommandId(), Who: "bob"}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("second cancel: got %v, want FailedPrecondition", err)
+	}
+	// The vehicle reports: a new command goes out, the cancelled one never does.
+	now := time.Now().UTC()
+	dev.send(at(now, 0, 0, 0, true))
+	h.waitApplied(v, now)
+	sent, err := h.cmds.SendCommand(h.ctx(), locate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitCommand(sent.GetCommand().GetCommandId(), fleetv1.CommandState_COMMAND_STATE_EXECUTED)
+	if got := dev.commands(); !slices.Equal(got, []string{sent.GetCommand().GetCommandId()}) {
+		t.Fatalf("device received %v, want only %s", got, sent.GetCommand().GetCommandId())
+	}
+	if _, err := h.cmds.CancelCommand(h.ctx(), &fleetv1.CancelCommandRequest{CommandId: sent.GetCommand().GetCommandId(), Who: "bob"}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("cancel of an executed command: got %v, want FailedPrecondition", err)
+	}
+	// A vehicle known only from its reports (never registered) takes commands too.
+	const seen = "rule-2"
+	dev2 := newDevice(t, h.b, seen)
+	dev2.send(at(now, 0, 0, 0, true))
+	h.waitApplied(seen, now)
+	if _, err := h.cmds.SendCommand(h.ctx(), &fleetv1.SendCommandRequest{VehicleId: seen, Kind: fleetv1.CommandKind_COMMAND_KIND_LOCATE_NOW, Who: "ann"}); err != nil {
+		t.Fatalf("command to a vehicle that reported: %v", err)
 	}
 }

@@ -30,6 +30,18 @@ type Store interface {
 	SetAlertState(ctx context.Context, id uint64, to AlertState, who, note string, at time.Time) (Alert, error)
 	// ResolveIncident resolves the open alert of incident key, if any (found=false if none).
 	ResolveIncident(ctx context.Context, key, who, note string, at time.Time) (a Alert, found bool, err error)
+	// CountAlerts returns how many retained alerts match f's field conditions (not its id
+	// window or limit).
+	CountAlerts(ctx context.Context, f AlertFilter) (int, error)
+	// PruneAlerts removes up to limit alerts resolved before resolvedBefore and returns how
+	// many it removed. Their ids are never reused; a later occurrence of their incident
+	// raises a new alert.
+	PruneAlerts(ctx context.Context, resolvedBefore time.Time, limit int) (int, error)
+	// SetDelivery replaces the alert's delivery to d.Sink (ErrNotFound when it has none).
+	SetDelivery(ctx context.Context, id uint64, d Delivery) (Alert, error)
+	// PendingDeliveries returns up to limit alerts with a delivery still pending, oldest
+	// first.
+	PendingDeliveries(ctx context.Context, limit int) ([]Alert, error)
 
 	// GetVehicle returns the detection state of a vehicle (ok=false when never stored).
 	GetVehicle(ctx context.Context, vehicle string) (v VehicleState, ok bool, err error)
@@ -60,8 +72,11 @@ const causeMemory = 200_000
 
 // MemoryStore is the in-process Store of the all-in-one binary and the tests.
 type MemoryStore struct {
-	mu       sync.Mutex
-	alerts   []Alert           // by id: alerts[i].ID == i+1
+	mu sync.Mutex
+	// alerts holds ids base+1 … base+len(alerts) in order; a pruned alert leaves nil
+	// until every alert before it is pruned too, when the window moves on.
+	alerts   []*Alert
+	base     uint64
 	open     map[string]uint64 // incident key → newest alert id with it
 	causes   map[string]uint64
 	causeLog []string // FIFO of causes, for the bound
@@ -80,8 +95,20 @@ func NewMemoryStore() *MemoryStore {
 	}
 }
 
+// alert returns the stored alert with id, nil when unknown or pruned.
+func (m *MemoryStore) alert(id uint64) *Alert {
+	if id <= m.base || id > m.base+uint64(len(m.alerts)) {
+		return nil
+	}
+	return m.alerts[id-m.base-1]
+}
+
+func (m *MemoryStore) lastID() uint64 { return m.base + uint64(len(m.alerts)) }
+
 func cloneAlert(a Alert) Alert {
 	a.Sources = slices.Clone(a.Sources)
+	a.Evidence = slices.Clone(a.Evidence)
+	a.Deliveries = slices.Clone(a.Deliveries)
 	if a.Attributes != nil {
 		m := make(map[string]string, len(a.Attributes))
 		for k, v := range a.Attributes {
@@ -121,19 +148,23 @@ func (m *MemoryStore) RaiseAlert(_ context.Context, a Alert, cooldown time.Durat
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if id, ok := m.causes[a.CauseID]; ok && a.CauseID != "" {
-		return cloneAlert(m.alerts[id-1]), false, nil
+		if cur := m.alert(id); cur != nil {
+			return cloneAlert(*cur), false, nil
+		}
+		// Seen before, its alert since pruned: still a repeat.
+		a.ID = id
+		return a, false, nil
 	}
 	if id, ok := m.open[a.IncidentKey]; ok {
-		cur := &m.alerts[id-1]
-		if cur.mergeable(&a, cooldown) {
+		if cur := m.alert(id); cur != nil && cur.mergeable(&a, cooldown) {
 			cur.merge(&a)
 			m.rememberCause(a.CauseID, id)
 			return cloneAlert(*cur), false, nil
 		}
 	}
 	a = cloneAlert(a)
-	a.ID = uint64(len(m.alerts)) + 1
-	m.alerts = append(m.alerts, a)
+	a.ID = m.lastID() + 1
+	m.alerts = append(m.alerts, &a)
 	m.open[a.IncidentKey] = a.ID
 	m.rememberCause(a.CauseID, a.ID)
 	return cloneAlert(a), true, nil
@@ -143,10 +174,11 @@ func (m *MemoryStore) RaiseAlert(_ context.Context, a Alert, cooldown time.Durat
 func (m *MemoryStore) GetAlert(_ context.Context, id uint64) (Alert, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if id == 0 || id > uint64(len(m.alerts)) {
+	a := m.alert(id)
+	if a == nil {
 		return Alert{}, fmt.Errorf("alert %d: %w", id, ErrNotFound)
 	}
-	return cloneAlert(m.alerts[id-1]), nil
+	return cloneAlert(*a), nil
 }
 
 // ListAlerts implements Store.
@@ -156,45 +188,121 @@ func (m *MemoryStore) ListAlerts(_ context.Context, f AlertFilter) ([]Alert, err
 	var out []Alert
 	n := f.limit()
 	if f.Ascending {
-		for i := int(min(f.AfterID, uint64(len(m.alerts)))); i < len(m.alerts) && len(out) < n; i++ {
-			if f.Match(&m.alerts[i]) {
-				out = append(out, cloneAlert(m.alerts[i]))
+		for id := max(f.AfterID, m.base) + 1; id <= m.lastID() && len(out) < n; id++ {
+			if a := m.alert(id); a != nil && f.Match(a) {
+				out = append(out, cloneAlert(*a))
 			}
 		}
 		return out, nil
 	}
-	start := len(m.alerts) - 1
+	id := m.lastID()
 	if f.BeforeID > 0 {
-		start = min(start, int(f.BeforeID)-2)
+		id = min(id, f.BeforeID-1)
 	}
-	for i := start; i >= 0 && len(out) < n; i-- {
-		if f.Match(&m.alerts[i]) {
-			out = append(out, cloneAlert(m.alerts[i]))
+	for ; id > m.base && len(out) < n; id-- {
+		if a := m.alert(id); a != nil && f.Match(a) {
+			out = append(out, cloneAlert(*a))
 		}
 	}
 	return out, nil
+}
+
+// CountAlerts implements Store.
+func (m *MemoryStore) CountAlerts(_ context.Context, f AlertFilter) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, a := range m.alerts {
+		if a != nil && f.Match(a) {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // LastAlertID implements Store.
 func (m *MemoryStore) LastAlertID(context.Context) (uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return uint64(len(m.alerts)), nil
+	return m.lastID(), nil
 }
 
 // SetAlertState implements Store.
 func (m *MemoryStore) SetAlertState(_ context.Context, id uint64, to AlertState, who, note string, at time.Time) (Alert, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if id == 0 || id > uint64(len(m.alerts)) {
+	cur := m.alert(id)
+	if cur == nil {
 		return Alert{}, fmt.Errorf("alert %d: %w", id, ErrNotFound)
 	}
-	a := cloneAlert(m.alerts[id-1])
+	a := cloneAlert(*cur)
 	if err := a.transition(to, who, note, at); err != nil {
 		return Alert{}, err
 	}
-	m.alerts[id-1] = a
+	*cur = a
 	return cloneAlert(a), nil
+}
+
+// SetDelivery implements Store.
+func (m *MemoryStore) SetDelivery(_ context.Context, id uint64, d Delivery) (Alert, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.alert(id)
+	if cur == nil {
+		return Alert{}, fmt.Errorf("alert %d: %w", id, ErrNotFound)
+	}
+	a := cloneAlert(*cur)
+	if !a.setDelivery(d) {
+		return Alert{}, fmt.Errorf("alert %d has no delivery to sink %q: %w", id, d.Sink, ErrNotFound)
+	}
+	*cur = a
+	return cloneAlert(a), nil
+}
+
+// PendingDeliveries implements Store.
+func (m *MemoryStore) PendingDeliveries(_ context.Context, limit int) ([]Alert, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Alert
+	for _, a := range m.alerts {
+		if a != nil && a.pendingDelivery() {
+			out = append(out, cloneAlert(*a))
+			if len(out) == limit {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// PruneAlerts implements Store.
+func (m *MemoryStore) PruneAlerts(_ context.Context, resolvedBefore time.Time, limit int) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for i, a := range m.alerts {
+		if n == limit {
+			break
+		}
+		if a == nil || a.State != AlertResolved || !a.ResolveTime.Before(resolvedBefore) {
+			continue
+		}
+		if m.open[a.IncidentKey] == a.ID {
+			delete(m.open, a.IncidentKey)
+		}
+		m.alerts[i] = nil
+		n++
+	}
+	// Let go of the pruned alerts at the front; ids stay as they were.
+	k := 0
+	for k < len(m.alerts) && m.alerts[k] == nil {
+		k++
+	}
+	if k > 0 {
+		m.base += uint64(k)
+		m.alerts = slices.Clone(m.alerts[k:])
+	}
+	return n, nil
 }
 
 // ResolveIncident implements Store.
@@ -202,10 +310,10 @@ func (m *MemoryStore) ResolveIncident(_ context.Context, key, who, note string, 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	id, ok := m.open[key]
-	if !ok || m.alerts[id-1].State == AlertResolved {
+	a := m.alert(id)
+	if !ok || a == nil || a.State == AlertResolved {
 		return Alert{}, false, nil
 	}
-	a := &m.alerts[id-1]
 	if err := a.transition(AlertResolved, who, note, at); err != nil {
 		return Alert{}, false, err
 	}

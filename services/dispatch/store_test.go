@@ -20,7 +20,10 @@ func TestMemoryStore(t *testing.T) {
 func TestRedisStore(t *testing.T) {
 	runStoreConformance(t, func(t *testing.T) Store {
 		c := redistest.Client(t)
-		return NewRedisStore(c, redistest.Prefix(t, c))
+		p := redistest.Prefix(t, c)
+		st := NewRedisStore(c, p)
+		t.Cleanup(func() { redistest.KeysUnder(t, c, p, st.KeyPrefix()) })
+		return st
 	})
 }
 

@@ -890,6 +890,7 @@ const (
 	EventIgnore  EventAction = iota
 	EventRaise               // raise (or merge into) an alert
 	EventResolve             // close the open alert of an incident (vehicle back online)
+	EventOnly                // an event whose source asks for no alert; the alert rules may still raise one
 )
 
 // FuelMinConfidence is the default of Config.FuelMinConfidence; it matches the fuel
@@ -925,10 +926,12 @@ type eventRule struct {
 }
 
 var eventRules = map[[2]string]eventRule{
-	{"geofence", "enter"}:             {"geofence_enter", SeverityInfo, "-", "entered zone"},
-	{"geofence", "exit"}:              {"geofence_exit", SeverityInfo, "-", "left zone"},
-	{"geofence", "dwell"}:             {"geofence_dwell", SeverityInfo, "-", "dwelling in zone"},
-	{"geofence", "crossed"}:           {"geofence_crossed", SeverityInfo, "-", "crossed zone"},
+	// Zone events a zone asks alerts for: one incident per vehicle and zone, so repeated
+	// visits within the cool-down count as occurrences of one alert.
+	{"geofence", "enter"}:             {"geofence_enter", SeverityInfo, "zone_id", "entered zone"},
+	{"geofence", "exit"}:              {"geofence_exit", SeverityInfo, "zone_id", "left zone"},
+	{"geofence", "dwell"}:             {"geofence_dwell", SeverityInfo, "zone_id", "dwelling in zone"},
+	{"geofence", "crossed"}:           {"geofence_crossed", SeverityInfo, "zone_id", "crossed zone"},
 	{"geofence", "overspeed_in_zone"}: {"overspeed_in_zone", SeverityWarning, "zone_id", "overspeed in zone"},
 	{"maintenance", "fuel_drain"}:     {KindFuelTheft, SeverityCritical, "-", "fuel drained"},
 	{"maintenance", "refuel"}:         {"refuel", SeverityInfo, "-", "refuelled"},
@@ -948,10 +951,14 @@ func keyPart(s string) string {
 	return s
 }
 
-// AlertFromEvent maps a service event to the feed. Exits from a must-stay-inside zone
+// AlertFromEvent maps a service event to the feed. Dead letters (input a service refused)
+// become critical dead_letter alerts; exits from a must-stay-inside zone
 // become zone_exit theft alerts; fuel drains become fuel_theft; offline status opens an
-// offline alert and the return online resolves it. Events of kinds the feed does not
-// show are ignored.
+// offline alert and the return online resolves it. A zone event raises an alert only
+// where its zone's alert policy asks for one (the event's "alert" attribute; without it,
+// the default: must-stay-inside exits and overspeed); the others come back as EventOnly,
+// which the alert rules may still promote. Events of kinds the feed does not show are
+// ignored.
 func AlertFromEvent(e *EventIn) (Alert, EventAction) {
 	a := Alert{
 		Vehicle: e.Vehicle, State: AlertOpen, CauseID: "evt:" + e.ID, Sources: []string{e.Source},
@@ -962,8 +969,7 @@ func AlertFromEvent(e *EventIn) (Alert, EventAction) {
 	if zone == "" {
 		zone = e.Attributes["zone_id"]
 	}
-	switch {
-	case e.Source == "tracking" && e.Kind == "status_changed":
+	if e.Source == "tracking" && e.Kind == "status_changed" {
 		a.Kind, a.Severity, a.IncidentKey = KindOffline, SeverityWarning, IncidentKey(KindOffline, e.Vehicle)
 		if e.Attributes["status"] == "offline" {
 			a.Message = "vehicle offline"
@@ -973,15 +979,25 @@ func AlertFromEvent(e *EventIn) (Alert, EventAction) {
 			return a, EventResolve
 		}
 		return a, EventIgnore
-	case e.Source == "geofence" && e.Kind == "exit" && e.Attributes["must_stay_inside"] == "true":
-		a.Kind, a.Severity = KindZoneExit, SeverityCritical
-		a.IncidentKey = KindZoneExit + ":" + e.Vehicle + ":" + keyPart(e.Attributes["zone_id"])
-		a.Message = "left must-stay-inside zone " + zone
+	}
+	if e.Kind == KindDeadLetter {
+		// One alert per consumer and vehicle while it keeps failing (occurrences merge);
+		// the attributes name the dead letter's stream sequence and the error.
+		a.Kind, a.Severity = KindDeadLetter, SeverityCritical
+		a.IncidentKey = KindDeadLetter + ":" + e.Vehicle + ":" + keyPart(e.Attributes["durable"])
+		a.Message = "input refused by " + e.Source + " and moved to the dead-letter stream"
+		if why := e.Attributes["error"]; why != "" {
+			a.Message += ": " + keyPart(why)
+		}
 		return a, EventRaise
 	}
 	rule, ok := eventRules[[2]string{e.Source, e.Kind}]
 	if !ok {
 		return a, EventIgnore
+	}
+	mustStay := e.Source == "geofence" && e.Kind == "exit" && e.Attributes["must_stay_inside"] == "true"
+	if mustStay {
+		rule = eventRule{KindZoneExit, SeverityCritical, "zone_id", "left must-stay-inside zone"}
 	}
 	a.Kind, a.Severity, a.Message = rule.kind, rule.severity, rule.message
 	switch rule.keyAttr {
@@ -998,5 +1014,18 @@ func AlertFromEvent(e *EventIn) (Alert, EventAction) {
 	if l := e.Attributes["litres"]; l != "" {
 		a.Message += ": " + l + " l"
 	}
+	if e.Source == "geofence" && !zoneAsksAlert(e.Kind, mustStay, e.Attributes) {
+		return a, EventOnly
+	}
 	return a, EventRaise
+}
+
+// zoneAsksAlert reads a zone event's alert policy: the geofence service states it in the
+// "alert" attribute; an event without it (published before zones had a policy) follows
+// the default, which raises alerts only for broken rules.
+func zoneAsksAlert(kind string, mustStay bool, attrs map[string]string) bool {
+	if v, ok := attrs["alert"]; ok {
+		return v == "true"
+	}
+	return kind == "overspeed_in_zone" || (kind == "exit" && mustStay)
 }

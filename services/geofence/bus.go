@@ -221,7 +221,7 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 			s.rej.Add("subject", "", err, "subject", m.Subject)
 			continue
 		}
-		recs, recErrs, err := wire.DecodeBatch(addr.Vehicle, m.Data, m.JSON())
+		recs, recErrs, err := m.DecodeBatch(addr.Vehicle)
 		if err != nil {
 			s.rej.Add(wire.Reason(err), addr.Vehicle, err)
 			continue
@@ -229,6 +229,12 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 		for _, re := range recErrs {
 			s.rej.Add(wire.Reason(&re), addr.Vehicle, &re)
 		}
+		// A device may buffer records out of order: apply each message in device-time
+		// order. Only within the message: sorting across the messages of a batch would make
+		// the outcome depend on where batches start, which differs between a first run
+		// and a redelivery or rebuild (an older record arriving late is out of order in
+		// every run, not only in those where it shares a batch with newer ones).
+		slices.SortStableFunc(recs, func(a, b telemetry.Record) int { return a.DeviceTime.Compare(b.DeviceTime) })
 		for _, r := range recs {
 			if err := r.CheckPosition(); err != nil {
 				s.rej.Add(positionReason(err), addr.Vehicle, err)
@@ -247,6 +253,14 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 	}
 	slices.Sort(vehicles)
 	stored, err := s.st.Load(ctx, vehicles)
+	var corrupt *CorruptStateError
+	if errors.As(err, &corrupt) {
+		// Retrying cannot help: the consumer narrows the batch down to the vehicle's
+		// records and moves them to the dead-letter stream, with an alert, until an
+		// operator repairs or deletes the state (docs/geofence.md).
+		s.rej.Add("corrupt_state", corrupt.Vehicle, err)
+		return fmt.Errorf("geofence: %w: %w", bus.ErrPoison, err)
+	}
 	if err != nil {
 		return fmt.Errorf("geofence: %w", err)
 	}
@@ -257,9 +271,7 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 		n       int
 	)
 	for _, v := range vehicles {
-		items := byVehicle[v]
-		// A device may send a buffered batch out of order; apply it in device-time order.
-		slices.SortStableFunc(items, func(a, b item) int { return a.rec.DeviceTime.Compare(b.rec.DeviceTime) })
+		items := byVehicle[v] // stream order, each message in device-time order
 		before := stored[v]
 		st := before.Clone()
 		st.Vehicle = v
@@ -331,6 +343,9 @@ func ToProtoEvent(e *fence.Event, published *timestamppb.Timestamp) *fleetv1.Eve
 	if e.MustStayInside {
 		attrs["must_stay_inside"] = "true"
 	}
+	// The zone's alert policy travels with the event: the alert feed raises an alert only
+	// where the zone asks for one (docs/geofence.md, alert policy).
+	attrs["alert"] = strconv.FormatBool(e.RaiseAlert)
 	if e.Kind == fence.Crossed {
 		attrs["exit_time"] = e.ExitTime.UTC().Format(time.RFC3339Nano)
 	}

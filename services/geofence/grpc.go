@@ -3,6 +3,7 @@ package geofence
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,14 @@ var alertToProto = map[fence.Alert]fleetv1.ZoneAlert{
 	fence.AlertMustStayInside: fleetv1.ZoneAlert_ZONE_ALERT_MUST_STAY_INSIDE,
 }
 
+var eventKindToProto = map[fence.EventKind]fleetv1.ZoneEventKind{
+	fence.Enter:     fleetv1.ZoneEventKind_ZONE_EVENT_KIND_ENTER,
+	fence.Exit:      fleetv1.ZoneEventKind_ZONE_EVENT_KIND_EXIT,
+	fence.Dwell:     fleetv1.ZoneEventKind_ZONE_EVENT_KIND_DWELL,
+	fence.Crossed:   fleetv1.ZoneEventKind_ZONE_EVENT_KIND_CROSSED,
+	fence.Overspeed: fleetv1.ZoneEventKind_ZONE_EVENT_KIND_OVERSPEED,
+}
+
 // specFromProto converts a request's zone; it validates only what the conversion needs
 // (fence.Compile checks the rest).
 func specFromProto(z *fleetv1.Zone) (fence.Spec, error) {
@@ -72,6 +81,21 @@ func specFromProto(z *fleetv1.Zone) (fence.Spec, error) {
 			return spec, fmt.Errorf("%w: unknown alert %d", fence.ErrAlert, z.GetAlert())
 		}
 	}
+	if p := z.GetAlertPolicy(); p != nil {
+		spec.AlertPolicy = &fence.AlertPolicy{Raise: []fence.EventKind{}}
+	raise:
+		for _, pk := range p.GetRaise() {
+			for k, v := range eventKindToProto {
+				if v == pk {
+					if !slices.Contains(spec.AlertPolicy.Raise, k) {
+						spec.AlertPolicy.Raise = append(spec.AlertPolicy.Raise, k)
+					}
+					continue raise
+				}
+			}
+			return spec, fmt.Errorf("%w: alert policy names unknown event kind %d", fence.ErrAlert, pk)
+		}
+	}
 	if sc := z.GetSchedule(); sc != nil {
 		s := &fence.Schedule{Start: sc.GetStartTime(), End: sc.GetEndTime(), TimeZone: sc.GetTimeZone()}
 		for _, d := range sc.GetDaysOfWeek() {
@@ -94,6 +118,12 @@ func zoneToProto(z *fence.Zone) *fleetv1.Zone {
 	}
 	if !z.UpdateTime.IsZero() {
 		out.UpdateTime = timestamppb.New(z.UpdateTime)
+	}
+	if p := z.AlertPolicy; p != nil {
+		out.AlertPolicy = &fleetv1.ZoneAlertPolicy{}
+		for _, k := range p.Raise {
+			out.AlertPolicy.Raise = append(out.AlertPolicy.Raise, eventKindToProto[k])
+		}
 	}
 	if sc := z.Schedule; sc != nil {
 		ps := &fleetv1.ZoneSchedule{StartTime: sc.Start, EndTime: sc.End, TimeZone: sc.TimeZone}

@@ -3,6 +3,7 @@ package geofence
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -20,10 +21,30 @@ type Update struct {
 	Left    []string
 }
 
+// ErrCorruptState is returned by a Store for a stored state it cannot decode.
+var ErrCorruptState = errors.New("stored membership state cannot be decoded")
+
+// CorruptStateError names the vehicle whose stored state is unreadable.
+type CorruptStateError struct {
+	Vehicle string
+	Err     error
+}
+
+func (e *CorruptStateError) Error() string {
+	return fmt.Sprintf("state of %s: %v: %v", e.Vehicle, ErrCorruptState, e.Err)
+}
+
+// Is makes errors.Is(err, ErrCorruptState) true.
+func (e *CorruptStateError) Is(target error) bool { return target == ErrCorruptState }
+
+// Unwrap returns the decoder's error.
+func (e *CorruptStateError) Unwrap() error { return e.Err }
+
 // Store persists per-vehicle zone membership, so a restarted service neither re-fires
 // enters nor forgets who was inside. Saving the same update twice must be harmless.
 type Store interface {
-	// Load returns the stored states of vehicles; a vehicle never saved is absent.
+	// Load returns the stored states of vehicles; a vehicle never saved is absent. A
+	// state that cannot be decoded is an error (*CorruptStateError), never "absent".
 	Load(ctx context.Context, vehicles []string) (map[string]fence.State, error)
 	// Save writes the updates (all or, on error, possibly some: they are idempotent).
 	Save(ctx context.Context, updates []Update) error
@@ -119,6 +140,10 @@ func NewRedisStore(c *redis.Client, prefix string) *RedisStore {
 func (r *RedisStore) vehicleKey(v string) string { return r.prefix + "gf:v:" + v }
 func (r *RedisStore) zoneKey(z string) string    { return r.prefix + "gf:z:" + z }
 
+// KeyPrefix is the prefix of every key the store writes: a wipe of it (pkg/storeguard,
+// after the store lost its data) leaves nothing of the service behind.
+func (r *RedisStore) KeyPrefix() string { return r.prefix + "gf:" }
+
 // Load implements Store.
 func (r *RedisStore) Load(ctx context.Context, vehicles []string) (map[string]fence.State, error) {
 	out := make(map[string]fence.State, len(vehicles))
@@ -140,9 +165,9 @@ func (r *RedisStore) Load(ctx context.Context, vehicles []string) (map[string]fe
 		}
 		var st fence.State
 		if err := json.Unmarshal([]byte(s), &st); err != nil {
-			// A blob this service cannot read is no better than none: start over for the
-			// vehicle rather than stall its partition for ever.
-			continue
+			// Not "no state": starting over would re-fire the enters of every zone the
+			// vehicle is in. The service refuses the vehicle's input (dead letter, alert).
+			return nil, &CorruptStateError{Vehicle: vehicles[i], Err: err}
 		}
 		out[vehicles[i]] = st
 	}

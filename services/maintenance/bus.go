@@ -90,7 +90,7 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 			s.rej.Add("unexpected_kind", addr.Vehicle, fmt.Errorf("kind %q", addr.Kind))
 			continue
 		}
-		recs, bad, err := wire.DecodeBatch(addr.Vehicle, m.Data, m.JSON())
+		recs, bad, err := m.DecodeBatch(addr.Vehicle)
 		if err != nil {
 			s.rej.Add(wire.Reason(err), addr.Vehicle, err)
 			continue

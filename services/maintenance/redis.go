@@ -37,6 +37,10 @@ func NewRedisStore(c *redis.Client, prefix string) *RedisStore {
 	return &RedisStore{c: c, prefix: prefix + "mnt:", SampleRetention: 400 * 24 * time.Hour}
 }
 
+// KeyPrefix is the prefix of every key the store writes: a wipe of it (pkg/storeguard,
+// after the store lost its data) leaves nothing of the service behind.
+func (r *RedisStore) KeyPrefix() string { return r.prefix }
+
 func (r *RedisStore) k(parts ...string) string {
 	s := r.prefix
 	for i, p := range parts {

@@ -40,7 +40,7 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 		if addr.Kind == bus.KindReply {
 			continue // command replies are the dispatch service's
 		}
-		recs, bad, err := wire.DecodeBatch(addr.Vehicle, m.Data, m.JSON())
+		recs, bad, err := m.DecodeBatch(addr.Vehicle)
 		if err != nil {
 			s.rej.Add(wire.Reason(err), addr.Vehicle, err, "stream_seq", m.StreamSeq)
 			continue

@@ -94,7 +94,7 @@ func (g *grpcServer) ListVehicles(ctx context.Context, req *fleetv1.ListVehicles
 }
 
 func (g *grpcServer) WatchVehicles(req *fleetv1.WatchVehiclesRequest, stream grpc.ServerStreamingServer[fleetv1.WatchVehiclesResponse]) error {
-	f := WatchFilter{IDs: req.GetVehicleIds(), Groups: req.GetGroups()}
+	f := WatchFilter{IDs: req.GetVehicleIds(), Groups: req.GetGroups(), LoadTest: req.GetLoadTest()}
 	if b := req.GetBounds(); b != nil {
 		r := geo.Rect{MinLat: b.GetMinLatitude(), MinLon: b.GetMinLongitude(), MaxLat: b.GetMaxLatitude(), MaxLon: b.GetMaxLongitude()}
 		if r.MinLat > r.MaxLat || r.MinLat < -90 || r.MaxLat > 90 || r.MinLon < -180 || r.MaxLon > 180 {

@@ -40,6 +40,14 @@ func (x *index) Set(id string, p geo.Point, v *memVehicle) {
 	x.tr.Insert([2]float64{p.Lat, p.Lon}, [2]float64{p.Lat, p.Lon}, e)
 }
 
+// Remove takes id out of the index.
+func (x *index) Remove(id string) {
+	if e, ok := x.pos[id]; ok {
+		x.tr.Delete([2]float64{e.lat, e.lon}, [2]float64{e.lat, e.lon}, e)
+		delete(x.pos, id)
+	}
+}
+
 // Len returns how many positions are indexed.
 func (x *index) Len() int { return len(x.pos) }
 

@@ -87,6 +87,23 @@ func (m *MemoryStore) Write(_ context.Context, b Batch) error {
 	return nil
 }
 
+// Delete removes vehicles; see Store.
+func (m *MemoryStore) Delete(_ context.Context, ids []string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, id := range ids {
+		if _, ok := m.vehicles[id]; !ok {
+			continue
+		}
+		delete(m.vehicles, id)
+		m.idx.Remove(id)
+		if i, ok := slices.BinarySearch(m.ids, id); ok {
+			m.ids = slices.Delete(m.ids, i, i+1)
+		}
+	}
+	return nil
+}
+
 // insertFix adds f in (Time, Seq) order unless an identical key is there.
 func insertFix(h []Fix, f Fix) []Fix {
 	n := len(h)

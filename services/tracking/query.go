@@ -35,7 +35,12 @@ type ListFilter struct {
 
 func (f ListFilter) empty() bool { return f.Group == "" && len(f.Statuses) == 0 }
 
+// match leaves load-test vehicles out of every list and search: they are not the live
+// fleet (telemetry.IsLoadTest; docs/simulator.md, load tests).
 func (f ListFilter) match(v *Vehicle) bool {
+	if telemetry.IsLoadTest(v.Info.ID) {
+		return false
+	}
 	if f.Group != "" && !v.Info.InGroup(f.Group) {
 		return false
 	}
@@ -85,6 +90,11 @@ scan:
 	switch {
 	case f.empty():
 		total, err = s.store.Count(ctx)
+		if err == nil {
+			var lt int
+			lt, err = s.countLoadTest(ctx)
+			total -= lt
+		}
 	case after == "" && next == "":
 		total = len(page)
 	default:
@@ -95,6 +105,26 @@ scan:
 		return nil, "", 0, err
 	}
 	return page, next, total, nil
+}
+
+// countLoadTest counts the stored load-test vehicles: their ids share a prefix, so they
+// are one contiguous run of the sorted ids.
+func (s *Service) countLoadTest(ctx context.Context) (int, error) {
+	// The id just before the prefix in byte order, so IDs (after it) starts at the run.
+	n, cur := 0, telemetry.LoadTestPrefix[:len(telemetry.LoadTestPrefix)-1]+","
+	for {
+		ids, err := s.store.IDs(ctx, cur, listChunk)
+		if err != nil || len(ids) == 0 {
+			return n, err
+		}
+		for _, id := range ids {
+			if !telemetry.IsLoadTest(id) {
+				return n, nil
+			}
+			n++
+		}
+		cur = ids[len(ids)-1]
+	}
 }
 
 func (s *Service) countMatching(ctx context.Context, f ListFilter) (int, error) {
@@ -127,10 +157,8 @@ func (s *Service) Nearest(ctx context.Context, p geo.Point, k int, radiusM float
 		return nil, fmt.Errorf("%w: negative radius", ErrInvalid)
 	}
 	f := ListFilter{Group: group, Statuses: statuses}
-	q := NearestQuery{Point: p, K: k, RadiusM: radiusM}
-	if !f.empty() {
-		q.Accept = f.match
-	}
+	// Always filtered: load-test vehicles are never the nearest.
+	q := NearestQuery{Point: p, K: k, RadiusM: radiusM, Accept: f.match}
 	return s.store.Nearest(ctx, q)
 }
 

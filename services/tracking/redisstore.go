@@ -39,6 +39,10 @@ func NewRedisStore(c *redis.Client, prefix string) *RedisStore {
 	return &RedisStore{c: c, prefix: prefix + "trk:"}
 }
 
+// KeyPrefix is the prefix of every key the store writes: a wipe of it (pkg/storeguard,
+// after the store lost its data) leaves nothing of the service behind.
+func (s *RedisStore) KeyPrefix() string { return s.prefix }
+
 // geoMaxLat is the latitude limit of Redis GEO (Web Mercator).
 const geoMaxLat = 85.05112878
 
@@ -218,6 +222,26 @@ func (s *RedisStore) putInfo(ctx context.Context, info Info, nx bool) (bool, err
 		}
 	}
 	return ok, nil
+}
+
+// Delete removes vehicles; see Store. Their history keys expire with the retention.
+func (s *RedisStore) Delete(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, id := range ids {
+			p.Del(ctx, s.stateKey(id), s.infoKey(id))
+			p.ZRem(ctx, s.idsKey(), id)
+			p.ZRem(ctx, s.geoKey(), id)
+			p.SRem(ctx, s.polarKey(), id)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("redis delete vehicles: %w", err)
+	}
+	return nil
 }
 
 // Register adds a vehicle to the registry.

@@ -230,18 +230,38 @@ func (s *Service) sweep(ctx context.Context) error {
 func (s *Service) sweepPartition(ctx context.Context, p int, now time.Time) error {
 	s.partMu[p].Lock()
 	defer s.partMu[p].Unlock()
-	var changed []*entry
+	var (
+		changed []*entry
+		gone    []string
+	)
 	s.mu.RLock()
-	for _, e := range s.cache {
+	for id, e := range s.cache {
 		if e.part != p {
 			continue
 		}
 		st := e.state.Clone()
 		if s.tracker.Sweep(st, now) {
+			if telemetry.IsLoadTest(id) {
+				// A load-test vehicle that stopped reporting is removed, not reported
+				// offline: the test is over, and it never was the live fleet.
+				gone = append(gone, id)
+				continue
+			}
 			changed = append(changed, &entry{part: p, state: st, info: e.info})
 		}
 	}
 	s.mu.RUnlock()
+	if len(gone) > 0 {
+		if err := s.store.Delete(ctx, gone); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		for _, id := range gone {
+			delete(s.cache, id)
+		}
+		s.mu.Unlock()
+		s.log.Info("load-test vehicles removed", "count", len(gone), "partition", p)
+	}
 	if len(changed) == 0 {
 		return nil
 	}

@@ -101,4 +101,7 @@ type Store interface {
 	Nearest(ctx context.Context, q NearestQuery) ([]Nearby, error)
 	// Track returns a vehicle's fixes with from <= device time <= to, ordered by time.
 	Track(ctx context.Context, vehicle string, from, to time.Time) ([]Fix, error)
+	// Delete removes vehicles: state, registry entry, position and (memory) history; the
+	// Redis history expires with the retention. Unknown ids are ignored.
+	Delete(ctx context.Context, ids []string) error
 }

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/fleetwire/fleetwire/pkg/geo"
+	"github.com/fleetwire/fleetwire/pkg/telemetry"
 )
 
 // hub fans live updates out to watchers without ever blocking ingest: each watcher has a
@@ -26,10 +27,16 @@ type WatchFilter struct {
 	IDs    []string
 	Groups []string
 	Bounds *geo.Rect
+	// LoadTest selects the load-test vehicles, which are otherwise left out: a load
+	// test watches its own fleet, dispatchers the live one.
+	LoadTest bool
 }
 
 // Match reports whether v passes the filter.
 func (f *WatchFilter) Match(v *Vehicle) bool {
+	if telemetry.IsLoadTest(v.Info.ID) != f.LoadTest {
+		return false
+	}
 	if len(f.IDs) > 0 && !slices.Contains(f.IDs, v.Info.ID) {
 		return false
 	}

@@ -20,10 +20,14 @@ import (
 
 // Config describes the simulated fleet. Zero values take the defaults of DefaultConfig.
 type Config struct {
-	// Protocol is how the trackers reach the platform: ProtocolNATS (default) or
-	// ProtocolTeltonika, TCP to the gateway at TeltonikaAddr (register Fleet.Devices first).
+	// Protocol is how the trackers reach the platform: ProtocolNATS (default),
+	// ProtocolTeltonika, TCP to the gateway at TeltonikaAddr (register Fleet.Devices first),
+	// or ProtocolMQTT / ProtocolCoAP to DeviceAddr, each vehicle logging in with its secret
+	// from DeviceSecrets (registered in the device registry first).
 	Protocol      string
 	TeltonikaAddr string
+	DeviceAddr    string
+	DeviceSecrets map[string]string
 
 	Vehicles int       // number of vehicles
 	Seed     int64     // runs are reproducible from the seed
@@ -136,8 +140,12 @@ func (c *Config) normalize() error {
 		if c.TeltonikaAddr == "" {
 			return fmt.Errorf("%w: protocol teltonika needs the gateway's address", ErrConfig)
 		}
+	case ProtocolMQTT, ProtocolCoAP:
+		if c.DeviceAddr == "" {
+			return fmt.Errorf("%w: protocol %s needs the device address", ErrConfig, c.Protocol)
+		}
 	default:
-		return fmt.Errorf("%w: protocol %q (want nats or teltonika)", ErrConfig, c.Protocol)
+		return fmt.Errorf("%w: protocol %q (want nats, teltonika, mqtt or coap)", ErrConfig, c.Protocol)
 	}
 	if c.Speedup <= 0 {
 		c.Speedup = 1

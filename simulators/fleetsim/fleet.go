@@ -134,8 +134,11 @@ func (f *Fleet) Stats() Stats {
 // to publish for all of them (natsauth's load generator), or an open server; RunDevices
 // connects each vehicle as the device it plays instead.
 func (f *Fleet) Run(ctx context.Context, nc *nats.Conn) error {
-	if f.cfg.Protocol == ProtocolTeltonika {
+	switch f.cfg.Protocol {
+	case ProtocolTeltonika:
 		return f.runTeltonika(ctx, f.cfg.TeltonikaAddr)
+	case ProtocolMQTT, ProtocolCoAP:
+		return f.runDevices(ctx)
 	}
 	js, err := f.newJS(nc)
 	if err != nil {

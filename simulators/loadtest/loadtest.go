@@ -25,6 +25,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/geo"
+	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 )
@@ -35,7 +36,7 @@ type Config struct {
 	Rate     float64       // records per second over the fleet (default 20 000)
 	Duration time.Duration // how long to publish (default 60s)
 	Seed     int64
-	Prefix   string    // vehicle id prefix; default "lt<run id>-", unique per run
+	Prefix   string    // vehicle id prefix, always under telemetry.LoadTestPrefix; default "loadtest-<run id>-"
 	Center   geo.Point // zero: the simulator's default
 
 	BatchRecords int           // records per packet (default 1)
@@ -93,7 +94,10 @@ func (c *Config) normalize() error {
 		c.Duration = d.Duration
 	}
 	if c.Prefix == "" {
-		c.Prefix = fmt.Sprintf("lt%s-", strings.ToLower(fmt.Sprintf("%x", time.Now().Unix()%0xfffff)))
+		c.Prefix = strings.ToLower(fmt.Sprintf("%x-", time.Now().Unix()%0xfffff))
+	}
+	if !telemetry.IsLoadTest(c.Prefix) {
+		c.Prefix = telemetry.LoadTestPrefix + c.Prefix
 	}
 	if c.BatchRecords <= 0 {
 		c.BatchRecords = 1
@@ -423,7 +427,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 func (t *Tester) watch(ctx context.Context) {
 	client := fleetv1.NewTrackingServiceClient(t.grpc)
 	for ctx.Err() == nil {
-		stream, err := client.WatchVehicles(ctx, &fleetv1.WatchVehiclesRequest{})
+		stream, err := client.WatchVehicles(ctx, &fleetv1.WatchVehiclesRequest{LoadTest: true})
 		if err == nil {
 			err = t.receive(ctx, stream)
 		}

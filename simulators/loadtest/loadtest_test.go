@@ -187,9 +187,9 @@ func TestLoadRunCountsMissingAndLatency(t *testing.T) {
 	b := openBus(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
-	addr := startDispatcher(t, ctx, b, "t-00003")
+	addr := startDispatcher(t, ctx, b, "loadtest-t-00003")
 	cfg := DefaultConfig()
-	cfg.Vehicles, cfg.Rate, cfg.Duration, cfg.Drain, cfg.Prefix = 20, 100, 3*time.Second, 2*time.Second, "t-"
+	cfg.Vehicles, cfg.Rate, cfg.Duration, cfg.Drain, cfg.Prefix = 20, 100, 3*time.Second, 2*time.Second, "loadtest-t-"
 	// The verdict under test is about the missing records; a latency limit no loaded
 	// machine can miss keeps it from depending on how busy the CPU is.
 	cfg.P99Limit = time.Hour
@@ -258,7 +258,7 @@ func TestCeilingStopsAtLoss(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	cfg := DefaultConfig()
-	cfg.Vehicles, cfg.Rate, cfg.StepDuration, cfg.Drain, cfg.Prefix = 10, 40, 2*time.Second, time.Second, "c-"
+	cfg.Vehicles, cfg.Rate, cfg.StepDuration, cfg.Drain, cfg.Prefix = 10, 40, 2*time.Second, time.Second, "loadtest-c-"
 	cfg.Ceiling, cfg.CeilingFactor, cfg.CeilingMax, cfg.P99Limit = true, 2, 200, time.Hour // verdicts by loss only
 	tests := []struct {
 		name      string
@@ -267,7 +267,7 @@ func TestCeilingStopsAtLoss(t *testing.T) {
 		wantBest  float64
 	}{
 		{"every record arrives: up to the maximum", "", 3, 160},
-		{"a vehicle never arrives: the first step fails", "c-00002", 1, 0},
+		{"a vehicle never arrives: the first step fails", "loadtest-c-00002", 1, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 // to vehicles.
 func buildDispatch(d deps) (service, error) {
 	cfg := dispatch.DefaultConfig()
-	cfg.Partitions, cfg.Rebuild = d.parts, d.memory()
+	cfg.Partitions, cfg.Rebuild = d.parts, d.rebuilds(Dispatch)
 	cfg.FuelMinConfidence = d.opts.FuelMinConfidence
 	if path := d.opts.Schedules; path != "" {
 		data, err := os.ReadFile(path)
@@ -24,9 +24,29 @@ func buildDispatch(d deps) (service, error) {
 			return nil, fmt.Errorf("schedules %s: %w", path, err)
 		}
 	}
+	if d.opts.AlertRetention < 0 {
+		return nil, fmt.Errorf("%w: alert retention %s is negative", ErrConfig, d.opts.AlertRetention)
+	}
+	cfg.AlertRetention = d.opts.AlertRetention
+	if path := d.opts.AlertRules; path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("alert rules: %w", err)
+		}
+		// Webhook secrets come from their own files or the environment, never the rules file.
+		if cfg.Rules, err = dispatch.ParseAlertRules(data, dispatch.SecretSource{ReadFile: os.ReadFile, Getenv: os.LookupEnv}); err != nil {
+			return nil, fmt.Errorf("alert rules %s: %w", path, err)
+		}
+	}
 	var st dispatch.Store = dispatch.NewMemoryStore()
 	if !d.memory() {
 		st = dispatch.NewRedisStore(d.redis, d.prefix)
 	}
-	return dispatch.New(cfg, d.bus, st, d.log.With("service", Dispatch), d.registerer(Dispatch))
+	svc, err := dispatch.New(cfg, d.bus, st, d.log.With("service", Dispatch), d.registerer(Dispatch))
+	if err != nil {
+		return nil, err
+	}
+	// Registered vehicles may be commanded before they first report.
+	svc.UseRegistry(d.groups)
+	return svc, nil
 }

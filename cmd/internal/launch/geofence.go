@@ -5,7 +5,7 @@ import "github.com/fleetwire/fleetwire/services/geofence"
 // buildGeofence makes the geofence service: zones, membership and zone events.
 func buildGeofence(d deps) (service, error) {
 	cfg := geofence.DefaultConfig()
-	cfg.Partitions, cfg.Rebuild = d.parts, d.memory()
+	cfg.Partitions, cfg.Rebuild = d.parts, d.rebuilds(Geofence)
 	var st geofence.Store = geofence.NewMemoryStore()
 	if !d.memory() {
 		st = geofence.NewRedisStore(d.redis, d.prefix)

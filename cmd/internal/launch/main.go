@@ -2,6 +2,7 @@ package launch
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/storeguard"
 )
 
 // Main is the whole of a per-service binary: parse flags, run one service until a signal.
@@ -26,18 +28,24 @@ func Main(service string) {
 		GRPCAddr:    "127.0.0.1:50051",
 		MetricsAddr: "127.0.0.1:9464",
 	}
-	if service == Teltonika {
-		// The gateway keeps no state: no Redis. Its own ports, so it can share a host
+	switch service {
+	case Teltonika:
+		// The gateways keep no state: no Redis. Their own ports, so they can share a host
 		// with the services.
 		def.RedisURL, def.GRPCAddr, def.MetricsAddr = "memory", "127.0.0.1:50055", "127.0.0.1:9468"
+	case CoAP:
+		def.RedisURL, def.GRPCAddr, def.MetricsAddr = "memory", "127.0.0.1:50057", "127.0.0.1:9470"
 	}
 	if service == Devices {
 		// The registry is a JetStream bucket: no Redis.
 		def.RedisURL, def.GRPCAddr, def.MetricsAddr = "memory", "127.0.0.1:50056", "127.0.0.1:9469"
 	}
 	o.Flags(fs, def)
-	if service == Teltonika {
+	switch service {
+	case Teltonika:
 		o.TeltonikaFlags(fs, TeltonikaOptions{TCPAddr: "127.0.0.1:5027", UDPAddr: "127.0.0.1:5027"})
+	case CoAP:
+		o.CoAPFlags(fs, CoAPOptions{Addr: "127.0.0.1:5683"})
 	}
 	level := fs.String("log-level", env("FLEETWIRE_LOG_LEVEL", "info"), "debug, info, warn or error (env FLEETWIRE_LOG_LEVEL)")
 	_ = fs.Parse(os.Args[1:])
@@ -51,21 +59,31 @@ func Main(service string) {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	p, err := Start(ctx, o, log)
-	if err != nil {
-		log.Error("start failed", "service", service, "err", err)
-		os.Exit(1)
+	for {
+		p, err := Start(ctx, o, log)
+		if err != nil {
+			log.Error("start failed", "service", service, "err", err)
+			os.Exit(1)
+		}
+		log.Info("serving", "service", service, "grpc", p.GRPCAddr, "metrics", p.MetricsAddr, "pprof", p.PprofAddr, "nats", p.Bus.ClientURL(),
+			"teltonika_tcp", p.TeltonikaTCP, "teltonika_udp", p.TeltonikaUDP, "coap", p.CoAPAddr, "tls", !p.Insecure)
+		if p.Insecure {
+			log.Error(InsecureBanner)
+		}
+		err = p.Wait()
+		if errors.Is(err, storeguard.ErrStoreLost) && ctx.Err() == nil {
+			// The store came back without its data: start again, which finds the marker
+			// gone and rebuilds from the stream before reporting ready.
+			log.Error("starting again to rebuild a lost store", "err", err)
+			continue
+		}
+		if err != nil {
+			log.Error("stopped with error", "err", err)
+			os.Exit(1)
+		}
+		log.Info("stopped")
+		return
 	}
-	log.Info("serving", "service", service, "grpc", p.GRPCAddr, "metrics", p.MetricsAddr, "pprof", p.PprofAddr, "nats", p.Bus.ClientURL(),
-		"teltonika_tcp", p.TeltonikaTCP, "teltonika_udp", p.TeltonikaUDP, "tls", !p.Insecure)
-	if p.Insecure {
-		log.Error(InsecureBanner)
-	}
-	if err := p.Wait(); err != nil {
-		log.Error("stopped with error", "err", err)
-		os.Exit(1)
-	}
-	log.Info("stopped")
 }
 
 // ParseLevel reads a log level name: debug, info, warn or error. Anything else is a

@@ -5,7 +5,7 @@ import "github.com/fleetwire/fleetwire/services/maintenance"
 // buildMaintenance makes the maintenance service: service plans, fault codes, fuel.
 func buildMaintenance(d deps) (service, error) {
 	cfg := maintenance.DefaultConfig()
-	cfg.Partitions, cfg.Rebuild = d.parts, d.memory()
+	cfg.Partitions, cfg.Rebuild = d.parts, d.rebuilds(Maintenance)
 	var st maintenance.Store = maintenance.NewMemoryStore()
 	if !d.memory() {
 		st = maintenance.NewRedisStore(d.redis, d.prefix)

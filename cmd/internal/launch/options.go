@@ -28,6 +28,9 @@ const (
 // AllServices is every service, in start order (Devices is in devices.go).
 var AllServices = []string{Tracking, Geofence, Maintenance, Dispatch, Devices}
 
+// Gateways are the protocol edges a process may host beside the services.
+var Gateways = []string{Teltonika, CoAP}
+
 // ErrConfig is wrapped by every configuration error: a malformed environment value, an
 // unknown service. Such errors stop the process at start rather than fall back to a default
 // the operator did not choose.
@@ -71,6 +74,12 @@ type Options struct {
 	// warnings instead of critical fuel-theft alarms (the fleet's threshold, 0..1; the
 	// flag's default is dispatch.FuelMinConfidence, a zero Options alerts every drain).
 	FuelMinConfidence float64
+	// AlertRules is a JSON file of per-kind alert rules and webhook sinks (format in
+	// docs/dispatch.md); empty: every kind follows its source, no webhooks.
+	AlertRules string
+	// AlertRetention: resolved alerts are removed this long after they were resolved
+	// (the flag's default is dispatch.DefaultAlertRetention; 0 keeps them for ever).
+	AlertRetention time.Duration
 	// TrackingRules is a JSON file of per-device-model GPS filter profiles and per-group
 	// trip thresholds (format in docs/tracking.md); empty: the defaults for everyone.
 	TrackingRules string
@@ -92,6 +101,8 @@ type Options struct {
 	Devices DevicesOptions
 	// NATSPasswordFile holds the password of NATS.User (read at start).
 	NATSPasswordFile string
+	// CoAP configures the CoAP gateway (service CoAP).
+	CoAP CoAPOptions
 
 	// envErr collects malformed environment values seen by Flags; Validate reports them.
 	envErr error
@@ -131,6 +142,8 @@ func (o *Options) Flags(fs *flag.FlagSet, def Options) {
 	fs.StringVar(&o.Partitions, "partitions", e.str("FLEETWIRE_PARTITIONS", ""), `telemetry partitions this instance handles: "0-7", "i/k" (instance i of k), "ordinal/k" (i from the host name's trailing number, for StatefulSets); empty = all (env FLEETWIRE_PARTITIONS)`)
 	fs.StringVar(&o.Schedules, "schedules", e.str("FLEETWIRE_SCHEDULES", ""), "JSON file of allowed driving hours per vehicle or group (docs/dispatch.md); empty disables the outside-hours rule (env FLEETWIRE_SCHEDULES)")
 	fs.Float64Var(&o.FuelMinConfidence, "fuel-min-confidence", e.float("FLEETWIRE_FUEL_MIN_CONFIDENCE", dispatch.FuelMinConfidence), "fuel drains below this confidence (0..1) are alerted as unconfirmed warnings, not critical fuel theft (env FLEETWIRE_FUEL_MIN_CONFIDENCE)")
+	fs.StringVar(&o.AlertRules, "alert-rules", e.str("FLEETWIRE_ALERT_RULES", ""), "JSON file of per-kind alert rules (raise always/never) and webhook sinks (docs/dispatch.md) (env FLEETWIRE_ALERT_RULES)")
+	fs.DurationVar(&o.AlertRetention, "alert-retention", e.duration("FLEETWIRE_ALERT_RETENTION", dispatch.DefaultAlertRetention), "how long resolved alerts are kept; 0 keeps them for ever (env FLEETWIRE_ALERT_RETENTION)")
 	fs.StringVar(&o.TrackingRules, "tracking-rules", e.str("FLEETWIRE_TRACKING_RULES", ""), "JSON file of per-device-model GPS filter profiles and per-group trip thresholds (docs/tracking.md); empty uses the defaults (env FLEETWIRE_TRACKING_RULES)")
 	fs.DurationVar(&o.Grace, "grace", e.duration("FLEETWIRE_GRACE", 10*time.Second), "graceful shutdown limit (env FLEETWIRE_GRACE)")
 	o.securityFlags(fs, &e)
@@ -179,7 +192,7 @@ func (o Options) Validate() error {
 }
 
 func knownService(name string) bool {
-	for _, s := range append(AllServices[:len(AllServices):len(AllServices)], Teltonika) {
+	for _, s := range append(AllServices[:len(AllServices):len(AllServices)], Gateways...) {
 		if s == name {
 			return true
 		}

@@ -35,6 +35,8 @@ import (
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
 	"github.com/fleetwire/fleetwire/pkg/natsauth"
 	"github.com/fleetwire/fleetwire/pkg/redisconn"
+	"github.com/fleetwire/fleetwire/pkg/status"
+	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 )
 
@@ -55,13 +57,20 @@ type deps struct {
 	bus    *bus.Bus
 	parts  []int         // telemetry partitions this instance handles
 	redis  *redis.Client // nil: in-memory stores
-	log    *slog.Logger
-	reg    *prometheus.Registry
-	prefix string
+	// rebuild names the services whose Redis store lost its data (pkg/storeguard): they
+	// re-read the retained streams like an in-memory store does.
+	rebuild map[string]bool
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	prefix  string
 }
 
 // memory reports whether the services keep their state in process.
 func (d deps) memory() bool { return d.redis == nil }
+
+// rebuilds reports whether service must rebuild its state from the retained streams: an
+// in-memory store always does, a Redis store when it lost its data.
+func (d deps) rebuilds(service string) bool { return d.memory() || d.rebuild[service] }
 
 // registerer labels a service's metrics with its name.
 func (d deps) registerer(name string) prometheus.Registerer {
@@ -76,6 +85,7 @@ var builders = map[string]func(deps) (service, error){
 	Dispatch:    buildDispatch,
 	Teltonika:   buildTeltonika,
 	Devices:     buildDevices,
+	CoAP:        buildCoAP,
 }
 
 // streamless is implemented by components that consume no telemetry partitions (the
@@ -106,6 +116,10 @@ type Platform struct {
 	TeltonikaDevices *teltonika.MemoryRegistry
 	// DeviceRegistry is the devices service's registry when it runs (nil otherwise).
 	DeviceRegistry *natsauth.Devices
+	// CoAPAddr is the CoAP gateway's bound UDP address when it runs.
+	CoAPAddr string
+	// MQTTAddr is the embedded NATS server's MQTT listener when it has one.
+	MQTTAddr string
 	// How to reach the gRPC API: the CA that signed its certificate and the bootstrap
 	// admin token (both empty when Insecure, or when certificates were given without a
 	// token file). Credentials is the development credentials directory when one is used.
@@ -222,6 +236,15 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 	if len(sharing) > 1 && !o.SeparateConsumers {
 		shared = b.ShareTelemetry(sharing)
 	}
+	var sharedBy []string // services whose partitions the shared consumers read
+	if shared != nil {
+		sharedBy = sharing
+	}
+	rebuild, guards, err := prepareStores(ctx, d, o.Services, n, sharedBy)
+	if err != nil {
+		return fail(err)
+	}
+	d.rebuild = rebuild
 
 	gs := sec.server(log.With("component", "grpc"), reg)
 	type named struct {
@@ -246,6 +269,9 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 		if tg, ok := s.(teltonikaGateway); ok {
 			p.TeltonikaTCP, p.TeltonikaUDP, p.TeltonikaDevices = tg.TCPAddr(), tg.UDPAddr(), tg.registry
 		}
+		if cg, ok := s.(coapGateway); ok {
+			p.CoAPAddr = cg.Addr()
+		}
 	}
 	// Ready once every consumer is within catchUpBound messages of its stream's end: a
 	// rebuilt in-memory state or a service back from an outage answers queries only then.
@@ -257,12 +283,24 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 	if slices.Contains(o.Services, Dispatch) {
 		consumers++ // dispatch-events
 	}
-	gs.Ready = func() (bool, string) { return b.CaughtUp(consumers, catchUpBound) }
+	ready := func() (bool, string) {
+		for _, g := range guards {
+			if !g.OK() {
+				return false, "a store lost its data"
+			}
+		}
+		return b.CaughtUp(consumers, catchUpBound)
+	}
+	gs.Ready = ready
+	fleetv1.RegisterStatusServiceServer(gs.GRPC, &status.Server{
+		Bus: b, Services: o.Services, Stores: storeStatus(d, o.Services, guards), Ready: ready, Bound: catchUpBound,
+	})
 	if err := listenGRPC(gs, o.GRPCAddr, o.fallback("grpc-addr")); err != nil {
 		return fail(fmt.Errorf("grpc: %w", err))
 	}
 	p.GRPCAddr = gs.Addr()
 	p.noteMoved("grpc", o.GRPCAddr, p.GRPCAddr)
+	p.MQTTAddr = b.MQTTAddr()
 
 	var admin *adminServer
 	if o.MetricsAddr != "" {
@@ -317,6 +355,9 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 	}
 	for _, s := range svcs {
 		run(s.name, s.svc.Run)
+	}
+	for _, g := range guards {
+		run("storeguard", g.Run)
 	}
 	run("grpc", func(ctx context.Context) error { return gs.Serve(ctx, o.Grace) })
 	if admin != nil {

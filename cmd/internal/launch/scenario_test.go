@@ -77,7 +77,9 @@ func TestScriptedIncidentsAreDetected(t *testing.T) {
 	}
 	p := startPlatform(t, Options{RedisURL: "memory", Schedules: path})
 	conn := dial(t, p)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	// Only a bound on waiting: under a CPU hog the simulator's bursts (60x real time) are
+	// processed well after they were sent.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	for _, inc := range truth.Incidents {
 		if inc.Kind != fleetsim.IncidentLeaveZone {
@@ -177,15 +179,18 @@ func cutHours(s string) (from, to string, ok bool) {
 	return s[:5], s[6:], true
 }
 
+// waitUntil polls cond until it holds or ctx ends. There is no shorter deadline: on a
+// loaded machine the platform works through the simulator's backlog long after the
+// simulated clock passed the incident (a fixed 60 s made fuel_drain fail intermittently
+// there); ctx bounds the wait.
 func waitUntil(t *testing.T, ctx context.Context, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ok, why := cond()
 		if ok {
 			return
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		if ctx.Err() != nil {
 			t.Fatalf("no %s: %s", what, why)
 		}
 		time.Sleep(250 * time.Millisecond)

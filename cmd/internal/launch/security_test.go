@@ -90,6 +90,27 @@ func TestGRPCAttacksAreRefused(t *testing.T) {
 			t.Fatalf("got %v (%v), want PermissionDenied (a supervisor's call)", got, err)
 		}
 	})
+	t.Run("dispatcher cancels a queued IMMOBILIZE", func(t *testing.T) {
+		// red-1 is registered and has never reported: the command waits in the queue.
+		sent, err := fleetv1.NewCommandServiceClient(admin).SendCommand(ctx, &fleetv1.SendCommandRequest{VehicleId: "red-1", Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := sent.GetCommand().GetCommandId()
+		_, err = fleetv1.NewCommandServiceClient(dispatcher).CancelCommand(ctx, &fleetv1.CancelCommandRequest{CommandId: id})
+		if got := status.Code(err); got != codes.PermissionDenied {
+			t.Fatalf("got %v (%v), want PermissionDenied (withdrawing an engine cut is a supervisor's call)", got, err)
+		}
+		got, err := fleetv1.NewCommandServiceClient(admin).CancelCommand(ctx, &fleetv1.CancelCommandRequest{CommandId: id, Note: "wrong vehicle"})
+		if err != nil || got.GetCommand().GetState() != fleetv1.CommandState_COMMAND_STATE_CANCELLED {
+			t.Fatalf("admin cancel: got %v, %v; want cancelled", got.GetCommand(), err)
+		}
+		// A mistyped vehicle id is refused, not queued for a day.
+		_, err = fleetv1.NewCommandServiceClient(dispatcher).SendCommand(ctx, &fleetv1.SendCommandRequest{VehicleId: "red-l", Kind: fleetv1.CommandKind_COMMAND_KIND_LOCATE_NOW})
+		if got := status.Code(err); got != codes.NotFound {
+			t.Fatalf("command to an unknown vehicle: got %v (%v), want NotFound", got, err)
+		}
+	})
 	t.Run("dispatcher creates a zone", func(t *testing.T) {
 		_, err := fleetv1.NewGeofenceServiceClient(dispatcher).CreateZone(ctx, &fleetv1.CreateZoneRequest{Zone: &fleetv1.Zone{ZoneId: "sneaky", Name: "Sneaky", Geojson: square}})
 		if got := status.Code(err); got != codes.PermissionDenied {
@@ -170,7 +191,7 @@ func TestGRPCAttacksAreRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var sawRegister, sawDenied bool
+		var sawRegister, sawDenied, sawCancel, sawCancelDenied bool
 		for _, r := range resp.GetRecords() {
 			if r.GetPeer() == "" || r.GetTime() == nil {
 				t.Errorf("record without peer or time: %v", r)
@@ -178,6 +199,10 @@ func TestGRPCAttacksAreRefused(t *testing.T) {
 			switch {
 			case r.GetMethod() == "/fleet.v1.TrackingService/RegisterVehicle" && r.GetPrincipal() == "admin" && r.GetCode() == "OK":
 				sawRegister = true
+			case r.GetMethod() == "/fleet.v1.CommandService/CancelCommand" && r.GetPrincipal() == "admin" && r.GetCode() == "OK":
+				sawCancel = true
+			case r.GetMethod() == "/fleet.v1.CommandService/CancelCommand" && r.GetPrincipal() == "dan" && r.GetCode() == "PermissionDenied":
+				sawCancelDenied = true
 			case r.GetMethod() == "/fleet.v1.CommandService/SendCommand" && r.GetPrincipal() == "vera" && r.GetCode() == "PermissionDenied":
 				sawDenied = true
 				if strings.Contains(r.GetRequest(), `"who":"supervisor"`) {
@@ -185,8 +210,9 @@ func TestGRPCAttacksAreRefused(t *testing.T) {
 				}
 			}
 		}
-		if !sawRegister || !sawDenied {
-			t.Fatalf("audit trail has the admin's registration: %v, vera's refused IMMOBILIZE: %v; want both (%d records)", sawRegister, sawDenied, len(resp.GetRecords()))
+		if !sawRegister || !sawDenied || !sawCancel || !sawCancelDenied {
+			t.Fatalf("audit trail has the admin's registration: %v, vera's refused IMMOBILIZE: %v, the admin's cancel: %v, dan's refused cancel: %v; want all (%d records)",
+				sawRegister, sawDenied, sawCancel, sawCancelDenied, len(resp.GetRecords()))
 		}
 		_, err = fleetv1.NewAuditServiceClient(viewer).ListAuditRecords(ctx, &fleetv1.ListAuditRecordsRequest{})
 		if got := status.Code(err); got != codes.PermissionDenied {

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/fleetwire/fleetwire/edge/teltonika"
+	"github.com/fleetwire/fleetwire/pkg/natsauth"
 )
 
 // Teltonika is the gateway for Teltonika trackers (TCP and UDP), a protocol edge rather
@@ -104,11 +105,16 @@ func buildTeltonika(d deps) (service, error) {
 		}
 		regs = append(regs, fr)
 	}
+	// The IMEI names the vehicle; the device registry says whether that device may connect.
+	devices, err := natsauth.OpenDevices(d.ctx, d.bus.JS, d.opts.Streams.Replicas, d.log.With("component", "device-registry"))
+	if err != nil {
+		return nil, fmt.Errorf("device registry: %w", err)
+	}
 	cfg := teltonika.DefaultConfig()
 	cfg.TCPAddr, cfg.UDPAddr = o.TCPAddr, o.UDPAddr
 	cfg.Commands = teltonika.CommandTexts{Immobilize: o.CmdImmobilize, Resume: o.CmdResume, LocateNow: o.CmdLocate}
 	cfg.IdleTimeout, cfg.MaxConns = o.IdleTimeout, o.MaxConns
-	g, err := teltonika.New(cfg, d.bus.NC, regs, log, d.registerer(Teltonika))
+	g, err := teltonika.New(cfg, d.bus.NC, registeredOnly{regs, devices}, log, d.registerer(Teltonika))
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +124,27 @@ func buildTeltonika(d deps) (service, error) {
 		return nil, err
 	}
 	return teltonikaGateway{Gateway: g, registry: mem}, nil
+}
+
+// registeredOnly accepts a Teltonika device only when its IMEI maps to a vehicle and that
+// vehicle is a registered, active device in the platform's registry (fleetctl devices
+// add): an unknown or revoked device is answered 0x00 and closed, as on every protocol.
+type registeredOnly struct {
+	imeis   teltonika.Registry
+	devices *natsauth.Devices
+}
+
+// Lookup implements teltonika.Registry.
+func (r registeredOnly) Lookup(ctx context.Context, imei string) (string, bool, error) {
+	vehicle, ok, err := r.imeis.Lookup(ctx, imei)
+	if err != nil || !ok {
+		return "", false, err
+	}
+	dev, err := r.devices.Get(ctx, vehicle)
+	if err != nil || dev.State != natsauth.DeviceActive {
+		return "", false, nil
+	}
+	return vehicle, true, nil
 }
 
 // Run serves devices until ctx ends.

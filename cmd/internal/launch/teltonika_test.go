@@ -13,7 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/fleetwire/fleetwire/edge/teltonika/codec"
+	"github.com/fleetwire/fleetwire/pkg/natsauth"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 )
@@ -129,6 +133,20 @@ func TestTeltonikaDeviceThroughThePlatform(t *testing.T) {
 	conn := dial(t, p)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	devices, err := natsauth.OpenDevices(ctx, p.Bus.JS, 1, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The IMEI maps to the vehicle; the registry says whether the device may connect.
+	t.Run("mapped IMEI of an unregistered device refused", func(t *testing.T) {
+		_, ans := dialTeltonika(t, p.TeltonikaTCP, imei)
+		if ans != codec.HandshakeRefuse {
+			t.Errorf("got %#02x, want 00", ans)
+		}
+	})
+	if _, _, err := devices.Add(ctx, natsauth.Device{ID: vehicle, Model: "fmb920", Protocol: "teltonika"}, "test"); err != nil {
+		t.Fatal(err)
+	}
 
 	t.Run("unknown device refused over TCP", func(t *testing.T) {
 		_, ans := dialTeltonika(t, p.TeltonikaTCP, "356307042441099")
@@ -170,10 +188,13 @@ func TestTeltonikaDeviceThroughThePlatform(t *testing.T) {
 	}}); err != nil {
 		t.Fatalf("create zone: %v", err)
 	}
-	d, ans := dialTeltonika(t, p.TeltonikaTCP, imei)
-	if ans != codec.HandshakeAccept {
-		t.Fatalf("handshake: got %#02x, want 01", ans)
-	}
+	var d *teltonikaDevice
+	// The gateway's mirror of the registry learns of the device within moments.
+	waitUntil(t, ctx, "the registered device accepted", func() (bool, string) {
+		var ans byte
+		d, ans = dialTeltonika(t, p.TeltonikaTCP, imei)
+		return ans == codec.HandshakeAccept, fmt.Sprintf("handshake %#02x", ans)
+	})
 	start := time.Now().Add(-2 * time.Minute).Truncate(time.Second)
 	path := []struct {
 		dLat  float64
@@ -208,10 +229,20 @@ func TestTeltonikaDeviceThroughThePlatform(t *testing.T) {
 	})
 
 	cmds := fleetv1.NewCommandServiceClient(conn)
-	sent, err := cmds.SendCommand(ctx, &fleetv1.SendCommandRequest{VehicleId: vehicle, Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE, Who: "test"})
-	if err != nil {
-		t.Fatalf("send command: %v", err)
-	}
+	// Dispatch knows the vehicle once its own consumer has applied a record (the device
+	// is not in the vehicle registry): until then the command is NotFound.
+	var sent *fleetv1.SendCommandResponse
+	waitUntil(t, ctx, "dispatch to know the vehicle", func() (bool, string) {
+		var err error
+		sent, err = cmds.SendCommand(ctx, &fleetv1.SendCommandRequest{VehicleId: vehicle, Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE, Who: "test"})
+		if status.Code(err) == codes.NotFound {
+			return false, err.Error()
+		}
+		if err != nil {
+			t.Fatalf("send command: %v", err)
+		}
+		return true, ""
+	})
 	id := sent.GetCommand().GetCommandId()
 	// The device keeps reporting (parked) until the command arrives, as a tracker would.
 	var text string
@@ -254,14 +285,21 @@ func TestSimulatedTeltonikaFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	devices, err := natsauth.OpenDevices(ctx, p.Bus.JS, 1, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, line := range fleet.Devices() {
 		imei, vehicle, _ := strings.Cut(line, " ")
 		if err := p.TeltonikaDevices.Add(imei, vehicle); err != nil {
 			t.Fatal(err)
 		}
+		if _, _, err := devices.Add(ctx, natsauth.Device{ID: vehicle, Model: "fleetsim", Protocol: "teltonika"}, "test"); err != nil {
+			t.Fatal(err)
+		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- fleet.Run(ctx, nil) }()
 	defer func() { cancel(); <-done }()

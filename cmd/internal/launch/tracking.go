@@ -10,7 +10,7 @@ import (
 // buildTracking makes the tracking service: positions, live updates, history and trips.
 func buildTracking(d deps) (service, error) {
 	cfg := tracking.DefaultConfig()
-	cfg.Partitions, cfg.Rebuild = d.parts, d.memory()
+	cfg.Partitions, cfg.Rebuild = d.parts, d.rebuilds(Tracking)
 	if path := d.opts.TrackingRules; path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {

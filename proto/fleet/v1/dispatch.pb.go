@@ -137,6 +137,63 @@ func (AlertState) EnumDescriptor() ([]byte, []int) {
 	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{1}
 }
 
+// AlertDeliveryState is where one webhook delivery of an alert stands.
+type AlertDeliveryState int32
+
+const (
+	// Not set.
+	AlertDeliveryState_ALERT_DELIVERY_STATE_UNSPECIFIED AlertDeliveryState = 0
+	// Not delivered yet; attempts continue with back-off.
+	AlertDeliveryState_ALERT_DELIVERY_STATE_PENDING AlertDeliveryState = 1
+	// The sink answered 2xx.
+	AlertDeliveryState_ALERT_DELIVERY_STATE_DELIVERED AlertDeliveryState = 2
+	// Every attempt failed; no more are made.
+	AlertDeliveryState_ALERT_DELIVERY_STATE_FAILED AlertDeliveryState = 3
+)
+
+// Enum value maps for AlertDeliveryState.
+var (
+	AlertDeliveryState_name = map[int32]string{
+		0: "ALERT_DELIVERY_STATE_UNSPECIFIED",
+		1: "ALERT_DELIVERY_STATE_PENDING",
+		2: "ALERT_DELIVERY_STATE_DELIVERED",
+		3: "ALERT_DELIVERY_STATE_FAILED",
+	}
+	AlertDeliveryState_value = map[string]int32{
+		"ALERT_DELIVERY_STATE_UNSPECIFIED": 0,
+		"ALERT_DELIVERY_STATE_PENDING":     1,
+		"ALERT_DELIVERY_STATE_DELIVERED":   2,
+		"ALERT_DELIVERY_STATE_FAILED":      3,
+	}
+)
+
+func (x AlertDeliveryState) Enum() *AlertDeliveryState {
+	p := new(AlertDeliveryState)
+	*p = x
+	return p
+}
+
+func (x AlertDeliveryState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AlertDeliveryState) Descriptor() protoreflect.EnumDescriptor {
+	return file_fleet_v1_dispatch_proto_enumTypes[2].Descriptor()
+}
+
+func (AlertDeliveryState) Type() protoreflect.EnumType {
+	return &file_fleet_v1_dispatch_proto_enumTypes[2]
+}
+
+func (x AlertDeliveryState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AlertDeliveryState.Descriptor instead.
+func (AlertDeliveryState) EnumDescriptor() ([]byte, []int) {
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{2}
+}
+
 // AlertConfidence is how sure the theft rules are of an alert: a tracker's own alarm or
 // three independent kinds of evidence (positions, accelerometer, cellular, supply) are
 // high, two medium, one low.
@@ -180,11 +237,11 @@ func (x AlertConfidence) String() string {
 }
 
 func (AlertConfidence) Descriptor() protoreflect.EnumDescriptor {
-	return file_fleet_v1_dispatch_proto_enumTypes[2].Descriptor()
+	return file_fleet_v1_dispatch_proto_enumTypes[3].Descriptor()
 }
 
 func (AlertConfidence) Type() protoreflect.EnumType {
-	return &file_fleet_v1_dispatch_proto_enumTypes[2]
+	return &file_fleet_v1_dispatch_proto_enumTypes[3]
 }
 
 func (x AlertConfidence) Number() protoreflect.EnumNumber {
@@ -193,7 +250,7 @@ func (x AlertConfidence) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AlertConfidence.Descriptor instead.
 func (AlertConfidence) EnumDescriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{2}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{3}
 }
 
 // CommandState is where a command is in its life.
@@ -216,6 +273,8 @@ const (
 	CommandState_COMMAND_STATE_EXPIRED CommandState = 6
 	// No reply within the timeout.
 	CommandState_COMMAND_STATE_FAILED CommandState = 7
+	// Withdrawn by an operator while queued (CancelCommand); it is never delivered.
+	CommandState_COMMAND_STATE_CANCELLED CommandState = 8
 )
 
 // Enum value maps for CommandState.
@@ -229,6 +288,7 @@ var (
 		5: "COMMAND_STATE_REJECTED",
 		6: "COMMAND_STATE_EXPIRED",
 		7: "COMMAND_STATE_FAILED",
+		8: "COMMAND_STATE_CANCELLED",
 	}
 	CommandState_value = map[string]int32{
 		"COMMAND_STATE_UNSPECIFIED": 0,
@@ -239,6 +299,7 @@ var (
 		"COMMAND_STATE_REJECTED":    5,
 		"COMMAND_STATE_EXPIRED":     6,
 		"COMMAND_STATE_FAILED":      7,
+		"COMMAND_STATE_CANCELLED":   8,
 	}
 )
 
@@ -253,11 +314,11 @@ func (x CommandState) String() string {
 }
 
 func (CommandState) Descriptor() protoreflect.EnumDescriptor {
-	return file_fleet_v1_dispatch_proto_enumTypes[3].Descriptor()
+	return file_fleet_v1_dispatch_proto_enumTypes[4].Descriptor()
 }
 
 func (CommandState) Type() protoreflect.EnumType {
-	return &file_fleet_v1_dispatch_proto_enumTypes[3]
+	return &file_fleet_v1_dispatch_proto_enumTypes[4]
 }
 
 func (x CommandState) Number() protoreflect.EnumNumber {
@@ -266,7 +327,7 @@ func (x CommandState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CommandState.Descriptor instead.
 func (CommandState) EnumDescriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{3}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{4}
 }
 
 // Alert is one incident on one vehicle. Repeated occurrences of the same incident, from
@@ -319,7 +380,9 @@ type Alert struct {
 	// How sure the theft rules are (theft kinds; unspecified for other alerts).
 	Confidence AlertConfidence `protobuf:"varint,22,opt,name=confidence,proto3,enum=fleet.v1.AlertConfidence" json:"confidence,omitempty"`
 	// What raised the alert and what was learned while the incident lasted (theft kinds).
-	Evidence      []*AlertEvidence `protobuf:"bytes,23,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	Evidence []*AlertEvidence `protobuf:"bytes,23,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	// Webhook deliveries of the alert, one per sink its rule names (docs/dispatch.md).
+	Deliveries    []*AlertDelivery `protobuf:"bytes,24,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -515,6 +578,113 @@ func (x *Alert) GetEvidence() []*AlertEvidence {
 	return nil
 }
 
+func (x *Alert) GetDeliveries() []*AlertDelivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+// AlertDelivery is the state of one webhook delivery of an alert.
+type AlertDelivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sink's name in the alert rules file.
+	Sink string `protobuf:"bytes,1,opt,name=sink,proto3" json:"sink,omitempty"`
+	// Where the delivery stands.
+	State AlertDeliveryState `protobuf:"varint,2,opt,name=state,proto3,enum=fleet.v1.AlertDeliveryState" json:"state,omitempty"`
+	// Attempts made so far.
+	Attempts uint32 `protobuf:"varint,3,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// When the latest attempt was made.
+	LastAttemptTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_attempt_time,json=lastAttemptTime,proto3" json:"last_attempt_time,omitempty"`
+	// The HTTP status of the latest attempt (0 when no answer arrived).
+	LastStatusCode int32 `protobuf:"varint,5,opt,name=last_status_code,json=lastStatusCode,proto3" json:"last_status_code,omitempty"`
+	// Why the latest attempt failed, empty after a success.
+	LastError string `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// When the sink accepted it.
+	DeliveredTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=delivered_time,json=deliveredTime,proto3" json:"delivered_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlertDelivery) Reset() {
+	*x = AlertDelivery{}
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlertDelivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlertDelivery) ProtoMessage() {}
+
+func (x *AlertDelivery) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlertDelivery.ProtoReflect.Descriptor instead.
+func (*AlertDelivery) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AlertDelivery) GetSink() string {
+	if x != nil {
+		return x.Sink
+	}
+	return ""
+}
+
+func (x *AlertDelivery) GetState() AlertDeliveryState {
+	if x != nil {
+		return x.State
+	}
+	return AlertDeliveryState_ALERT_DELIVERY_STATE_UNSPECIFIED
+}
+
+func (x *AlertDelivery) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *AlertDelivery) GetLastAttemptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastAttemptTime
+	}
+	return nil
+}
+
+func (x *AlertDelivery) GetLastStatusCode() int32 {
+	if x != nil {
+		return x.LastStatusCode
+	}
+	return 0
+}
+
+func (x *AlertDelivery) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *AlertDelivery) GetDeliveredTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeliveredTime
+	}
+	return nil
+}
+
 // AlertEvidence is one observation behind a theft alert.
 type AlertEvidence struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -532,7 +702,7 @@ type AlertEvidence struct {
 
 func (x *AlertEvidence) Reset() {
 	*x = AlertEvidence{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[1]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +714,7 @@ func (x *AlertEvidence) String() string {
 func (*AlertEvidence) ProtoMessage() {}
 
 func (x *AlertEvidence) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[1]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +727,7 @@ func (x *AlertEvidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertEvidence.ProtoReflect.Descriptor instead.
 func (*AlertEvidence) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{1}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AlertEvidence) GetKind() string {
@@ -608,7 +778,7 @@ type ListAlertsRequest struct {
 
 func (x *ListAlertsRequest) Reset() {
 	*x = ListAlertsRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[2]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +790,7 @@ func (x *ListAlertsRequest) String() string {
 func (*ListAlertsRequest) ProtoMessage() {}
 
 func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[2]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +803,7 @@ func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertsRequest.ProtoReflect.Descriptor instead.
 func (*ListAlertsRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{2}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListAlertsRequest) GetVehicleId() string {
@@ -706,13 +876,15 @@ type ListAlertsResponse struct {
 	Alerts []*Alert `protobuf:"bytes,1,rep,name=alerts,proto3" json:"alerts,omitempty"`
 	// Token for the next page; empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// How many retained alerts match the filters, on every page.
+	TotalSize     int64 `protobuf:"varint,3,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListAlertsResponse) Reset() {
 	*x = ListAlertsResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[3]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +896,7 @@ func (x *ListAlertsResponse) String() string {
 func (*ListAlertsResponse) ProtoMessage() {}
 
 func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[3]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +909,7 @@ func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertsResponse.ProtoReflect.Descriptor instead.
 func (*ListAlertsResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{3}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListAlertsResponse) GetAlerts() []*Alert {
@@ -752,6 +924,13 @@ func (x *ListAlertsResponse) GetNextPageToken() string {
 		return x.NextPageToken
 	}
 	return ""
+}
+
+func (x *ListAlertsResponse) GetTotalSize() int64 {
+	if x != nil {
+		return x.TotalSize
+	}
+	return 0
 }
 
 // WatchAlertsRequest selects the alerts to stream.
@@ -770,7 +949,7 @@ type WatchAlertsRequest struct {
 
 func (x *WatchAlertsRequest) Reset() {
 	*x = WatchAlertsRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[4]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +961,7 @@ func (x *WatchAlertsRequest) String() string {
 func (*WatchAlertsRequest) ProtoMessage() {}
 
 func (x *WatchAlertsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[4]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +974,7 @@ func (x *WatchAlertsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAlertsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAlertsRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{4}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *WatchAlertsRequest) GetAfterAlertId() uint64 {
@@ -830,7 +1009,7 @@ type WatchAlertsResponse struct {
 
 func (x *WatchAlertsResponse) Reset() {
 	*x = WatchAlertsResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[5]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -842,7 +1021,7 @@ func (x *WatchAlertsResponse) String() string {
 func (*WatchAlertsResponse) ProtoMessage() {}
 
 func (x *WatchAlertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[5]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,7 +1034,7 @@ func (x *WatchAlertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAlertsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAlertsResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{5}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WatchAlertsResponse) GetAlert() *Alert {
@@ -880,7 +1059,7 @@ type AcknowledgeAlertRequest struct {
 
 func (x *AcknowledgeAlertRequest) Reset() {
 	*x = AcknowledgeAlertRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[6]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +1071,7 @@ func (x *AcknowledgeAlertRequest) String() string {
 func (*AcknowledgeAlertRequest) ProtoMessage() {}
 
 func (x *AcknowledgeAlertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[6]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +1084,7 @@ func (x *AcknowledgeAlertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeAlertRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeAlertRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{6}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AcknowledgeAlertRequest) GetAlertId() uint64 {
@@ -940,7 +1119,7 @@ type AcknowledgeAlertResponse struct {
 
 func (x *AcknowledgeAlertResponse) Reset() {
 	*x = AcknowledgeAlertResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[7]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1131,7 @@ func (x *AcknowledgeAlertResponse) String() string {
 func (*AcknowledgeAlertResponse) ProtoMessage() {}
 
 func (x *AcknowledgeAlertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[7]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1144,7 @@ func (x *AcknowledgeAlertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeAlertResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeAlertResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{7}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AcknowledgeAlertResponse) GetAlert() *Alert {
@@ -990,7 +1169,7 @@ type ResolveAlertRequest struct {
 
 func (x *ResolveAlertRequest) Reset() {
 	*x = ResolveAlertRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[8]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1181,7 @@ func (x *ResolveAlertRequest) String() string {
 func (*ResolveAlertRequest) ProtoMessage() {}
 
 func (x *ResolveAlertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[8]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1194,7 @@ func (x *ResolveAlertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveAlertRequest.ProtoReflect.Descriptor instead.
 func (*ResolveAlertRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{8}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ResolveAlertRequest) GetAlertId() uint64 {
@@ -1050,7 +1229,7 @@ type ResolveAlertResponse struct {
 
 func (x *ResolveAlertResponse) Reset() {
 	*x = ResolveAlertResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[9]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1241,7 @@ func (x *ResolveAlertResponse) String() string {
 func (*ResolveAlertResponse) ProtoMessage() {}
 
 func (x *ResolveAlertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[9]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1254,7 @@ func (x *ResolveAlertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveAlertResponse.ProtoReflect.Descriptor instead.
 func (*ResolveAlertResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{9}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResolveAlertResponse) GetAlert() *Alert {
@@ -1100,7 +1279,7 @@ type CommandTransition struct {
 
 func (x *CommandTransition) Reset() {
 	*x = CommandTransition{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[10]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1291,7 @@ func (x *CommandTransition) String() string {
 func (*CommandTransition) ProtoMessage() {}
 
 func (x *CommandTransition) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[10]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1304,7 @@ func (x *CommandTransition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandTransition.ProtoReflect.Descriptor instead.
 func (*CommandTransition) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{10}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CommandTransition) GetState() CommandState {
@@ -1182,7 +1361,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[11]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1373,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[11]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1386,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{11}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Command) GetCommandId() string {
@@ -1313,7 +1492,7 @@ type SendCommandRequest struct {
 
 func (x *SendCommandRequest) Reset() {
 	*x = SendCommandRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[12]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +1504,7 @@ func (x *SendCommandRequest) String() string {
 func (*SendCommandRequest) ProtoMessage() {}
 
 func (x *SendCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[12]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +1517,7 @@ func (x *SendCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommandRequest.ProtoReflect.Descriptor instead.
 func (*SendCommandRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{12}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SendCommandRequest) GetVehicleId() string {
@@ -1387,7 +1566,7 @@ type SendCommandResponse struct {
 
 func (x *SendCommandResponse) Reset() {
 	*x = SendCommandResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[13]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1578,7 @@ func (x *SendCommandResponse) String() string {
 func (*SendCommandResponse) ProtoMessage() {}
 
 func (x *SendCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[13]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1591,7 @@ func (x *SendCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommandResponse.ProtoReflect.Descriptor instead.
 func (*SendCommandResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{13}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SendCommandResponse) GetCommand() *Command {
@@ -1433,7 +1612,7 @@ type GetCommandRequest struct {
 
 func (x *GetCommandRequest) Reset() {
 	*x = GetCommandRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[14]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1445,7 +1624,7 @@ func (x *GetCommandRequest) String() string {
 func (*GetCommandRequest) ProtoMessage() {}
 
 func (x *GetCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[14]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1458,7 +1637,7 @@ func (x *GetCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCommandRequest.ProtoReflect.Descriptor instead.
 func (*GetCommandRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{14}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetCommandRequest) GetCommandId() string {
@@ -1479,7 +1658,7 @@ type GetCommandResponse struct {
 
 func (x *GetCommandResponse) Reset() {
 	*x = GetCommandResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[15]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1670,7 @@ func (x *GetCommandResponse) String() string {
 func (*GetCommandResponse) ProtoMessage() {}
 
 func (x *GetCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[15]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1683,7 @@ func (x *GetCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCommandResponse.ProtoReflect.Descriptor instead.
 func (*GetCommandResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{15}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetCommandResponse) GetCommand() *Command {
@@ -1529,7 +1708,7 @@ type ListCommandsRequest struct {
 
 func (x *ListCommandsRequest) Reset() {
 	*x = ListCommandsRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[16]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +1720,7 @@ func (x *ListCommandsRequest) String() string {
 func (*ListCommandsRequest) ProtoMessage() {}
 
 func (x *ListCommandsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[16]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +1733,7 @@ func (x *ListCommandsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCommandsRequest.ProtoReflect.Descriptor instead.
 func (*ListCommandsRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{16}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListCommandsRequest) GetVehicleId() string {
@@ -1589,7 +1768,7 @@ type ListCommandsResponse struct {
 
 func (x *ListCommandsResponse) Reset() {
 	*x = ListCommandsResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[17]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +1780,7 @@ func (x *ListCommandsResponse) String() string {
 func (*ListCommandsResponse) ProtoMessage() {}
 
 func (x *ListCommandsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[17]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +1793,7 @@ func (x *ListCommandsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCommandsResponse.ProtoReflect.Descriptor instead.
 func (*ListCommandsResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{17}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListCommandsResponse) GetCommands() []*Command {
@@ -1624,11 +1803,121 @@ func (x *ListCommandsResponse) GetCommands() []*Command {
 	return nil
 }
 
+// CancelCommandRequest withdraws a queued command.
+type CancelCommandRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The command id.
+	CommandId string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	// Operator name (required; recorded for audit).
+	Who string `protobuf:"bytes,2,opt,name=who,proto3" json:"who,omitempty"`
+	// Optional note, e.g. why.
+	Note          string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelCommandRequest) Reset() {
+	*x = CancelCommandRequest{}
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelCommandRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelCommandRequest) ProtoMessage() {}
+
+func (x *CancelCommandRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelCommandRequest.ProtoReflect.Descriptor instead.
+func (*CancelCommandRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CancelCommandRequest) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *CancelCommandRequest) GetWho() string {
+	if x != nil {
+		return x.Who
+	}
+	return ""
+}
+
+func (x *CancelCommandRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// CancelCommandResponse carries the cancelled command.
+type CancelCommandResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The command after the change.
+	Command       *Command `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelCommandResponse) Reset() {
+	*x = CancelCommandResponse{}
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelCommandResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelCommandResponse) ProtoMessage() {}
+
+func (x *CancelCommandResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelCommandResponse.ProtoReflect.Descriptor instead.
+func (*CancelCommandResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CancelCommandResponse) GetCommand() *Command {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
 var File_fleet_v1_dispatch_proto protoreflect.FileDescriptor
 
 const file_fleet_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"\x17fleet/v1/dispatch.proto\x12\bfleet.v1\x1a\x16fleet/v1/command.proto\x1a\x12fleet/v1/geo.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\b\n" +
+	"\x17fleet/v1/dispatch.proto\x12\bfleet.v1\x1a\x16fleet/v1/command.proto\x1a\x12fleet/v1/geo.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\b\n" +
 	"\x05Alert\x12\x19\n" +
 	"\balert_id\x18\x01 \x01(\x04R\aalertId\x12\x1d\n" +
 	"\n" +
@@ -1661,10 +1950,22 @@ const file_fleet_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
 	"confidence\x18\x16 \x01(\x0e2\x19.fleet.v1.AlertConfidenceR\n" +
 	"confidence\x123\n" +
-	"\bevidence\x18\x17 \x03(\v2\x17.fleet.v1.AlertEvidenceR\bevidence\x1a=\n" +
+	"\bevidence\x18\x17 \x03(\v2\x17.fleet.v1.AlertEvidenceR\bevidence\x127\n" +
+	"\n" +
+	"deliveries\x18\x18 \x03(\v2\x17.fleet.v1.AlertDeliveryR\n" +
+	"deliveries\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"k\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc7\x02\n" +
+	"\rAlertDelivery\x12\x12\n" +
+	"\x04sink\x18\x01 \x01(\tR\x04sink\x122\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1c.fleet.v1.AlertDeliveryStateR\x05state\x12\x1a\n" +
+	"\battempts\x18\x03 \x01(\rR\battempts\x12F\n" +
+	"\x11last_attempt_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0flastAttemptTime\x12(\n" +
+	"\x10last_status_code\x18\x05 \x01(\x05R\x0elastStatusCode\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x06 \x01(\tR\tlastError\x12A\n" +
+	"\x0edelivered_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\rdeliveredTime\"k\n" +
 	"\rAlertEvidence\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06detail\x18\x02 \x01(\tR\x06detail\x12.\n" +
@@ -1681,10 +1982,12 @@ const file_fleet_v1_dispatch_proto_rawDesc = "" +
 	"\tpage_size\x18\a \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\b \x01(\tR\tpageToken\x12!\n" +
-	"\foldest_first\x18\t \x01(\bR\voldestFirst\"e\n" +
+	"\foldest_first\x18\t \x01(\bR\voldestFirst\"\x84\x01\n" +
 	"\x12ListAlertsResponse\x12'\n" +
 	"\x06alerts\x18\x01 \x03(\v2\x0f.fleet.v1.AlertR\x06alerts\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xad\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
+	"\n" +
+	"total_size\x18\x03 \x01(\x03R\ttotalSize\"\xad\x01\n" +
 	"\x12WatchAlertsRequest\x12)\n" +
 	"\x0eafter_alert_id\x18\x01 \x01(\x04H\x00R\fafterAlertId\x88\x01\x01\x12\x1d\n" +
 	"\n" +
@@ -1754,7 +2057,14 @@ const file_fleet_v1_dispatch_proto_rawDesc = "" +
 	"\x05state\x18\x02 \x01(\x0e2\x16.fleet.v1.CommandStateR\x05state\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\"E\n" +
 	"\x14ListCommandsResponse\x12-\n" +
-	"\bcommands\x18\x01 \x03(\v2\x11.fleet.v1.CommandR\bcommands*\x81\x01\n" +
+	"\bcommands\x18\x01 \x03(\v2\x11.fleet.v1.CommandR\bcommands\"[\n" +
+	"\x14CancelCommandRequest\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x10\n" +
+	"\x03who\x18\x02 \x01(\tR\x03who\x12\x12\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\"D\n" +
+	"\x15CancelCommandResponse\x12+\n" +
+	"\acommand\x18\x01 \x01(\v2\x11.fleet.v1.CommandR\acommand*\x81\x01\n" +
 	"\rAlertSeverity\x12\x1e\n" +
 	"\x1aALERT_SEVERITY_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13ALERT_SEVERITY_INFO\x10\x01\x12\x1a\n" +
@@ -1765,12 +2075,17 @@ const file_fleet_v1_dispatch_proto_rawDesc = "" +
 	"\x17ALERT_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10ALERT_STATE_OPEN\x10\x01\x12\x1c\n" +
 	"\x18ALERT_STATE_ACKNOWLEDGED\x10\x02\x12\x18\n" +
-	"\x14ALERT_STATE_RESOLVED\x10\x03*\x85\x01\n" +
+	"\x14ALERT_STATE_RESOLVED\x10\x03*\xa1\x01\n" +
+	"\x12AlertDeliveryState\x12$\n" +
+	" ALERT_DELIVERY_STATE_UNSPECIFIED\x10\x00\x12 \n" +
+	"\x1cALERT_DELIVERY_STATE_PENDING\x10\x01\x12\"\n" +
+	"\x1eALERT_DELIVERY_STATE_DELIVERED\x10\x02\x12\x1f\n" +
+	"\x1bALERT_DELIVERY_STATE_FAILED\x10\x03*\x85\x01\n" +
 	"\x0fAlertConfidence\x12 \n" +
 	"\x1cALERT_CONFIDENCE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ALERT_CONFIDENCE_LOW\x10\x01\x12\x1b\n" +
 	"\x17ALERT_CONFIDENCE_MEDIUM\x10\x02\x12\x19\n" +
-	"\x15ALERT_CONFIDENCE_HIGH\x10\x03*\xe8\x01\n" +
+	"\x15ALERT_CONFIDENCE_HIGH\x10\x03*\x85\x02\n" +
 	"\fCommandState\x12\x1d\n" +
 	"\x19COMMAND_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14COMMAND_STATE_QUEUED\x10\x01\x12\x16\n" +
@@ -1779,18 +2094,20 @@ const file_fleet_v1_dispatch_proto_rawDesc = "" +
 	"\x16COMMAND_STATE_EXECUTED\x10\x04\x12\x1a\n" +
 	"\x16COMMAND_STATE_REJECTED\x10\x05\x12\x19\n" +
 	"\x15COMMAND_STATE_EXPIRED\x10\x06\x12\x18\n" +
-	"\x14COMMAND_STATE_FAILED\x10\a2\xcf\x02\n" +
+	"\x14COMMAND_STATE_FAILED\x10\a\x12\x1b\n" +
+	"\x17COMMAND_STATE_CANCELLED\x10\b2\xcf\x02\n" +
 	"\fAlertService\x12G\n" +
 	"\n" +
 	"ListAlerts\x12\x1b.fleet.v1.ListAlertsRequest\x1a\x1c.fleet.v1.ListAlertsResponse\x12L\n" +
 	"\vWatchAlerts\x12\x1c.fleet.v1.WatchAlertsRequest\x1a\x1d.fleet.v1.WatchAlertsResponse0\x01\x12Y\n" +
 	"\x10AcknowledgeAlert\x12!.fleet.v1.AcknowledgeAlertRequest\x1a\".fleet.v1.AcknowledgeAlertResponse\x12M\n" +
-	"\fResolveAlert\x12\x1d.fleet.v1.ResolveAlertRequest\x1a\x1e.fleet.v1.ResolveAlertResponse2\xf4\x01\n" +
+	"\fResolveAlert\x12\x1d.fleet.v1.ResolveAlertRequest\x1a\x1e.fleet.v1.ResolveAlertResponse2\xc6\x02\n" +
 	"\x0eCommandService\x12J\n" +
 	"\vSendCommand\x12\x1c.fleet.v1.SendCommandRequest\x1a\x1d.fleet.v1.SendCommandResponse\x12G\n" +
 	"\n" +
 	"GetCommand\x12\x1b.fleet.v1.GetCommandRequest\x1a\x1c.fleet.v1.GetCommandResponse\x12M\n" +
-	"\fListCommands\x12\x1d.fleet.v1.ListCommandsRequest\x1a\x1e.fleet.v1.ListCommandsResponseB\x95\x01\n" +
+	"\fListCommands\x12\x1d.fleet.v1.ListCommandsRequest\x1a\x1e.fleet.v1.ListCommandsResponse\x12P\n" +
+	"\rCancelCommand\x12\x1e.fleet.v1.CancelCommandRequest\x1a\x1f.fleet.v1.CancelCommandResponseB\x95\x01\n" +
 	"\fcom.fleet.v1B\rDispatchProtoP\x01Z5github.com/fleetwire/fleetwire/proto/fleet/v1;fleetv1\xa2\x02\x03FXX\xaa\x02\bFleet.V1\xca\x02\bFleet\\V1\xe2\x02\x14Fleet\\V1\\GPBMetadata\xea\x02\tFleet::V1b\x06proto3"
 
 var (
@@ -1805,97 +2122,108 @@ func file_fleet_v1_dispatch_proto_rawDescGZIP() []byte {
 	return file_fleet_v1_dispatch_proto_rawDescData
 }
 
-var file_fleet_v1_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_fleet_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_fleet_v1_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_fleet_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_fleet_v1_dispatch_proto_goTypes = []any{
 	(AlertSeverity)(0),               // 0: fleet.v1.AlertSeverity
 	(AlertState)(0),                  // 1: fleet.v1.AlertState
-	(AlertConfidence)(0),             // 2: fleet.v1.AlertConfidence
-	(CommandState)(0),                // 3: fleet.v1.CommandState
-	(*Alert)(nil),                    // 4: fleet.v1.Alert
-	(*AlertEvidence)(nil),            // 5: fleet.v1.AlertEvidence
-	(*ListAlertsRequest)(nil),        // 6: fleet.v1.ListAlertsRequest
-	(*ListAlertsResponse)(nil),       // 7: fleet.v1.ListAlertsResponse
-	(*WatchAlertsRequest)(nil),       // 8: fleet.v1.WatchAlertsRequest
-	(*WatchAlertsResponse)(nil),      // 9: fleet.v1.WatchAlertsResponse
-	(*AcknowledgeAlertRequest)(nil),  // 10: fleet.v1.AcknowledgeAlertRequest
-	(*AcknowledgeAlertResponse)(nil), // 11: fleet.v1.AcknowledgeAlertResponse
-	(*ResolveAlertRequest)(nil),      // 12: fleet.v1.ResolveAlertRequest
-	(*ResolveAlertResponse)(nil),     // 13: fleet.v1.ResolveAlertResponse
-	(*CommandTransition)(nil),        // 14: fleet.v1.CommandTransition
-	(*Command)(nil),                  // 15: fleet.v1.Command
-	(*SendCommandRequest)(nil),       // 16: fleet.v1.SendCommandRequest
-	(*SendCommandResponse)(nil),      // 17: fleet.v1.SendCommandResponse
-	(*GetCommandRequest)(nil),        // 18: fleet.v1.GetCommandRequest
-	(*GetCommandResponse)(nil),       // 19: fleet.v1.GetCommandResponse
-	(*ListCommandsRequest)(nil),      // 20: fleet.v1.ListCommandsRequest
-	(*ListCommandsResponse)(nil),     // 21: fleet.v1.ListCommandsResponse
-	nil,                              // 22: fleet.v1.Alert.AttributesEntry
-	nil,                              // 23: fleet.v1.Command.ParamsEntry
-	nil,                              // 24: fleet.v1.SendCommandRequest.ParamsEntry
-	(*timestamppb.Timestamp)(nil),    // 25: google.protobuf.Timestamp
-	(*LatLng)(nil),                   // 26: fleet.v1.LatLng
-	(CommandKind)(0),                 // 27: fleet.v1.CommandKind
-	(*durationpb.Duration)(nil),      // 28: google.protobuf.Duration
+	(AlertDeliveryState)(0),          // 2: fleet.v1.AlertDeliveryState
+	(AlertConfidence)(0),             // 3: fleet.v1.AlertConfidence
+	(CommandState)(0),                // 4: fleet.v1.CommandState
+	(*Alert)(nil),                    // 5: fleet.v1.Alert
+	(*AlertDelivery)(nil),            // 6: fleet.v1.AlertDelivery
+	(*AlertEvidence)(nil),            // 7: fleet.v1.AlertEvidence
+	(*ListAlertsRequest)(nil),        // 8: fleet.v1.ListAlertsRequest
+	(*ListAlertsResponse)(nil),       // 9: fleet.v1.ListAlertsResponse
+	(*WatchAlertsRequest)(nil),       // 10: fleet.v1.WatchAlertsRequest
+	(*WatchAlertsResponse)(nil),      // 11: fleet.v1.WatchAlertsResponse
+	(*AcknowledgeAlertRequest)(nil),  // 12: fleet.v1.AcknowledgeAlertRequest
+	(*AcknowledgeAlertResponse)(nil), // 13: fleet.v1.AcknowledgeAlertResponse
+	(*ResolveAlertRequest)(nil),      // 14: fleet.v1.ResolveAlertRequest
+	(*ResolveAlertResponse)(nil),     // 15: fleet.v1.ResolveAlertResponse
+	(*CommandTransition)(nil),        // 16: fleet.v1.CommandTransition
+	(*Command)(nil),                  // 17: fleet.v1.Command
+	(*SendCommandRequest)(nil),       // 18: fleet.v1.SendCommandRequest
+	(*SendCommandResponse)(nil),      // 19: fleet.v1.SendCommandResponse
+	(*GetCommandRequest)(nil),        // 20: fleet.v1.GetCommandRequest
+	(*GetCommandResponse)(nil),       // 21: fleet.v1.GetCommandResponse
+	(*ListCommandsRequest)(nil),      // 22: fleet.v1.ListCommandsRequest
+	(*ListCommandsResponse)(nil),     // 23: fleet.v1.ListCommandsResponse
+	(*CancelCommandRequest)(nil),     // 24: fleet.v1.CancelCommandRequest
+	(*CancelCommandResponse)(nil),    // 25: fleet.v1.CancelCommandResponse
+	nil,                              // 26: fleet.v1.Alert.AttributesEntry
+	nil,                              // 27: fleet.v1.Command.ParamsEntry
+	nil,                              // 28: fleet.v1.SendCommandRequest.ParamsEntry
+	(*timestamppb.Timestamp)(nil),    // 29: google.protobuf.Timestamp
+	(*LatLng)(nil),                   // 30: fleet.v1.LatLng
+	(CommandKind)(0),                 // 31: fleet.v1.CommandKind
+	(*durationpb.Duration)(nil),      // 32: google.protobuf.Duration
 }
 var file_fleet_v1_dispatch_proto_depIdxs = []int32{
 	0,  // 0: fleet.v1.Alert.severity:type_name -> fleet.v1.AlertSeverity
 	1,  // 1: fleet.v1.Alert.state:type_name -> fleet.v1.AlertState
-	25, // 2: fleet.v1.Alert.first_time:type_name -> google.protobuf.Timestamp
-	25, // 3: fleet.v1.Alert.last_time:type_name -> google.protobuf.Timestamp
-	25, // 4: fleet.v1.Alert.create_time:type_name -> google.protobuf.Timestamp
-	26, // 5: fleet.v1.Alert.position:type_name -> fleet.v1.LatLng
-	22, // 6: fleet.v1.Alert.attributes:type_name -> fleet.v1.Alert.AttributesEntry
-	25, // 7: fleet.v1.Alert.acknowledge_time:type_name -> google.protobuf.Timestamp
-	25, // 8: fleet.v1.Alert.resolve_time:type_name -> google.protobuf.Timestamp
-	2,  // 9: fleet.v1.Alert.confidence:type_name -> fleet.v1.AlertConfidence
-	5,  // 10: fleet.v1.Alert.evidence:type_name -> fleet.v1.AlertEvidence
-	25, // 11: fleet.v1.AlertEvidence.time:type_name -> google.protobuf.Timestamp
-	0,  // 12: fleet.v1.ListAlertsRequest.min_severity:type_name -> fleet.v1.AlertSeverity
-	1,  // 13: fleet.v1.ListAlertsRequest.state:type_name -> fleet.v1.AlertState
-	25, // 14: fleet.v1.ListAlertsRequest.start_time:type_name -> google.protobuf.Timestamp
-	25, // 15: fleet.v1.ListAlertsRequest.end_time:type_name -> google.protobuf.Timestamp
-	4,  // 16: fleet.v1.ListAlertsResponse.alerts:type_name -> fleet.v1.Alert
-	0,  // 17: fleet.v1.WatchAlertsRequest.min_severity:type_name -> fleet.v1.AlertSeverity
-	4,  // 18: fleet.v1.WatchAlertsResponse.alert:type_name -> fleet.v1.Alert
-	4,  // 19: fleet.v1.AcknowledgeAlertResponse.alert:type_name -> fleet.v1.Alert
-	4,  // 20: fleet.v1.ResolveAlertResponse.alert:type_name -> fleet.v1.Alert
-	3,  // 21: fleet.v1.CommandTransition.state:type_name -> fleet.v1.CommandState
-	25, // 22: fleet.v1.CommandTransition.time:type_name -> google.protobuf.Timestamp
-	27, // 23: fleet.v1.Command.kind:type_name -> fleet.v1.CommandKind
-	23, // 24: fleet.v1.Command.params:type_name -> fleet.v1.Command.ParamsEntry
-	3,  // 25: fleet.v1.Command.state:type_name -> fleet.v1.CommandState
-	25, // 26: fleet.v1.Command.issue_time:type_name -> google.protobuf.Timestamp
-	25, // 27: fleet.v1.Command.expire_time:type_name -> google.protobuf.Timestamp
-	25, // 28: fleet.v1.Command.sent_time:type_name -> google.protobuf.Timestamp
-	25, // 29: fleet.v1.Command.update_time:type_name -> google.protobuf.Timestamp
-	14, // 30: fleet.v1.Command.history:type_name -> fleet.v1.CommandTransition
-	27, // 31: fleet.v1.SendCommandRequest.kind:type_name -> fleet.v1.CommandKind
-	24, // 32: fleet.v1.SendCommandRequest.params:type_name -> fleet.v1.SendCommandRequest.ParamsEntry
-	28, // 33: fleet.v1.SendCommandRequest.ttl:type_name -> google.protobuf.Duration
-	15, // 34: fleet.v1.SendCommandResponse.command:type_name -> fleet.v1.Command
-	15, // 35: fleet.v1.GetCommandResponse.command:type_name -> fleet.v1.Command
-	3,  // 36: fleet.v1.ListCommandsRequest.state:type_name -> fleet.v1.CommandState
-	15, // 37: fleet.v1.ListCommandsResponse.commands:type_name -> fleet.v1.Command
-	6,  // 38: fleet.v1.AlertService.ListAlerts:input_type -> fleet.v1.ListAlertsRequest
-	8,  // 39: fleet.v1.AlertService.WatchAlerts:input_type -> fleet.v1.WatchAlertsRequest
-	10, // 40: fleet.v1.AlertService.AcknowledgeAlert:input_type -> fleet.v1.AcknowledgeAlertRequest
-	12, // 41: fleet.v1.AlertService.ResolveAlert:input_type -> fleet.v1.ResolveAlertRequest
-	16, // 42: fleet.v1.CommandService.SendCommand:input_type -> fleet.v1.SendCommandRequest
-	18, // 43: fleet.v1.CommandService.GetCommand:input_type -> fleet.v1.GetCommandRequest
-	20, // 44: fleet.v1.CommandService.ListCommands:input_type -> fleet.v1.ListCommandsRequest
-	7,  // 45: fleet.v1.AlertService.ListAlerts:output_type -> fleet.v1.ListAlertsResponse
-	9,  // 46: fleet.v1.AlertService.WatchAlerts:output_type -> fleet.v1.WatchAlertsResponse
-	11, // 47: fleet.v1.AlertService.AcknowledgeAlert:output_type -> fleet.v1.AcknowledgeAlertResponse
-	13, // 48: fleet.v1.AlertService.ResolveAlert:output_type -> fleet.v1.ResolveAlertResponse
-	17, // 49: fleet.v1.CommandService.SendCommand:output_type -> fleet.v1.SendCommandResponse
-	19, // 50: fleet.v1.CommandService.GetCommand:output_type -> fleet.v1.GetCommandResponse
-	21, // 51: fleet.v1.CommandService.ListCommands:output_type -> fleet.v1.ListCommandsResponse
-	45, // [45:52] is the sub-list for method output_type
-	38, // [38:45] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	29, // 2: fleet.v1.Alert.first_time:type_name -> google.protobuf.Timestamp
+	29, // 3: fleet.v1.Alert.last_time:type_name -> google.protobuf.Timestamp
+	29, // 4: fleet.v1.Alert.create_time:type_name -> google.protobuf.Timestamp
+	30, // 5: fleet.v1.Alert.position:type_name -> fleet.v1.LatLng
+	26, // 6: fleet.v1.Alert.attributes:type_name -> fleet.v1.Alert.AttributesEntry
+	29, // 7: fleet.v1.Alert.acknowledge_time:type_name -> google.protobuf.Timestamp
+	29, // 8: fleet.v1.Alert.resolve_time:type_name -> google.protobuf.Timestamp
+	3,  // 9: fleet.v1.Alert.confidence:type_name -> fleet.v1.AlertConfidence
+	7,  // 10: fleet.v1.Alert.evidence:type_name -> fleet.v1.AlertEvidence
+	6,  // 11: fleet.v1.Alert.deliveries:type_name -> fleet.v1.AlertDelivery
+	2,  // 12: fleet.v1.AlertDelivery.state:type_name -> fleet.v1.AlertDeliveryState
+	29, // 13: fleet.v1.AlertDelivery.last_attempt_time:type_name -> google.protobuf.Timestamp
+	29, // 14: fleet.v1.AlertDelivery.delivered_time:type_name -> google.protobuf.Timestamp
+	29, // 15: fleet.v1.AlertEvidence.time:type_name -> google.protobuf.Timestamp
+	0,  // 16: fleet.v1.ListAlertsRequest.min_severity:type_name -> fleet.v1.AlertSeverity
+	1,  // 17: fleet.v1.ListAlertsRequest.state:type_name -> fleet.v1.AlertState
+	29, // 18: fleet.v1.ListAlertsRequest.start_time:type_name -> google.protobuf.Timestamp
+	29, // 19: fleet.v1.ListAlertsRequest.end_time:type_name -> google.protobuf.Timestamp
+	5,  // 20: fleet.v1.ListAlertsResponse.alerts:type_name -> fleet.v1.Alert
+	0,  // 21: fleet.v1.WatchAlertsRequest.min_severity:type_name -> fleet.v1.AlertSeverity
+	5,  // 22: fleet.v1.WatchAlertsResponse.alert:type_name -> fleet.v1.Alert
+	5,  // 23: fleet.v1.AcknowledgeAlertResponse.alert:type_name -> fleet.v1.Alert
+	5,  // 24: fleet.v1.ResolveAlertResponse.alert:type_name -> fleet.v1.Alert
+	4,  // 25: fleet.v1.CommandTransition.state:type_name -> fleet.v1.CommandState
+	29, // 26: fleet.v1.CommandTransition.time:type_name -> google.protobuf.Timestamp
+	31, // 27: fleet.v1.Command.kind:type_name -> fleet.v1.CommandKind
+	27, // 28: fleet.v1.Command.params:type_name -> fleet.v1.Command.ParamsEntry
+	4,  // 29: fleet.v1.Command.state:type_name -> fleet.v1.CommandState
+	29, // 30: fleet.v1.Command.issue_time:type_name -> google.protobuf.Timestamp
+	29, // 31: fleet.v1.Command.expire_time:type_name -> google.protobuf.Timestamp
+	29, // 32: fleet.v1.Command.sent_time:type_name -> google.protobuf.Timestamp
+	29, // 33: fleet.v1.Command.update_time:type_name -> google.protobuf.Timestamp
+	16, // 34: fleet.v1.Command.history:type_name -> fleet.v1.CommandTransition
+	31, // 35: fleet.v1.SendCommandRequest.kind:type_name -> fleet.v1.CommandKind
+	28, // 36: fleet.v1.SendCommandRequest.params:type_name -> fleet.v1.SendCommandRequest.ParamsEntry
+	32, // 37: fleet.v1.SendCommandRequest.ttl:type_name -> google.protobuf.Duration
+	17, // 38: fleet.v1.SendCommandResponse.command:type_name -> fleet.v1.Command
+	17, // 39: fleet.v1.GetCommandResponse.command:type_name -> fleet.v1.Command
+	4,  // 40: fleet.v1.ListCommandsRequest.state:type_name -> fleet.v1.CommandState
+	17, // 41: fleet.v1.ListCommandsResponse.commands:type_name -> fleet.v1.Command
+	17, // 42: fleet.v1.CancelCommandResponse.command:type_name -> fleet.v1.Command
+	8,  // 43: fleet.v1.AlertService.ListAlerts:input_type -> fleet.v1.ListAlertsRequest
+	10, // 44: fleet.v1.AlertService.WatchAlerts:input_type -> fleet.v1.WatchAlertsRequest
+	12, // 45: fleet.v1.AlertService.AcknowledgeAlert:input_type -> fleet.v1.AcknowledgeAlertRequest
+	14, // 46: fleet.v1.AlertService.ResolveAlert:input_type -> fleet.v1.ResolveAlertRequest
+	18, // 47: fleet.v1.CommandService.SendCommand:input_type -> fleet.v1.SendCommandRequest
+	20, // 48: fleet.v1.CommandService.GetCommand:input_type -> fleet.v1.GetCommandRequest
+	22, // 49: fleet.v1.CommandService.ListCommands:input_type -> fleet.v1.ListCommandsRequest
+	24, // 50: fleet.v1.CommandService.CancelCommand:input_type -> fleet.v1.CancelCommandRequest
+	9,  // 51: fleet.v1.AlertService.ListAlerts:output_type -> fleet.v1.ListAlertsResponse
+	11, // 52: fleet.v1.AlertService.WatchAlerts:output_type -> fleet.v1.WatchAlertsResponse
+	13, // 53: fleet.v1.AlertService.AcknowledgeAlert:output_type -> fleet.v1.AcknowledgeAlertResponse
+	15, // 54: fleet.v1.AlertService.ResolveAlert:output_type -> fleet.v1.ResolveAlertResponse
+	19, // 55: fleet.v1.CommandService.SendCommand:output_type -> fleet.v1.SendCommandResponse
+	21, // 56: fleet.v1.CommandService.GetCommand:output_type -> fleet.v1.GetCommandResponse
+	23, // 57: fleet.v1.CommandService.ListCommands:output_type -> fleet.v1.ListCommandsResponse
+	25, // 58: fleet.v1.CommandService.CancelCommand:output_type -> fleet.v1.CancelCommandResponse
+	51, // [51:59] is the sub-list for method output_type
+	43, // [43:51] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_dispatch_proto_init() }
@@ -1905,14 +2233,14 @@ func file_fleet_v1_dispatch_proto_init() {
 	}
 	file_fleet_v1_command_proto_init()
 	file_fleet_v1_geo_proto_init()
-	file_fleet_v1_dispatch_proto_msgTypes[4].OneofWrappers = []any{}
+	file_fleet_v1_dispatch_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_dispatch_proto_rawDesc), len(file_fleet_v1_dispatch_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   21,
+			NumEnums:      5,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

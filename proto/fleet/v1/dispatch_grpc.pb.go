@@ -265,9 +265,10 @@ var AlertService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	CommandService_SendCommand_FullMethodName  = "/fleet.v1.CommandService/SendCommand"
-	CommandService_GetCommand_FullMethodName   = "/fleet.v1.CommandService/GetCommand"
-	CommandService_ListCommands_FullMethodName = "/fleet.v1.CommandService/ListCommands"
+	CommandService_SendCommand_FullMethodName   = "/fleet.v1.CommandService/SendCommand"
+	CommandService_GetCommand_FullMethodName    = "/fleet.v1.CommandService/GetCommand"
+	CommandService_ListCommands_FullMethodName  = "/fleet.v1.CommandService/ListCommands"
+	CommandService_CancelCommand_FullMethodName = "/fleet.v1.CommandService/CancelCommand"
 )
 
 // CommandServiceClient is the client API for CommandService service.
@@ -286,6 +287,11 @@ type CommandServiceClient interface {
 	GetCommand(ctx context.Context, in *GetCommandRequest, opts ...grpc.CallOption) (*GetCommandResponse, error)
 	// ListCommands returns commands, newest first.
 	ListCommands(ctx context.Context, in *ListCommandsRequest, opts ...grpc.CallOption) (*ListCommandsResponse, error)
+	// CancelCommand withdraws a QUEUED command so that it is never delivered, recording who
+	// cancelled it. FAILED_PRECONDITION once the command has left the queue (sent, answered,
+	// expired or already cancelled), NOT_FOUND for an unknown id. Cancelling IMMOBILIZE or
+	// RESUME needs the role that sending them needs (supervisor).
+	CancelCommand(ctx context.Context, in *CancelCommandRequest, opts ...grpc.CallOption) (*CancelCommandResponse, error)
 }
 
 type commandServiceClient struct {
@@ -326,6 +332,16 @@ func (c *commandServiceClient) ListCommands(ctx context.Context, in *ListCommand
 	return out, nil
 }
 
+func (c *commandServiceClient) CancelCommand(ctx context.Context, in *CancelCommandRequest, opts ...grpc.CallOption) (*CancelCommandResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelCommandResponse)
+	err := c.cc.Invoke(ctx, CommandService_CancelCommand_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CommandServiceServer is the server API for CommandService service.
 // All implementations must embed UnimplementedCommandServiceServer
 // for forward compatibility.
@@ -342,6 +358,11 @@ type CommandServiceServer interface {
 	GetCommand(context.Context, *GetCommandRequest) (*GetCommandResponse, error)
 	// ListCommands returns commands, newest first.
 	ListCommands(context.Context, *ListCommandsRequest) (*ListCommandsResponse, error)
+	// CancelCommand withdraws a QUEUED command so that it is never delivered, recording who
+	// cancelled it. FAILED_PRECONDITION once the command has left the queue (sent, answered,
+	// expired or already cancelled), NOT_FOUND for an unknown id. Cancelling IMMOBILIZE or
+	// RESUME needs the role that sending them needs (supervisor).
+	CancelCommand(context.Context, *CancelCommandRequest) (*CancelCommandResponse, error)
 	mustEmbedUnimplementedCommandServiceServer()
 }
 
@@ -360,6 +381,9 @@ func (UnimplementedCommandServiceServer) GetCommand(context.Context, *GetCommand
 }
 func (UnimplementedCommandServiceServer) ListCommands(context.Context, *ListCommandsRequest) (*ListCommandsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListCommands not implemented")
+}
+func (UnimplementedCommandServiceServer) CancelCommand(context.Context, *CancelCommandRequest) (*CancelCommandResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelCommand not implemented")
 }
 func (UnimplementedCommandServiceServer) mustEmbedUnimplementedCommandServiceServer() {}
 func (UnimplementedCommandServiceServer) testEmbeddedByValue()                        {}
@@ -436,6 +460,24 @@ func _CommandService_ListCommands_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CommandService_CancelCommand_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelCommandRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CommandServiceServer).CancelCommand(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CommandService_CancelCommand_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CommandServiceServer).CancelCommand(ctx, req.(*CancelCommandRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CommandService_ServiceDesc is the grpc.ServiceDesc for CommandService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -454,6 +496,10 @@ var CommandService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListCommands",
 			Handler:    _CommandService_ListCommands_Handler,
+		},
+		{
+			MethodName: "CancelCommand",
+			Handler:    _CommandService_CancelCommand_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -87,6 +87,119 @@ func (ZoneAlert) EnumDescriptor() ([]byte, []int) {
 	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{0}
 }
 
+// ZoneEventKind names a kind of zone event.
+type ZoneEventKind int32
+
+const (
+	// Not set.
+	ZoneEventKind_ZONE_EVENT_KIND_UNSPECIFIED ZoneEventKind = 0
+	// enter.
+	ZoneEventKind_ZONE_EVENT_KIND_ENTER ZoneEventKind = 1
+	// exit.
+	ZoneEventKind_ZONE_EVENT_KIND_EXIT ZoneEventKind = 2
+	// dwell.
+	ZoneEventKind_ZONE_EVENT_KIND_DWELL ZoneEventKind = 3
+	// crossed.
+	ZoneEventKind_ZONE_EVENT_KIND_CROSSED ZoneEventKind = 4
+	// overspeed_in_zone.
+	ZoneEventKind_ZONE_EVENT_KIND_OVERSPEED ZoneEventKind = 5
+)
+
+// Enum value maps for ZoneEventKind.
+var (
+	ZoneEventKind_name = map[int32]string{
+		0: "ZONE_EVENT_KIND_UNSPECIFIED",
+		1: "ZONE_EVENT_KIND_ENTER",
+		2: "ZONE_EVENT_KIND_EXIT",
+		3: "ZONE_EVENT_KIND_DWELL",
+		4: "ZONE_EVENT_KIND_CROSSED",
+		5: "ZONE_EVENT_KIND_OVERSPEED",
+	}
+	ZoneEventKind_value = map[string]int32{
+		"ZONE_EVENT_KIND_UNSPECIFIED": 0,
+		"ZONE_EVENT_KIND_ENTER":       1,
+		"ZONE_EVENT_KIND_EXIT":        2,
+		"ZONE_EVENT_KIND_DWELL":       3,
+		"ZONE_EVENT_KIND_CROSSED":     4,
+		"ZONE_EVENT_KIND_OVERSPEED":   5,
+	}
+)
+
+func (x ZoneEventKind) Enum() *ZoneEventKind {
+	p := new(ZoneEventKind)
+	*p = x
+	return p
+}
+
+func (x ZoneEventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ZoneEventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_fleet_v1_geofence_proto_enumTypes[1].Descriptor()
+}
+
+func (ZoneEventKind) Type() protoreflect.EnumType {
+	return &file_fleet_v1_geofence_proto_enumTypes[1]
+}
+
+func (x ZoneEventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ZoneEventKind.Descriptor instead.
+func (ZoneEventKind) EnumDescriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{1}
+}
+
+// ZoneAlertPolicy says which of a zone's events also raise an alert in the alert feed
+// (AlertService). Every event is in the zone event feed (ListZoneEvents, WatchZoneEvents)
+// whatever it says.
+type ZoneAlertPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kinds whose events raise an alert; empty: none of the zone's events do.
+	Raise         []ZoneEventKind `protobuf:"varint,1,rep,packed,name=raise,proto3,enum=fleet.v1.ZoneEventKind" json:"raise,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ZoneAlertPolicy) Reset() {
+	*x = ZoneAlertPolicy{}
+	mi := &file_fleet_v1_geofence_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ZoneAlertPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ZoneAlertPolicy) ProtoMessage() {}
+
+func (x *ZoneAlertPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_geofence_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ZoneAlertPolicy.ProtoReflect.Descriptor instead.
+func (*ZoneAlertPolicy) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ZoneAlertPolicy) GetRaise() []ZoneEventKind {
+	if x != nil {
+		return x.Raise
+	}
+	return nil
+}
+
 // ZoneSchedule is when a zone raises events. Membership is tracked at all times.
 type ZoneSchedule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -105,7 +218,7 @@ type ZoneSchedule struct {
 
 func (x *ZoneSchedule) Reset() {
 	*x = ZoneSchedule{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[0]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -117,7 +230,7 @@ func (x *ZoneSchedule) String() string {
 func (*ZoneSchedule) ProtoMessage() {}
 
 func (x *ZoneSchedule) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[0]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -130,7 +243,7 @@ func (x *ZoneSchedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ZoneSchedule.ProtoReflect.Descriptor instead.
 func (*ZoneSchedule) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{0}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *ZoneSchedule) GetDaysOfWeek() []int32 {
@@ -194,14 +307,17 @@ type Zone struct {
 	// Output only: revision of the definition in the zone bucket.
 	Revision uint64 `protobuf:"varint,14,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Output only: when the zone was last written.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Which events raise alerts. Unset: the default, an exit from a MUST_STAY_INSIDE zone
+	// and overspeed raise alerts; enter, exit, dwell and crossed are events only.
+	AlertPolicy   *ZoneAlertPolicy `protobuf:"bytes,16,opt,name=alert_policy,json=alertPolicy,proto3" json:"alert_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Zone) Reset() {
 	*x = Zone{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[1]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -213,7 +329,7 @@ func (x *Zone) String() string {
 func (*Zone) ProtoMessage() {}
 
 func (x *Zone) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[1]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -226,7 +342,7 @@ func (x *Zone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Zone.ProtoReflect.Descriptor instead.
 func (*Zone) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{1}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Zone) GetZoneId() string {
@@ -334,6 +450,13 @@ func (x *Zone) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Zone) GetAlertPolicy() *ZoneAlertPolicy {
+	if x != nil {
+		return x.AlertPolicy
+	}
+	return nil
+}
+
 // CreateZoneRequest carries the new zone.
 type CreateZoneRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -345,7 +468,7 @@ type CreateZoneRequest struct {
 
 func (x *CreateZoneRequest) Reset() {
 	*x = CreateZoneRequest{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[2]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +480,7 @@ func (x *CreateZoneRequest) String() string {
 func (*CreateZoneRequest) ProtoMessage() {}
 
 func (x *CreateZoneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[2]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +493,7 @@ func (x *CreateZoneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateZoneRequest.ProtoReflect.Descriptor instead.
 func (*CreateZoneRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{2}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateZoneRequest) GetZone() *Zone {
@@ -391,7 +514,7 @@ type CreateZoneResponse struct {
 
 func (x *CreateZoneResponse) Reset() {
 	*x = CreateZoneResponse{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[3]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +526,7 @@ func (x *CreateZoneResponse) String() string {
 func (*CreateZoneResponse) ProtoMessage() {}
 
 func (x *CreateZoneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[3]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +539,7 @@ func (x *CreateZoneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateZoneResponse.ProtoReflect.Descriptor instead.
 func (*CreateZoneResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{3}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateZoneResponse) GetZone() *Zone {
@@ -439,7 +562,7 @@ type UpdateZoneRequest struct {
 
 func (x *UpdateZoneRequest) Reset() {
 	*x = UpdateZoneRequest{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[4]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -451,7 +574,7 @@ func (x *UpdateZoneRequest) String() string {
 func (*UpdateZoneRequest) ProtoMessage() {}
 
 func (x *UpdateZoneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[4]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -464,7 +587,7 @@ func (x *UpdateZoneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateZoneRequest.ProtoReflect.Descriptor instead.
 func (*UpdateZoneRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{4}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *UpdateZoneRequest) GetZone() *Zone {
@@ -492,7 +615,7 @@ type UpdateZoneResponse struct {
 
 func (x *UpdateZoneResponse) Reset() {
 	*x = UpdateZoneResponse{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[5]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +627,7 @@ func (x *UpdateZoneResponse) String() string {
 func (*UpdateZoneResponse) ProtoMessage() {}
 
 func (x *UpdateZoneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[5]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +640,7 @@ func (x *UpdateZoneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateZoneResponse.ProtoReflect.Descriptor instead.
 func (*UpdateZoneResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{5}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *UpdateZoneResponse) GetZone() *Zone {
@@ -538,7 +661,7 @@ type DeleteZoneRequest struct {
 
 func (x *DeleteZoneRequest) Reset() {
 	*x = DeleteZoneRequest{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[6]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +673,7 @@ func (x *DeleteZoneRequest) String() string {
 func (*DeleteZoneRequest) ProtoMessage() {}
 
 func (x *DeleteZoneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[6]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +686,7 @@ func (x *DeleteZoneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteZoneRequest.ProtoReflect.Descriptor instead.
 func (*DeleteZoneRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{6}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeleteZoneRequest) GetZoneId() string {
@@ -582,7 +705,7 @@ type DeleteZoneResponse struct {
 
 func (x *DeleteZoneResponse) Reset() {
 	*x = DeleteZoneResponse{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[7]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -594,7 +717,7 @@ func (x *DeleteZoneResponse) String() string {
 func (*DeleteZoneResponse) ProtoMessage() {}
 
 func (x *DeleteZoneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[7]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -607,7 +730,7 @@ func (x *DeleteZoneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteZoneResponse.ProtoReflect.Descriptor instead.
 func (*DeleteZoneResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{7}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{8}
 }
 
 // GetZoneRequest names a zone.
@@ -621,7 +744,7 @@ type GetZoneRequest struct {
 
 func (x *GetZoneRequest) Reset() {
 	*x = GetZoneRequest{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[8]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +756,7 @@ func (x *GetZoneRequest) String() string {
 func (*GetZoneRequest) ProtoMessage() {}
 
 func (x *GetZoneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[8]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +769,7 @@ func (x *GetZoneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetZoneRequest.ProtoReflect.Descriptor instead.
 func (*GetZoneRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{8}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetZoneRequest) GetZoneId() string {
@@ -667,7 +790,7 @@ type GetZoneResponse struct {
 
 func (x *GetZoneResponse) Reset() {
 	*x = GetZoneResponse{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[9]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +802,7 @@ func (x *GetZoneResponse) String() string {
 func (*GetZoneResponse) ProtoMessage() {}
 
 func (x *GetZoneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[9]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +815,7 @@ func (x *GetZoneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetZoneResponse.ProtoReflect.Descriptor instead.
 func (*GetZoneResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{9}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetZoneResponse) GetZone() *Zone {
@@ -713,7 +836,7 @@ type ListZonesRequest struct {
 
 func (x *ListZonesRequest) Reset() {
 	*x = ListZonesRequest{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[10]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +848,7 @@ func (x *ListZonesRequest) String() string {
 func (*ListZonesRequest) ProtoMessage() {}
 
 func (x *ListZonesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[10]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +861,7 @@ func (x *ListZonesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListZonesRequest.ProtoReflect.Descriptor instead.
 func (*ListZonesRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{10}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListZonesRequest) GetTag() string {
@@ -759,7 +882,7 @@ type ListZonesResponse struct {
 
 func (x *ListZonesResponse) Reset() {
 	*x = ListZonesResponse{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[11]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +894,7 @@ func (x *ListZonesResponse) String() string {
 func (*ListZonesResponse) ProtoMessage() {}
 
 func (x *ListZonesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[11]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +907,7 @@ func (x *ListZonesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListZonesResponse.ProtoReflect.Descriptor instead.
 func (*ListZonesResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{11}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListZonesResponse) GetZones() []*Zone {
@@ -805,7 +928,7 @@ type ExportZonesRequest struct {
 
 func (x *ExportZonesRequest) Reset() {
 	*x = ExportZonesRequest{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[12]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +940,7 @@ func (x *ExportZonesRequest) String() string {
 func (*ExportZonesRequest) ProtoMessage() {}
 
 func (x *ExportZonesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[12]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +953,7 @@ func (x *ExportZonesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportZonesRequest.ProtoReflect.Descriptor instead.
 func (*ExportZonesRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{12}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExportZonesRequest) GetTag() string {
@@ -851,7 +974,7 @@ type ExportZonesResponse struct {
 
 func (x *ExportZonesResponse) Reset() {
 	*x = ExportZonesResponse{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[13]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +986,7 @@ func (x *ExportZonesResponse) String() string {
 func (*ExportZonesResponse) ProtoMessage() {}
 
 func (x *ExportZonesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[13]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +999,7 @@ func (x *ExportZonesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportZonesResponse.ProtoReflect.Descriptor instead.
 func (*ExportZonesResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{13}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ExportZonesResponse) GetGeojson() string {
@@ -897,7 +1020,7 @@ type VehiclesInZoneRequest struct {
 
 func (x *VehiclesInZoneRequest) Reset() {
 	*x = VehiclesInZoneRequest{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[14]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +1032,7 @@ func (x *VehiclesInZoneRequest) String() string {
 func (*VehiclesInZoneRequest) ProtoMessage() {}
 
 func (x *VehiclesInZoneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[14]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1045,7 @@ func (x *VehiclesInZoneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VehiclesInZoneRequest.ProtoReflect.Descriptor instead.
 func (*VehiclesInZoneRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{14}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *VehiclesInZoneRequest) GetZoneId() string {
@@ -943,7 +1066,7 @@ type VehiclesInZoneResponse struct {
 
 func (x *VehiclesInZoneResponse) Reset() {
 	*x = VehiclesInZoneResponse{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[15]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1078,7 @@ func (x *VehiclesInZoneResponse) String() string {
 func (*VehiclesInZoneResponse) ProtoMessage() {}
 
 func (x *VehiclesInZoneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[15]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1091,7 @@ func (x *VehiclesInZoneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VehiclesInZoneResponse.ProtoReflect.Descriptor instead.
 func (*VehiclesInZoneResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{15}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *VehiclesInZoneResponse) GetVehicleIds() []string {
@@ -989,7 +1112,7 @@ type ZonesForVehicleRequest struct {
 
 func (x *ZonesForVehicleRequest) Reset() {
 	*x = ZonesForVehicleRequest{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[16]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1124,7 @@ func (x *ZonesForVehicleRequest) String() string {
 func (*ZonesForVehicleRequest) ProtoMessage() {}
 
 func (x *ZonesForVehicleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[16]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1137,7 @@ func (x *ZonesForVehicleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ZonesForVehicleRequest.ProtoReflect.Descriptor instead.
 func (*ZonesForVehicleRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{16}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ZonesForVehicleRequest) GetVehicleId() string {
@@ -1039,7 +1162,7 @@ type ZoneMembership struct {
 
 func (x *ZoneMembership) Reset() {
 	*x = ZoneMembership{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[17]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1174,7 @@ func (x *ZoneMembership) String() string {
 func (*ZoneMembership) ProtoMessage() {}
 
 func (x *ZoneMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[17]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1187,7 @@ func (x *ZoneMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ZoneMembership.ProtoReflect.Descriptor instead.
 func (*ZoneMembership) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{17}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ZoneMembership) GetZoneId() string {
@@ -1099,7 +1222,7 @@ type ZonesForVehicleResponse struct {
 
 func (x *ZonesForVehicleResponse) Reset() {
 	*x = ZonesForVehicleResponse{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[18]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1234,7 @@ func (x *ZonesForVehicleResponse) String() string {
 func (*ZonesForVehicleResponse) ProtoMessage() {}
 
 func (x *ZonesForVehicleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[18]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1247,7 @@ func (x *ZonesForVehicleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ZonesForVehicleResponse.ProtoReflect.Descriptor instead.
 func (*ZonesForVehicleResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{18}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ZonesForVehicleResponse) GetZones() []*ZoneMembership {
@@ -1145,7 +1268,7 @@ type ZonesAtPointRequest struct {
 
 func (x *ZonesAtPointRequest) Reset() {
 	*x = ZonesAtPointRequest{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[19]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1280,7 @@ func (x *ZonesAtPointRequest) String() string {
 func (*ZonesAtPointRequest) ProtoMessage() {}
 
 func (x *ZonesAtPointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[19]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1293,7 @@ func (x *ZonesAtPointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ZonesAtPointRequest.ProtoReflect.Descriptor instead.
 func (*ZonesAtPointRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{19}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ZonesAtPointRequest) GetPoint() *LatLng {
@@ -1191,7 +1314,7 @@ type ZonesAtPointResponse struct {
 
 func (x *ZonesAtPointResponse) Reset() {
 	*x = ZonesAtPointResponse{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[20]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1326,7 @@ func (x *ZonesAtPointResponse) String() string {
 func (*ZonesAtPointResponse) ProtoMessage() {}
 
 func (x *ZonesAtPointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[20]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1339,7 @@ func (x *ZonesAtPointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ZonesAtPointResponse.ProtoReflect.Descriptor instead.
 func (*ZonesAtPointResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{20}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ZonesAtPointResponse) GetZones() []*Zone {
@@ -1245,7 +1368,7 @@ type ListZoneEventsRequest struct {
 
 func (x *ListZoneEventsRequest) Reset() {
 	*x = ListZoneEventsRequest{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[21]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1380,7 @@ func (x *ListZoneEventsRequest) String() string {
 func (*ListZoneEventsRequest) ProtoMessage() {}
 
 func (x *ListZoneEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[21]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1393,7 @@ func (x *ListZoneEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListZoneEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListZoneEventsRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{21}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListZoneEventsRequest) GetZoneId() string {
@@ -1322,7 +1445,7 @@ type ListZoneEventsResponse struct {
 
 func (x *ListZoneEventsResponse) Reset() {
 	*x = ListZoneEventsResponse{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[22]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1334,7 +1457,7 @@ func (x *ListZoneEventsResponse) String() string {
 func (*ListZoneEventsResponse) ProtoMessage() {}
 
 func (x *ListZoneEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[22]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1347,7 +1470,7 @@ func (x *ListZoneEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListZoneEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListZoneEventsResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{22}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListZoneEventsResponse) GetEvents() []*Event {
@@ -1377,7 +1500,7 @@ type WatchZoneEventsRequest struct {
 
 func (x *WatchZoneEventsRequest) Reset() {
 	*x = WatchZoneEventsRequest{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[23]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1512,7 @@ func (x *WatchZoneEventsRequest) String() string {
 func (*WatchZoneEventsRequest) ProtoMessage() {}
 
 func (x *WatchZoneEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[23]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1525,7 @@ func (x *WatchZoneEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchZoneEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchZoneEventsRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{23}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchZoneEventsRequest) GetZoneId() string {
@@ -1430,7 +1553,7 @@ type WatchZoneEventsResponse struct {
 
 func (x *WatchZoneEventsResponse) Reset() {
 	*x = WatchZoneEventsResponse{}
-	mi := &file_fleet_v1_geofence_proto_msgTypes[24]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1565,7 @@ func (x *WatchZoneEventsResponse) String() string {
 func (*WatchZoneEventsResponse) ProtoMessage() {}
 
 func (x *WatchZoneEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_geofence_proto_msgTypes[24]
+	mi := &file_fleet_v1_geofence_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1578,7 @@ func (x *WatchZoneEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchZoneEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchZoneEventsResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{24}
+	return file_fleet_v1_geofence_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchZoneEventsResponse) GetEvent() *Event {
@@ -1469,14 +1592,16 @@ var File_fleet_v1_geofence_proto protoreflect.FileDescriptor
 
 const file_fleet_v1_geofence_proto_rawDesc = "" +
 	"\n" +
-	"\x17fleet/v1/geofence.proto\x12\bfleet.v1\x1a\x14fleet/v1/event.proto\x1a\x12fleet/v1/geo.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x01\n" +
+	"\x17fleet/v1/geofence.proto\x12\bfleet.v1\x1a\x14fleet/v1/event.proto\x1a\x12fleet/v1/geo.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n" +
+	"\x0fZoneAlertPolicy\x12-\n" +
+	"\x05raise\x18\x01 \x03(\x0e2\x17.fleet.v1.ZoneEventKindR\x05raise\"\x87\x01\n" +
 	"\fZoneSchedule\x12 \n" +
 	"\fdays_of_week\x18\x01 \x03(\x05R\n" +
 	"daysOfWeek\x12\x1d\n" +
 	"\n" +
 	"start_time\x18\x02 \x01(\tR\tstartTime\x12\x19\n" +
 	"\bend_time\x18\x03 \x01(\tR\aendTime\x12\x1b\n" +
-	"\ttime_zone\x18\x04 \x01(\tR\btimeZone\"\xf0\x03\n" +
+	"\ttime_zone\x18\x04 \x01(\tR\btimeZone\"\xae\x04\n" +
 	"\x04Zone\x12\x17\n" +
 	"\azone_id\x18\x01 \x01(\tR\x06zoneId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -1495,7 +1620,8 @@ const file_fleet_v1_geofence_proto_rawDesc = "" +
 	"\x05shape\x18\r \x01(\tR\x05shape\x12\x1a\n" +
 	"\brevision\x18\x0e \x01(\x04R\brevision\x12;\n" +
 	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"7\n" +
+	"updateTime\x12<\n" +
+	"\falert_policy\x18\x10 \x01(\v2\x19.fleet.v1.ZoneAlertPolicyR\valertPolicy\"7\n" +
 	"\x11CreateZoneRequest\x12\"\n" +
 	"\x04zone\x18\x01 \x01(\v2\x0e.fleet.v1.ZoneR\x04zone\"8\n" +
 	"\x12CreateZoneResponse\x12\"\n" +
@@ -1560,7 +1686,14 @@ const file_fleet_v1_geofence_proto_rawDesc = "" +
 	"\x0fZONE_ALERT_EXIT\x10\x02\x12\x19\n" +
 	"\x15ZONE_ALERT_ENTER_EXIT\x10\x03\x12\x14\n" +
 	"\x10ZONE_ALERT_DWELL\x10\x04\x12\x1f\n" +
-	"\x1bZONE_ALERT_MUST_STAY_INSIDE\x10\x052\xe9\x06\n" +
+	"\x1bZONE_ALERT_MUST_STAY_INSIDE\x10\x05*\xbc\x01\n" +
+	"\rZoneEventKind\x12\x1f\n" +
+	"\x1bZONE_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15ZONE_EVENT_KIND_ENTER\x10\x01\x12\x18\n" +
+	"\x14ZONE_EVENT_KIND_EXIT\x10\x02\x12\x19\n" +
+	"\x15ZONE_EVENT_KIND_DWELL\x10\x03\x12\x1b\n" +
+	"\x17ZONE_EVENT_KIND_CROSSED\x10\x04\x12\x1d\n" +
+	"\x19ZONE_EVENT_KIND_OVERSPEED\x10\x052\xe9\x06\n" +
 	"\x0fGeofenceService\x12G\n" +
 	"\n" +
 	"CreateZone\x12\x1b.fleet.v1.CreateZoneRequest\x1a\x1c.fleet.v1.CreateZoneResponse\x12G\n" +
@@ -1590,84 +1723,88 @@ func file_fleet_v1_geofence_proto_rawDescGZIP() []byte {
 	return file_fleet_v1_geofence_proto_rawDescData
 }
 
-var file_fleet_v1_geofence_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_fleet_v1_geofence_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_fleet_v1_geofence_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_fleet_v1_geofence_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_fleet_v1_geofence_proto_goTypes = []any{
 	(ZoneAlert)(0),                  // 0: fleet.v1.ZoneAlert
-	(*ZoneSchedule)(nil),            // 1: fleet.v1.ZoneSchedule
-	(*Zone)(nil),                    // 2: fleet.v1.Zone
-	(*CreateZoneRequest)(nil),       // 3: fleet.v1.CreateZoneRequest
-	(*CreateZoneResponse)(nil),      // 4: fleet.v1.CreateZoneResponse
-	(*UpdateZoneRequest)(nil),       // 5: fleet.v1.UpdateZoneRequest
-	(*UpdateZoneResponse)(nil),      // 6: fleet.v1.UpdateZoneResponse
-	(*DeleteZoneRequest)(nil),       // 7: fleet.v1.DeleteZoneRequest
-	(*DeleteZoneResponse)(nil),      // 8: fleet.v1.DeleteZoneResponse
-	(*GetZoneRequest)(nil),          // 9: fleet.v1.GetZoneRequest
-	(*GetZoneResponse)(nil),         // 10: fleet.v1.GetZoneResponse
-	(*ListZonesRequest)(nil),        // 11: fleet.v1.ListZonesRequest
-	(*ListZonesResponse)(nil),       // 12: fleet.v1.ListZonesResponse
-	(*ExportZonesRequest)(nil),      // 13: fleet.v1.ExportZonesRequest
-	(*ExportZonesResponse)(nil),     // 14: fleet.v1.ExportZonesResponse
-	(*VehiclesInZoneRequest)(nil),   // 15: fleet.v1.VehiclesInZoneRequest
-	(*VehiclesInZoneResponse)(nil),  // 16: fleet.v1.VehiclesInZoneResponse
-	(*ZonesForVehicleRequest)(nil),  // 17: fleet.v1.ZonesForVehicleRequest
-	(*ZoneMembership)(nil),          // 18: fleet.v1.ZoneMembership
-	(*ZonesForVehicleResponse)(nil), // 19: fleet.v1.ZonesForVehicleResponse
-	(*ZonesAtPointRequest)(nil),     // 20: fleet.v1.ZonesAtPointRequest
-	(*ZonesAtPointResponse)(nil),    // 21: fleet.v1.ZonesAtPointResponse
-	(*ListZoneEventsRequest)(nil),   // 22: fleet.v1.ListZoneEventsRequest
-	(*ListZoneEventsResponse)(nil),  // 23: fleet.v1.ListZoneEventsResponse
-	(*WatchZoneEventsRequest)(nil),  // 24: fleet.v1.WatchZoneEventsRequest
-	(*WatchZoneEventsResponse)(nil), // 25: fleet.v1.WatchZoneEventsResponse
-	(*timestamppb.Timestamp)(nil),   // 26: google.protobuf.Timestamp
-	(*LatLng)(nil),                  // 27: fleet.v1.LatLng
-	(*Event)(nil),                   // 28: fleet.v1.Event
+	(ZoneEventKind)(0),              // 1: fleet.v1.ZoneEventKind
+	(*ZoneAlertPolicy)(nil),         // 2: fleet.v1.ZoneAlertPolicy
+	(*ZoneSchedule)(nil),            // 3: fleet.v1.ZoneSchedule
+	(*Zone)(nil),                    // 4: fleet.v1.Zone
+	(*CreateZoneRequest)(nil),       // 5: fleet.v1.CreateZoneRequest
+	(*CreateZoneResponse)(nil),      // 6: fleet.v1.CreateZoneResponse
+	(*UpdateZoneRequest)(nil),       // 7: fleet.v1.UpdateZoneRequest
+	(*UpdateZoneResponse)(nil),      // 8: fleet.v1.UpdateZoneResponse
+	(*DeleteZoneRequest)(nil),       // 9: fleet.v1.DeleteZoneRequest
+	(*DeleteZoneResponse)(nil),      // 10: fleet.v1.DeleteZoneResponse
+	(*GetZoneRequest)(nil),          // 11: fleet.v1.GetZoneRequest
+	(*GetZoneResponse)(nil),         // 12: fleet.v1.GetZoneResponse
+	(*ListZonesRequest)(nil),        // 13: fleet.v1.ListZonesRequest
+	(*ListZonesResponse)(nil),       // 14: fleet.v1.ListZonesResponse
+	(*ExportZonesRequest)(nil),      // 15: fleet.v1.ExportZonesRequest
+	(*ExportZonesResponse)(nil),     // 16: fleet.v1.ExportZonesResponse
+	(*VehiclesInZoneRequest)(nil),   // 17: fleet.v1.VehiclesInZoneRequest
+	(*VehiclesInZoneResponse)(nil),  // 18: fleet.v1.VehiclesInZoneResponse
+	(*ZonesForVehicleRequest)(nil),  // 19: fleet.v1.ZonesForVehicleRequest
+	(*ZoneMembership)(nil),          // 20: fleet.v1.ZoneMembership
+	(*ZonesForVehicleResponse)(nil), // 21: fleet.v1.ZonesForVehicleResponse
+	(*ZonesAtPointRequest)(nil),     // 22: fleet.v1.ZonesAtPointRequest
+	(*ZonesAtPointResponse)(nil),    // 23: fleet.v1.ZonesAtPointResponse
+	(*ListZoneEventsRequest)(nil),   // 24: fleet.v1.ListZoneEventsRequest
+	(*ListZoneEventsResponse)(nil),  // 25: fleet.v1.ListZoneEventsResponse
+	(*WatchZoneEventsRequest)(nil),  // 26: fleet.v1.WatchZoneEventsRequest
+	(*WatchZoneEventsResponse)(nil), // 27: fleet.v1.WatchZoneEventsResponse
+	(*timestamppb.Timestamp)(nil),   // 28: google.protobuf.Timestamp
+	(*LatLng)(nil),                  // 29: fleet.v1.LatLng
+	(*Event)(nil),                   // 30: fleet.v1.Event
 }
 var file_fleet_v1_geofence_proto_depIdxs = []int32{
-	1,  // 0: fleet.v1.Zone.schedule:type_name -> fleet.v1.ZoneSchedule
-	0,  // 1: fleet.v1.Zone.alert:type_name -> fleet.v1.ZoneAlert
-	26, // 2: fleet.v1.Zone.update_time:type_name -> google.protobuf.Timestamp
-	2,  // 3: fleet.v1.CreateZoneRequest.zone:type_name -> fleet.v1.Zone
-	2,  // 4: fleet.v1.CreateZoneResponse.zone:type_name -> fleet.v1.Zone
-	2,  // 5: fleet.v1.UpdateZoneRequest.zone:type_name -> fleet.v1.Zone
-	2,  // 6: fleet.v1.UpdateZoneResponse.zone:type_name -> fleet.v1.Zone
-	2,  // 7: fleet.v1.GetZoneResponse.zone:type_name -> fleet.v1.Zone
-	2,  // 8: fleet.v1.ListZonesResponse.zones:type_name -> fleet.v1.Zone
-	26, // 9: fleet.v1.ZoneMembership.since:type_name -> google.protobuf.Timestamp
-	18, // 10: fleet.v1.ZonesForVehicleResponse.zones:type_name -> fleet.v1.ZoneMembership
-	27, // 11: fleet.v1.ZonesAtPointRequest.point:type_name -> fleet.v1.LatLng
-	2,  // 12: fleet.v1.ZonesAtPointResponse.zones:type_name -> fleet.v1.Zone
-	26, // 13: fleet.v1.ListZoneEventsRequest.from:type_name -> google.protobuf.Timestamp
-	26, // 14: fleet.v1.ListZoneEventsRequest.to:type_name -> google.protobuf.Timestamp
-	28, // 15: fleet.v1.ListZoneEventsResponse.events:type_name -> fleet.v1.Event
-	28, // 16: fleet.v1.WatchZoneEventsResponse.event:type_name -> fleet.v1.Event
-	3,  // 17: fleet.v1.GeofenceService.CreateZone:input_type -> fleet.v1.CreateZoneRequest
-	5,  // 18: fleet.v1.GeofenceService.UpdateZone:input_type -> fleet.v1.UpdateZoneRequest
-	7,  // 19: fleet.v1.GeofenceService.DeleteZone:input_type -> fleet.v1.DeleteZoneRequest
-	9,  // 20: fleet.v1.GeofenceService.GetZone:input_type -> fleet.v1.GetZoneRequest
-	11, // 21: fleet.v1.GeofenceService.ListZones:input_type -> fleet.v1.ListZonesRequest
-	13, // 22: fleet.v1.GeofenceService.ExportZones:input_type -> fleet.v1.ExportZonesRequest
-	15, // 23: fleet.v1.GeofenceService.VehiclesInZone:input_type -> fleet.v1.VehiclesInZoneRequest
-	17, // 24: fleet.v1.GeofenceService.ZonesForVehicle:input_type -> fleet.v1.ZonesForVehicleRequest
-	20, // 25: fleet.v1.GeofenceService.ZonesAtPoint:input_type -> fleet.v1.ZonesAtPointRequest
-	22, // 26: fleet.v1.GeofenceService.ListZoneEvents:input_type -> fleet.v1.ListZoneEventsRequest
-	24, // 27: fleet.v1.GeofenceService.WatchZoneEvents:input_type -> fleet.v1.WatchZoneEventsRequest
-	4,  // 28: fleet.v1.GeofenceService.CreateZone:output_type -> fleet.v1.CreateZoneResponse
-	6,  // 29: fleet.v1.GeofenceService.UpdateZone:output_type -> fleet.v1.UpdateZoneResponse
-	8,  // 30: fleet.v1.GeofenceService.DeleteZone:output_type -> fleet.v1.DeleteZoneResponse
-	10, // 31: fleet.v1.GeofenceService.GetZone:output_type -> fleet.v1.GetZoneResponse
-	12, // 32: fleet.v1.GeofenceService.ListZones:output_type -> fleet.v1.ListZonesResponse
-	14, // 33: fleet.v1.GeofenceService.ExportZones:output_type -> fleet.v1.ExportZonesResponse
-	16, // 34: fleet.v1.GeofenceService.VehiclesInZone:output_type -> fleet.v1.VehiclesInZoneResponse
-	19, // 35: fleet.v1.GeofenceService.ZonesForVehicle:output_type -> fleet.v1.ZonesForVehicleResponse
-	21, // 36: fleet.v1.GeofenceService.ZonesAtPoint:output_type -> fleet.v1.ZonesAtPointResponse
-	23, // 37: fleet.v1.GeofenceService.ListZoneEvents:output_type -> fleet.v1.ListZoneEventsResponse
-	25, // 38: fleet.v1.GeofenceService.WatchZoneEvents:output_type -> fleet.v1.WatchZoneEventsResponse
-	28, // [28:39] is the sub-list for method output_type
-	17, // [17:28] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	1,  // 0: fleet.v1.ZoneAlertPolicy.raise:type_name -> fleet.v1.ZoneEventKind
+	3,  // 1: fleet.v1.Zone.schedule:type_name -> fleet.v1.ZoneSchedule
+	0,  // 2: fleet.v1.Zone.alert:type_name -> fleet.v1.ZoneAlert
+	28, // 3: fleet.v1.Zone.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 4: fleet.v1.Zone.alert_policy:type_name -> fleet.v1.ZoneAlertPolicy
+	4,  // 5: fleet.v1.CreateZoneRequest.zone:type_name -> fleet.v1.Zone
+	4,  // 6: fleet.v1.CreateZoneResponse.zone:type_name -> fleet.v1.Zone
+	4,  // 7: fleet.v1.UpdateZoneRequest.zone:type_name -> fleet.v1.Zone
+	4,  // 8: fleet.v1.UpdateZoneResponse.zone:type_name -> fleet.v1.Zone
+	4,  // 9: fleet.v1.GetZoneResponse.zone:type_name -> fleet.v1.Zone
+	4,  // 10: fleet.v1.ListZonesResponse.zones:type_name -> fleet.v1.Zone
+	28, // 11: fleet.v1.ZoneMembership.since:type_name -> google.protobuf.Timestamp
+	20, // 12: fleet.v1.ZonesForVehicleResponse.zones:type_name -> fleet.v1.ZoneMembership
+	29, // 13: fleet.v1.ZonesAtPointRequest.point:type_name -> fleet.v1.LatLng
+	4,  // 14: fleet.v1.ZonesAtPointResponse.zones:type_name -> fleet.v1.Zone
+	28, // 15: fleet.v1.ListZoneEventsRequest.from:type_name -> google.protobuf.Timestamp
+	28, // 16: fleet.v1.ListZoneEventsRequest.to:type_name -> google.protobuf.Timestamp
+	30, // 17: fleet.v1.ListZoneEventsResponse.events:type_name -> fleet.v1.Event
+	30, // 18: fleet.v1.WatchZoneEventsResponse.event:type_name -> fleet.v1.Event
+	5,  // 19: fleet.v1.GeofenceService.CreateZone:input_type -> fleet.v1.CreateZoneRequest
+	7,  // 20: fleet.v1.GeofenceService.UpdateZone:input_type -> fleet.v1.UpdateZoneRequest
+	9,  // 21: fleet.v1.GeofenceService.DeleteZone:input_type -> fleet.v1.DeleteZoneRequest
+	11, // 22: fleet.v1.GeofenceService.GetZone:input_type -> fleet.v1.GetZoneRequest
+	13, // 23: fleet.v1.GeofenceService.ListZones:input_type -> fleet.v1.ListZonesRequest
+	15, // 24: fleet.v1.GeofenceService.ExportZones:input_type -> fleet.v1.ExportZonesRequest
+	17, // 25: fleet.v1.GeofenceService.VehiclesInZone:input_type -> fleet.v1.VehiclesInZoneRequest
+	19, // 26: fleet.v1.GeofenceService.ZonesForVehicle:input_type -> fleet.v1.ZonesForVehicleRequest
+	22, // 27: fleet.v1.GeofenceService.ZonesAtPoint:input_type -> fleet.v1.ZonesAtPointRequest
+	24, // 28: fleet.v1.GeofenceService.ListZoneEvents:input_type -> fleet.v1.ListZoneEventsRequest
+	26, // 29: fleet.v1.GeofenceService.WatchZoneEvents:input_type -> fleet.v1.WatchZoneEventsRequest
+	6,  // 30: fleet.v1.GeofenceService.CreateZone:output_type -> fleet.v1.CreateZoneResponse
+	8,  // 31: fleet.v1.GeofenceService.UpdateZone:output_type -> fleet.v1.UpdateZoneResponse
+	10, // 32: fleet.v1.GeofenceService.DeleteZone:output_type -> fleet.v1.DeleteZoneResponse
+	12, // 33: fleet.v1.GeofenceService.GetZone:output_type -> fleet.v1.GetZoneResponse
+	14, // 34: fleet.v1.GeofenceService.ListZones:output_type -> fleet.v1.ListZonesResponse
+	16, // 35: fleet.v1.GeofenceService.ExportZones:output_type -> fleet.v1.ExportZonesResponse
+	18, // 36: fleet.v1.GeofenceService.VehiclesInZone:output_type -> fleet.v1.VehiclesInZoneResponse
+	21, // 37: fleet.v1.GeofenceService.ZonesForVehicle:output_type -> fleet.v1.ZonesForVehicleResponse
+	23, // 38: fleet.v1.GeofenceService.ZonesAtPoint:output_type -> fleet.v1.ZonesAtPointResponse
+	25, // 39: fleet.v1.GeofenceService.ListZoneEvents:output_type -> fleet.v1.ListZoneEventsResponse
+	27, // 40: fleet.v1.GeofenceService.WatchZoneEvents:output_type -> fleet.v1.WatchZoneEventsResponse
+	30, // [30:41] is the sub-list for method output_type
+	19, // [19:30] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_geofence_proto_init() }
@@ -1682,8 +1819,8 @@ func file_fleet_v1_geofence_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_geofence_proto_rawDesc), len(file_fleet_v1_geofence_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   25,
+			NumEnums:      2,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -753,7 +753,10 @@ type WatchVehiclesRequest struct {
 	// Only vehicles in one of these groups.
 	Groups []string `protobuf:"bytes,2,rep,name=groups,proto3" json:"groups,omitempty"`
 	// Only vehicles whose last fix lies in this box.
-	Bounds        *BoundingBox `protobuf:"bytes,3,opt,name=bounds,proto3" json:"bounds,omitempty"`
+	Bounds *BoundingBox `protobuf:"bytes,3,opt,name=bounds,proto3" json:"bounds,omitempty"`
+	// Only load-test vehicles (ids starting "loadtest-"), which every other watch and
+	// query leaves out: a load test watches its own fleet, dispatchers the live one.
+	LoadTest      bool `protobuf:"varint,4,opt,name=load_test,json=loadTest,proto3" json:"load_test,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -807,6 +810,13 @@ func (x *WatchVehiclesRequest) GetBounds() *BoundingBox {
 		return x.Bounds
 	}
 	return nil
+}
+
+func (x *WatchVehiclesRequest) GetLoadTest() bool {
+	if x != nil {
+		return x.LoadTest
+	}
+	return false
 }
 
 // WatchVehiclesResponse is one update.
@@ -1929,12 +1939,13 @@ const file_fleet_v1_tracking_proto_rawDesc = "" +
 	"\bvehicles\x18\x01 \x03(\v2\x11.fleet.v1.VehicleR\bvehicles\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
 	"\n" +
-	"total_size\x18\x03 \x01(\x05R\ttotalSize\"~\n" +
+	"total_size\x18\x03 \x01(\x05R\ttotalSize\"\x9b\x01\n" +
 	"\x14WatchVehiclesRequest\x12\x1f\n" +
 	"\vvehicle_ids\x18\x01 \x03(\tR\n" +
 	"vehicleIds\x12\x16\n" +
 	"\x06groups\x18\x02 \x03(\tR\x06groups\x12-\n" +
-	"\x06bounds\x18\x03 \x01(\v2\x15.fleet.v1.BoundingBoxR\x06bounds\"`\n" +
+	"\x06bounds\x18\x03 \x01(\v2\x15.fleet.v1.BoundingBoxR\x06bounds\x12\x1b\n" +
+	"\tload_test\x18\x04 \x01(\bR\bloadTest\"`\n" +
 	"\x15WatchVehiclesResponse\x12+\n" +
 	"\avehicle\x18\x01 \x01(\v2\x11.fleet.v1.VehicleR\avehicle\x12\x1a\n" +
 	"\bsnapshot\x18\x02 \x01(\bR\bsnapshot\"\xc9\x01\n" +

@@ -39,6 +39,16 @@ type Event struct {
 	SpeedKmh       float64
 	SpeedLimitKmh  float64 // Overspeed only
 	MustStayInside bool    // an Exit from a must-stay-inside zone
+	// RaiseAlert: the zone's alert policy asks the alert feed to raise an alert for it.
+	RaiseAlert bool
+}
+
+func (k EventKind) valid() bool {
+	switch k {
+	case Enter, Exit, Dwell, Overspeed, Crossed:
+		return true
+	}
+	return false
 }
 
 // Fix is the part of a telemetry record the engine uses.
@@ -361,6 +371,7 @@ func (r *Rules) event(kind EventKind, vehicle string, z *Zone, f Fix, at time.Ti
 		Vehicle: vehicle, ZoneID: z.ID, ZoneName: z.Name,
 		Time: at, Lat: f.Lat, Lon: f.Lon, SpeedKmh: f.SpeedKmh,
 		MustStayInside: kind == Exit && z.Alert == AlertMustStayInside,
+		RaiseAlert:     z.raises(kind),
 	}
 }
 

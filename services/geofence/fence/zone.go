@@ -95,6 +95,29 @@ func (a Alert) onEnter() bool { return a == AlertEnter || a == AlertBoth }
 func (a Alert) onExit() bool  { return a == AlertExit || a == AlertBoth || a == AlertMustStayInside }
 func (a Alert) onCross() bool { return a == AlertEnter || a == AlertExit || a == AlertBoth }
 
+// AlertPolicy lists the event kinds of a zone that raise alerts. An empty Raise means
+// none: the zone's events are only events (the zone event feed).
+type AlertPolicy struct {
+	Raise []EventKind `json:"raise"`
+}
+
+// DefaultRaises reports whether a zone without an AlertPolicy asks for an alert on an
+// event: only where the zone states a rule that was broken, an exit from a
+// must-stay-inside zone or overspeed inside a speed limit. Plain enter, exit, dwell and
+// crossed are facts for the event feed, not alarms: a handful of busy zones otherwise
+// bury the real alarms under hundreds of open alerts.
+func DefaultRaises(kind EventKind, mustStayInside bool) bool {
+	return kind == Overspeed || (kind == Exit && mustStayInside)
+}
+
+// raises reports whether z asks for an alert on an event of kind.
+func (z *Zone) raises(kind EventKind) bool {
+	if z.AlertPolicy == nil {
+		return DefaultRaises(kind, z.Alert == AlertMustStayInside)
+	}
+	return slices.Contains(z.AlertPolicy.Raise, kind)
+}
+
 // Schedule limits when a zone raises events. Membership is tracked at all times, so a
 // vehicle that entered outside the window is known to be inside when it opens.
 type Schedule struct {
@@ -131,7 +154,10 @@ type Spec struct {
 	SpeedLimitKmh float64   `json:"speed_limit_kmh,omitempty"`
 	Alert         Alert     `json:"alert"`
 	DwellMinutes  float64   `json:"dwell_minutes,omitempty"`
-	UpdateTime    time.Time `json:"update_time"`
+	// AlertPolicy says which of the zone's events also raise an alert in the alert feed;
+	// nil is the default (DefaultRaises). Every event is published whatever it says.
+	AlertPolicy *AlertPolicy `json:"alert_policy,omitempty"`
+	UpdateTime  time.Time    `json:"update_time"`
 
 	// Revision is the bucket revision the spec was read at (not stored).
 	Revision uint64 `json:"-"`
@@ -194,6 +220,13 @@ func Compile(spec Spec) (*Zone, error) {
 	}
 	if !spec.Alert.valid() {
 		return nil, fmt.Errorf("%w: %q (want enter, exit, both, dwell or must_stay_inside)", ErrAlert, spec.Alert)
+	}
+	if p := spec.AlertPolicy; p != nil {
+		for _, k := range p.Raise {
+			if !k.valid() {
+				return nil, fmt.Errorf("%w: alert policy names event kind %q (want enter, exit, dwell, crossed or overspeed_in_zone)", ErrAlert, k)
+			}
+		}
 	}
 	if spec.Alert == AlertDwell && !(spec.DwellMinutes > 0) {
 		return nil, fmt.Errorf("%w: a dwell alert needs dwell_minutes > 0", ErrAlert)
@@ -384,6 +417,9 @@ func (z *Zone) Feature() map[string]any {
 	}
 	if z.Schedule != nil {
 		props["schedule"] = z.Schedule
+	}
+	if z.AlertPolicy != nil {
+		props["alert_policy"] = z.AlertPolicy
 	}
 	return map[string]any{
 		"type":       "Feature",

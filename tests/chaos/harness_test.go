@@ -1,0 +1,265 @@
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/redistest"
+)
+
+// freePort asks the kernel for a free loopback port; the test keeps using it across
+// restarts of the server it gives it to.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// buildBinaries builds the services and the simulator into dir.
+func buildBinaries(t *testing.T, dir string) {
+	t.Helper()
+	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		t.Fatalf("module root: %v", err)
+	}
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/tracking", "./cmd/geofence", "./cmd/maintenance", "./cmd/dispatch", "./cmd/fleetsim")
+	cmd.Dir = strings.TrimSpace(string(root))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+}
+
+// natsServer is an embedded nats-server on a fixed port with its own store directory,
+// so it can be stopped and started again with its data.
+type natsServer struct {
+	t    *testing.T
+	port int
+	dir  string
+	b    *bus.Bus
+}
+
+func startNATS(t *testing.T) *natsServer {
+	n := &natsServer{t: t, port: freePort(t), dir: t.TempDir()}
+	n.start()
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
+
+func (n *natsServer) start() {
+	n.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := bus.Open(ctx, bus.Config{URL: bus.Embedded, ListenPort: n.port, StoreDir: n.dir}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		n.t.Fatalf("nats: %v", err)
+	}
+	n.b = b
+}
+
+func (n *natsServer) stop() {
+	if n.b != nil {
+		n.b.Close()
+		n.b = nil
+	}
+}
+
+func (n *natsServer) restart() {
+	n.stop()
+	n.start()
+}
+
+// redisServer is a redis-server process the test owns: AOF on, its own directory, so
+// it can be restarted with its data or without.
+type redisServer struct {
+	t    *testing.T
+	port int
+	dir  string
+	cmd  *exec.Cmd
+}
+
+func startRedis(t *testing.T) *redisServer {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		msg := "REDIS-SERVER NOT INSTALLED: the fault-injection suite is SKIPPED (apt-get install redis-server); FLEETWIRE_REQUIRE_REDIS=1 makes this a failure"
+		if redistest.Required() {
+			t.Fatal(msg)
+		}
+		fmt.Fprintln(os.Stderr, "\n*** "+msg+" ***")
+		t.Skip(msg)
+	}
+	r := &redisServer{t: t, port: freePort(t), dir: t.TempDir()}
+	r.start()
+	t.Cleanup(func() { r.kill() })
+	return r
+}
+
+func (r *redisServer) url() string { return "redis://127.0.0.1:" + strconv.Itoa(r.port) }
+
+func (r *redisServer) start() {
+	r.t.Helper()
+	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
+		"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no")
+	r.cmd.Stdout, r.cmd.Stderr = io.Discard, io.Discard
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatalf("redis-server: %v", err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(r.port)})
+	defer c.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for c.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			r.t.Fatal("redis-server not answering after 20s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (r *redisServer) kill() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		_ = r.cmd.Process.Kill()
+		_ = r.cmd.Wait()
+		r.cmd = nil
+	}
+}
+
+// restart stops Redis and starts it again; keep says whether its data survives.
+func (r *redisServer) restart(keep bool) {
+	r.t.Helper()
+	if keep {
+		_ = r.cmd.Process.Signal(syscall.SIGTERM) // SHUTDOWN: the AOF is complete
+		_ = r.cmd.Wait()
+		r.cmd = nil
+	} else {
+		r.kill()
+		entries, _ := os.ReadDir(r.dir)
+		for _, e := range entries {
+			_ = os.RemoveAll(filepath.Join(r.dir, e.Name()))
+		}
+	}
+	r.start()
+}
+
+// proc is a service or simulator process, restarted by the test as a supervisor would.
+type proc struct {
+	t    *testing.T
+	name string
+	bin  string
+	args []string
+	env  []string
+	log  *lockedBuffer
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (p *proc) start() {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Env = append(os.Environ(), p.env...)
+	fmt.Fprintf(p.log, "=== start %s\n", time.Now().Format(time.RFC3339Nano))
+	cmd.Stdout, cmd.Stderr = p.log, p.log
+	if err := cmd.Start(); err != nil {
+		p.t.Fatalf("%s: %v", p.name, err)
+	}
+	p.cmd = cmd
+}
+
+func (p *proc) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *proc) kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a stopped process cannot be reaped otherwise
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+	fmt.Fprintf(p.log, "=== killed %s\n", time.Now().Format(time.RFC3339Nano))
+	p.cmd = nil
+}
+
+// stop sends SIGTERM and waits up to grace before killing.
+func (p *proc) stop(grace time.Duration) {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGCONT)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+	p.mu.Lock()
+	p.cmd = nil
+	p.mu.Unlock()
+}
+
+func (p *proc) restart() {
+	p.kill()
+	p.start()
+}
+
+// tail returns the last n bytes of the process's output, for failure reports.
+func (p *proc) tail(n int) string {
+	s := p.log.String()
+	if len(s) > n {
+		s = s[len(s)-n:]
+	}
+	return s
+}
