@@ -7,6 +7,7 @@ import (
 	"github.com/fleetwire/fleetwire/pkg/audit"
 	"github.com/fleetwire/fleetwire/pkg/auth"
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/storeguard"
 )
 
 // The permission table: every NATS identity of the platform and the only subjects it may
@@ -188,6 +189,15 @@ func serviceBase(user string) Permissions {
 	}
 	pub = append(pub, kvWrite(auth.TokensBucket)...)
 	pub = append(pub, kvWrite(DevicesBucket)...)
+	// The store-generation markers (pkg/storeguard): each Redis-backed service records
+	// the generation its consumers last applied against.
+	pub = append(pub, provisions(kvStream(storeguard.Bucket))...)
+	pub = append(pub, kvRead(storeguard.Bucket)...)
+	pub = append(pub, kvWrite(storeguard.Bucket)...)
+	// Status and readiness read every consumer's progress: listing and info only.
+	for _, s := range []string{bus.TelemetryStream, bus.EventStream} {
+		pub = append(pub, api+"CONSUMER.NAMES."+s, api+"CONSUMER.LIST."+s, api+"CONSUMER.INFO."+s+".*")
+	}
 	pub = append(pub, audit.Subject, api+"STREAM.MSG.GET."+audit.Stream, api+"DIRECT.GET."+audit.Stream)
 	return Permissions{PubAllow: pub, SubAllow: []string{InboxPrefix(user) + ".>"}}
 }
