@@ -3,14 +3,14 @@ package auth
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetwire/fleetwire/pkg/bus"
 )
 
 // GroupsBucket is the JetStream key-value bucket mapping each registered vehicle to its
@@ -25,9 +25,8 @@ type Groups struct {
 	kv  jetstream.KeyValue
 	log *slog.Logger
 
-	mu     sync.RWMutex
-	of     map[string][]string
-	loaded chan struct{}
+	mu sync.RWMutex
+	of map[string][]string
 }
 
 // OpenGroups opens (creating if needed) the bucket and mirrors it until ctx ends. It
@@ -42,46 +41,21 @@ func OpenGroups(ctx context.Context, js jetstream.JetStream, replicas int, log *
 	if err != nil {
 		return nil, fmt.Errorf("vehicle groups bucket: %w", err)
 	}
-	g := &Groups{kv: kv, log: log, of: map[string][]string{}, loaded: make(chan struct{})}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("watch vehicle groups: %w", err)
+	g := &Groups{kv: kv, log: log, of: map[string][]string{}}
+	if err := bus.MirrorKV(ctx, kv, g.apply); err != nil {
+		return nil, fmt.Errorf("vehicle groups bucket: %w", err)
 	}
-	go g.mirror(ctx, w)
-	select {
-	case <-g.loaded:
-		return g, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-time.After(30 * time.Second):
-		return nil, errors.New("vehicle groups bucket: initial load timed out")
-	}
+	return g, nil
 }
 
-func (g *Groups) mirror(ctx context.Context, w jetstream.KeyWatcher) {
-	defer func() { _ = w.Stop() }()
-	once := sync.OnceFunc(func() { close(g.loaded) })
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e == nil {
-				once()
-				continue
-			}
-			g.mu.Lock()
-			var gs []string
-			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &gs) == nil {
-				g.of[e.Key()] = gs
-			} else {
-				delete(g.of, e.Key())
-			}
-			g.mu.Unlock()
-		}
+func (g *Groups) apply(e jetstream.KeyValueEntry) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var gs []string
+	if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &gs) == nil {
+		g.of[e.Key()] = gs
+	} else {
+		delete(g.of, e.Key())
 	}
 }
 

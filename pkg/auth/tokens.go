@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetwire/fleetwire/pkg/bus"
 )
 
 // TokensBucket is the JetStream key-value bucket of issued API tokens, keyed by token id.
@@ -60,9 +62,8 @@ type Tokens struct {
 	kv  jetstream.KeyValue
 	log *slog.Logger
 
-	mu     sync.RWMutex
-	byID   map[string]TokenInfo
-	loaded chan struct{}
+	mu   sync.RWMutex
+	byID map[string]TokenInfo
 }
 
 // OpenTokens opens (creating if needed) the token bucket and starts mirroring it until ctx
@@ -77,52 +78,27 @@ func OpenTokens(ctx context.Context, js jetstream.JetStream, replicas int, log *
 	if err != nil {
 		return nil, fmt.Errorf("token bucket: %w", err)
 	}
-	t := &Tokens{kv: kv, log: log, byID: map[string]TokenInfo{}, loaded: make(chan struct{})}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("watch token bucket: %w", err)
+	t := &Tokens{kv: kv, log: log, byID: map[string]TokenInfo{}}
+	if err := bus.MirrorKV(ctx, kv, t.apply); err != nil {
+		return nil, fmt.Errorf("token bucket: %w", err)
 	}
-	go t.mirror(ctx, w)
-	select {
-	case <-t.loaded:
-		return t, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-time.After(30 * time.Second):
-		return nil, errors.New("token bucket: initial load timed out")
-	}
+	return t, nil
 }
 
-func (t *Tokens) mirror(ctx context.Context, w jetstream.KeyWatcher) {
-	defer func() { _ = w.Stop() }()
-	once := sync.OnceFunc(func() { close(t.loaded) })
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e == nil { // end of the initial values
-				once()
-				continue
-			}
-			t.mu.Lock()
-			if e.Operation() != jetstream.KeyValuePut {
-				delete(t.byID, e.Key())
-			} else {
-				var ti TokenInfo
-				if err := json.Unmarshal(e.Value(), &ti); err != nil {
-					t.log.Error("unreadable token record; that token is refused", "id", Truncate(e.Key()), "err", err)
-					delete(t.byID, e.Key())
-				} else {
-					t.byID[e.Key()] = ti
-				}
-			}
-			t.mu.Unlock()
-		}
+func (t *Tokens) apply(e jetstream.KeyValueEntry) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(t.byID, e.Key())
+		return
 	}
+	var ti TokenInfo
+	if err := json.Unmarshal(e.Value(), &ti); err != nil {
+		t.log.Error("unreadable token record; that token is refused", "id", Truncate(e.Key()), "err", err)
+		delete(t.byID, e.Key())
+		return
+	}
+	t.byID[e.Key()] = ti
 }
 
 // Create issues a token and returns it with its secret, which is never stored.

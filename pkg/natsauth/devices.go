@@ -24,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 )
 
@@ -122,7 +123,6 @@ type Devices struct {
 	mu     sync.RWMutex
 	byID   map[string]record
 	sorted []string // ids in order, rebuilt lazily after a change (nil = stale)
-	loaded chan struct{}
 }
 
 // OpenDevices opens (creating if needed) the device bucket and mirrors it until ctx ends.
@@ -137,50 +137,25 @@ func OpenDevices(ctx context.Context, js jetstream.JetStream, replicas int, log 
 	if err != nil {
 		return nil, fmt.Errorf("device bucket: %w", err)
 	}
-	d := &Devices{kv: kv, log: log, byID: map[string]record{}, loaded: make(chan struct{})}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("watch device bucket: %w", err)
+	d := &Devices{kv: kv, log: log, byID: map[string]record{}}
+	if err := bus.MirrorKV(ctx, kv, d.apply); err != nil {
+		return nil, fmt.Errorf("device bucket: %w", err)
 	}
-	go d.mirror(ctx, w)
-	select {
-	case <-d.loaded:
-		return d, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-time.After(60 * time.Second):
-		return nil, errors.New("device bucket: initial load timed out")
-	}
+	return d, nil
 }
 
-func (d *Devices) mirror(ctx context.Context, w jetstream.KeyWatcher) {
-	defer func() { _ = w.Stop() }()
-	once := sync.OnceFunc(func() { close(d.loaded) })
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e == nil { // end of the initial values
-				once()
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				d.forget(e.Key())
-				continue
-			}
-			var r record
-			if err := json.Unmarshal(e.Value(), &r); err != nil || r.ID != e.Key() {
-				d.log.Error("unreadable device record; that device is refused", "id", truncate(e.Key()), "err", err)
-				d.forget(e.Key())
-				continue
-			}
-			d.remember(r)
-		}
+func (d *Devices) apply(e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		d.forget(e.Key())
+		return
 	}
+	var r record
+	if err := json.Unmarshal(e.Value(), &r); err != nil || r.ID != e.Key() {
+		d.log.Error("unreadable device record; that device is refused", "id", truncate(e.Key()), "err", err)
+		d.forget(e.Key())
+		return
+	}
+	d.remember(r)
 }
 
 func (d *Devices) remember(r record) {
