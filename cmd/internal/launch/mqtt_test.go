@@ -65,7 +65,7 @@ func TestMQTTDeviceThroughThePlatform(t *testing.T) {
 
 	t.Run("unknown device refused", func(t *testing.T) {
 		if !p.Bus.NC.AuthRequired() {
-			t.Skip("this platform's NATS server authenticates nobody (no device registry behind its logins)")
+			t.Fatal("the all-in-one's NATS server must authenticate every login (secure by default)")
 		}
 		if _, err := connectMQTT(t, p.MQTTAddr, "veh-mqtt-nobody", "anything"); err == nil {
 			t.Error("an unknown device logged in")
