@@ -417,8 +417,9 @@ func (d *Detector) Add(r Reading) ([]Event, error) {
 const holdMax = time.Hour
 
 // Flush reports a pending event once its merge window has passed by now (device time
-// of the newest record) and its new level has 2×StableReadings readings for an accurate
-// volume, or at the latest an hour after it ended. A vehicle that stops reporting keeps
+// of the newest record), its new level has 2×StableReadings readings for an accurate
+// volume and is not drifting on in the event's direction (see drifting), or at the
+// latest an hour after it ended. A vehicle that stops reporting keeps
 // its event pending until the next record or until the vehicle moves.
 func (d *Detector) Flush(now time.Time) []Event {
 	p := d.st.Pending
@@ -427,6 +428,12 @@ func (d *Detector) Flush(now time.Time) []Event {
 	}
 	age := now.Sub(p.End)
 	enough := !d.st.PendingOpen || len(d.st.StableRaw) >= 2*d.cfg.StableReadings
+	if enough && d.st.PendingOpen && d.drifting(kindDirection(p.Kind)) {
+		// The level it ended on keeps moving its way: a slow drain (15 L over an hour
+		// stays within a truck's band for a quarter of an hour) is not over, and what
+		// follows merges into it instead of being measured, or missed, on its own.
+		enough = false
+	}
 	if age >= d.cfg.MergeGap && enough || age >= holdMax {
 		d.st.Pending, d.st.PendingOpen = nil, false
 		return []Event{*p}

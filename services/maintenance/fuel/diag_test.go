@@ -54,8 +54,12 @@ func TestVolumeDiag(t *testing.T) {
 					for _, p := range te.patterns {
 						add(fmt.Sprintf("%s pat=%s", te.kind, p), ok)
 					}
-					if !ok {
-						fmt.Fprintf(&sb, "BAD seed=%d %s cap=%.0f lag=%v parked=%v prof=%v %s true=%.1f got=%.1f err=%+.1f across=%v conf=%.2f before=%.1f after=%.1f exp=%.1f dur=%v tstart=%s dstart=%s dend=%s tend=%s [%s]\n",
+					tag := "BAD"
+					if ok {
+						tag = "OK"
+					}
+					{
+						fmt.Fprintf(&sb, tag+" seed=%d %s cap=%.0f lag=%v parked=%v prof=%v %s true=%.1f got=%.1f err=%+.1f across=%v conf=%.2f before=%.1f after=%.1f exp=%.1f dur=%v tstart=%s dstart=%s dend=%s tend=%s [%s]\n",
 							seed, tr.Type, tr.CapacityL, tr.Lag, tr.Parked, i%2 == 0, te.kind, te.litres, d.Litres, err, d.Across, d.Confidence, d.Before, d.After, d.ExpectedL, te.end.Sub(te.start).Round(1e9), te.start.Format("02T15:04:05"), d.Start.Format("15:04:05"), d.End.Format("15:04:05"), te.end.Format("15:04:05"), pats)
 					}
 					te.litres = -te.litres // matched

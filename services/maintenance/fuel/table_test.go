@@ -256,17 +256,19 @@ var tablePatterns = []string{
 // floors are what TestAccuracyTable demands. Precision and recall must reach the issue's
 // 95 % on both new sets (held-out: refuels 98.6 % / 97.2 %, drains 98.7 % / 98.6 %; see
 // docs/bench-maintenance.md). Volumes do NOT yet reach the target (90 % of
-// found events within max(5 %, 2 L)): on the held-out set 89.3 % of refuels and 80.4 %
-// of drains are; the misses are mostly 300 L trucks, whose 18-60 L drains must be
-// measured to 2-3 L through slope offsets of up to 12 L that settle while the drain
-// runs and road slosh of several litres. The volume floors below are guards a little
-// under what is reached, not the target: a change that loses volume accuracy fails.
+// found events within max(5 %, 2 L)): on the held-out set 89.3 % of refuels and 82.3 %
+// of drains are; the misses are mostly 300 L trucks (61 % of their drains on the
+// development set, against 99 % for cars and 91 % for vans), whose 18-60 L drains must
+// be measured to 2-3 L through slope offsets of up to 12 L that settle while a drain
+// that began at parking runs, and road slosh of several litres. The volume floors below
+// are guards a little under what is reached, not the target: a change that loses volume
+// accuracy fails.
 var floors = map[string]struct {
 	rate   float64
 	volume map[Kind]float64
 }{
-	"new generator, development seeds": {0.95, map[Kind]float64{KindRefuel: 0.88, KindDrain: 0.78}},
-	"new generator, held-out seeds":    {0.95, map[Kind]float64{KindRefuel: 0.87, KindDrain: 0.78}},
+	"new generator, development seeds": {0.95, map[Kind]float64{KindRefuel: 0.88, KindDrain: 0.80}},
+	"new generator, held-out seeds":    {0.95, map[Kind]float64{KindRefuel: 0.87, KindDrain: 0.80}},
 }
 
 // TestAccuracyTable prints (with -v) precision, recall and volume accuracy by kind and
