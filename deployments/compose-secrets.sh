@@ -1,8 +1,9 @@
 #!/bin/sh
 # Writes .env for docker-compose.yml with fresh random secrets: the Redis password, one NATS
 # password per identity of pkg/natsauth's table (deployments/nats/nats-server.conf reads them
-# as $FLEETWIRE_NATS_<USER>_PASSWORD) and the auth callout issuer's account nkey (public key
-# for the server, seed for the responder). Run once from the repository root; an existing
+# as $FLEETWIRE_NATS_<USER>_PASSWORD), the auth callout issuer's account nkey and the
+# responder's curve nkey that login requests are encrypted to (public keys for the server,
+# seeds for the responder, cmd/callout). Run once from the repository root; an existing
 # .env is kept. The file is mode 0600; git ignores it.
 set -eu
 [ -e .env ] && { echo ".env exists; remove it first to make new secrets" >&2; exit 1; }
@@ -10,6 +11,7 @@ umask 077
 secret() { openssl rand -hex 24; }
 # nk is nats-io's nkey tool, from the nkeys module this repository already depends on.
 keys=$(go run github.com/nats-io/nkeys/nk -gen account -pubout)
+xkeys=$(go run github.com/nats-io/nkeys/nk -gen curve -pubout)
 {
 	echo "REDIS_PASSWORD=$(secret)"
 	for user in admin platform tracking geofence maintenance dispatch devices teltonika callout kicker loadgen; do
@@ -17,5 +19,7 @@ keys=$(go run github.com/nats-io/nkeys/nk -gen account -pubout)
 	done
 	echo "FLEETWIRE_NATS_CALLOUT_ISSUER_SEED=$(echo "$keys" | sed -n 1p)"
 	echo "FLEETWIRE_NATS_CALLOUT_ISSUER=$(echo "$keys" | sed -n 2p)"
+	echo "FLEETWIRE_NATS_CALLOUT_XKEY_SEED=$(echo "$xkeys" | sed -n 1p)"
+	echo "FLEETWIRE_NATS_CALLOUT_XKEY=$(echo "$xkeys" | sed -n 2p)"
 } > .env
-echo "wrote .env (mode 0600): the Redis password, NATS passwords and the callout issuer key"
+echo "wrote .env (mode 0600): the Redis password, NATS passwords, the callout issuer key and the key that encrypts login requests"

@@ -136,8 +136,10 @@ func TestComposePublishesOnlyWhatUsersNeed(t *testing.T) {
 			t.Errorf("%s publishes ports %v; it serves the compose network only", name, c.Services[name].Ports)
 		}
 	}
-	if _, ok := c.Services["devices"]; !ok {
-		t.Error("no devices service")
+	for _, want := range []string{"devices", "callout"} {
+		if _, ok := c.Services[want]; !ok {
+			t.Errorf("no %s service (without the callout responder no device can log in)", want)
+		}
 	}
 }
 
@@ -334,7 +336,7 @@ func TestKubernetesWorkloads(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"tracking", "geofence", "maintenance", "dispatch", "devices"} {
+	for _, want := range []string{"tracking", "geofence", "maintenance", "dispatch", "devices", "callout"} {
 		if !workloads[want] {
 			t.Errorf("no %s workload", want)
 		}

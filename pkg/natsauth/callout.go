@@ -33,6 +33,10 @@ const DefaultDeviceTTL = time.Hour
 // its reply inbox); a few more leave room for a reconnecting client's overlap.
 const MaxDeviceSubs = 8
 
+// calloutXKeyHeader carries the server's public curve key on an encrypted login request
+// (server.AuthRequestXKeyHeader).
+const calloutXKeyHeader = "Nats-Server-Xkey"
+
 // Kicker disconnects one client connection of one server.
 type Kicker interface {
 	Kick(ctx context.Context, serverID string, clientID uint64) error
@@ -71,6 +75,11 @@ type ResponderConfig struct {
 	// TTL of a device login (DefaultDeviceTTL when 0); each login gets up to 10 % less, at
 	// random, so a fleet that connected together does not log in again together.
 	TTL time.Duration
+	// XKeySeed is the curve nkey seed (SX...) whose public key is the server's auth_callout
+	// xkey, or nil. With it the server encrypts each login request (which carries the
+	// device's password) to this key and accepts only answers encrypted back to it, so the
+	// password never crosses the network between server and responder in the clear.
+	XKeySeed []byte
 	// Kicker disconnects revoked and rotated devices; nil: they keep their connection until
 	// its login expires (TTL).
 	Kicker Kicker
@@ -81,6 +90,7 @@ type ResponderConfig struct {
 type Responder struct {
 	cfg    ResponderConfig
 	issuer nkeys.KeyPair
+	xkey   nkeys.KeyPair // nil: requests arrive unencrypted
 
 	mu    sync.Mutex
 	conns map[string][]clientRef // device id → connections it authorised (newest last)
@@ -111,13 +121,19 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 	if pub, err := kp.PublicKey(); err != nil || !nkeys.IsValidPublicAccountKey(pub) {
 		return nil, errors.New("responder: the issuer seed must be an account nkey seed (SA...)")
 	}
+	var xkp nkeys.KeyPair
+	if len(cfg.XKeySeed) > 0 {
+		if xkp, err = nkeys.FromCurveSeed(cfg.XKeySeed); err != nil {
+			return nil, fmt.Errorf("responder: xkey seed (a curve nkey seed, SX...): %w", err)
+		}
+	}
 	if cfg.TTL <= 0 {
 		cfg.TTL = DefaultDeviceTTL
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Responder{cfg: cfg, issuer: kp, conns: map[string][]clientRef{}}, nil
+	return &Responder{cfg: cfg, issuer: kp, xkey: xkp, conns: map[string][]clientRef{}}, nil
 }
 
 // ResponderStats count the responder's decisions.
@@ -201,7 +217,26 @@ func (r *Responder) disconnect(ctx context.Context, id string) {
 
 // handle answers one login request.
 func (r *Responder) handle(ctx context.Context, m *nats.Msg) {
-	req, err := jwt.DecodeAuthorizationRequestClaims(string(m.Data))
+	data := m.Data
+	// The server names its own curve key when it encrypts (auth_callout xkey set).
+	serverXKey := m.Header.Get(calloutXKeyHeader)
+	switch {
+	case serverXKey != "" && r.xkey == nil:
+		r.cfg.Log.Error("the server encrypts login requests (auth_callout xkey) but this responder has no xkey seed")
+		return
+	case serverXKey == "" && r.xkey != nil:
+		// Configured for encryption, the server did not encrypt: a server without the
+		// xkey setting, or something else publishing here. Answer nothing.
+		r.cfg.Log.Error("unencrypted login request while an xkey is configured: is the server's auth_callout xkey set?")
+		return
+	case r.xkey != nil:
+		var err error
+		if data, err = r.xkey.Open(m.Data, serverXKey); err != nil {
+			r.cfg.Log.Warn("undecryptable auth callout request", "err", err)
+			return
+		}
+	}
+	req, err := jwt.DecodeAuthorizationRequestClaims(string(data))
 	if err != nil {
 		r.cfg.Log.Warn("unreadable auth callout request", "err", err)
 		return // the server times the login out and refuses it
@@ -218,7 +253,14 @@ func (r *Responder) handle(ctx context.Context, m *nats.Msg) {
 			r.cfg.Log.Error("encode auth callout response", "err", err)
 			return
 		}
-		_ = m.Respond([]byte(token))
+		out := []byte(token)
+		if r.xkey != nil {
+			if out, err = r.xkey.Seal(out, serverXKey); err != nil {
+				r.cfg.Log.Error("encrypt auth callout response", "err", err)
+				return
+			}
+		}
+		_ = m.Respond(out)
 	}
 
 	dev, err := r.verify(ctx, id, secret)

@@ -31,6 +31,9 @@ type ServerConfig struct {
 	Password func(user string) string
 	// Issuer is the public account nkey whose seed signs the responder's answers.
 	Issuer string
+	// XKey is the responder's public curve nkey (or a variable reference); empty: login
+	// requests travel unencrypted (the all-in-one, whose responder is in process).
+	XKey string
 	// Limits of the platform account (DefaultAccountLimits when zero).
 	Limits AccountLimits
 	// AuthTimeout is how long the server waits for a login to be decided, seconds (5 when
@@ -46,6 +49,10 @@ func PasswordEnv(user string) string {
 // IssuerEnv is the environment variable holding the callout issuer's public nkey in the
 // external configuration.
 const IssuerEnv = "FLEETWIRE_NATS_CALLOUT_ISSUER"
+
+// XKeyEnv is the environment variable holding the responder's public curve nkey in the
+// external configuration: the server encrypts login requests (device passwords) to it.
+const XKeyEnv = "FLEETWIRE_NATS_CALLOUT_XKEY"
 
 // Render writes the configuration text (nats-server's configuration format).
 func (c ServerConfig) Render() string {
@@ -111,6 +118,9 @@ func (c ServerConfig) Render() string {
 	w(1, "timeout: %s", strconv.FormatFloat(timeout, 'f', -1, 64))
 	w(1, "auth_callout {")
 	w(2, "issuer: %s", c.Issuer)
+	if c.XKey != "" {
+		w(2, "xkey: %s", c.XKey)
+	}
 	w(2, "account: %s", Account)
 	var users []string
 	for _, id := range c.Identities {

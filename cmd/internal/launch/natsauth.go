@@ -214,8 +214,10 @@ func ExternalNATSConfig() string {
 #
 # Each identity's password comes from the environment variable FLEETWIRE_NATS_<USER>_PASSWORD
 # (e.g. FLEETWIRE_NATS_TRACKING_PASSWORD), and the auth callout issuer's public account nkey
-# from FLEETWIRE_NATS_CALLOUT_ISSUER; the responder signs with its seed (docs/security.md).
-# nats-server refuses to start when one of them is unset.
+# from FLEETWIRE_NATS_CALLOUT_ISSUER; the responder (cmd/callout) signs with its seed. Login
+# requests, which carry device passwords, are encrypted to the responder's curve key
+# FLEETWIRE_NATS_CALLOUT_XKEY (docs/security.md). nats-server refuses to start when one of
+# them is unset.
 
 listen: 0.0.0.0:4222
 http: 127.0.0.1:8222
@@ -226,6 +228,7 @@ http: 127.0.0.1:8222
 		Identities: ids,
 		Password:   func(u string) string { return "$" + natsauth.PasswordEnv(u) },
 		Issuer:     "$" + natsauth.IssuerEnv,
+		XKey:       "$" + natsauth.XKeyEnv,
 	}.Render())
 	return b.String()
 }

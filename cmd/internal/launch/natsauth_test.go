@@ -40,6 +40,7 @@ func TestExternalNATSConfigIsCurrent(t *testing.T) {
 		t.Setenv(natsauth.PasswordEnv(id.Name), "pw-"+id.Name)
 	}
 	t.Setenv(natsauth.IssuerEnv, "ABJHLOVMPA4CI6R5KLNGOB4GSLNIY7IOUPAJC4YFNDLQVIOBYQGUWVLA")
+	t.Setenv(natsauth.XKeyEnv, "XAB3NANV3M6N7AHSQP2U5FRWKKUT7EG2ZXXABV4XVXYQRJGM4S2CZGHT")
 	opts, err := server.ProcessConfigFile(externalConf)
 	if err != nil {
 		t.Fatalf("nats-server rejects %s: %v", externalConf, err)
