@@ -139,6 +139,8 @@ type Config struct {
 	// writer and may wipe it.
 	AllPartitions bool
 	Interval      time.Duration // default DefaultInterval
+	// Replicas of the FLEET_STORE_EPOCHS bucket when this guard creates it (default 1).
+	Replicas int
 }
 
 // Metrics are shared by the guards of a process.
@@ -204,6 +206,7 @@ func (g *Guard) Prepare(ctx context.Context) (rebuild bool, err error) {
 		Bucket:      Bucket,
 		Description: "Store generation each durable consumer last worked against (pkg/storeguard)",
 		History:     1,
+		Replicas:    max(g.cfg.Replicas, 1),
 	})
 	if err != nil {
 		return false, fmt.Errorf("store epoch bucket: %w", err)

@@ -82,6 +82,7 @@ func (s *Service) bucket(ctx context.Context) (zoneBucket, error) {
 		Description:  "Geofence zone definitions (JSON), one key per zone id",
 		History:      5,
 		MaxValueSize: fence.MaxDefinitionBytes + 4096,
+		Replicas:     max(s.cfg.Replicas, 1),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("zone bucket %s: %w", s.cfg.ZoneBucket, err)

@@ -41,6 +41,9 @@ type Config struct {
 	Rules fence.Rules
 	// ZoneBucket is the key-value bucket of zone definitions (default FLEET_ZONES).
 	ZoneBucket string
+	// Replicas is the zone bucket's replica count when this service creates it (default 1,
+	// 3 in a NATS cluster).
+	Replicas int
 	// MaxBatch is the most messages handled at once per partition (default 512).
 	MaxBatch int
 	// MaxListEvents caps ListZoneEvents answers (default 10 000).

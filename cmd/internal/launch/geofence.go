@@ -6,6 +6,7 @@ import "github.com/fleetwire/fleetwire/services/geofence"
 func buildGeofence(d deps) (service, error) {
 	cfg := geofence.DefaultConfig()
 	cfg.Partitions, cfg.Rebuild = d.parts, d.rebuilds(Geofence)
+	cfg.Replicas = d.opts.Streams.Replicas
 	var st geofence.Store = geofence.NewMemoryStore()
 	if !d.memory() {
 		st = geofence.NewRedisStore(d.redis, d.prefix)

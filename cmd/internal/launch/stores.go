@@ -60,6 +60,7 @@ func prepareStores(ctx context.Context, d deps, services []string, partitions in
 		g := storeguard.New(storeguard.Config{
 			Service: name, Namespace: ns(d.redis, d.prefix), Durables: durables,
 			AllPartitions: len(d.parts) == partitions,
+			Replicas:      d.opts.Streams.Replicas,
 		}, d.redis, d.bus, m, d.log.With("component", "storeguard"))
 		rb, err := g.Prepare(ctx)
 		if err != nil {
