@@ -39,6 +39,9 @@ type Across struct {
 	// What the in-stop judgement reported meanwhile.
 	Refuels int `json:"refuels,omitempty"`
 	Drains  int `json:"drains,omitempty"`
+	// InStopL: the in-stop events' volumes, refuels positive and drains negative (the
+	// held one excepted); the change between the references includes them.
+	InStopL float64 `json:"in_stop_l,omitempty"`
 	// Held is an in-stop event whose new level the stop ended too soon to measure; it is
 	// reported with the departure reference's measure (see judgeAcross).
 	Held *Event `json:"held,omitempty"`
@@ -125,6 +128,7 @@ func (d *Detector) across(r Reading, evs []Event) []Event {
 			a.Held = &e
 			continue
 		}
+		a.InStopL += float64(kindDirection(e.Kind)) * e.Litres
 		out = append(out, e)
 	}
 	driving := r.SpeedKmh >= d.cfg.DriveKmh
@@ -256,13 +260,15 @@ func (d *Detector) judgeAcross(out []Event) []Event {
 	dep, _, depDist, depSE := d.refLevel(st.DriveBuf)
 	st.DepL, st.DepDist, st.HasDep = dep, depDist, true
 	exp := d.consumption(a, depDist)
-	net := dep - a.ArrL + exp
+	// The change the in-stop judgement already reported is not this one's: a refuel
+	// after a drain in the same period is measured without the drain.
+	net := dep - a.ArrL + exp - a.InStopL
 	if h := a.Held; h != nil {
 		// The in-stop judgement saw the event but not its end: the road levels measure it,
 		// when they agree on its direction and clear their noise.
 		noise := math.Hypot(a.ArrSE, depSE) + 0.25*exp
 		if dir := kindDirection(h.Kind); float64(dir)*net > 3*noise && float64(dir)*net >= 0.5*h.Litres {
-			h.Before, h.After, h.ExpectedL, h.Litres = a.ArrL, dep, exp, float64(dir)*net
+			h.Before, h.After, h.ExpectedL, h.Litres = a.ArrL+a.InStopL, dep, exp, float64(dir)*net
 			h.Across = true
 		}
 		return append(out, *h)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -63,15 +64,17 @@ func fromNew(tr fuelsim.Track, withProfile bool) scenario {
 			OdometerM: r.OdometerM, HasOdometer: true, Lat: r.Lat, Lon: r.Lon, HasPosition: true,
 		})
 	}
+	// The tank type is a pattern too, so the table shows where volumes are lost.
+	tank := tankPattern(tr.Type)
 	for _, e := range tr.Truth {
 		k := KindRefuel
 		if e.Kind == fuelsim.Drain {
 			k = KindDrain
 		}
-		sc.truth = append(sc.truth, patEvent{kind: k, start: e.Start, end: e.End, litres: e.Litres, patterns: e.Patterns})
+		sc.truth = append(sc.truth, patEvent{kind: k, start: e.Start, end: e.End, litres: e.Litres, patterns: append(slices.Clip(e.Patterns), tank)})
 	}
 	for _, s := range tr.Stops {
-		sc.stops = append(sc.stops, patStop{start: s.Start, end: s.End, patterns: s.Patterns})
+		sc.stops = append(sc.stops, patStop{start: s.Start, end: s.End, patterns: append(slices.Clip(s.Patterns), tank)})
 	}
 	return sc
 }
@@ -251,24 +254,37 @@ func envInt(t *testing.T, name string, def int) int {
 var tablePatterns = []string{
 	"", fuelsim.PatternShortStop, fuelsim.PatternDouble, fuelsim.PatternAfterParking, fuelsim.PatternSlowDrain,
 	fuelsim.PatternIdling, fuelsim.PatternCreeping, fuelsim.PatternSlopeLag,
+	tankPattern(fuelsim.Car), tankPattern(fuelsim.Van), tankPattern(fuelsim.Truck),
+}
+
+// tankPattern names a vehicle type's tank as a table pattern.
+func tankPattern(typ string) string {
+	switch typ {
+	case fuelsim.Car:
+		return "car, 50 L tank, 0.25 L steps"
+	case fuelsim.Van:
+		return "van, 80 L tank, 1 % steps"
+	case fuelsim.Truck:
+		return "truck, 300 L tank, 0.5 L steps"
+	}
+	return typ
 }
 
 // floors are what TestAccuracyTable demands. Precision and recall must reach the issue's
-// 95 % on both new sets (held-out: refuels 98.6 % / 97.2 %, drains 98.7 % / 98.6 %; see
-// docs/bench-maintenance.md). Volumes do NOT yet reach the target (90 % of
-// found events within max(5 %, 2 L)): on the held-out set 89.3 % of refuels and 82.3 %
-// of drains are; the misses are mostly 300 L trucks (61 % of their drains on the
-// development set, against 99 % for cars and 91 % for vans), whose 18-60 L drains must
-// be measured to 2-3 L through slope offsets of up to 12 L that settle while a drain
-// that began at parking runs, and road slosh of several litres. The volume floors below
-// are guards a little under what is reached, not the target: a change that loses volume
-// accuracy fails.
+// 95 % on both new sets (held-out: refuels 98.2 % / 97.4 %, drains 98.6 % / 98.6 %; see
+// docs/bench-maintenance.md). Refuel volumes must reach the target, 90 % of found
+// events within max(5 %, 2 L) (held-out 90.3 %). Drain volumes do NOT yet reach it: on
+// the held-out set 82.3 % are; the misses are mostly 300 L trucks (57.5 % of their drains,
+// against 98 % for cars and 89 % for vans), whose 18-60 L drains must be measured to
+// 2-3 L through slope offsets of up to 12 L that settle while a drain that began at
+// parking runs, and road slosh of several litres. The drain volume floor is a guard a
+// little under what is reached, not the target: a change that loses accuracy fails.
 var floors = map[string]struct {
 	rate   float64
 	volume map[Kind]float64
 }{
-	"new generator, development seeds": {0.95, map[Kind]float64{KindRefuel: 0.88, KindDrain: 0.80}},
-	"new generator, held-out seeds":    {0.95, map[Kind]float64{KindRefuel: 0.87, KindDrain: 0.80}},
+	"new generator, development seeds": {0.95, map[Kind]float64{KindRefuel: 0.90, KindDrain: 0.80}},
+	"new generator, held-out seeds":    {0.95, map[Kind]float64{KindRefuel: 0.90, KindDrain: 0.80}},
 }
 
 // TestAccuracyTable prints (with -v) precision, recall and volume accuracy by kind and
