@@ -115,10 +115,13 @@ func protectedStreams() []string {
 func kvStream(bucket string) string { return "KV_" + bucket }
 
 // adminOnly is denied to every identity but the admin, whatever its allow list says.
+// Consumers of the telemetry stream are all durables (per partition): none may be deleted.
+// On the event stream the durable is dispatch's; the ephemeral readers there may delete
+// their own readers (ephemeralReader).
 func adminOnly() []string {
 	return []string{
 		api + "STREAM.DELETE.>", api + "STREAM.PURGE.>", api + "STREAM.MSG.DELETE.>",
-		api + "CONSUMER.DELETE." + bus.TelemetryStream + ".>", api + "CONSUMER.DELETE." + bus.EventStream + ".>",
+		api + "CONSUMER.DELETE." + bus.TelemetryStream + ".>", api + "CONSUMER.DELETE." + bus.EventStream + "." + DispatchEventsDurable,
 		api + "CONSUMER.DELETE." + bus.DeadLetterStream + ".>", api + "CONSUMER.DELETE." + audit.Stream + ".>",
 		api + "STREAM.RESTORE.>", api + "STREAM.SNAPSHOT.>",
 		api + "ACCOUNT.PURGE.>", api + "SERVER.>", api + "META.>", api + "STREAM.PEER.>", api + "STREAM.LEADER.>",
@@ -160,6 +163,23 @@ func durable(stream, name string) []string {
 		p + "INFO." + stream + "." + name, p + "MSG.NEXT." + stream + "." + name,
 		p + "RESET." + stream + "." + name,
 		"$JS.ACK." + stream + "." + name + ".>", "$JS.FC." + stream + ".>",
+	}
+}
+
+// ephemeralReader lets an identity read stream through ordered (ephemeral) consumers
+// filtered inside filter: create them (the API subject of a create carries the consumer's
+// one filter, so a reader cannot widen it), pull, read their state, and delete them. An
+// ordered consumer deletes its previous consumer at every reset and fetch; refused, each
+// would linger until its inactivity threshold and the server would log a violation.
+// Consumer names are one subject token, so the permission cannot say "only the ones this
+// identity created": it may delete any consumer of stream except the durables, which
+// adminOnly and durableOps deny by name. Deleting another reader's ephemeral consumer
+// makes that reader create a new one; nothing is lost.
+func ephemeralReader(stream, filter string) []string {
+	p := api + "CONSUMER."
+	return []string{
+		p + "CREATE." + stream + ".*." + filter, p + "MSG.NEXT." + stream + ".*",
+		p + "INFO." + stream + ".*", p + "DELETE." + stream + ".*",
 	}
 }
 
@@ -223,10 +243,9 @@ func Table(cfg TableConfig) []Identity {
 		append(append(append(partitionDurables(UserGeofence, parts), evt(SourceGeofence)),
 			provisions(kvStream(ZonesBucket))...), append(kvRead(ZonesBucket), kvWrite(ZonesBucket)...)...),
 		[]string{evt(SourceGeofence)})
-	// WatchZoneEvents reads the event stream through ordered consumers, whose names are
+	// ListZoneEvents reads the event stream through ordered consumers, whose names are
 	// random; dispatch's durable there is not geofence's to touch.
-	geofence.PubAllow = append(geofence.PubAllow,
-		api+"CONSUMER.CREATE."+bus.EventStream+".*.>", api+"CONSUMER.MSG.NEXT."+bus.EventStream+".*", api+"CONSUMER.INFO."+bus.EventStream+".*")
+	geofence.PubAllow = append(geofence.PubAllow, ephemeralReader(bus.EventStream, bus.EventSourceFilter(SourceGeofence))...)
 	geofence.PubDeny = append(geofence.PubDeny, durableOps(bus.EventStream, DispatchEventsDurable)...)
 	maintenance := serviceBase(UserMaintenance).with(
 		append(partitionDurables(UserMaintenance, parts), evt(SourceMaintenance)), nil)

@@ -46,9 +46,10 @@ func TestPermissionTable(t *testing.T) {
 		},
 		natsauth.UserGeofence: {
 			pubOK: append([]string{"fleet.evt.geofence.enter.v1.x", "$KV.FLEET_ZONES.z1", "$JS.API.STREAM.CREATE.KV_FLEET_ZONES",
-				"$JS.API.CONSUMER.CREATE.FLEET_EVENTS.abc.fleet.evt.geofence.*.v1.*"}, common...),
+				"$JS.API.CONSUMER.CREATE.FLEET_EVENTS.abc.fleet.evt.geofence.*.v1.*", "$JS.API.CONSUMER.DELETE.FLEET_EVENTS.abc_1"}, common...),
 			pubDenied: append([]string{"fleet.evt.tracking.status.v1.x", "fleet.evt.maintenance.due.v1.x", "fleet.down.v1.cmd",
-				"$JS.API.CONSUMER.CREATE.FLEET_EVENTS.dispatch-events.fleet.evt.>", "$JS.API.CONSUMER.MSG.NEXT.FLEET_EVENTS.dispatch-events"}, protected...),
+				"$JS.API.CONSUMER.CREATE.FLEET_EVENTS.dispatch-events.fleet.evt.>", "$JS.API.CONSUMER.MSG.NEXT.FLEET_EVENTS.dispatch-events",
+				"$JS.API.CONSUMER.CREATE.FLEET_EVENTS.abc.fleet.evt.dispatch.>", "$JS.API.CONSUMER.CREATE.FLEET_EVENTS.abc"}, protected...),
 			subOK:     []string{"fleet.evt.geofence.*.v1.*"},
 			subDenied: []string{"fleet.evt.>", "fleet.down.v1.cmd"},
 		},

@@ -3,8 +3,10 @@ package natsauth_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -403,4 +405,89 @@ func TestRotationDisconnectsAndOldSecretFails(t *testing.T) {
 		t.Fatalf("new secret: %v", err)
 	}
 	nc2.Close()
+}
+
+// The geofence identity reads the event stream through ordered consumers (ListZoneEvents):
+// each fetch after the first deletes the previous consumer. That delete is allowed, so the
+// server logs no permission violation and no reader lingers; reading outside geofence's own
+// events and deleting dispatch's durable stay refused.
+func TestServiceDeletesItsEphemeralEventConsumers(t *testing.T) {
+	s := startSecure(t)
+	ctx := testCtx(t)
+	e := &errs{}
+	nc, err := nats.Connect(s.url, nats.UserInfo(natsauth.UserGeofence, s.creds.Passwords[natsauth.UserGeofence]),
+		nats.CustomInboxPrefix(natsauth.InboxPrefix(natsauth.UserGeofence)), nats.ErrorHandler(e.handler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := js.Publish(ctx, bus.EventSubject(natsauth.SourceGeofence, "enter", "veh-1", fmt.Sprint(i)), []byte("e")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// dispatch's durable, which must survive.
+	if _, err := s.admin.JS.CreateOrUpdateConsumer(ctx, bus.EventStream, jetstream.ConsumerConfig{
+		Durable: natsauth.DispatchEventsDurable, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.OrderedConsumer(ctx, bus.EventStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{bus.EventFilter(natsauth.SourceGeofence, "*", "veh-1")}})
+	if err != nil {
+		t.Fatalf("ordered consumer as geofence: %v", err)
+	}
+	for range 3 { // every fetch after the first replaces (deletes) the consumer before it
+		mb, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range mb.Messages() {
+		}
+		if err := mb.Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Only the current reader and dispatch's durable remain: the replaced ones are gone.
+	evs, err := s.admin.JS.Stream(ctx, bus.EventStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var names []string
+		for n := range evs.ConsumerNames(ctx).Name() {
+			names = append(names, n)
+		}
+		if len(names) == 2 && slices.Contains(names, natsauth.DispatchEventsDurable) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumers of %s: %v, want the current reader and %s (replaced readers were not deleted)", bus.EventStream, names, natsauth.DispatchEventsDurable)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = nc.Flush()
+	e.mu.Lock()
+	for _, err := range e.list {
+		if strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			t.Errorf("permission violation while reading through ordered consumers: %v", err)
+		}
+	}
+	e.mu.Unlock()
+
+	// Still refused: a reader of another source's events, deleting the durable.
+	if _, err := js.OrderedConsumer(deniedCtx(t), bus.EventStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{bus.EventSourceFilter(natsauth.SourceDispatch)}}); err == nil {
+		t.Error("geofence created a reader of dispatch's events")
+	}
+	if err := js.DeleteConsumer(deniedCtx(t), bus.EventStream, natsauth.DispatchEventsDurable); err == nil || strings.Contains(err.Error(), "not found") {
+		t.Errorf("delete dispatch's durable: %v; want a refusal", err)
+	}
+	if _, err := s.admin.JS.Consumer(ctx, bus.EventStream, natsauth.DispatchEventsDurable); err != nil {
+		t.Errorf("dispatch's durable: %v", err)
+	}
 }
