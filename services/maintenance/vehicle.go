@@ -392,7 +392,7 @@ func (p *processor) fuel(st *VehicleState, r *telemetry.Record, det *fuel.Detect
 		EngineHours: r.EngineHours, HasHours: r.Has(telemetry.HasEngineHours),
 		OdometerM: r.OdometerM, HasOdometer: r.Has(telemetry.HasOdometer),
 	}
-	if r.CheckPosition() == nil {
+	if r.CheckPosition() == nil && fuel.PositionUsable(r.Satellites, r.HDOP) {
 		rd.Lat, rd.Lon, rd.HasPosition = r.Lat, r.Lon, true
 	}
 	rd.Level, rd.HasLevel = fuelLevel(r, vc)

@@ -252,17 +252,20 @@ type State struct {
 	LastRaw    float64   `json:"last_raw,omitempty"`
 
 	// Running totals, for reports.
-	EngineSec  float64 `json:"engine_sec"` // engine running time
-	IdleSec    float64 `json:"idle_sec"`   // engine running while standing
-	DistanceM  float64 `json:"distance_m"` // odometer (or GPS) distance
-	LastIgn    bool    `json:"last_ign"`
-	LastHours  float64 `json:"last_hours"`
-	HasHours   bool    `json:"has_hours"`
-	LastOdoM   float64 `json:"last_odo_m"`
-	HasOdo     bool    `json:"has_odo"`
-	LastLat    float64 `json:"last_lat"`
-	LastLon    float64 `json:"last_lon"`
-	HasLastPos bool    `json:"has_last_pos"`
+	EngineSec   float64   `json:"engine_sec"` // engine running time
+	IdleSec     float64   `json:"idle_sec"`   // engine running while standing
+	DistanceM   float64   `json:"distance_m"` // odometer (or GPS) distance
+	LastIgn     bool      `json:"last_ign"`
+	LastHours   float64   `json:"last_hours"`
+	HasHours    bool      `json:"has_hours"`
+	LastOdoM    float64   `json:"last_odo_m"`
+	HasOdo      bool      `json:"has_odo"`
+	LastLat     float64   `json:"last_lat"`
+	LastLon     float64   `json:"last_lon"`
+	HasLastPos  bool      `json:"has_last_pos"`
+	LastPosKmh  float64   `json:"last_pos_kmh,omitempty"` // reported speed at the last position
+	LastPosTime time.Time `json:"last_pos_time"`
+	GPSSkips    int       `json:"gps_skips,omitempty"` // fixes skipped in a row as spikes
 }
 
 // Detector judges one vehicle's readings. It is not safe for concurrent use; the
@@ -480,7 +483,9 @@ func (d *Detector) account(r Reading) {
 		case r.HasOdometer && st.HasOdo && r.OdometerM >= st.LastOdoM:
 			st.DistanceM += r.OdometerM - st.LastOdoM
 		case !r.HasOdometer && r.HasPosition && st.HasLastPos:
-			st.DistanceM += geo.DistanceM(geo.Point{Lat: st.LastLat, Lon: st.LastLon}, geo.Point{Lat: r.Lat, Lon: r.Lon})
+			if !d.gpsDistance(r) {
+				r.HasPosition = false // an implausible fix: the next is measured from the last good one
+			}
 		}
 	}
 	if r.HasIgnition {
@@ -496,7 +501,56 @@ func (d *Detector) account(r Reading) {
 	}
 	if r.HasPosition {
 		st.LastLat, st.LastLon, st.HasLastPos = r.Lat, r.Lon, true
+		st.LastPosKmh, st.LastPosTime = r.SpeedKmh, r.Time
 	}
+}
+
+// GPS distance, for trackers without an odometer. Summing the distance between every
+// pair of fixes counts a parked receiver's wander (tens of metres every few minutes,
+// all day) and every spike twice (out and back): on an independent generator the raw
+// sum read 2-4 times the true distance. Two rules:
+//   - a leg counts only when the vehicle reported a speed of at least MovingKmh at
+//     either end of it: standing still, the fixes move but the vehicle does not;
+//   - a fix further from the last good one than the reported speed allows (half as
+//     much again, plus 5 m/s and 50 m for receiver error) is a spike: it is skipped,
+//     and the next fix is measured from the last good one. After gpsMaxSkips skipped
+//     fixes in a row the vehicle really is elsewhere (towed, or moved while the tracker
+//     slept): the position is taken without counting the distance.
+const gpsMaxSkips = 3
+
+// PositionUsable says whether a fix from sats satellites with the given HDOP may be
+// used for distance: at least 3 satellites (the fewest a 2-D fix needs) and an HDOP of
+// at most 10; fixes from 0-2 satellites, or above that dilution, are typically hundreds
+// of metres to kilometres off, yet flagged valid. A tracker that reports neither
+// (0 satellites, HDOP 0) is not judged.
+func PositionUsable(sats uint32, hdop float64) bool {
+	if sats == 0 && hdop == 0 {
+		return true
+	}
+	return sats >= 3 && hdop <= 10
+}
+
+// gpsDistance counts the leg to r's fix; it returns false when the fix is skipped.
+func (d *Detector) gpsDistance(r Reading) bool {
+	st := d.st
+	// Measured from the last position, not the last record: in a tunnel the tracker
+	// keeps reporting, without a fix.
+	dt := r.Time.Sub(st.LastPosTime)
+	seg := geo.DistanceM(geo.Point{Lat: st.LastLat, Lon: st.LastLon}, geo.Point{Lat: r.Lat, Lon: r.Lon})
+	v := max(r.SpeedKmh, st.LastPosKmh) / 3.6
+	if seg > (1.5*v+5)*dt.Seconds()+50 {
+		st.GPSSkips++
+		if st.GPSSkips < gpsMaxSkips {
+			return false
+		}
+		st.GPSSkips = 0
+		return true
+	}
+	st.GPSSkips = 0
+	if r.SpeedKmh >= d.cfg.MovingKmh || st.LastPosKmh >= d.cfg.MovingKmh {
+		st.DistanceM += seg
+	}
+	return true
 }
 
 // judge feeds one filtered level into the stable/changing state machine.
