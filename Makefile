@@ -2,7 +2,7 @@
 GO       ?= go
 BUF      := $(GO) tool -modfile=$(CURDIR)/tools/go.mod buf
 
-.PHONY: chaos test accuracy security-full test-short proto proto-check lint run bench build
+.PHONY: console-perf chaos test accuracy security-full test-short proto proto-check lint run bench build
 
 ## test: the whole test suite with the race detector (Redis tests skip loudly without Redis),
 ## then the accuracy tests at full size (under -race they shrink to smoke runs)
@@ -25,6 +25,12 @@ security-full:
 ## recorded in docs/benchmarks.md (FLEETWIRE_CHAOS=1 go test ./tests/chaos/ is the short form)
 chaos:
 	CHAOS_LONG=1 $(GO) test -count=1 -v -timeout 60m -run TestFaultInjection ./tests/chaos/
+
+## console-perf: the web console's performance run: 20,000 simulated vehicles moving at
+## 1 Hz in a real headless Chromium; prints frame times and fix-to-marker delays (recorded
+## in docs/benchmarks.md, never asserted)
+console-perf:
+	FLEETWIRE_CONSOLE_PERF=1 $(GO) test -count=1 -v -timeout 30m -run TestConsolePerformance ./cmd/fleetwire/
 
 ## proto: regenerate the committed Go code from proto/ (pinned buf + plugins, no system protoc)
 proto:

@@ -32,6 +32,7 @@ func main() {
 		RedisURL:    "memory",
 		GRPCAddr:    "127.0.0.1:50051",
 		MetricsAddr: "127.0.0.1:9464",
+		ConsoleAddr: "127.0.0.1:8088",
 		DataDir:     launch.DefaultDataDir(),
 	})
 	o.TeltonikaFlags(fs, launch.TeltonikaOptions{TCPAddr: "127.0.0.1:5027", UDPAddr: "127.0.0.1:5027"})
@@ -73,8 +74,8 @@ func main() {
   gRPC (fleet.v1 services, health, reflection): %[1]s
   NATS (trackers publish to fleet.up.<vehicle>.tele): %[2]s
   Prometheus metrics: http://%[3]s/metrics
-  Simulated vehicles: %[4]d
-%[5]s%[6]s%[7]s%[8]s`, p.GRPCAddr, p.Bus.ClientURL(), p.MetricsAddr, o.Sim, teltonikaHelp(p, o), coapHelp(p), mqttHelp(p), movedHelp(p, o))
+%[9]s  Simulated vehicles: %[4]d
+%[5]s%[6]s%[7]s%[8]s`, p.GRPCAddr, p.Bus.ClientURL(), p.MetricsAddr, o.Sim, teltonikaHelp(p, o), coapHelp(p), mqttHelp(p), movedHelp(p, o), consoleHelp(p))
 	if p.Insecure {
 		fmt.Printf(`
   !!! %[2]s !!!
@@ -131,7 +132,7 @@ func movedHelp(p *launch.Platform, o launch.Options) string {
 	return s + fmt.Sprintf("  These addresses are also in %s while it runs (fleetctl reads it).\n", o.EndpointsFile)
 }
 
-var flagOf = map[string]string{"grpc": "grpc-addr", "metrics": "metrics-addr", "pprof": "pprof-addr", "teltonika tcp": "teltonika-tcp-addr", "teltonika udp": "teltonika-udp-addr"}
+var flagOf = map[string]string{"console": "console-addr", "grpc": "grpc-addr", "metrics": "metrics-addr", "pprof": "pprof-addr", "teltonika tcp": "teltonika-tcp-addr", "teltonika udp": "teltonika-udp-addr"}
 
 // teltonikaHelp says where Teltonika trackers connect and how to register one.
 func teltonikaHelp(p *launch.Platform, o launch.Options) string {
@@ -180,4 +181,16 @@ func orOff(addr string) string {
 		return "off"
 	}
 	return addr
+}
+
+// consoleHelp names the web console's address and how to sign in to it.
+func consoleHelp(p *launch.Platform) string {
+	if p.ConsoleURL == "" {
+		return ""
+	}
+	if p.Insecure || p.Credentials == nil {
+		return fmt.Sprintf("  Web console: %s\n", p.ConsoleURL)
+	}
+	return fmt.Sprintf("  Web console: %s (sign in with a token: `fleetctl tokens create NAME ROLE`, or the admin token in %s)\n",
+		p.ConsoleURL, filepath.Join(p.Credentials.Dir, "admin.token"))
 }

@@ -31,6 +31,7 @@ const (
 	tokens      = "/fleet.v1.TokenService/"
 	devices     = "/fleet.v1.DeviceService/"
 	audit       = "/fleet.v1.AuditService/"
+	identity    = "/fleet.v1.IdentityService/"
 	statusSvc   = "/fleet.v1.StatusService/"
 )
 
@@ -138,6 +139,9 @@ var Policy = map[string]Rule{
 	tokens + "RevokeToken": admin,
 
 	audit + "ListAuditRecords": {Role: Admin},
+
+	// Who the caller is: any principal may ask about itself.
+	identity + "WhoAmI": read,
 
 	// Device credentials are the fleet's keys: even reading the registry is an admin's
 	// business (it lists every device id an attacker could try).

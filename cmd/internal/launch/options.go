@@ -50,12 +50,18 @@ type Options struct {
 	GRPCAddr    string
 	MetricsAddr string // empty: no metrics endpoint
 	PprofAddr   string // empty: no profiling endpoint (it is never on the metrics port)
-	Security    Security
-	Partitions  string // which telemetry partitions this instance handles ("" = all)
-	Services    []string
-	Sim         int   // simulated vehicles run in-process (0 = none)
-	SimSeed     int64 // seed of the simulated fleet
-	Grace       time.Duration
+	// ConsoleAddr is where the web console (edge/console) listens; empty: no console.
+	// Plain HTTP on a loopback address, HTTPS with the gRPC server's certificate elsewhere.
+	ConsoleAddr string
+	// ConsoleTiles is the console map's tile URL template, or "none" for a plain
+	// background; empty: OpenStreetMap.
+	ConsoleTiles string
+	Security     Security
+	Partitions   string // which telemetry partitions this instance handles ("" = all)
+	Services     []string
+	Sim          int   // simulated vehicles run in-process (0 = none)
+	SimSeed      int64 // seed of the simulated fleet
+	Grace        time.Duration
 	// DataDir is the all-in-one's home for everything it keeps between runs: the JetStream
 	// store (DataDir/jetstream) and its generated development credentials
 	// (DataDir/credentials). Empty: DefaultDataDir().
@@ -139,6 +145,8 @@ func (o *Options) Flags(fs *flag.FlagSet, def Options) {
 	fs.StringVar(&o.RedisPrefix, "redis-prefix", e.str("FLEETWIRE_REDIS_PREFIX", "fw:"), "prefix of every Redis key (env FLEETWIRE_REDIS_PREFIX)")
 	fs.StringVar(&o.GRPCAddr, "grpc-addr", e.str("FLEETWIRE_GRPC_ADDR", def.GRPCAddr), "gRPC listen address (env FLEETWIRE_GRPC_ADDR)")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", e.str("FLEETWIRE_METRICS_ADDR", def.MetricsAddr), "Prometheus /metrics listen address; empty disables (env FLEETWIRE_METRICS_ADDR)")
+	fs.StringVar(&o.ConsoleAddr, "console-addr", e.str("FLEETWIRE_CONSOLE_ADDR", def.ConsoleAddr), "web console listen address (plain HTTP on loopback, HTTPS with the gRPC certificate elsewhere); empty disables (env FLEETWIRE_CONSOLE_ADDR)")
+	fs.StringVar(&o.ConsoleTiles, "console-tiles", e.str("FLEETWIRE_CONSOLE_TILES", ""), `web console map tiles: a URL template with {z}/{x}/{y}, or "none" for a plain background; empty = OpenStreetMap (env FLEETWIRE_CONSOLE_TILES)`)
 	fs.StringVar(&o.Partitions, "partitions", e.str("FLEETWIRE_PARTITIONS", ""), `telemetry partitions this instance handles: "0-7", "i/k" (instance i of k), "ordinal/k" (i from the host name's trailing number, for StatefulSets); empty = all (env FLEETWIRE_PARTITIONS)`)
 	fs.StringVar(&o.Schedules, "schedules", e.str("FLEETWIRE_SCHEDULES", ""), "JSON file of allowed driving hours per vehicle or group (docs/dispatch.md); empty disables the outside-hours rule (env FLEETWIRE_SCHEDULES)")
 	fs.Float64Var(&o.FuelMinConfidence, "fuel-min-confidence", e.float("FLEETWIRE_FUEL_MIN_CONFIDENCE", dispatch.FuelMinConfidence), "fuel drains below this confidence (0..1) are alerted as unconfirmed warnings, not critical fuel theft (env FLEETWIRE_FUEL_MIN_CONFIDENCE)")
@@ -159,7 +167,7 @@ func (o *Options) Flags(fs *flag.FlagSet, def Options) {
 
 // addrEnv maps each listen-address flag to its environment variable.
 var addrEnv = map[string]string{
-	"grpc-addr": "FLEETWIRE_GRPC_ADDR", "metrics-addr": "FLEETWIRE_METRICS_ADDR", "pprof-addr": "FLEETWIRE_PPROF_ADDR",
+	"grpc-addr": "FLEETWIRE_GRPC_ADDR", "metrics-addr": "FLEETWIRE_METRICS_ADDR", "pprof-addr": "FLEETWIRE_PPROF_ADDR", "console-addr": "FLEETWIRE_CONSOLE_ADDR",
 	"teltonika-tcp-addr": "FLEETWIRE_TELTONIKA_TCP_ADDR", "teltonika-udp-addr": "FLEETWIRE_TELTONIKA_UDP_ADDR",
 }
 

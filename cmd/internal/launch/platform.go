@@ -106,7 +106,9 @@ type Platform struct {
 	GRPCAddr    string
 	MetricsAddr string
 	PprofAddr   string
-	Sim         *fleetsim.Fleet
+	// ConsoleURL is the web console's address when it runs ("http://127.0.0.1:8088/").
+	ConsoleURL string
+	Sim        *fleetsim.Fleet
 	// Moved maps each listener that moved off its default port ("grpc", "metrics",
 	// "pprof", "teltonika tcp", "teltonika udp") to the address it wanted.
 	Moved map[string]string
@@ -318,6 +320,14 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 		p.PprofAddr = profiles.Addr()
 		p.noteMoved("pprof", o.PprofAddr, p.PprofAddr)
 	}
+	var web *consoleServer
+	if o.ConsoleAddr != "" {
+		if web, err = newConsoleServer(o, gs, sec.tls); err != nil {
+			return fail(fmt.Errorf("console: %w", err))
+		}
+		p.ConsoleURL = web.URL()
+		p.noteMoved("console", o.ConsoleAddr, web.Addr())
+	}
 	p.noteMoved("teltonika tcp", o.Teltonika.TCPAddr, p.TeltonikaTCP)
 	p.noteMoved("teltonika udp", o.Teltonika.UDPAddr, p.TeltonikaUDP)
 	if o.EndpointsFile != "" {
@@ -365,6 +375,9 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 	}
 	if profiles != nil {
 		run("pprof", profiles.Serve)
+	}
+	if web != nil {
+		run("console", web.Serve)
 	}
 	if ns != nil {
 		run("natsauth", ns.run)
@@ -416,6 +429,7 @@ type Endpoints struct {
 	GRPC         string `json:"grpc"`
 	Metrics      string `json:"metrics,omitempty"`
 	Pprof        string `json:"pprof,omitempty"`
+	Console      string `json:"console,omitempty"`
 	NATS         string `json:"nats,omitempty"`
 	TeltonikaTCP string `json:"teltonika_tcp,omitempty"`
 	TeltonikaUDP string `json:"teltonika_udp,omitempty"`
@@ -423,7 +437,7 @@ type Endpoints struct {
 }
 
 func (p *Platform) writeEndpoints(path string) error {
-	ep := Endpoints{GRPC: p.GRPCAddr, Metrics: p.MetricsAddr, Pprof: p.PprofAddr, TeltonikaTCP: p.TeltonikaTCP, TeltonikaUDP: p.TeltonikaUDP, PID: os.Getpid()}
+	ep := Endpoints{GRPC: p.GRPCAddr, Metrics: p.MetricsAddr, Pprof: p.PprofAddr, Console: p.ConsoleURL, TeltonikaTCP: p.TeltonikaTCP, TeltonikaUDP: p.TeltonikaUDP, PID: os.Getpid()}
 	if p.Bus != nil {
 		ep.NATS = p.Bus.ClientURL()
 	}

@@ -124,6 +124,7 @@ func setupSecurity(ctx context.Context, o Options, b *bus.Bus, log *slog.Logger,
 func (s *security) server(log *slog.Logger, reg prometheus.Registerer) *grpcserver.Server {
 	gs := grpcserver.NewServer(log, reg, grpcserver.Config{TLS: s.tls, Guard: s.guard})
 	s.audit.Register(gs.GRPC)
+	auth.RegisterIdentity(gs.GRPC)
 	if s.tokens != nil {
 		s.tokens.Register(gs.GRPC)
 	}

@@ -83,6 +83,116 @@ func (Role) EnumDescriptor() ([]byte, []int) {
 	return file_fleet_v1_access_proto_rawDescGZIP(), []int{0}
 }
 
+// WhoAmIRequest is empty.
+type WhoAmIRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIRequest) Reset() {
+	*x = WhoAmIRequest{}
+	mi := &file_fleet_v1_access_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIRequest) ProtoMessage() {}
+
+func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_access_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
+func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_access_proto_rawDescGZIP(), []int{0}
+}
+
+// WhoAmIResponse describes the caller.
+type WhoAmIResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Principal name (token name or certificate CN).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Role.
+	Role Role `protobuf:"varint,2,opt,name=role,proto3,enum=fleet.v1.Role" json:"role,omitempty"`
+	// Vehicle groups it is limited to; empty = every vehicle.
+	Groups []string `protobuf:"bytes,3,rep,name=groups,proto3" json:"groups,omitempty"`
+	// How it authenticated: "token", "mtls" or "insecure".
+	Via           string `protobuf:"bytes,4,opt,name=via,proto3" json:"via,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIResponse) Reset() {
+	*x = WhoAmIResponse{}
+	mi := &file_fleet_v1_access_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIResponse) ProtoMessage() {}
+
+func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_access_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
+func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_access_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WhoAmIResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *WhoAmIResponse) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *WhoAmIResponse) GetVia() string {
+	if x != nil {
+		return x.Via
+	}
+	return ""
+}
+
 // Token describes an issued API token (never its secret).
 type Token struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -108,7 +218,7 @@ type Token struct {
 
 func (x *Token) Reset() {
 	*x = Token{}
-	mi := &file_fleet_v1_access_proto_msgTypes[0]
+	mi := &file_fleet_v1_access_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -120,7 +230,7 @@ func (x *Token) String() string {
 func (*Token) ProtoMessage() {}
 
 func (x *Token) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_access_proto_msgTypes[0]
+	mi := &file_fleet_v1_access_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -133,7 +243,7 @@ func (x *Token) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Token.ProtoReflect.Descriptor instead.
 func (*Token) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_access_proto_rawDescGZIP(), []int{0}
+	return file_fleet_v1_access_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Token) GetId() string {
@@ -209,7 +319,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_fleet_v1_access_proto_msgTypes[1]
+	mi := &file_fleet_v1_access_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -221,7 +331,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_access_proto_msgTypes[1]
+	mi := &file_fleet_v1_access_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -234,7 +344,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_access_proto_rawDescGZIP(), []int{1}
+	return file_fleet_v1_access_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateTokenRequest) GetName() string {
@@ -278,7 +388,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_fleet_v1_access_proto_msgTypes[2]
+	mi := &file_fleet_v1_access_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -290,7 +400,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_access_proto_msgTypes[2]
+	mi := &file_fleet_v1_access_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -303,7 +413,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_access_proto_rawDescGZIP(), []int{2}
+	return file_fleet_v1_access_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateTokenResponse) GetToken() *Token {
@@ -329,7 +439,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_fleet_v1_access_proto_msgTypes[3]
+	mi := &file_fleet_v1_access_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +451,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_access_proto_msgTypes[3]
+	mi := &file_fleet_v1_access_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +464,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_access_proto_rawDescGZIP(), []int{3}
+	return file_fleet_v1_access_proto_rawDescGZIP(), []int{5}
 }
 
 // ListTokensResponse lists the tokens.
@@ -368,7 +478,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_fleet_v1_access_proto_msgTypes[4]
+	mi := &file_fleet_v1_access_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -380,7 +490,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_access_proto_msgTypes[4]
+	mi := &file_fleet_v1_access_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -393,7 +503,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_access_proto_rawDescGZIP(), []int{4}
+	return file_fleet_v1_access_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListTokensResponse) GetTokens() []*Token {
@@ -414,7 +524,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_fleet_v1_access_proto_msgTypes[5]
+	mi := &file_fleet_v1_access_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +536,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_access_proto_msgTypes[5]
+	mi := &file_fleet_v1_access_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +549,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_access_proto_rawDescGZIP(), []int{5}
+	return file_fleet_v1_access_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -460,7 +570,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_fleet_v1_access_proto_msgTypes[6]
+	mi := &file_fleet_v1_access_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +582,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_access_proto_msgTypes[6]
+	mi := &file_fleet_v1_access_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +595,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_access_proto_rawDescGZIP(), []int{6}
+	return file_fleet_v1_access_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RevokeTokenResponse) GetToken() *Token {
@@ -524,7 +634,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_fleet_v1_access_proto_msgTypes[7]
+	mi := &file_fleet_v1_access_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +646,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_access_proto_msgTypes[7]
+	mi := &file_fleet_v1_access_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +659,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_access_proto_rawDescGZIP(), []int{7}
+	return file_fleet_v1_access_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AuditRecord) GetSeq() uint64 {
@@ -637,7 +747,7 @@ type ListAuditRecordsRequest struct {
 
 func (x *ListAuditRecordsRequest) Reset() {
 	*x = ListAuditRecordsRequest{}
-	mi := &file_fleet_v1_access_proto_msgTypes[8]
+	mi := &file_fleet_v1_access_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +759,7 @@ func (x *ListAuditRecordsRequest) String() string {
 func (*ListAuditRecordsRequest) ProtoMessage() {}
 
 func (x *ListAuditRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_access_proto_msgTypes[8]
+	mi := &file_fleet_v1_access_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +772,7 @@ func (x *ListAuditRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_access_proto_rawDescGZIP(), []int{8}
+	return file_fleet_v1_access_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListAuditRecordsRequest) GetAfterSeq() uint64 {
@@ -699,7 +809,7 @@ type ListAuditRecordsResponse struct {
 
 func (x *ListAuditRecordsResponse) Reset() {
 	*x = ListAuditRecordsResponse{}
-	mi := &file_fleet_v1_access_proto_msgTypes[9]
+	mi := &file_fleet_v1_access_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +821,7 @@ func (x *ListAuditRecordsResponse) String() string {
 func (*ListAuditRecordsResponse) ProtoMessage() {}
 
 func (x *ListAuditRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_access_proto_msgTypes[9]
+	mi := &file_fleet_v1_access_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +834,7 @@ func (x *ListAuditRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_access_proto_rawDescGZIP(), []int{9}
+	return file_fleet_v1_access_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListAuditRecordsResponse) GetRecords() []*AuditRecord {
@@ -745,7 +855,13 @@ var File_fleet_v1_access_proto protoreflect.FileDescriptor
 
 const file_fleet_v1_access_proto_rawDesc = "" +
 	"\n" +
-	"\x15fleet/v1/access.proto\x12\bfleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x02\n" +
+	"\x15fleet/v1/access.proto\x12\bfleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0f\n" +
+	"\rWhoAmIRequest\"r\n" +
+	"\x0eWhoAmIResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\"\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x0e.fleet.v1.RoleR\x04role\x12\x16\n" +
+	"\x06groups\x18\x03 \x03(\tR\x06groups\x12\x10\n" +
+	"\x03via\x18\x04 \x01(\tR\x03via\"\xb7\x02\n" +
 	"\x05Token\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\"\n" +
@@ -807,7 +923,9 @@ const file_fleet_v1_access_proto_rawDesc = "" +
 	"ListTokens\x12\x1b.fleet.v1.ListTokensRequest\x1a\x1c.fleet.v1.ListTokensResponse\x12J\n" +
 	"\vRevokeToken\x12\x1c.fleet.v1.RevokeTokenRequest\x1a\x1d.fleet.v1.RevokeTokenResponse2i\n" +
 	"\fAuditService\x12Y\n" +
-	"\x10ListAuditRecords\x12!.fleet.v1.ListAuditRecordsRequest\x1a\".fleet.v1.ListAuditRecordsResponseB\x93\x01\n" +
+	"\x10ListAuditRecords\x12!.fleet.v1.ListAuditRecordsRequest\x1a\".fleet.v1.ListAuditRecordsResponse2N\n" +
+	"\x0fIdentityService\x12;\n" +
+	"\x06WhoAmI\x12\x17.fleet.v1.WhoAmIRequest\x1a\x18.fleet.v1.WhoAmIResponseB\x93\x01\n" +
 	"\fcom.fleet.v1B\vAccessProtoP\x01Z5github.com/fleetwire/fleetwire/proto/fleet/v1;fleetv1\xa2\x02\x03FXX\xaa\x02\bFleet.V1\xca\x02\bFleet\\V1\xe2\x02\x14Fleet\\V1\\GPBMetadata\xea\x02\tFleet::V1b\x06proto3"
 
 var (
@@ -823,46 +941,51 @@ func file_fleet_v1_access_proto_rawDescGZIP() []byte {
 }
 
 var file_fleet_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_fleet_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_fleet_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_fleet_v1_access_proto_goTypes = []any{
 	(Role)(0),                        // 0: fleet.v1.Role
-	(*Token)(nil),                    // 1: fleet.v1.Token
-	(*CreateTokenRequest)(nil),       // 2: fleet.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),      // 3: fleet.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),        // 4: fleet.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),       // 5: fleet.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),       // 6: fleet.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),      // 7: fleet.v1.RevokeTokenResponse
-	(*AuditRecord)(nil),              // 8: fleet.v1.AuditRecord
-	(*ListAuditRecordsRequest)(nil),  // 9: fleet.v1.ListAuditRecordsRequest
-	(*ListAuditRecordsResponse)(nil), // 10: fleet.v1.ListAuditRecordsResponse
-	(*timestamppb.Timestamp)(nil),    // 11: google.protobuf.Timestamp
+	(*WhoAmIRequest)(nil),            // 1: fleet.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),           // 2: fleet.v1.WhoAmIResponse
+	(*Token)(nil),                    // 3: fleet.v1.Token
+	(*CreateTokenRequest)(nil),       // 4: fleet.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),      // 5: fleet.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),        // 6: fleet.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),       // 7: fleet.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),       // 8: fleet.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),      // 9: fleet.v1.RevokeTokenResponse
+	(*AuditRecord)(nil),              // 10: fleet.v1.AuditRecord
+	(*ListAuditRecordsRequest)(nil),  // 11: fleet.v1.ListAuditRecordsRequest
+	(*ListAuditRecordsResponse)(nil), // 12: fleet.v1.ListAuditRecordsResponse
+	(*timestamppb.Timestamp)(nil),    // 13: google.protobuf.Timestamp
 }
 var file_fleet_v1_access_proto_depIdxs = []int32{
-	0,  // 0: fleet.v1.Token.role:type_name -> fleet.v1.Role
-	11, // 1: fleet.v1.Token.created_at:type_name -> google.protobuf.Timestamp
-	11, // 2: fleet.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	11, // 3: fleet.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
-	0,  // 4: fleet.v1.CreateTokenRequest.role:type_name -> fleet.v1.Role
-	1,  // 5: fleet.v1.CreateTokenResponse.token:type_name -> fleet.v1.Token
-	1,  // 6: fleet.v1.ListTokensResponse.tokens:type_name -> fleet.v1.Token
-	1,  // 7: fleet.v1.RevokeTokenResponse.token:type_name -> fleet.v1.Token
-	11, // 8: fleet.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	0,  // 9: fleet.v1.AuditRecord.role:type_name -> fleet.v1.Role
-	8,  // 10: fleet.v1.ListAuditRecordsResponse.records:type_name -> fleet.v1.AuditRecord
-	2,  // 11: fleet.v1.TokenService.CreateToken:input_type -> fleet.v1.CreateTokenRequest
-	4,  // 12: fleet.v1.TokenService.ListTokens:input_type -> fleet.v1.ListTokensRequest
-	6,  // 13: fleet.v1.TokenService.RevokeToken:input_type -> fleet.v1.RevokeTokenRequest
-	9,  // 14: fleet.v1.AuditService.ListAuditRecords:input_type -> fleet.v1.ListAuditRecordsRequest
-	3,  // 15: fleet.v1.TokenService.CreateToken:output_type -> fleet.v1.CreateTokenResponse
-	5,  // 16: fleet.v1.TokenService.ListTokens:output_type -> fleet.v1.ListTokensResponse
-	7,  // 17: fleet.v1.TokenService.RevokeToken:output_type -> fleet.v1.RevokeTokenResponse
-	10, // 18: fleet.v1.AuditService.ListAuditRecords:output_type -> fleet.v1.ListAuditRecordsResponse
-	15, // [15:19] is the sub-list for method output_type
-	11, // [11:15] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	0,  // 0: fleet.v1.WhoAmIResponse.role:type_name -> fleet.v1.Role
+	0,  // 1: fleet.v1.Token.role:type_name -> fleet.v1.Role
+	13, // 2: fleet.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	13, // 3: fleet.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	13, // 4: fleet.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
+	0,  // 5: fleet.v1.CreateTokenRequest.role:type_name -> fleet.v1.Role
+	3,  // 6: fleet.v1.CreateTokenResponse.token:type_name -> fleet.v1.Token
+	3,  // 7: fleet.v1.ListTokensResponse.tokens:type_name -> fleet.v1.Token
+	3,  // 8: fleet.v1.RevokeTokenResponse.token:type_name -> fleet.v1.Token
+	13, // 9: fleet.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	0,  // 10: fleet.v1.AuditRecord.role:type_name -> fleet.v1.Role
+	10, // 11: fleet.v1.ListAuditRecordsResponse.records:type_name -> fleet.v1.AuditRecord
+	4,  // 12: fleet.v1.TokenService.CreateToken:input_type -> fleet.v1.CreateTokenRequest
+	6,  // 13: fleet.v1.TokenService.ListTokens:input_type -> fleet.v1.ListTokensRequest
+	8,  // 14: fleet.v1.TokenService.RevokeToken:input_type -> fleet.v1.RevokeTokenRequest
+	11, // 15: fleet.v1.AuditService.ListAuditRecords:input_type -> fleet.v1.ListAuditRecordsRequest
+	1,  // 16: fleet.v1.IdentityService.WhoAmI:input_type -> fleet.v1.WhoAmIRequest
+	5,  // 17: fleet.v1.TokenService.CreateToken:output_type -> fleet.v1.CreateTokenResponse
+	7,  // 18: fleet.v1.TokenService.ListTokens:output_type -> fleet.v1.ListTokensResponse
+	9,  // 19: fleet.v1.TokenService.RevokeToken:output_type -> fleet.v1.RevokeTokenResponse
+	12, // 20: fleet.v1.AuditService.ListAuditRecords:output_type -> fleet.v1.ListAuditRecordsResponse
+	2,  // 21: fleet.v1.IdentityService.WhoAmI:output_type -> fleet.v1.WhoAmIResponse
+	17, // [17:22] is the sub-list for method output_type
+	12, // [12:17] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_access_proto_init() }
@@ -876,9 +999,9 @@ func file_fleet_v1_access_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_access_proto_rawDesc), len(file_fleet_v1_access_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_fleet_v1_access_proto_goTypes,
 		DependencyIndexes: file_fleet_v1_access_proto_depIdxs,
