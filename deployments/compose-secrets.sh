@@ -3,7 +3,7 @@
 # password per identity of pkg/natsauth's table (deployments/nats/nats-server.conf reads them
 # as $FLEETWIRE_NATS_<USER>_PASSWORD), the auth callout issuer's account nkey and the
 # responder's curve nkey that login requests are encrypted to (public keys for the server,
-# seeds for the responder, cmd/callout). Run once from the repository root; an existing
+# seeds for the responder, cmd/callout) and the gateways' message id key. Run once from the repository root; an existing
 # .env is kept. The file is mode 0600; git ignores it.
 set -eu
 [ -e .env ] && { echo ".env exists; remove it first to make new secrets" >&2; exit 1; }
@@ -14,6 +14,7 @@ keys=$(go run github.com/nats-io/nkeys/nk -gen account -pubout)
 xkeys=$(go run github.com/nats-io/nkeys/nk -gen curve -pubout)
 {
 	echo "REDIS_PASSWORD=$(secret)"
+	echo "FLEETWIRE_MSGID_KEY=$(openssl rand -hex 32)"
 	for user in admin platform tracking geofence maintenance dispatch devices teltonika callout kicker loadgen; do
 		echo "FLEETWIRE_NATS_$(echo "$user" | tr a-z A-Z)_PASSWORD=$(secret)"
 	done

@@ -63,6 +63,11 @@ type Config struct {
 	NotifyTimeout time.Duration
 	// MaxObservers bounds the devices observing /down/cmd at once.
 	MaxObservers int
+	// MsgIDKey keys the message ids of stored requests (wire.GatewayMsgID over the
+	// payload): no device can predict, and so squat, another's; a resent payload gets the
+	// same id. Share one key between a deployment's gateway instances; empty: a random key
+	// for this process.
+	MsgIDKey []byte
 }
 
 // DefaultConfig returns the defaults, each explained on its Config field.
@@ -98,6 +103,9 @@ func (c *Config) fill() error {
 	}
 	if c.Addr == "" {
 		return fmt.Errorf("%w: no UDP address", ErrConfig)
+	}
+	if len(c.MsgIDKey) == 0 {
+		c.MsgIDKey = wire.NewMsgIDKey()
 	}
 	return nil
 }

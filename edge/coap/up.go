@@ -3,8 +3,6 @@ package coap
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -126,12 +124,12 @@ func (g *Gateway) store(ctx context.Context, kind string, r *mux.Message) (strin
 }
 
 // publish stores body on vehicle's subject of kind and waits for JetStream's
-// acknowledgement. The message id is a digest of the payload, so a request the device
-// sends again after a lost response is dropped by the stream's duplicate window.
+// acknowledgement. The message id is a keyed digest of the payload, so a request the device
+// sends again after a lost response is dropped by the stream's duplicate window, and no
+// other device can predict it.
 func (g *Gateway) publish(ctx context.Context, vehicle, kind string, body []byte, json bool) error {
-	sum := sha256.Sum256(body)
 	msg := &nats.Msg{Subject: bus.UpSubject(vehicle, kind), Data: body, Header: nats.Header{}}
-	msg.Header.Set(jetstream.MsgIDHeader, vehicle+"-"+kind+"-"+hex.EncodeToString(sum[:12]))
+	msg.Header.Set(jetstream.MsgIDHeader, wire.GatewayMsgID(g.cfg.MsgIDKey, vehicle, []byte("coap"), []byte(kind), body))
 	if json {
 		msg.Header.Set(wire.HeaderContentType, wire.ContentTypeJSON)
 	}

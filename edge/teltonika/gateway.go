@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetwire/fleetwire/pkg/rejects"
+	"github.com/fleetwire/fleetwire/pkg/wire"
 )
 
 // Config tunes the gateway. Zero values take the defaults of DefaultConfig.
@@ -54,6 +55,12 @@ type Config struct {
 	UDPWorkers, UDPQueue int
 	// Commands maps a command kind to the Codec 12 text sent to the device.
 	Commands CommandTexts
+	// MsgIDKey keys the message ids of stored packets (wire.GatewayMsgID): devices cannot
+	// predict them, so none can squat them, and a resent packet gets the same id. Every
+	// gateway instance of a deployment should share one key (a resend may reach another
+	// instance); empty: a random key for this process, so a resend that reaches another
+	// instance or a restarted one is stored twice (the services recognise the records).
+	MsgIDKey []byte
 }
 
 // CommandTexts are the GPRS commands the gateway sends for each command kind. Which
@@ -115,6 +122,9 @@ func (c *Config) fill() error {
 	}
 	if c.TCPAddr == "" && c.UDPAddr == "" {
 		return fmt.Errorf("%w: neither a TCP nor a UDP address", ErrConfig)
+	}
+	if len(c.MsgIDKey) == 0 {
+		c.MsgIDKey = wire.NewMsgIDKey()
 	}
 	return nil
 }

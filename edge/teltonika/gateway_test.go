@@ -8,9 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
@@ -560,4 +562,60 @@ func (h *harness) replies(t *testing.T, vehicle string, want int) []*fleetv1.Com
 		out = append(out, &r)
 	}
 	return out
+}
+
+// The squatter of docs/security.md: a device that knows everything about the victim's next
+// packet but the gateway's key publishes, on its own subject and ahead of the victim, with
+// every message id it can compute for that packet. The stream's duplicate window is
+// per stream, so an id it got right would make the victim's alarm a "duplicate". The
+// victim's alarm is stored all the same.
+func TestSquatterCannotSuppressAnAlarm(t *testing.T) {
+	h := newHarness(t, Config{}, false)
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	tow := codec.Record{TimestampMs: t0.UnixMilli(), Lon: 134049000, Lat: 525201000, Satellites: 9,
+		IO: []codec.IO{{ID: 246, Size: 1, Value: 1}}}
+	body, err := codec.AppendBody(nil, codec.Codec8E, []codec.Record{tow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crc := codec.CRC16(body)
+	predicted := []string{
+		// the id the gateway used to derive from the packet alone
+		knownVeh + "-" + strconv.FormatInt(tow.TimestampMs, 36) + "-1-" + strconv.FormatUint(uint64(crc), 16) + "-a",
+	}
+	for _, key := range [][]byte{nil, make([]byte, wire.MsgIDKeyBytes), []byte(knownVeh)} { // keys one might guess
+		id := wire.GatewayMsgID(key, knownVeh, []byte("teltonika"), strconv.AppendInt(nil, tow.TimestampMs, 10),
+			[]byte("1"), strconv.AppendUint(nil, uint64(crc), 10))
+		predicted = append(predicted, id+"-a", id+"-t")
+	}
+	squatter := "veh-squatter"
+	for _, id := range predicted {
+		msg := &nats.Msg{Subject: bus.UpSubject(squatter, bus.KindAlarm), Data: []byte("x"), Header: nats.Header{}}
+		msg.Header.Set(jetstream.MsgIDHeader, id)
+		if _, err := h.b.JS.PublishMsg(ctx, msg); err != nil {
+			t.Fatalf("squatter publish: %v", err)
+		}
+	}
+	d, ans := h.dial(t, knownIMEI)
+	if ans != codec.HandshakeAccept {
+		t.Fatalf("handshake: got %#02x, want 01", ans)
+	}
+	d.send(codec.AppendFrame(nil, body))
+	if n, err := d.readAck(); err != nil || n != 1 {
+		t.Fatalf("ack: got %d, %v; want 1", n, err)
+	}
+	alarm := h.stored(t, knownVeh, bus.KindAlarm, 1)
+	if len(alarm) != 1 || len(alarm[0].Alarms) != 1 || alarm[0].Alarms[0] != telemetry.AlarmTow {
+		t.Fatalf("the victim's tow alarm: stored %+v, want it", alarm)
+	}
+	// And the gateway's own resend is still recognised as one.
+	before := h.streamMsgs(t)
+	d.send(codec.AppendFrame(nil, body))
+	if n, err := d.readAck(); err != nil || n != 1 {
+		t.Fatalf("resend ack: got %d, %v; want 1", n, err)
+	}
+	if after := h.streamMsgs(t); after != before {
+		t.Errorf("resend stored again: %d messages, want %d", after, before)
+	}
 }

@@ -26,9 +26,10 @@ const maxTimestampMs = 253402300799999
 // store publishes the records of one AVL packet of vehicle, as the vehicle's own tracker
 // would, and returns once JetStream has acknowledged every one of them. Records carrying
 // an alarm go to the alarm subject, the rest to the telemetry subject (docs/protocol.md).
-// The message id is derived from the packet (vehicle, first timestamp, count, CRC), so a
-// packet the device resends after a lost acknowledgement is dropped by the stream's
-// duplicate window, and the services recognise its records by device time anyway.
+// The message id is derived from the packet (vehicle, first timestamp, count, CRC) under the
+// gateway's key, so a packet the device resends after a lost acknowledgement is dropped by
+// the stream's duplicate window (the services recognise its records by device time
+// anyway), and no device can predict it.
 func (g *Gateway) store(ctx context.Context, vehicle string, p *codec.Packet, crc uint16, recs []telemetry.Record) ([]telemetry.Record, error) {
 	start := time.Now()
 	recs = recs[:0]
@@ -64,8 +65,10 @@ func (g *Gateway) store(ctx context.Context, vehicle string, p *codec.Packet, cr
 			}
 		}
 	}
-	id := vehicle + "-" + strconv.FormatInt(p.Records[0].TimestampMs, 36) + "-" +
-		strconv.Itoa(len(p.Records)) + "-" + strconv.FormatUint(uint64(crc), 16)
+	// Keyed, so no device can predict (and squat) it; the same for the same packet resent.
+	id := wire.GatewayMsgID(g.cfg.MsgIDKey, vehicle, []byte("teltonika"),
+		strconv.AppendInt(nil, p.Records[0].TimestampMs, 10), strconv.AppendInt(nil, int64(len(p.Records)), 10),
+		strconv.AppendUint(nil, uint64(crc), 10))
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.StoreTimeout)
 	defer cancel()
 	if err := g.publish(ctx, vehicle, bus.KindAlarm, id+"-a", alarm); err != nil {

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/pkg/wire"
 )
@@ -305,7 +307,7 @@ func decodeOnce(batch []Msg) {
 			continue
 		}
 		d := &decoded{vehicle: a.Vehicle}
-		d.recs, d.bad, d.err = wire.DecodeBatch(a.Vehicle, m.Data, m.JSON())
+		d.recs, d.bad, d.err = m.decodeBatch(a.Vehicle)
 		m.decoded = d
 	}
 }
@@ -318,6 +320,20 @@ func decodeOnce(batch []Msg) {
 func (m *Msg) DecodeBatch(vehicle string) ([]telemetry.Record, []wire.RecordError, error) {
 	if d := m.decoded; d != nil && d.vehicle == vehicle {
 		return slices.Clone(d.recs), d.bad, d.err
+	}
+	return m.decodeBatch(vehicle)
+}
+
+// decodeBatch refuses, before decoding, a message whose Nats-Msg-Id is not vehicle's
+// (wire.MsgIDOwnedBy): the documented rule for ids, which JetStream itself cannot check. It
+// does not save the message such an id may have suppressed — ids that cannot be predicted
+// do (wire/msgid.go) — but the squatter's own message counts for nothing, and the attempt
+// is counted and logged (reason foreign_msg_id).
+func (m *Msg) decodeBatch(vehicle string) ([]telemetry.Record, []wire.RecordError, error) {
+	if m.Header != nil {
+		if id := m.Header.Get(jetstream.MsgIDHeader); !wire.MsgIDOwnedBy(id, vehicle) {
+			return nil, nil, fmt.Errorf("%w: %.64q", wire.ErrForeignMsgID, id)
+		}
 	}
 	return wire.DecodeBatch(vehicle, m.Data, m.JSON())
 }

@@ -39,6 +39,9 @@ var (
 	ErrTooManyRecords  = errors.New("too many records in one batch")
 	ErrVehicleMismatch = errors.New("record vehicle differs from the subject's")
 	ErrEmptyBatch      = errors.New("batch holds no records")
+	// ErrForeignMsgID: the message's Nats-Msg-Id does not begin with its subject's
+	// vehicle id (msgid.go): a device trying to squat another publisher's ids.
+	ErrForeignMsgID = errors.New("message id does not begin with the subject's vehicle id")
 )
 
 // RecordError is a problem with one record of a batch; the other records are still used.
@@ -299,6 +302,8 @@ func Reason(err error) string {
 		return "too_many_records"
 	case errors.Is(err, ErrEmptyBatch):
 		return "empty_batch"
+	case errors.Is(err, ErrForeignMsgID):
+		return "foreign_msg_id"
 	case errors.Is(err, ErrVehicleMismatch):
 		return "vehicle_mismatch"
 	case errors.Is(err, telemetry.ErrNoVehicle), errors.Is(err, telemetry.ErrBadVehicleID):

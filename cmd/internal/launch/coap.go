@@ -54,7 +54,11 @@ func buildCoAP(d deps) (service, error) {
 	}
 	cfg := coap.DefaultConfig()
 	cfg.Addr, cfg.IdleTimeout = o.Addr, o.IdleTimeout
-	g, err := coap.New(cfg, d.bus.NC, registryVerifier{devices}, d.log.With("service", CoAP), d.registerer(CoAP))
+	log := d.log.With("service", CoAP)
+	if cfg.MsgIDKey, err = gatewayMsgIDKey(d.opts, log); err != nil {
+		return nil, err
+	}
+	g, err := coap.New(cfg, d.bus.NC, registryVerifier{devices}, log, d.registerer(CoAP))
 	if err != nil {
 		return nil, err
 	}

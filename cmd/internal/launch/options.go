@@ -109,6 +109,11 @@ type Options struct {
 	NATSPasswordFile string
 	// CoAP configures the CoAP gateway (service CoAP).
 	CoAP CoAPOptions
+	// MsgIDKeyFile holds the gateways' message id key (hex, wire.GatewayMsgID); shared by
+	// every gateway instance of a deployment. Empty: MsgIDKey, else the all-in-one's
+	// credentials directory, else a random key per process.
+	MsgIDKeyFile string
+	MsgIDKey     string `secret:"true"`
 
 	// envErr collects malformed environment values seen by Flags; Validate reports them.
 	envErr error
@@ -123,6 +128,8 @@ func (o *Options) Flags(fs *flag.FlagSet, def Options) {
 	fs.StringVar(&o.NATS.CredsFile, "nats-creds", e.str("FLEETWIRE_NATS_CREDS", ""), "NATS credentials file (env FLEETWIRE_NATS_CREDS)")
 	fs.StringVar(&o.NATS.User, "nats-user", e.str("FLEETWIRE_NATS_USER", ""), "NATS user this process logs in as (its identity in deployments/nats/nats-server.conf: tracking, geofence, ...) (env FLEETWIRE_NATS_USER)")
 	o.NATS.Password = e.str("FLEETWIRE_NATS_PASSWORD", "") // environment only: a flag would show in ps
+	fs.StringVar(&o.MsgIDKeyFile, "msgid-key-file", e.str("FLEETWIRE_MSGID_KEY_FILE", ""), "gateways: file holding the hex key of stored messages' ids, shared by a deployment's gateway instances (or env FLEETWIRE_MSGID_KEY) (env FLEETWIRE_MSGID_KEY_FILE)")
+	o.MsgIDKey = e.str("FLEETWIRE_MSGID_KEY", "")
 	fs.StringVar(&o.NATSPasswordFile, "nats-password-file", e.str("FLEETWIRE_NATS_PASSWORD_FILE", ""), "file holding the NATS user's password (or env FLEETWIRE_NATS_PASSWORD) (env FLEETWIRE_NATS_PASSWORD_FILE)")
 	fs.StringVar(&o.NATS.TLSCert, "nats-tls-cert", e.str("FLEETWIRE_NATS_TLS_CERT", ""), "client certificate for NATS TLS (env FLEETWIRE_NATS_TLS_CERT)")
 	fs.StringVar(&o.NATS.TLSKey, "nats-tls-key", e.str("FLEETWIRE_NATS_TLS_KEY", ""), "client key for NATS TLS (env FLEETWIRE_NATS_TLS_KEY)")

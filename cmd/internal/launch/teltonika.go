@@ -5,13 +5,17 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 
 	"github.com/fleetwire/fleetwire/edge/teltonika"
+	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/natsauth"
+	"github.com/fleetwire/fleetwire/pkg/wire"
 )
 
 // Teltonika is the gateway for Teltonika trackers (TCP and UDP), a protocol edge rather
@@ -114,6 +118,9 @@ func buildTeltonika(d deps) (service, error) {
 	cfg.TCPAddr, cfg.UDPAddr = o.TCPAddr, o.UDPAddr
 	cfg.Commands = teltonika.CommandTexts{Immobilize: o.CmdImmobilize, Resume: o.CmdResume, LocateNow: o.CmdLocate}
 	cfg.IdleTimeout, cfg.MaxConns = o.IdleTimeout, o.MaxConns
+	if cfg.MsgIDKey, err = gatewayMsgIDKey(d.opts, log); err != nil {
+		return nil, err
+	}
 	g, err := teltonika.New(cfg, d.bus.NC, registeredOnly{regs, devices}, log, d.registerer(Teltonika))
 	if err != nil {
 		return nil, err
@@ -149,3 +156,37 @@ func (r registeredOnly) Lookup(ctx context.Context, imei string) (string, bool, 
 
 // Run serves devices until ctx ends.
 func (t teltonikaGateway) Run(ctx context.Context) error { return t.Gateway.Run(ctx) }
+
+// gatewayMsgIDKey is the key the gateways derive stored messages' ids with
+// (wire.GatewayMsgID): the operator's (--msgid-key-file, FLEETWIRE_MSGID_KEY), else, for
+// the all-in-one, one kept in its credentials directory, else nil (a random key per
+// process, with a warning: a device's resend that reaches another instance is stored
+// twice, which the services tolerate).
+func gatewayMsgIDKey(o Options, log interface{ Warn(string, ...any) }) ([]byte, error) {
+	switch {
+	case o.MsgIDKeyFile != "":
+		data, err := os.ReadFile(o.MsgIDKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+		k, err := wire.ParseMsgIDKey(string(data))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrConfig, o.MsgIDKeyFile, err)
+		}
+		return k, nil
+	case o.MsgIDKey != "":
+		k, err := wire.ParseMsgIDKey(o.MsgIDKey)
+		if err != nil {
+			return nil, fmt.Errorf("%w: FLEETWIRE_MSGID_KEY: %w", ErrConfig, err)
+		}
+		return k, nil
+	case o.NATS.URL == "" || o.NATS.URL == bus.Embedded:
+		dir := natsCredentialsDir(o)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("message id key: %w", err)
+		}
+		return wire.LoadOrCreateMsgIDKey(filepath.Join(dir, "msgid.key"))
+	}
+	log.Warn("no message id key (--msgid-key-file): this gateway uses a random one; give every gateway instance the same key so a device's resend to another instance is recognised")
+	return nil, nil
+}
