@@ -388,14 +388,19 @@ func testTowScenarioImmobilizeAndResume(t *testing.T, st Store) {
 	// The speed drops below the limit: one slow fix is not enough evidence...
 	slow := at(base, 3*time.Minute+40*time.Second, 450, 3, false)
 	dev.send(slow)
-	h.waitApplied(v, slow.DeviceTime)
-	r, err := h.cmds.GetCommand(h.ctx(), &fleetv1.GetCommandRequest{CommandId: imm.GetCommandId()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c := r.GetCommand(); c.GetState() != fleetv1.CommandState_COMMAND_STATE_QUEUED || !strings.Contains(c.GetStateReason(), "(1 so far") {
-		t.Fatalf("after one slow fix: got %v %q, want held for more slow fixes", c.GetState(), c.GetStateReason())
-	}
+	// The vehicle's state is written before the command gate re-evaluates,
+	// so wait for the gate's reason rather than for the record alone.
+	eventually(t, "the held command to count one slow fix", func() bool {
+		r, err := h.cmds.GetCommand(h.ctx(), &fleetv1.GetCommandRequest{CommandId: imm.GetCommandId()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := r.GetCommand()
+		if c.GetState() != fleetv1.CommandState_COMMAND_STATE_QUEUED {
+			t.Fatalf("after one slow fix: got %v %q, want held for more slow fixes", c.GetState(), c.GetStateReason())
+		}
+		return strings.Contains(c.GetStateReason(), "(1 so far")
+	})
 	// ... three over 20 s are: sent, accepted, executed.
 	dev.send(at(base, 3*time.Minute+50*time.Second, 455, 1, false))
 	dev.send(at(base, 4*time.Minute, 455, 0, false))
