@@ -335,6 +335,11 @@ func (c *consumer) take(batch []held, m jetstream.Msg, lastDelivery *uint64) ([]
 	if c.m != nil {
 		c.m.Pending.WithLabelValues(c.cfg.Durable).Set(float64(md.NumPending))
 	}
+	if MQTTDirectCopy(m.Headers()) {
+		// The same record arrives again from the MQTT store (mqttSource).
+		_ = m.Ack()
+		return batch, false
+	}
 	return append(batch, held{m: m, md: md}), false
 }
 

@@ -2,9 +2,11 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetwire/fleetwire/pkg/wire"
@@ -18,6 +20,20 @@ const (
 	// original subject, stream sequence and error in headers, for an operator to inspect
 	// and republish.
 	DeadLetterStream = "FLEET_DEADLETTER"
+	// MQTTStream is nats-server's own store of MQTT QoS 1 and 2 messages. The server
+	// sends an MQTT device's PUBACK once the PUBLISH is stored there, so the platform
+	// creates this stream itself, with limits retention, and the telemetry stream sources
+	// its fleet.up records (mqttSource): a PUBACKed record is never lost on the way to the
+	// telemetry stream (docs/protocol-mqtt.md).
+	MQTTStream = "$MQTT_msgs"
+	// mqttMsgsPrefix is where nats-server stores a QoS 1 PUBLISH on subject S: under
+	// mqttMsgsPrefix+S in MQTTStream.
+	mqttMsgsPrefix = "$MQTT.msgs."
+	// mqttKeep is how long MQTTStream keeps a record: the telemetry stream copies it
+	// within moments, unless it has no leader; a day covers any outage worth surviving.
+	mqttKeep = 24 * time.Hour
+	// streamSourceHeader is set by nats-server on a message a stream took from a source.
+	streamSourceHeader = "Nats-Stream-Source"
 )
 
 // MaxMessageBytes is the largest message a device may publish (and the embedded server's
@@ -85,6 +101,7 @@ func (b *Bus) EnsureStreams(ctx context.Context, cfg StreamConfig) error {
 		Duplicates:       cfg.DedupWindow,
 		Storage:          storage,
 		Replicas:         cfg.Replicas,
+		Sources:          []*jetstream.StreamSource{mqttSource(src, dest)},
 	}
 	evt := jetstream.StreamConfig{
 		Name:        EventStream,
@@ -112,12 +129,83 @@ func (b *Bus) EnsureStreams(ctx context.Context, cfg StreamConfig) error {
 		Storage:     storage,
 		Replicas:    cfg.Replicas,
 	}
+	if err := b.ensureMQTTStream(ctx, cfg, storage); err != nil {
+		return err
+	}
 	for _, sc := range []jetstream.StreamConfig{tele, evt, dead} {
 		if _, err := b.JS.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("provision stream %s: %w", sc.Name, err)
 		}
 	}
 	return nil
+}
+
+// mqttSource is the telemetry stream's source of MQTT records: what nats-server stored in
+// MQTTStream for a QoS 1 PUBLISH on fleet.up.<id>.<kind>, carried into the partition the
+// device's own subject maps to. The server also delivers the PUBLISH directly, and the
+// telemetry stream stores that copy too; consumers skip it (MQTTDirectCopy), so each record
+// is processed once, from the copy the PUBACK vouched for.
+func mqttSource(src, dest string) *jetstream.StreamSource {
+	return &jetstream.StreamSource{Name: MQTTStream, SubjectTransforms: []jetstream.SubjectTransformConfig{
+		{Source: mqttMsgsPrefix + src, Destination: dest},
+	}}
+}
+
+// ensureMQTTStream creates MQTTStream the way the telemetry stream needs it, before any
+// MQTT session makes nats-server create its own: the server's has interest retention,
+// which drops a stored message as soon as no MQTT subscriber wants it, before a source can
+// copy it. The server uses an existing stream of that name as it is. One the server has
+// already created (an MQTT device connected before this ran) is replaced: it holds only
+// messages that were also delivered directly.
+func (b *Bus) ensureMQTTStream(ctx context.Context, cfg StreamConfig, storage jetstream.StorageType) error {
+	sc := jetstream.StreamConfig{
+		Name:        MQTTStream,
+		Description: "nats-server's MQTT QoS 1/2 store; the telemetry stream sources its fleet.up records",
+		// All of the server's subjects: it also files the consumers of MQTT QoS 1
+		// subscriptions under them.
+		Subjects:  []string{mqttMsgsPrefix + ">"},
+		Retention: jetstream.LimitsPolicy,
+		Discard:   jetstream.DiscardOld,
+		MaxAge:    min(mqttKeep, cfg.TelemetryMaxAge),
+		MaxBytes:  MQTTStreamBytes(cfg.TelemetryBytes),
+		Storage:   storage,
+		Replicas:  cfg.Replicas,
+	}
+	if s, err := b.JS.Stream(ctx, MQTTStream); err == nil {
+		info := s.CachedInfo()
+		if info.Config.Retention != jetstream.LimitsPolicy {
+			if err := b.JS.DeleteStream(ctx, MQTTStream); err != nil {
+				return fmt.Errorf("replace nats-server's own %s stream (interest retention) with the platform's: %w; delete it once as the admin (nats stream rm '%s')", MQTTStream, err, MQTTStream)
+			}
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("look up stream %s: %w", MQTTStream, err)
+	}
+	if _, err := b.JS.CreateOrUpdateStream(ctx, sc); err != nil {
+		return fmt.Errorf("provision stream %s: %w", MQTTStream, err)
+	}
+	return nil
+}
+
+// MQTTStreamBytes is MQTTStream's byte cap for a telemetry stream capped at telemetryBytes
+// (0: the default): an eighth of it, as the MQTT store keeps a day, not a week.
+func MQTTStreamBytes(telemetryBytes int64) int64 {
+	if telemetryBytes <= 0 {
+		telemetryBytes = 4 << 30
+	}
+	return telemetryBytes / 8
+}
+
+// MQTTDirectCopy reports whether h marks the direct delivery of an MQTT QoS 1 or 2
+// PUBLISH (nats-server's Nmqtt-Pub header, QoS above 0, not sourced): the telemetry
+// stream also gets that record from MQTTStream, the copy the PUBACK vouched for, so the
+// direct one is skipped. A QoS 0 PUBLISH has only its direct copy.
+func MQTTDirectCopy(h nats.Header) bool {
+	if h == nil {
+		return false
+	}
+	q := h.Get("Nmqtt-Pub")
+	return q != "" && q[0] != '0' && h.Get(streamSourceHeader) == ""
 }
 
 // Partitions returns the partition count of the existing telemetry stream.

@@ -200,7 +200,7 @@ func partitionDurables(service string, partitions int) (pub []string) {
 func serviceBase(user string) Permissions {
 	var pub []string
 	pub = append(pub, api+"INFO", api+"STREAM.NAMES", api+"STREAM.INFO.*")
-	for _, s := range []string{bus.TelemetryStream, bus.EventStream, bus.DeadLetterStream, audit.Stream} {
+	for _, s := range []string{bus.TelemetryStream, bus.EventStream, bus.DeadLetterStream, audit.Stream, bus.MQTTStream} {
 		pub = append(pub, provisions(s)...)
 	}
 	for _, b := range []string{auth.TokensBucket, auth.GroupsBucket, DevicesBucket} {

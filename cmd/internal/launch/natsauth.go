@@ -79,7 +79,8 @@ func accountLimits(s bus.StreamConfig) natsauth.AccountLimits {
 	if evt <= 0 {
 		evt = 1 << 30
 	}
-	need := tele + 3*evt + (1 << 30) // telemetry, events, dead letters, audit (1 GiB), buckets
+	// telemetry, the MQTT store, events, dead letters, audit (1 GiB), buckets
+	need := tele + bus.MQTTStreamBytes(tele) + 3*evt + (1 << 30)
 	lim.MaxMemory = max(lim.MaxMemory, need)
 	lim.MaxStore = max(lim.MaxStore, need)
 	return lim
