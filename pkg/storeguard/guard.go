@@ -17,6 +17,11 @@
 //     found it empty and renewed it): the same rebuild, without the wipe unless this
 //     instance owns every partition.
 //
+// The checks around a batch leave a window: Redis can restart empty after the check and
+// before the batch reads or writes. The store's own transactions close it (Fence): each
+// batch read and write checks the marker in the same MULTI/EXEC, so no event is computed
+// from, and nothing is written into, a store that came back empty.
+//
 // At run time a mismatch fails the batch (nothing is acknowledged), makes the process
 // report NOT_SERVING, and Run returns ErrStoreLost: the process starts again and takes
 // the start-time path above. A rebuild re-reads records whose events were stored before;
@@ -182,6 +187,8 @@ type Guard struct {
 	epoch   string // the marker this process works against (set by Prepare)
 	pending bool   // Prepare decided a rebuild: record the epoch once the consumers rewound
 
+	fence *Fence // the store's reads and writes check the epoch (SetEpoch in Prepare)
+
 	lost     atomic.Bool
 	lostOnce sync.Once
 	lostCh   chan struct{}
@@ -192,8 +199,14 @@ func New(cfg Config, rdb *redis.Client, b *bus.Bus, m *Metrics, log *slog.Logger
 	if cfg.Interval <= 0 {
 		cfg.Interval = DefaultInterval
 	}
-	return &Guard{cfg: cfg, rdb: rdb, b: b, m: m, log: log.With("store", cfg.Service), lostCh: make(chan struct{})}
+	g := &Guard{cfg: cfg, rdb: rdb, b: b, m: m, log: log.With("store", cfg.Service), lostCh: make(chan struct{})}
+	g.fence = NewFence(g.markerKey(), g.markLost)
+	return g
 }
+
+// Fence is the store's transaction-level check of the epoch: the store's batch reads
+// and writes go through it (see Fence), and a refusal marks the store lost here.
+func (g *Guard) Fence() *Fence { return g.fence }
 
 func (g *Guard) markerKey() string { return g.cfg.Namespace + "epoch" }
 func (g *Guard) lockKey() string   { return g.cfg.Namespace + "epoch-lock" }
@@ -257,6 +270,7 @@ func (g *Guard) Prepare(ctx context.Context) (rebuild bool, err error) {
 		}
 	}
 	g.epoch = marker
+	g.fence.SetEpoch(marker)
 	if d.Action == Rebuild {
 		// Recorded once the consumers have rewound (Run): recorded now, a crash before the
 		// rewind would resume past what the store holds.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/fleetwire/fleetwire/pkg/storeguard"
 )
 
 // RedisStore keeps the dispatch state in Redis, shared by every tracking instance.
@@ -33,8 +35,9 @@ import (
 // A new alert's id is taken and its record written in one Lua script, so readers
 // walking ids upwards (WatchAlerts) never see a gap that is filled later.
 type RedisStore struct {
-	c *redis.Client
-	p string
+	c     *redis.Client
+	p     string
+	fence *storeguard.Fence
 }
 
 // causeTTL is how long a cause id is remembered; redeliveries and replays come much sooner.
@@ -43,6 +46,13 @@ const causeTTL = 7 * 24 * time.Hour
 // NewRedisStore returns a store using keys under prefix (e.g. "fw:").
 func NewRedisStore(c *redis.Client, prefix string) *RedisStore {
 	return &RedisStore{c: c, p: prefix + "dispatch:"}
+}
+
+// WithFence makes the store's batch reads and writes of vehicle states check the
+// generation marker (see storeguard.Fence) and returns the store.
+func (s *RedisStore) WithFence(f *storeguard.Fence) *RedisStore {
+	s.fence = f
+	return s
 }
 
 // KeyPrefix is the prefix of every key the store writes: a wipe of it (pkg/storeguard,
@@ -132,6 +142,11 @@ func (s *RedisStore) RaiseAlert(ctx context.Context, a Alert, cooldown time.Dura
 			created bool
 		)
 		err := s.c.Watch(ctx, func(tx *redis.Tx) error {
+			// An alert merged into, or raised beside, an incident the emptied store no
+			// longer knows would be a duplicate: the marker is checked in this transaction.
+			if err := s.fence.CheckIn(ctx, tx); err != nil {
+				return err
+			}
 			if ck != "" {
 				id, err := tx.Get(ctx, ck).Uint64()
 				if err == nil {
@@ -201,7 +216,7 @@ func (s *RedisStore) RaiseAlert(ctx context.Context, a Alert, cooldown time.Dura
 			out, created = a, true
 			out.ID = uint64(n)
 			return nil
-		}, watch...)
+		}, s.fence.WatchKeys(watch...)...)
 		if errors.Is(err, redis.TxFailedErr) {
 			continue
 		}
@@ -509,7 +524,14 @@ func (s *RedisStore) GetVehicles(ctx context.Context, vehicles []string) (map[st
 	for i, v := range vehicles {
 		keys[i] = s.vehicleKey(v)
 	}
-	vals, err := s.c.MGet(ctx, keys...).Result()
+	var mget *redis.SliceCmd
+	if err := s.fence.Read(ctx, s.c, func(p redis.Pipeliner) error {
+		mget = p.MGet(ctx, keys...)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("get vehicles: %w", err)
+	}
+	vals, err := mget.Result()
 	if err != nil {
 		return nil, fmt.Errorf("get vehicles: %w", err)
 	}
@@ -532,7 +554,7 @@ func (s *RedisStore) PutVehicles(ctx context.Context, vs []VehicleState) error {
 	if len(vs) == 0 {
 		return nil
 	}
-	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+	err := s.fence.Write(ctx, s.c, func(p redis.Pipeliner) error {
 		for i := range vs {
 			b, err := json.Marshal(vs[i])
 			if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/fleetwire/fleetwire/pkg/storeguard"
 	"github.com/fleetwire/fleetwire/services/geofence/fence"
 )
 
@@ -127,14 +128,26 @@ func (m *MemoryStore) ForgetZone(_ context.Context, zone string) error {
 //
 //	<prefix>gf:v:<vehicle>  state
 //	<prefix>gf:z:<zone>     set of vehicle ids inside
+//
+// With a fence (WithFence) every Load and Save checks the store's generation marker in
+// its own transaction: a store that came back empty refuses both, so no event is raised
+// from an emptied state and no membership is written into it.
 type RedisStore struct {
 	c      *redis.Client
 	prefix string
+	fence  *storeguard.Fence
 }
 
 // NewRedisStore returns a store using c with keys under prefix (e.g. "fw:").
 func NewRedisStore(c *redis.Client, prefix string) *RedisStore {
 	return &RedisStore{c: c, prefix: prefix}
+}
+
+// WithFence makes the store's reads and writes check the generation marker (see
+// storeguard.Fence) and returns the store.
+func (r *RedisStore) WithFence(f *storeguard.Fence) *RedisStore {
+	r.fence = f
+	return r
 }
 
 func (r *RedisStore) vehicleKey(v string) string { return r.prefix + "gf:v:" + v }
@@ -154,7 +167,15 @@ func (r *RedisStore) Load(ctx context.Context, vehicles []string) (map[string]fe
 	for i, v := range vehicles {
 		keys[i] = r.vehicleKey(v)
 	}
-	vals, err := r.c.MGet(ctx, keys...).Result()
+	var mget *redis.SliceCmd
+	err := r.fence.Read(ctx, r.c, func(p redis.Pipeliner) error {
+		mget = p.MGet(ctx, keys...)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load geofence state: %w", err)
+	}
+	vals, err := mget.Result()
 	if err != nil {
 		return nil, fmt.Errorf("load geofence state: %w", err)
 	}
@@ -180,7 +201,7 @@ func (r *RedisStore) Save(ctx context.Context, updates []Update) error {
 	if len(updates) == 0 {
 		return nil
 	}
-	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	err := r.fence.Write(ctx, r.c, func(p redis.Pipeliner) error {
 		for _, u := range updates {
 			b, err := json.Marshal(u.State)
 			if err != nil {

@@ -2,11 +2,15 @@ package geofence
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/fleetwire/fleetwire/pkg/redistest"
+	"github.com/fleetwire/fleetwire/pkg/storeguard"
 	"github.com/fleetwire/fleetwire/services/geofence/fence"
 )
 
@@ -118,4 +122,60 @@ func runStoreConformance(t *testing.T, newStore func(t *testing.T) Store) {
 			t.Errorf("unknown zone: got %v, %v; want empty", got, err)
 		}
 	})
+}
+
+// fencedRedisStore is a Redis store whose reads and writes check a generation marker
+// (as the binaries' stores do): the marker is written, and the fence armed with it.
+func fencedRedisStore(t *testing.T) (*RedisStore, *redis.Client) {
+	c := redistest.Client(t)
+	p := redistest.Prefix(t, c)
+	st := NewRedisStore(c, p)
+	t.Cleanup(func() { redistest.KeysUnder(t, c, p, st.KeyPrefix()) })
+	f := storeguard.NewFence(st.KeyPrefix()+"epoch", nil)
+	if err := c.Set(context.Background(), f.Key(), "e1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f.SetEpoch("e1")
+	return st.WithFence(f), c
+}
+
+// The contract holds with the generation check armed.
+func TestFencedRedisStore(t *testing.T) {
+	runStoreConformance(t, func(t *testing.T) Store {
+		st, _ := fencedRedisStore(t)
+		return st
+	})
+}
+
+// A store that came back empty (its marker gone) refuses both the batch's read and its
+// write: no zone event is computed from the emptied state, and nothing is written into it.
+func TestFencedRedisStoreRefusesAnEmptiedStore(t *testing.T) {
+	ctx := context.Background()
+	st, c := fencedRedisStore(t)
+	t0 := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	up := Update{State: fence.State{Vehicle: "v1", LastTime: t0, HasLast: true, Zones: []fence.Membership{{ZoneID: "a", Since: t0}}}, Entered: []string{"a"}}
+	if err := st.Save(ctx, []Update{up}); err != nil {
+		t.Fatal(err)
+	}
+	// The store loses everything, marker included (a restart without its data).
+	if err := c.Del(ctx, st.KeyPrefix()+"epoch", st.vehicleKey("v1"), st.zoneKey("a")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Load(ctx, []string{"v1"}); !errors.Is(err, storeguard.ErrStoreLost) {
+		t.Errorf("load from an emptied store: %v, want ErrStoreLost", err)
+	}
+	up.State.Vehicle, up.Entered = "v2", []string{"b"}
+	if err := st.Save(ctx, []Update{up}); !errors.Is(err, storeguard.ErrStoreLost) {
+		t.Errorf("save into an emptied store: %v, want ErrStoreLost", err)
+	}
+	if n, err := c.Exists(ctx, st.vehicleKey("v2"), st.zoneKey("b")).Result(); err != nil || n != 0 {
+		t.Errorf("the refused save wrote %d keys (%v)", n, err)
+	}
+	// Another generation (the store renewed by another instance) is refused alike.
+	if err := c.Set(ctx, st.KeyPrefix()+"epoch", "e2", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Save(ctx, []Update{up}); !errors.Is(err, storeguard.ErrStoreLost) {
+		t.Errorf("save into a renewed store: %v, want ErrStoreLost", err)
+	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/fleetwire/fleetwire/pkg/storeguard"
 	"github.com/fleetwire/fleetwire/services/maintenance/fuel"
 )
 
@@ -30,11 +31,20 @@ type RedisStore struct {
 	prefix string
 	// SampleRetention bounds the fuel history kept for reports (400 days).
 	SampleRetention time.Duration
+
+	fence *storeguard.Fence
 }
 
 // NewRedisStore returns a store using c with keys under prefix (e.g. "fw:").
 func NewRedisStore(c *redis.Client, prefix string) *RedisStore {
 	return &RedisStore{c: c, prefix: prefix + "mnt:", SampleRetention: 400 * 24 * time.Hour}
+}
+
+// WithFence makes the store's batch reads and writes of vehicle states check the
+// generation marker (see storeguard.Fence) and returns the store.
+func (r *RedisStore) WithFence(f *storeguard.Fence) *RedisStore {
+	r.fence = f
+	return r
 }
 
 // KeyPrefix is the prefix of every key the store writes: a wipe of it (pkg/storeguard,
@@ -254,7 +264,14 @@ func (r *RedisStore) GetVehicles(ctx context.Context, ids []string) (map[string]
 	for i, id := range ids {
 		keys[i] = r.k("veh", id)
 	}
-	vals, err := r.c.MGet(ctx, keys...).Result()
+	var mget *redis.SliceCmd
+	if err := r.fence.Read(ctx, r.c, func(pp redis.Pipeliner) error {
+		mget = pp.MGet(ctx, keys...)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	vals, err := mget.Result()
 	if err != nil {
 		return nil, err
 	}
@@ -276,7 +293,7 @@ func (r *RedisStore) PutVehicles(ctx context.Context, vs []*VehicleState) error 
 	if len(vs) == 0 {
 		return nil
 	}
-	_, err := r.c.Pipelined(ctx, func(pp redis.Pipeliner) error {
+	return r.fence.Write(ctx, r.c, func(pp redis.Pipeliner) error {
 		ids := make([]any, 0, len(vs))
 		for _, v := range vs {
 			b, err := json.Marshal(v)
@@ -289,7 +306,6 @@ func (r *RedisStore) PutVehicles(ctx context.Context, vs []*VehicleState) error 
 		pp.SAdd(ctx, r.k("vehs"), ids...)
 		return nil
 	})
-	return err
 }
 
 func (r *RedisStore) ListVehicleIDs(ctx context.Context) ([]string, error) {

@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/fleetwire/fleetwire/pkg/redistest"
+	"github.com/fleetwire/fleetwire/pkg/storeguard"
 	"github.com/fleetwire/fleetwire/services/maintenance/fuel"
 )
 
@@ -22,6 +25,43 @@ func TestRedisStore(t *testing.T) {
 		st := NewRedisStore(c, p)
 		t.Cleanup(func() { redistest.KeysUnder(t, c, p, st.KeyPrefix()) })
 		return st
+	})
+}
+
+// The contract holds with the generation check armed (as in the binaries), and a store
+// whose marker is gone refuses the batch's vehicle reads and writes.
+func TestFencedRedisStore(t *testing.T) {
+	ctx := context.Background()
+	fenced := func(t *testing.T) (*RedisStore, *redis.Client) {
+		c := redistest.Client(t)
+		p := redistest.Prefix(t, c)
+		st := NewRedisStore(c, p)
+		t.Cleanup(func() { redistest.KeysUnder(t, c, p, st.KeyPrefix()) })
+		f := storeguard.NewFence(st.KeyPrefix()+"epoch", nil)
+		if err := c.Set(ctx, f.Key(), "e1", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		f.SetEpoch("e1")
+		return st.WithFence(f), c
+	}
+	runStoreConformance(t, func(t *testing.T) Store {
+		st, _ := fenced(t)
+		return st
+	})
+	t.Run("emptied store refuses", func(t *testing.T) {
+		st, c := fenced(t)
+		if err := c.Del(ctx, st.KeyPrefix()+"epoch").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.GetVehicles(ctx, []string{"v1"}); !errors.Is(err, storeguard.ErrStoreLost) {
+			t.Errorf("read from an emptied store: %v, want ErrStoreLost", err)
+		}
+		if err := st.PutVehicles(ctx, []*VehicleState{{VehicleID: "v1"}}); !errors.Is(err, storeguard.ErrStoreLost) {
+			t.Errorf("write into an emptied store: %v, want ErrStoreLost", err)
+		}
+		if keys, err := c.Keys(ctx, st.KeyPrefix()+"*").Result(); err != nil || len(keys) != 0 {
+			t.Errorf("the refused write left keys %v (%v)", keys, err)
+		}
 	})
 }
 

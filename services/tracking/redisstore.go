@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/fleetwire/fleetwire/pkg/geo"
+	"github.com/fleetwire/fleetwire/pkg/storeguard"
 )
 
 // RedisStore keeps the tracking data in Redis, shared by every tracking instance:
@@ -25,11 +26,14 @@ import (
 //	<prefix>trk:h:<id>:<day>    history of one UTC day: sorted set, score = device time
 //	                            (ms), member = encoded fix; expires at day end + retention
 //
-// All writes of a batch go out in one pipeline. Every write is idempotent (SET of the
-// same state, ZADD of the same member), so a redelivered batch changes nothing.
+// All writes of a batch go out in one MULTI/EXEC. Every write is idempotent (SET of the
+// same state, ZADD of the same member), so a redelivered batch changes nothing. With a
+// fence (WithFence) the batch's reads and writes check the store's generation marker in
+// the same transaction: a store that came back empty refuses them.
 type RedisStore struct {
 	c      *redis.Client
 	prefix string
+	fence  *storeguard.Fence
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -37,6 +41,13 @@ var _ Store = (*RedisStore)(nil)
 // NewRedisStore returns a store using c, with every key under prefix (e.g. "fw:").
 func NewRedisStore(c *redis.Client, prefix string) *RedisStore {
 	return &RedisStore{c: c, prefix: prefix + "trk:"}
+}
+
+// WithFence makes the store's batch reads and writes check the generation marker (see
+// storeguard.Fence) and returns the store.
+func (s *RedisStore) WithFence(f *storeguard.Fence) *RedisStore {
+	s.fence = f
+	return s
 }
 
 // KeyPrefix is the prefix of every key the store writes: a wipe of it (pkg/storeguard,
@@ -55,51 +66,54 @@ func (s *RedisStore) histKey(id string, day time.Time) string {
 	return s.prefix + "h:" + id + ":" + day.Format("20060102")
 }
 
-// Write stores one batch in a single pipeline.
+// Write stores one batch in a single MULTI/EXEC; with a fence, only while the store's
+// generation marker is the one the process works against.
 func (s *RedisStore) Write(ctx context.Context, b Batch) error {
 	if len(b.States) == 0 && len(b.Points) == 0 && len(b.Removed) == 0 {
 		return nil
 	}
-	pipe := s.c.Pipeline()
-	for _, st := range b.States {
-		// Each command keeps its own buffer: the pipeline sends them only at Exec.
-		pipe.Set(ctx, s.stateKey(st.VehicleID), encodeState(make([]byte, 0, 256), st), 0)
-		pipe.ZAddNX(ctx, s.idsKey(), redis.Z{Member: st.VehicleID})
-		if st.HasFix {
-			if math.Abs(st.Fix.Lat) <= geoMaxLat {
-				pipe.GeoAdd(ctx, s.geoKey(), &redis.GeoLocation{Name: st.VehicleID, Longitude: st.Fix.Lon, Latitude: st.Fix.Lat})
-				pipe.SRem(ctx, s.polarKey(), st.VehicleID)
-			} else {
-				pipe.ZRem(ctx, s.geoKey(), st.VehicleID)
-				pipe.SAdd(ctx, s.polarKey(), st.VehicleID)
+	err := s.fence.Write(ctx, s.c, func(pipe redis.Pipeliner) error {
+		for _, st := range b.States {
+			// Each command keeps its own buffer: the pipeline sends them only at Exec.
+			pipe.Set(ctx, s.stateKey(st.VehicleID), encodeState(make([]byte, 0, 256), st), 0)
+			pipe.ZAddNX(ctx, s.idsKey(), redis.Z{Member: st.VehicleID})
+			if st.HasFix {
+				if math.Abs(st.Fix.Lat) <= geoMaxLat {
+					pipe.GeoAdd(ctx, s.geoKey(), &redis.GeoLocation{Name: st.VehicleID, Longitude: st.Fix.Lon, Latitude: st.Fix.Lat})
+					pipe.SRem(ctx, s.polarKey(), st.VehicleID)
+				} else {
+					pipe.ZRem(ctx, s.geoKey(), st.VehicleID)
+					pipe.SAdd(ctx, s.polarKey(), st.VehicleID)
+				}
 			}
 		}
-	}
-	cutoff := b.Now.Add(-b.Retention)
-	expire := map[string]time.Time{}
-	for i := range b.Points {
-		p := &b.Points[i]
-		if b.Retention > 0 && p.Time.Before(cutoff) {
-			continue
+		cutoff := b.Now.Add(-b.Retention)
+		expire := map[string]time.Time{}
+		for i := range b.Points {
+			p := &b.Points[i]
+			if b.Retention > 0 && p.Time.Before(cutoff) {
+				continue
+			}
+			day := p.Time.UTC().Truncate(24 * time.Hour)
+			k := s.histKey(p.VehicleID, day)
+			pipe.ZAdd(ctx, k, redis.Z{Score: float64(p.Time.UnixMilli()), Member: encodeFix(nil, &p.Fix)})
+			if _, ok := expire[k]; !ok {
+				expire[k] = day.Add(24*time.Hour + b.Retention)
+			}
 		}
-		day := p.Time.UTC().Truncate(24 * time.Hour)
-		k := s.histKey(p.VehicleID, day)
-		pipe.ZAdd(ctx, k, redis.Z{Score: float64(p.Time.UnixMilli()), Member: encodeFix(nil, &p.Fix)})
-		if _, ok := expire[k]; !ok {
-			expire[k] = day.Add(24*time.Hour + b.Retention)
+		for i := range b.Removed {
+			p := &b.Removed[i]
+			// History members encode the whole fix, so the same fix removes the same member.
+			pipe.ZRem(ctx, s.histKey(p.VehicleID, p.Time.UTC().Truncate(24*time.Hour)), encodeFix(nil, &p.Fix))
 		}
-	}
-	for i := range b.Removed {
-		p := &b.Removed[i]
-		// History members encode the whole fix, so the same fix removes the same member.
-		pipe.ZRem(ctx, s.histKey(p.VehicleID, p.Time.UTC().Truncate(24*time.Hour)), encodeFix(nil, &p.Fix))
-	}
-	if b.Retention > 0 {
-		for k, at := range expire {
-			pipe.ExpireAt(ctx, k, at)
+		if b.Retention > 0 {
+			for k, at := range expire {
+				pipe.ExpireAt(ctx, k, at)
+			}
 		}
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("redis write batch: %w", err)
 	}
 	return nil
@@ -115,7 +129,15 @@ func (s *RedisStore) States(ctx context.Context, ids []string) ([]*State, error)
 	for i, id := range ids {
 		keys[i] = s.stateKey(id)
 	}
-	vals, err := s.c.MGet(ctx, keys...).Result()
+	var mget *redis.SliceCmd
+	err := s.fence.Read(ctx, s.c, func(p redis.Pipeliner) error {
+		mget = p.MGet(ctx, keys...)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("redis get states: %w", err)
+	}
+	vals, err := mget.Result()
 	if err != nil {
 		return nil, fmt.Errorf("redis get states: %w", err)
 	}

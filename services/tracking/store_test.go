@@ -11,8 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/fleetwire/fleetwire/pkg/geo"
 	"github.com/fleetwire/fleetwire/pkg/redistest"
+	"github.com/fleetwire/fleetwire/pkg/storeguard"
 )
 
 func TestMemoryStore(t *testing.T) {
@@ -320,4 +323,53 @@ func bruteNearest(all []*State, p geo.Point, k int, radius float64, accept func(
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].d < out[j].d })
 	return out[:min(k, len(out))]
+}
+
+// fencedRedisStore is a Redis store whose batch reads and writes check a generation
+// marker (as the binaries' stores do): the marker is written, and the fence armed with it.
+func fencedRedisStore(t *testing.T) (*RedisStore, *redis.Client) {
+	c := redistest.Client(t)
+	p := redistest.Prefix(t, c)
+	st := NewRedisStore(c, p)
+	t.Cleanup(func() { redistest.KeysUnder(t, c, p, st.KeyPrefix()) })
+	f := storeguard.NewFence(st.KeyPrefix()+"epoch", nil)
+	if err := c.Set(context.Background(), f.Key(), "e1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f.SetEpoch("e1")
+	return st.WithFence(f), c
+}
+
+// The contract holds with the generation check armed.
+func TestFencedRedisStore(t *testing.T) {
+	runStoreConformance(t, func(t *testing.T) Store {
+		st, _ := fencedRedisStore(t)
+		return st
+	})
+}
+
+// A store that came back empty (its marker gone) refuses the batch's read and its write,
+// and nothing of the refused write is applied.
+func TestFencedRedisStoreRefusesAnEmptiedStore(t *testing.T) {
+	ctx := context.Background()
+	st, c := fencedRedisStore(t)
+	now := time.Now().UTC()
+	s1 := stateAt("v1", 52.5, 13.4, StatusMoving)
+	if err := st.Write(ctx, Batch{States: []*State{s1}, Points: []TrackPoint{{VehicleID: "v1", Fix: s1.Fix}}, Now: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Del(ctx, st.KeyPrefix()+"epoch").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.States(ctx, []string{"v1"}); !errors.Is(err, storeguard.ErrStoreLost) {
+		t.Errorf("states from an emptied store: %v, want ErrStoreLost", err)
+	}
+	s2 := stateAt("v2", 52.6, 13.5, StatusMoving)
+	err := st.Write(ctx, Batch{States: []*State{s2}, Points: []TrackPoint{{VehicleID: "v2", Fix: s2.Fix}}, Now: now})
+	if !errors.Is(err, storeguard.ErrStoreLost) {
+		t.Errorf("write into an emptied store: %v, want ErrStoreLost", err)
+	}
+	if n, err := c.Exists(ctx, st.stateKey("v2"), st.histKey("v2", s2.Fix.Time.UTC().Truncate(24*time.Hour))).Result(); err != nil || n != 0 {
+		t.Errorf("the refused write wrote %d keys (%v)", n, err)
+	}
 }

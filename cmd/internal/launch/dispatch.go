@@ -40,7 +40,7 @@ func buildDispatch(d deps) (service, error) {
 	}
 	var st dispatch.Store = dispatch.NewMemoryStore()
 	if !d.memory() {
-		st = dispatch.NewRedisStore(d.redis, d.prefix)
+		st = dispatch.NewRedisStore(d.redis, d.prefix).WithFence(d.fence(Dispatch))
 	}
 	svc, err := dispatch.New(cfg, d.bus, st, d.log.With("service", Dispatch), d.registerer(Dispatch))
 	if err != nil {

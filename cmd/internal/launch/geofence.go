@@ -9,7 +9,7 @@ func buildGeofence(d deps) (service, error) {
 	cfg.Replicas = d.opts.Streams.Replicas
 	var st geofence.Store = geofence.NewMemoryStore()
 	if !d.memory() {
-		st = geofence.NewRedisStore(d.redis, d.prefix)
+		st = geofence.NewRedisStore(d.redis, d.prefix).WithFence(d.fence(Geofence))
 	}
 	return geofence.New(cfg, d.bus, st, d.log.With("service", Geofence), d.registerer(Geofence))
 }

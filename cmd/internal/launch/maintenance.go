@@ -8,7 +8,7 @@ func buildMaintenance(d deps) (service, error) {
 	cfg.Partitions, cfg.Rebuild = d.parts, d.rebuilds(Maintenance)
 	var st maintenance.Store = maintenance.NewMemoryStore()
 	if !d.memory() {
-		st = maintenance.NewRedisStore(d.redis, d.prefix)
+		st = maintenance.NewRedisStore(d.redis, d.prefix).WithFence(d.fence(Maintenance))
 	}
 	return maintenance.New(cfg, d.bus, st, d.log.With("service", Maintenance), d.registerer(Maintenance))
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/fleetwire/fleetwire/pkg/natsauth"
 	"github.com/fleetwire/fleetwire/pkg/redisconn"
 	"github.com/fleetwire/fleetwire/pkg/status"
+	"github.com/fleetwire/fleetwire/pkg/storeguard"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 )
@@ -60,9 +61,12 @@ type deps struct {
 	// rebuild names the services whose Redis store lost its data (pkg/storeguard): they
 	// re-read the retained streams like an in-memory store does.
 	rebuild map[string]bool
-	log     *slog.Logger
-	reg     *prometheus.Registry
-	prefix  string
+	// fences are the Redis stores' generation checks (pkg/storeguard): every batch read
+	// and write of a store checks its marker in the same transaction.
+	fences map[string]*storeguard.Fence
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	prefix string
 }
 
 // memory reports whether the services keep their state in process.
@@ -71,6 +75,9 @@ func (d deps) memory() bool { return d.redis == nil }
 // rebuilds reports whether service must rebuild its state from the retained streams: an
 // in-memory store always does, a Redis store when it lost its data.
 func (d deps) rebuilds(service string) bool { return d.memory() || d.rebuild[service] }
+
+// fence is service's store generation check (nil with in-memory stores).
+func (d deps) fence(service string) *storeguard.Fence { return d.fences[service] }
 
 // registerer labels a service's metrics with its name.
 func (d deps) registerer(name string) prometheus.Registerer {
@@ -247,6 +254,10 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 		return fail(err)
 	}
 	d.rebuild = rebuild
+	d.fences = map[string]*storeguard.Fence{}
+	for _, g := range guards {
+		d.fences[g.Service()] = g.Fence()
+	}
 
 	gs := sec.server(log.With("component", "grpc"), reg)
 	type named struct {

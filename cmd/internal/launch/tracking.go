@@ -23,7 +23,7 @@ func buildTracking(d deps) (service, error) {
 	}
 	var st tracking.Store = tracking.NewMemoryStore()
 	if !d.memory() {
-		st = tracking.NewRedisStore(d.redis, d.prefix)
+		st = tracking.NewRedisStore(d.redis, d.prefix).WithFence(d.fence(Tracking))
 	}
 	s, err := tracking.New(cfg, d.bus, st, d.log.With("service", Tracking), d.registerer(Tracking))
 	if err != nil {
