@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,9 +59,10 @@ func TestNonReadingWatchersLagWithBoundedMemory(t *testing.T) {
 	// A probe sees the events at about the time the watchers' subscriptions do; the heap is
 	// then sampled a few times while the server's goroutines settle.
 	seen := make(chan struct{})
-	n := 0
-	probe, err := clientBus(t, b).NC.Subscribe(bus.EventSourceFilter(Source), func(*nats.Msg) {
-		if n++; n == events {
+	var n atomic.Int64
+	probeBus := clientBus(t, b)
+	probe, err := probeBus.NC.Subscribe(bus.EventSourceFilter(Source), func(*nats.Msg) {
+		if n.Add(1) == events {
 			close(seen)
 		}
 	})
@@ -68,6 +70,11 @@ func TestNonReadingWatchersLagWithBoundedMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer probe.Unsubscribe()
+	// The subscription is in place at the server before the publisher (another
+	// connection) starts: otherwise the first events can go out before it exists.
+	if err := probeBus.NC.FlushTimeout(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 	ev := &fleetv1.Event{EventId: "e", Source: Source, Kind: "enter", VehicleId: "v1", Attributes: map[string]string{"pad": strings.Repeat("x", 1000)}}
 	data, _ := proto.Marshal(ev)
 	subject := bus.EventSubject(Source, "enter", "v1", "e")
@@ -85,7 +92,7 @@ func TestNonReadingWatchersLagWithBoundedMemory(t *testing.T) {
 	select {
 	case <-seen:
 	case <-ctx.Done():
-		t.Fatalf("probe saw %d of %d events", n, events)
+		t.Fatalf("probe saw %d of %d events", n.Load(), events)
 	}
 	var peak uint64
 	for range 10 { // a few samples while the server's goroutines settle
