@@ -22,7 +22,7 @@ security-full:
 	FLEETWIRE_SECURITY_FULL=1 $(GO) test -count=1 -timeout 30m -run TestUnknownDeviceStorm -v ./pkg/natsauth/
 ## chaos: the fault-injection suite's long form: real service processes, NATS and Redis
 ## restarts, SIGKILL/SIGSTOP, one-CPU starvation; a larger fleet; prints the figures
-## recorded in docs/benchmarks.md (FLEETWIRE_CHAOS=1 go test ./tests/chaos/ is the short form)
+## recorded in docs/benchmarks.md (the short form runs in make test: go test ./tests/chaos/)
 chaos:
 	CHAOS_LONG=1 $(GO) test -count=1 -v -timeout 60m -run TestFaultInjection ./tests/chaos/
 

@@ -189,11 +189,7 @@ func cloneStatus(st *State) *State {
 // batch raises byte-identical ids that JetStream's duplicate window drops.
 func (ev statusEvent) event() *fleetv1.Event {
 	st := ev.state
-	id := "tracking.status_changed." + st.VehicleID + "." + strconv.FormatInt(st.StatusTime.UnixNano(), 10)
-	if ev.rec != nil {
-		id += "." + strconv.FormatUint(ev.rec.Sequence, 10)
-	}
-	id += "." + st.Status.String()
+	id := StatusEventID(st, ev.rec)
 	e := &fleetv1.Event{
 		EventId:   id,
 		Source:    "tracking",
@@ -210,6 +206,17 @@ func (ev statusEvent) event() *fleetv1.Event {
 		e.SpeedKmh = st.Fix.SpeedKmh
 	}
 	return e
+}
+
+// StatusEventID is the id of the status event raised when st's status changed; rec is the
+// record that changed it (nil for the offline sweep). It depends only on the state after
+// the change, so whoever applies the stream with the same Tracker derives the same ids.
+func StatusEventID(st *State, rec *telemetry.Record) string {
+	id := "tracking.status_changed." + st.VehicleID + "." + strconv.FormatInt(st.StatusTime.UnixNano(), 10)
+	if rec != nil {
+		id += "." + strconv.FormatUint(rec.Sequence, 10)
+	}
+	return id + "." + st.Status.String()
 }
 
 // publishEvents stores the status events and waits for every acknowledgement, so a batch

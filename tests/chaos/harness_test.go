@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/natsauth"
 	"github.com/fleetwire/fleetwire/pkg/redistest"
 )
 
@@ -35,14 +36,20 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// buildBinaries builds the services and the simulator into dir.
+// buildBinaries builds the services and the simulator into dir, with the race detector
+// when the test has it.
 func buildBinaries(t *testing.T, dir string) {
 	t.Helper()
 	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
 	if err != nil {
 		t.Fatalf("module root: %v", err)
 	}
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/tracking", "./cmd/geofence", "./cmd/maintenance", "./cmd/dispatch", "./cmd/fleetsim")
+	args := []string{"build", "-o", dir + "/"}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	args = append(args, "./cmd/tracking", "./cmd/geofence", "./cmd/maintenance", "./cmd/dispatch", "./cmd/fleetsim")
+	cmd := exec.Command("go", args...)
 	cmd.Dir = strings.TrimSpace(string(root))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
@@ -50,19 +57,44 @@ func buildBinaries(t *testing.T, dir string) {
 }
 
 // natsServer is an embedded nats-server on a fixed port with its own store directory,
-// so it can be stopped and started again with its data.
+// so it can be stopped and started again with its data. It is configured as a secured
+// deployment's server is: pkg/natsauth's permission table, a password per identity
+// (generated into creds), the auth callout for every other login. The test itself logs
+// in as the admin identity; every service process as its own.
 type natsServer struct {
-	t    *testing.T
-	port int
-	dir  string
-	b    *bus.Bus
+	t     *testing.T
+	port  int
+	dir   string
+	creds *natsauth.DevCredentials
+	conf  string
+	b     *bus.Bus
 }
 
 func startNATS(t *testing.T) *natsServer {
-	n := &natsServer{t: t, port: freePort(t), dir: t.TempDir()}
+	t.Helper()
+	ids := natsauth.Table(natsauth.TableConfig{})
+	users := make([]string, 0, len(ids))
+	for _, id := range ids {
+		users = append(users, id.Name)
+	}
+	creds, err := natsauth.EnsureDevCredentials(filepath.Join(t.TempDir(), "nats"), users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &natsServer{t: t, port: freePort(t), dir: t.TempDir(), creds: creds}
+	n.conf = natsauth.ServerConfig{
+		Identities: ids,
+		Password:   func(u string) string { return natsauth.Literal(creds.Passwords[u]) },
+		Issuer:     natsauth.Literal(creds.IssuerPublic),
+	}.Render()
 	n.start()
 	t.Cleanup(n.stop)
 	return n
+}
+
+// login is the environment of a service process logging in as user.
+func (n *natsServer) login(user string) []string {
+	return []string{"FLEETWIRE_NATS_USER=" + user, "FLEETWIRE_NATS_PASSWORD_FILE=" + n.creds.PasswordFile(user)}
 }
 
 func (n *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
@@ -71,7 +103,9 @@ func (n *natsServer) start() {
 	n.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := bus.Open(ctx, bus.Config{URL: bus.Embedded, ListenPort: n.port, StoreDir: n.dir}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b, err := bus.Open(ctx, bus.Config{URL: bus.Embedded, ListenPort: n.port, StoreDir: n.dir, ServerConfig: n.conf,
+		User: natsauth.UserAdmin, Password: n.creds.Passwords[natsauth.UserAdmin], InboxPrefix: natsauth.InboxPrefix(natsauth.UserAdmin)},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		n.t.Fatalf("nats: %v", err)
 	}
@@ -127,10 +161,11 @@ func (r *redisServer) start() {
 	}
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(r.port)})
 	defer c.Close()
-	deadline := time.Now().Add(20 * time.Second)
+	// A bound only against a server that never comes up, not a speed verdict.
+	deadline := time.Now().Add(2 * time.Minute)
 	for c.Ping(context.Background()).Err() != nil {
 		if time.Now().After(deadline) {
-			r.t.Fatal("redis-server not answering after 20s")
+			r.t.Fatal("redis-server not answering after 2 minutes")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -262,4 +297,11 @@ func (p *proc) tail(n int) string {
 		s = s[len(s)-n:]
 	}
 	return s
+}
+
+// client is a client of the test's Redis, closed when the test ends.
+func (r *redisServer) client(t *testing.T) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(r.port)})
+	t.Cleanup(func() { c.Close() })
+	return c
 }
