@@ -75,7 +75,7 @@ func TestFaultInjection(t *testing.T) {
 		// Secure as deployed: its own NATS identity, TLS and tokens for gRPC with the
 		// development credentials in its own data directory.
 		env := append([]string{"FLEETWIRE_LOG_LEVEL=info", "FLEETWIRE_DATA_DIR=" + t.TempDir()}, nats.login(name)...)
-		return &proc{t: t, name: name, bin: filepath.Join(bin, name), log: &lockedBuffer{}, env: env,
+		return &proc{t: t, name: name, bin: filepath.Join(bin, name), log: &lockedBuffer{}, env: env, supervis: true,
 			args: []string{"--nats-url", nats.url(), "--redis-url", red.url(), "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "", "--grace", "2s"}}
 	}
 	services := map[string]*proc{
@@ -260,6 +260,9 @@ func TestFaultInjection(t *testing.T) {
 	for name, p := range services {
 		if n := strings.Count(p.log.String(), "STORE LOST ITS DATA"); n > 0 {
 			t.Logf("%s noticed a lost store %d times", name, n)
+		}
+		if n := p.exited(); n > 0 {
+			t.Logf("%s exited on its own %d times (restarted)", name, n)
 		}
 		if strings.Contains(p.log.String(), "WARNING: DATA RACE") {
 			t.Errorf("%s reported a data race:\n%s", name, p.tail(6000))

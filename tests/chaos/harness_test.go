@@ -196,7 +196,10 @@ func (r *redisServer) restart(keep bool) {
 	r.start()
 }
 
-// proc is a service or simulator process, restarted by the test as a supervisor would.
+// proc is a service or simulator process, restarted by the test as a supervisor would:
+// one that exits on its own (a start that failed while NATS or Redis was down, say) is
+// started again after a second, as a deployment's restart policy does, and the exit is
+// logged with the process's last output and counted.
 type proc struct {
 	t    *testing.T
 	name string
@@ -205,8 +208,12 @@ type proc struct {
 	env  []string
 	log  *lockedBuffer
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	done     chan struct{} // closed when cmd has exited
+	stopped  bool          // the test stopped it for good: no restart
+	exits    int           // exits the test did not cause
+	supervis bool          // restart on an exit the test did not cause
 }
 
 type lockedBuffer struct {
@@ -230,14 +237,40 @@ func (p *proc) start() {
 	p.t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.startLocked()
+}
+
+func (p *proc) startLocked() {
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Env = append(os.Environ(), p.env...)
 	fmt.Fprintf(p.log, "=== start %s\n", time.Now().Format(time.RFC3339Nano))
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
-		p.t.Fatalf("%s: %v", p.name, err)
+		p.t.Errorf("%s: %v", p.name, err)
+		return
 	}
-	p.cmd = cmd
+	done := make(chan struct{})
+	p.cmd, p.done, p.stopped = cmd, done, false
+	go func() {
+		err := cmd.Wait()
+		close(done)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.cmd != cmd || p.stopped || !p.supervis {
+			return // the test killed or stopped it
+		}
+		p.exits++
+		fmt.Fprintf(p.log, "=== exited on its own %s: %v\n", time.Now().Format(time.RFC3339Nano), err)
+		p.t.Logf("%s exited on its own (%v); restarting it. Last output:\n%s", p.name, err, tailOf(p.log.String(), 3000))
+		p.cmd = nil
+		time.AfterFunc(time.Second, func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.cmd == nil && !p.stopped {
+				p.startLocked()
+			}
+		})
+	}()
 }
 
 func (p *proc) signal(sig syscall.Signal) {
@@ -251,38 +284,35 @@ func (p *proc) signal(sig syscall.Signal) {
 // kill sends SIGKILL and waits for the process to be gone.
 func (p *proc) kill() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
+	cmd, done := p.cmd, p.done
+	p.cmd, p.stopped = nil, true
+	p.mu.Unlock()
+	if cmd == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a stopped process cannot be reaped otherwise
-	_ = p.cmd.Process.Kill()
-	_ = p.cmd.Wait()
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a stopped process cannot be reaped otherwise
+	_ = cmd.Process.Kill()
+	<-done
 	fmt.Fprintf(p.log, "=== killed %s\n", time.Now().Format(time.RFC3339Nano))
-	p.cmd = nil
 }
 
 // stop sends SIGTERM and waits up to grace before killing.
 func (p *proc) stop(grace time.Duration) {
 	p.mu.Lock()
-	cmd := p.cmd
+	cmd, done := p.cmd, p.done
+	p.cmd, p.stopped = nil, true
 	p.mu.Unlock()
 	if cmd == nil {
 		return
 	}
 	_ = cmd.Process.Signal(syscall.SIGCONT)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(grace):
 		_ = cmd.Process.Kill()
 		<-done
 	}
-	p.mu.Lock()
-	p.cmd = nil
-	p.mu.Unlock()
 }
 
 func (p *proc) restart() {
@@ -290,18 +320,26 @@ func (p *proc) restart() {
 	p.start()
 }
 
-// tail returns the last n bytes of the process's output, for failure reports.
-func (p *proc) tail(n int) string {
-	s := p.log.String()
+func tailOf(s string, n int) string {
 	if len(s) > n {
 		s = s[len(s)-n:]
 	}
 	return s
 }
 
+// tail returns the last n bytes of the process's output, for failure reports.
+func (p *proc) tail(n int) string { return tailOf(p.log.String(), n) }
+
 // client is a client of the test's Redis, closed when the test ends.
 func (r *redisServer) client(t *testing.T) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(r.port)})
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// exited is how often the process exited without the test causing it.
+func (p *proc) exited() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exits
 }
