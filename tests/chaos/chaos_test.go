@@ -10,7 +10,7 @@
 // per-vehicle order.
 //
 // The short form is part of go test ./... (a few faults of every kind, a small fleet;
-// about two minutes on a busy 2-core machine). `make chaos` runs the long form
+// about two minutes on a busy 2-core machine, plus building the binaries). `make chaos` runs the long form
 // (CHAOS_LONG=1): a bigger fleet, every fault, and the figures in docs/benchmarks.md.
 // Nothing here judges speed: every wait is for a state (a consumer caught up), bounded
 // only by the test's own deadline.
