@@ -29,7 +29,7 @@ func init() {
 		command{name: "ack", args: "ID... | --all [--vehicle V] [--kind K] [--severity S] [--note N]", summary: "acknowledge alerts: the ids given, or every open alert matching the filters", run: runAck},
 		command{name: "resolve", args: "ID... | --all [--vehicle V] [--kind K] [--severity S] [--state S] [--note N]", summary: "resolve alerts: the ids given, or every unresolved alert matching the filters", run: runResolve},
 		command{name: "command", args: "VEHICLE KIND [key=value ...] [--ttl D]", summary: "send " + strings.ToUpper(enumNames(fleetv1.CommandKind_value, "COMMAND_KIND_")) + " to a vehicle", run: runSendCommand},
-		command{name: "commands", args: "[VEHICLE] [--state S] [--limit N] | show ID", summary: "commands sent and their state; show: one with its history", run: runCommands},
+		command{name: "commands", args: "[VEHICLE] [--state S] [--limit N] | show ID | cancel ID [--note N]", summary: "commands sent and their state; show: one with its history; cancel: withdraw a queued one", run: runCommands},
 	)
 }
 
@@ -261,8 +261,9 @@ func runResolve(ctx context.Context, e *env, args []string) error {
 }
 
 // alertStateChange acknowledges or resolves the alerts named, or with --all every alert
-// matching the filters that is not yet in the target state. It goes on after a failure
-// and reports every one.
+// matching the filters that can take the change, through the bulk RPCs: the server picks
+// and changes up to 1000 alerts per call (auditing each), and this repeats while more
+// remain. Failures are reported per alert and do not stop the rest.
 func alertStateChange(ctx context.Context, e *env, args []string, to fleetv1.AlertState) error {
 	fs := e.flagSet()
 	note := fs.String("note", "", "note recorded with the change")
@@ -285,87 +286,116 @@ func alertStateChange(ctx context.Context, e *env, args []string, to fleetv1.Ale
 		}
 		ids = append(ids, id)
 	}
-	client := fleetv1.NewAlertServiceClient(e.conn)
 	switch {
 	case *all && len(ids) > 0:
 		return usageErr("either alert ids or --all with filters, not both")
 	case !*all && len(ids) == 0:
 		return usageErr("which alerts? give their ids, or --all with filters")
-	case *all:
-		req, err := filters.request()
-		if err != nil {
-			return err
+	}
+	sel, err := filters.request()
+	if err != nil {
+		return err
+	}
+	if to == fleetv1.AlertState_ALERT_STATE_ACKNOWLEDGED && sel.GetState() != 0 && sel.GetState() != fleetv1.AlertState_ALERT_STATE_OPEN {
+		return usageErr("only open alerts can be acknowledged")
+	}
+	client := fleetv1.NewAlertServiceClient(e.conn)
+	if len(ids) == 1 {
+		return alertChangeOne(ctx, e, client, ids[0], to, *who, *note)
+	}
+	// call makes one bulk call: the ids given (up to 1000), or the next batch by filter.
+	call := func(batch []uint64) ([]uint64, []*fleetv1.AlertChangeFailure, int64, error) {
+		if to == fleetv1.AlertState_ALERT_STATE_ACKNOWLEDGED {
+			req := &fleetv1.AcknowledgeAlertsRequest{AlertIds: batch, Who: *who, Note: *note}
+			if len(batch) == 0 {
+				req.All, req.VehicleId, req.Kind, req.MinSeverity, req.StartTime, req.EndTime = true, sel.GetVehicleId(), sel.GetKind(), sel.GetMinSeverity(), sel.GetStartTime(), sel.GetEndTime()
+			}
+			resp, err := client.AcknowledgeAlerts(ctx, req)
+			return resp.GetChangedAlertIds(), resp.GetFailures(), resp.GetRemainingSize(), err
 		}
-		req.PageSize, req.OldestFirst = 1000, true
+		req := &fleetv1.ResolveAlertsRequest{AlertIds: batch, Who: *who, Note: *note}
+		if len(batch) == 0 {
+			req.All, req.VehicleId, req.Kind, req.MinSeverity, req.State, req.StartTime, req.EndTime = true, sel.GetVehicleId(), sel.GetKind(), sel.GetMinSeverity(), sel.GetState(), sel.GetStartTime(), sel.GetEndTime()
+		}
+		resp, err := client.ResolveAlerts(ctx, req)
+		return resp.GetChangedAlertIds(), resp.GetFailures(), resp.GetRemainingSize(), err
+	}
+	var changed []uint64
+	var failed []*fleetv1.AlertChangeFailure
+	if *all {
 		for {
-			resp, err := client.ListAlerts(ctx, req)
+			c, f, remaining, err := call(nil)
 			if err != nil {
 				return err
 			}
-			for _, a := range resp.GetAlerts() {
-				if a.GetState() != to && a.GetState() != fleetv1.AlertState_ALERT_STATE_RESOLVED {
-					ids = append(ids, a.GetAlertId())
-				}
-			}
-			if resp.GetNextPageToken() == "" {
+			changed, failed = append(changed, c...), append(failed, f...)
+			// No progress means the remaining ones fail every time: stop rather than spin.
+			if remaining == 0 || len(c) == 0 {
 				break
 			}
-			req.PageToken = resp.GetNextPageToken()
+		}
+	} else {
+		for start := 0; start < len(ids); start += 1000 {
+			c, f, _, err := call(ids[start:min(start+1000, len(ids))])
+			if err != nil {
+				return err
+			}
+			changed, failed = append(changed, c...), append(failed, f...)
 		}
 	}
-	var changed []*fleetv1.Alert
-	var failed []string
-	for _, id := range ids {
-		var a *fleetv1.Alert
-		if to == fleetv1.AlertState_ALERT_STATE_ACKNOWLEDGED {
-			resp, err := client.AcknowledgeAlert(ctx, &fleetv1.AcknowledgeAlertRequest{AlertId: id, Who: *who, Note: *note})
-			if err != nil {
-				if len(ids) == 1 {
-					return err
-				}
-				failed = append(failed, fmt.Sprintf("%d: %s", id, status.Convert(err).Message()))
-				continue
-			}
-			a = resp.GetAlert()
-		} else {
-			resp, err := client.ResolveAlert(ctx, &fleetv1.ResolveAlertRequest{AlertId: id, Who: *who, Note: *note})
-			if err != nil {
-				if len(ids) == 1 {
-					return err
-				}
-				failed = append(failed, fmt.Sprintf("%d: %s", id, status.Convert(err).Message()))
-				continue
-			}
-			a = resp.GetAlert()
-		}
-		changed = append(changed, a)
-	}
+	verb := enumName(to.String(), "ALERT_STATE_")
 	if e.json() {
-		for _, a := range changed {
-			if err := e.emit(a); err != nil {
+		for _, id := range changed {
+			if err := e.emit(&fleetv1.AlertChangeFailure{AlertId: id, Code: "OK", Message: verb}); err != nil {
 				return err
 			}
 		}
-	} else if len(changed) > 0 {
-		t := e.table(alertHeader...)
-		for _, a := range changed {
-			t.row(alertCells(e, a)...)
+		for _, f := range failed {
+			if err := e.emit(f); err != nil {
+				return err
+			}
+		}
+	} else {
+		t := e.table("ID", "RESULT")
+		for _, id := range changed {
+			t.row(strconv.FormatUint(id, 10), verb)
+		}
+		for _, f := range failed {
+			t.row(strconv.FormatUint(f.GetAlertId(), 10), "not "+verb+": "+f.GetMessage())
 		}
 		if err := t.flush(); err != nil {
 			return err
 		}
 	}
-	verb := enumName(to.String(), "ALERT_STATE_")
-	if *all || len(ids) > 1 {
-		fmt.Fprintf(e.stderr, "%d alerts %s, %d failed\n", len(changed), verb, len(failed))
-	}
-	for _, f := range failed {
-		fmt.Fprintf(e.stderr, "  alert %s\n", f)
-	}
+	fmt.Fprintf(e.stderr, "%d alerts %s, %d failed\n", len(changed), verb, len(failed))
 	if len(failed) > 0 {
-		return fmt.Errorf("%d of %d alerts not %s", len(failed), len(ids), verb)
+		return fmt.Errorf("%d of %d alerts not %s", len(failed), len(changed)+len(failed), verb)
 	}
 	return nil
+}
+
+// alertChangeOne acknowledges or resolves one alert and shows it as changed.
+func alertChangeOne(ctx context.Context, e *env, client fleetv1.AlertServiceClient, id uint64, to fleetv1.AlertState, who, note string) error {
+	var a *fleetv1.Alert
+	if to == fleetv1.AlertState_ALERT_STATE_ACKNOWLEDGED {
+		resp, err := client.AcknowledgeAlert(ctx, &fleetv1.AcknowledgeAlertRequest{AlertId: id, Who: who, Note: note})
+		if err != nil {
+			return err
+		}
+		a = resp.GetAlert()
+	} else {
+		resp, err := client.ResolveAlert(ctx, &fleetv1.ResolveAlertRequest{AlertId: id, Who: who, Note: note})
+		if err != nil {
+			return err
+		}
+		a = resp.GetAlert()
+	}
+	if e.json() {
+		return e.emit(a)
+	}
+	t := e.table(alertHeader...)
+	t.row(alertCells(e, a)...)
+	return t.flush()
 }
 
 var commandHeader = []string{"ID", "VEHICLE", "KIND", "STATE", "REASON", "ISSUED BY", "ISSUED", "UPDATED"}
@@ -463,6 +493,23 @@ func runCommands(ctx context.Context, e *env, args []string) error {
 					return err
 				}
 				return renderCommands(e, resp.GetCommands())
+			}},
+		{name: "cancel", args: "ID [--note N]", summary: "withdraw a queued command so that it is never delivered (IMMOBILIZE and RESUME need a supervisor)",
+			run: func(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+				note := fs.String("note", "", "why, recorded with the cancellation")
+				who := whoFlag(fs)
+				pos, err := e.parse(fs, args)
+				if err != nil {
+					return err
+				}
+				if len(pos) != 1 {
+					return usageErr("one command id")
+				}
+				resp, err := client.CancelCommand(ctx, &fleetv1.CancelCommandRequest{CommandId: pos[0], Who: *who, Note: *note})
+				if err != nil {
+					return err
+				}
+				return renderCommand(e, resp.GetCommand())
 			}},
 		{name: "show", args: "ID", summary: "one command with every state it went through",
 			run: func(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {

@@ -119,9 +119,15 @@ func TestAlertsAndCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(stderr, "2 alerts acknowledged, 0 failed") {
 		t.Fatalf("ack --all: exit %d, %s", code, stderr)
 	}
-	_, stderr, code = ctl(t, "resolve", a8, "4242")
-	if code != 1 || !strings.Contains(stderr, "1 alerts resolved, 1 failed") || !strings.Contains(stderr, "alert 4242") {
-		t.Fatalf("resolve with one unknown id: exit %d, %s", code, stderr)
+	// One record for the bulk call, and one per alert as if acknowledged alone.
+	trail := mustCtl(t, []string{"AlertService/AcknowledgeAlerts", `"alertId":"` + a8 + `"`}, "audit", "--limit", "1000")
+	if n := strings.Count(trail, "AlertService/AcknowledgeAlert "); n < 3 { // a7 alone, then two by the bulk call
+		t.Fatalf("audit has %d AcknowledgeAlert records, want 3:\n%s", n, trail)
+	}
+	var stdout string
+	stdout, stderr, code = ctl(t, "resolve", a8, "4242")
+	if code != 1 || !strings.Contains(stderr, "1 alerts resolved, 1 failed") || !strings.Contains(stdout, "4242  not resolved: alert 4242") {
+		t.Fatalf("resolve with one unknown id: exit %d, %s%s", code, stdout, stderr)
 	}
 	_, stderr, code = ctl(t, "resolve", "--all", "--kind", "zone_exit")
 	if code != 0 || !strings.Contains(stderr, "1 alerts resolved") {
@@ -142,4 +148,27 @@ func TestAlertsAndCommands(t *testing.T) {
 	cmdID := strings.Fields(strings.Split(list, "\n")[1])[0]
 	mustCtl(t, []string{"command:", cmdID, "history:", "queued"}, "commands", "show", cmdID)
 	mustCtl(t, []string{"ID"}, "commands", "--state", "executed")
+
+	// Cancelling the queued IMMOBILIZE: once, audited; the second time it has left the queue.
+	var immID string
+	for _, line := range strings.Split(list, "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[2] == "immobilize" {
+			immID = f[0]
+		}
+	}
+	mustCtl(t, []string{"cancelled", "wrong van"}, "commands", "cancel", immID, "--note", "wrong van")
+	failCtl(t, 1, "FailedPrecondition", "commands", "cancel", immID)
+	failCtl(t, 1, "NotFound", "commands", "cancel", "c-nope")
+	mustCtl(t, []string{"CommandService/CancelCommand"}, "audit", "--limit", "1000")
+
+	// Deleting the vehicle: confirmed, audited; afterwards it is unknown everywhere.
+	failCtl(t, 2, "add --yes", "vehicle", "delete", "van-7")
+	_, stderr, code = ctl(t, "vehicle", "delete", "van-7", "--yes")
+	if code != 0 || !strings.Contains(stderr, "vehicle van-7 deleted") {
+		t.Fatalf("vehicle delete: exit %d, %s", code, stderr)
+	}
+	failCtl(t, 1, "NotFound", "vehicle", "van-7")
+	failCtl(t, 1, "NotFound", "vehicle", "delete", "van-7", "--yes")
+	failCtl(t, 1, "NotFound", "command", "van-7", "locate-now")
+	mustCtl(t, []string{"TrackingService/DeleteVehicle"}, "audit", "--limit", "1000")
 }

@@ -20,7 +20,7 @@ import (
 func init() {
 	register(
 		command{name: "vehicles", args: "[--group G] [--status S[,S]] [--limit N]", summary: "list vehicles with their live state", run: runVehicles},
-		command{name: "vehicle", args: "ID | show ID | add ID [flags] | update ID [flags]", summary: "one vehicle in detail; add (register) or update one in the registry", run: runVehicle},
+		command{name: "vehicle", args: "ID | show ID | add ID [flags] | update ID [flags] | delete ID --yes", summary: "one vehicle in detail; add (register) or update one in the registry", run: runVehicle},
 		command{name: "groups", args: "", summary: "vehicle groups of the registry and how many vehicles each holds", run: runGroups},
 		command{name: "watch", args: "[--vehicle ID]... [--group G]... [--bbox minLat,minLon,maxLat,maxLon]", summary: "stream live updates (Ctrl-C stops)", run: runWatch, stream: always},
 		command{name: "nearest", args: "LAT,LON [--limit N] [--radius M] [--status S] [--group G]", summary: "the vehicles nearest to a point", run: runNearest},
@@ -203,6 +203,25 @@ func runVehicle(ctx context.Context, e *env, args []string) error {
 					return err
 				}
 				return renderVehicle(e, resp.GetVehicle())
+			}},
+		{name: "delete", args: "ID --yes", summary: "remove a vehicle with its live state and history (revoke its device first, or it comes back when it reports)",
+			run: func(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+				yes := fs.Bool("yes", false, "confirm: the history is erased, not only hidden")
+				pos, err := e.parse(fs, args)
+				if err != nil {
+					return err
+				}
+				if len(pos) != 1 {
+					return usageErr("one vehicle id")
+				}
+				if !*yes {
+					return usageErr("deleting %s erases its track, trips and stops; add --yes to go ahead", pos[0])
+				}
+				if _, err := client.DeleteVehicle(ctx, &fleetv1.DeleteVehicleRequest{VehicleId: pos[0]}); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stderr, "vehicle %s deleted\n", pos[0])
+				return nil
 			}},
 	}, "show")
 }

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -73,6 +74,18 @@ func (g *Groups) Set(ctx context.Context, vehicle string, groups []string) error
 	}
 	g.mu.Lock()
 	g.of[vehicle] = slices.Clone(groups)
+	g.mu.Unlock()
+	return nil
+}
+
+// Delete forgets a vehicle: it leaves the registry every service reads. Called by
+// tracking's DeleteVehicle; an unknown vehicle is not an error.
+func (g *Groups) Delete(ctx context.Context, vehicle string) error {
+	if err := g.kv.Delete(ctx, vehicle); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("vehicle %s groups: %w", Truncate(vehicle), err)
+	}
+	g.mu.Lock()
+	delete(g.of, vehicle)
 	g.mu.Unlock()
 	return nil
 }

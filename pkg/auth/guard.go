@@ -218,6 +218,9 @@ func (g *Guard) Unary() grpc.UnaryServerInterceptor {
 			return nil, err
 		}
 		ctx = context.WithValue(WithPrincipal(ctx, p), groupsKey{}, g.cfg.Groups)
+		if rule.Mutates {
+			ctx = context.WithValue(ctx, auditKey{}, g)
+		}
 		resp, err := h(ctx, req)
 		if err == nil && p.Scoped() {
 			if m, ok := resp.(proto.Message); ok && g.prune(p, m.ProtoReflect()) {
@@ -241,6 +244,24 @@ func (g *Guard) record(ctx context.Context, p *Principal, method string, req any
 		addr = pr.Addr.String()
 	}
 	g.cfg.Audit.Record(ctx, Entry{Time: time.Now().UTC(), Principal: p, Peer: addr, Method: method, Request: m, Err: err})
+}
+
+type auditKey struct{}
+
+// Audit records one more entry for the mutating call running in ctx, as if the same
+// principal had called method with req. A bulk call's handler records each item it
+// changes, so the trail of one alert or one vehicle reads the same however it was
+// changed. Nothing is recorded outside a guarded mutating call.
+func Audit(ctx context.Context, method string, req proto.Message, err error) {
+	g, _ := ctx.Value(auditKey{}).(*Guard)
+	p := FromContext(ctx)
+	if g == nil || p == nil {
+		return
+	}
+	if req != nil {
+		stampWho(req, p.Name)
+	}
+	g.record(ctx, p, method, req, err)
 }
 
 // Stream is the stream interceptor.

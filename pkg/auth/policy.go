@@ -96,6 +96,7 @@ var Policy = map[string]Rule{
 	tracking + "ListStops":             read,
 	tracking + "RegisterVehicle":       admin,
 	tracking + "UpdateVehicle":         admin,
+	tracking + "DeleteVehicle":         admin, // registry data, and it erases history
 
 	geofence + "CreateZone":      admin,
 	geofence + "UpdateZone":      admin,
@@ -126,6 +127,10 @@ var Policy = map[string]Rule{
 	alerts + "WatchAlerts":      watch,
 	alerts + "AcknowledgeAlert": {Role: Dispatcher, Mutates: true},
 	alerts + "ResolveAlert":     {Role: Dispatcher, Mutates: true},
+	// Bulk changes are a dispatcher's too (clearing a flood is daily work); the handler
+	// audits every alert changed as its single-alert method besides this call's record.
+	alerts + "AcknowledgeAlerts": {Role: Dispatcher, Mutates: true},
+	alerts + "ResolveAlerts":     {Role: Dispatcher, Mutates: true},
 
 	commands + "SendCommand":  {Role: Dispatcher, Mutates: true, Raise: criticalCommand},
 	commands + "GetCommand":   read,

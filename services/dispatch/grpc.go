@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetwire/fleetwire/pkg/auth"
@@ -264,4 +265,92 @@ func (g *commandServer) ListCommands(ctx context.Context, req *fleetv1.ListComma
 		resp.Commands[i] = CommandToProto(&list[i])
 	}
 	return resp, nil
+}
+
+// bulkFilter is the filter of a bulk request. Empty filters without all select nothing:
+// a forgotten argument must not resolve the whole feed.
+func bulkFilter(ctx context.Context, all bool, vehicle, kind string, sev fleetv1.AlertSeverity, state fleetv1.AlertState, start, end *timestamppb.Timestamp) (AlertFilter, error) {
+	f := AlertFilter{Vehicle: vehicle, Kind: kind, MinSeverity: Severity(sev), State: AlertState(state), From: tm(start), To: tm(end)}
+	if !all && f.Vehicle == "" && f.Kind == "" && f.MinSeverity == 0 && f.State == 0 && f.From.IsZero() && f.To.IsZero() {
+		return f, status.Error(codes.InvalidArgument, "give alert_ids, a filter, or all")
+	}
+	if auth.FromContext(ctx).Scoped() {
+		f.Visible = func(v string) bool { return auth.VehicleVisible(ctx, v) }
+	}
+	return f, nil
+}
+
+// bulkChange runs a bulk change and audits each alert as its single-alert method.
+func (g *alertServer) bulkChange(ctx context.Context, ids []uint64, hasFilter bool, f AlertFilter, to AlertState, who, note string) ([]uint64, []*fleetv1.AlertChangeFailure, int64, error) {
+	if len(ids) > 0 && hasFilter {
+		return nil, nil, 0, status.Error(codes.InvalidArgument, "alert_ids and filters are exclusive")
+	}
+	var failures []*fleetv1.AlertChangeFailure
+	var allowed []uint64
+	for _, id := range ids {
+		// A scoped caller's unseen alert is not found, exactly as for a single change.
+		if err := g.alertInScope(ctx, id); err != nil {
+			st := status.Convert(err)
+			failures = append(failures, &fleetv1.AlertChangeFailure{AlertId: id, Code: st.Code().String(), Message: st.Message()})
+			continue
+		}
+		allowed = append(allowed, id)
+	}
+	if len(ids) > 0 && len(allowed) == 0 {
+		return nil, failures, 0, nil
+	}
+	method := "/fleet.v1.AlertService/AcknowledgeAlert"
+	single := func(id uint64) proto.Message {
+		return &fleetv1.AcknowledgeAlertRequest{AlertId: id, Who: who, Note: note}
+	}
+	if to == AlertResolved {
+		method = "/fleet.v1.AlertService/ResolveAlert"
+		single = func(id uint64) proto.Message { return &fleetv1.ResolveAlertRequest{AlertId: id, Who: who, Note: note} }
+	}
+	res, err := g.s.SetAlertsState(ctx, allowed, f, to, who, note, func(id uint64, err error) {
+		if err != nil {
+			err = g.s.grpcError(err)
+		}
+		auth.Audit(ctx, method, single(id), err)
+	})
+	if err != nil && len(res.Changed) == 0 {
+		return nil, nil, 0, g.s.grpcError(err)
+	}
+	for _, fl := range res.Failed {
+		st := status.Convert(g.s.grpcError(fl.Err))
+		failures = append(failures, &fleetv1.AlertChangeFailure{AlertId: fl.ID, Code: st.Code().String(), Message: st.Message()})
+	}
+	return res.Changed, failures, int64(res.Remaining), nil
+}
+
+func (g *alertServer) AcknowledgeAlerts(ctx context.Context, req *fleetv1.AcknowledgeAlertsRequest) (*fleetv1.AcknowledgeAlertsResponse, error) {
+	hasFilter := req.GetAll() || req.GetVehicleId() != "" || req.GetKind() != "" || req.GetMinSeverity() != 0 || req.GetStartTime() != nil || req.GetEndTime() != nil
+	var f AlertFilter
+	if len(req.GetAlertIds()) == 0 {
+		var err error
+		if f, err = bulkFilter(ctx, req.GetAll(), req.GetVehicleId(), req.GetKind(), req.GetMinSeverity(), 0, req.GetStartTime(), req.GetEndTime()); err != nil {
+			return nil, err
+		}
+	}
+	changed, failures, remaining, err := g.bulkChange(ctx, req.GetAlertIds(), hasFilter, f, AlertAcknowledged, req.GetWho(), req.GetNote())
+	if err != nil {
+		return nil, err
+	}
+	return &fleetv1.AcknowledgeAlertsResponse{ChangedAlertIds: changed, Failures: failures, RemainingSize: remaining}, nil
+}
+
+func (g *alertServer) ResolveAlerts(ctx context.Context, req *fleetv1.ResolveAlertsRequest) (*fleetv1.ResolveAlertsResponse, error) {
+	hasFilter := req.GetAll() || req.GetVehicleId() != "" || req.GetKind() != "" || req.GetMinSeverity() != 0 || req.GetState() != 0 || req.GetStartTime() != nil || req.GetEndTime() != nil
+	var f AlertFilter
+	if len(req.GetAlertIds()) == 0 {
+		var err error
+		if f, err = bulkFilter(ctx, req.GetAll(), req.GetVehicleId(), req.GetKind(), req.GetMinSeverity(), req.GetState(), req.GetStartTime(), req.GetEndTime()); err != nil {
+			return nil, err
+		}
+	}
+	changed, failures, remaining, err := g.bulkChange(ctx, req.GetAlertIds(), hasFilter, f, AlertResolved, req.GetWho(), req.GetNote())
+	if err != nil {
+		return nil, err
+	}
+	return &fleetv1.ResolveAlertsResponse{ChangedAlertIds: changed, Failures: failures, RemainingSize: remaining}, nil
 }

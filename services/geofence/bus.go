@@ -222,6 +222,11 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 			s.rej.Add("subject", "", err, "subject", m.Subject)
 			continue
 		}
+		if telemetry.IsLoadTest(addr.Vehicle) {
+			// Load-test vehicles are not the live fleet: no zone state, no events
+			// (docs/simulator.md, load tests).
+			continue
+		}
 		recs, recErrs, err := m.DecodeBatch(addr.Vehicle)
 		if err != nil {
 			s.rej.Add(wire.Reason(err), addr.Vehicle, err)

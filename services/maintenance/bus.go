@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/pkg/wire"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
@@ -88,6 +89,11 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 		case bus.KindTelemetry, bus.KindAlarm, bus.KindDiag:
 		default:
 			s.rej.Add("unexpected_kind", addr.Vehicle, fmt.Errorf("kind %q", addr.Kind))
+			continue
+		}
+		if telemetry.IsLoadTest(addr.Vehicle) {
+			// Load-test vehicles are not the live fleet: no odometer, fuel or fault state,
+			// no events (docs/simulator.md, load tests).
 			continue
 		}
 		recs, bad, err := m.DecodeBatch(addr.Vehicle)

@@ -420,3 +420,11 @@ func toProtoVehicle(v *Vehicle) *fleetv1.Vehicle {
 func (v Vehicle) String() string {
 	return fmt.Sprintf("%s(%s)", v.Info.ID, v.Status())
 }
+
+func (g *grpcServer) DeleteVehicle(ctx context.Context, req *fleetv1.DeleteVehicleRequest) (*fleetv1.DeleteVehicleResponse, error) {
+	v, err := g.s.DeleteVehicle(ctx, req.GetVehicleId())
+	if err != nil {
+		return nil, g.s.grpcError(err)
+	}
+	return &fleetv1.DeleteVehicleResponse{Vehicle: toProtoVehicle(&v)}, nil
+}

@@ -88,7 +88,7 @@ func (m *MemoryStore) Write(_ context.Context, b Batch) error {
 }
 
 // Delete removes vehicles; see Store.
-func (m *MemoryStore) Delete(_ context.Context, ids []string) error {
+func (m *MemoryStore) Delete(_ context.Context, ids []string, _, _ time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, id := range ids {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
+	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/geo"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 )
@@ -271,4 +273,39 @@ func (s *Service) UpdateVehicle(ctx context.Context, info Info, fields UpdateFie
 	cur.Info = next
 	s.registryChanged(cur)
 	return cur, nil
+}
+
+// DeleteVehicle removes a vehicle at once: registry entry and groups, live state and
+// position, and its history within the retention (a reused id starts clean). The
+// vehicle's partition is held meanwhile, so a batch being processed does not write its
+// state back. A device that keeps reporting brings the id back as an unregistered vehicle.
+func (s *Service) DeleteVehicle(ctx context.Context, id string) (Vehicle, error) {
+	v, err := s.Vehicle(ctx, id)
+	if err != nil {
+		return Vehicle{}, err
+	}
+	s.mu.RLock()
+	var pmu *sync.Mutex
+	if s.nParts > 0 {
+		pmu = &s.partMu[bus.PartitionOf(id, s.nParts)]
+	}
+	s.mu.RUnlock()
+	if pmu != nil {
+		pmu.Lock()
+		defer pmu.Unlock()
+	}
+	// Groups first: a failure after it leaves the vehicle in place for a retry, never a
+	// group entry that no later delete can find.
+	if err := s.unpublishGroups(ctx, id); err != nil {
+		return Vehicle{}, err
+	}
+	now := s.now()
+	if err := s.store.Delete(ctx, []string{id}, now.Add(-s.cfg.HistoryRetention-24*time.Hour), now.Add(48*time.Hour)); err != nil {
+		return Vehicle{}, err
+	}
+	s.mu.Lock()
+	delete(s.cache, id)
+	s.mu.Unlock()
+	s.log.Info("vehicle deleted", "vehicle", id, "registered", v.Info.Registered)
+	return v, nil
 }

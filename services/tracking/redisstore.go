@@ -247,13 +247,20 @@ func (s *RedisStore) putInfo(ctx context.Context, info Info, nx bool) (bool, err
 }
 
 // Delete removes vehicles; see Store. Their history keys expire with the retention.
-func (s *RedisStore) Delete(ctx context.Context, ids []string) error {
+func (s *RedisStore) Delete(ctx context.Context, ids []string, histFrom, histTo time.Time) error {
 	if len(ids) == 0 {
 		return nil
+	}
+	if histTo.Sub(histFrom) > 400*24*time.Hour {
+		return fmt.Errorf("%w: history window longer than 400 days", ErrInvalid)
 	}
 	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, id := range ids {
 			p.Del(ctx, s.stateKey(id), s.infoKey(id))
+			// History is one key per UTC day: the window's days name them all.
+			for day := histFrom.UTC().Truncate(24 * time.Hour); !day.After(histTo); day = day.Add(24 * time.Hour) {
+				p.Del(ctx, s.histKey(id, day))
+			}
 			p.ZRem(ctx, s.idsKey(), id)
 			p.ZRem(ctx, s.geoKey(), id)
 			p.SRem(ctx, s.polarKey(), id)

@@ -252,7 +252,7 @@ func (s *Service) sweepPartition(ctx context.Context, p int, now time.Time) erro
 	}
 	s.mu.RUnlock()
 	if len(gone) > 0 {
-		if err := s.store.Delete(ctx, gone); err != nil {
+		if err := s.store.Delete(ctx, gone, now.Add(-s.cfg.HistoryRetention-24*time.Hour), now.Add(48*time.Hour)); err != nil {
 			return err
 		}
 		s.mu.Lock()

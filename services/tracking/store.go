@@ -101,7 +101,8 @@ type Store interface {
 	Nearest(ctx context.Context, q NearestQuery) ([]Nearby, error)
 	// Track returns a vehicle's fixes with from <= device time <= to, ordered by time.
 	Track(ctx context.Context, vehicle string, from, to time.Time) ([]Fix, error)
-	// Delete removes vehicles: state, registry entry, position and (memory) history; the
-	// Redis history expires with the retention. Unknown ids are ignored.
-	Delete(ctx context.Context, ids []string) error
+	// Delete removes vehicles: state, registry entry, position and history (every fix
+	// with a device time from histFrom to histTo; the memory store keeps history with the
+	// vehicle and drops all of it). Unknown ids are ignored.
+	Delete(ctx context.Context, ids []string, histFrom, histTo time.Time) error
 }

@@ -1264,6 +1264,445 @@ func (x *ResolveAlertResponse) GetAlert() *Alert {
 	return nil
 }
 
+// AcknowledgeAlertsRequest selects the alerts to acknowledge: alert_ids, or the filters
+// (which must then not all be empty, so that a forgotten argument changes nothing).
+type AcknowledgeAlertsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// These alerts (at most 1000); when set, the filters must be empty.
+	AlertIds []uint64 `protobuf:"varint,1,rep,packed,name=alert_ids,json=alertIds,proto3" json:"alert_ids,omitempty"`
+	// Only this vehicle.
+	VehicleId string `protobuf:"bytes,2,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// Only this kind.
+	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Only alerts of at least this severity.
+	MinSeverity AlertSeverity `protobuf:"varint,4,opt,name=min_severity,json=minSeverity,proto3,enum=fleet.v1.AlertSeverity" json:"min_severity,omitempty"`
+	// Only alerts whose first occurrence is at or after this time.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Only alerts whose first occurrence is before this time.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Every open alert (no other filter needed); the explicit form of "all".
+	All bool `protobuf:"varint,7,opt,name=all,proto3" json:"all,omitempty"`
+	// Operator name (required; recorded for audit).
+	Who string `protobuf:"bytes,8,opt,name=who,proto3" json:"who,omitempty"`
+	// Optional note, recorded on every alert.
+	Note          string `protobuf:"bytes,9,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcknowledgeAlertsRequest) Reset() {
+	*x = AcknowledgeAlertsRequest{}
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcknowledgeAlertsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcknowledgeAlertsRequest) ProtoMessage() {}
+
+func (x *AcknowledgeAlertsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcknowledgeAlertsRequest.ProtoReflect.Descriptor instead.
+func (*AcknowledgeAlertsRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *AcknowledgeAlertsRequest) GetAlertIds() []uint64 {
+	if x != nil {
+		return x.AlertIds
+	}
+	return nil
+}
+
+func (x *AcknowledgeAlertsRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *AcknowledgeAlertsRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AcknowledgeAlertsRequest) GetMinSeverity() AlertSeverity {
+	if x != nil {
+		return x.MinSeverity
+	}
+	return AlertSeverity_ALERT_SEVERITY_UNSPECIFIED
+}
+
+func (x *AcknowledgeAlertsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *AcknowledgeAlertsRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *AcknowledgeAlertsRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+func (x *AcknowledgeAlertsRequest) GetWho() string {
+	if x != nil {
+		return x.Who
+	}
+	return ""
+}
+
+func (x *AcknowledgeAlertsRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// AcknowledgeAlertsResponse reports what changed.
+type AcknowledgeAlertsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The alerts changed, in id order.
+	ChangedAlertIds []uint64 `protobuf:"varint,1,rep,packed,name=changed_alert_ids,json=changedAlertIds,proto3" json:"changed_alert_ids,omitempty"`
+	// Alerts that were selected but not changed, with why.
+	Failures []*AlertChangeFailure `protobuf:"bytes,2,rep,name=failures,proto3" json:"failures,omitempty"`
+	// How many more alerts match the filters after this call (0 with alert_ids).
+	RemainingSize int64 `protobuf:"varint,3,opt,name=remaining_size,json=remainingSize,proto3" json:"remaining_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcknowledgeAlertsResponse) Reset() {
+	*x = AcknowledgeAlertsResponse{}
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcknowledgeAlertsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcknowledgeAlertsResponse) ProtoMessage() {}
+
+func (x *AcknowledgeAlertsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcknowledgeAlertsResponse.ProtoReflect.Descriptor instead.
+func (*AcknowledgeAlertsResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AcknowledgeAlertsResponse) GetChangedAlertIds() []uint64 {
+	if x != nil {
+		return x.ChangedAlertIds
+	}
+	return nil
+}
+
+func (x *AcknowledgeAlertsResponse) GetFailures() []*AlertChangeFailure {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+func (x *AcknowledgeAlertsResponse) GetRemainingSize() int64 {
+	if x != nil {
+		return x.RemainingSize
+	}
+	return 0
+}
+
+// ResolveAlertsRequest selects the alerts to resolve, like AcknowledgeAlertsRequest.
+type ResolveAlertsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// These alerts (at most 1000); when set, the filters must be empty.
+	AlertIds []uint64 `protobuf:"varint,1,rep,packed,name=alert_ids,json=alertIds,proto3" json:"alert_ids,omitempty"`
+	// Only this vehicle.
+	VehicleId string `protobuf:"bytes,2,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// Only this kind.
+	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Only alerts of at least this severity.
+	MinSeverity AlertSeverity `protobuf:"varint,4,opt,name=min_severity,json=minSeverity,proto3,enum=fleet.v1.AlertSeverity" json:"min_severity,omitempty"`
+	// Only alerts whose first occurrence is at or after this time.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Only alerts whose first occurrence is before this time.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Every unresolved alert (no other filter needed).
+	All bool `protobuf:"varint,7,opt,name=all,proto3" json:"all,omitempty"`
+	// Only alerts in this state (OPEN or ACKNOWLEDGED); unspecified: both.
+	State AlertState `protobuf:"varint,8,opt,name=state,proto3,enum=fleet.v1.AlertState" json:"state,omitempty"`
+	// Operator name (required; recorded for audit).
+	Who string `protobuf:"bytes,9,opt,name=who,proto3" json:"who,omitempty"`
+	// Optional note, recorded on every alert.
+	Note          string `protobuf:"bytes,10,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveAlertsRequest) Reset() {
+	*x = ResolveAlertsRequest{}
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveAlertsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveAlertsRequest) ProtoMessage() {}
+
+func (x *ResolveAlertsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveAlertsRequest.ProtoReflect.Descriptor instead.
+func (*ResolveAlertsRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ResolveAlertsRequest) GetAlertIds() []uint64 {
+	if x != nil {
+		return x.AlertIds
+	}
+	return nil
+}
+
+func (x *ResolveAlertsRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *ResolveAlertsRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ResolveAlertsRequest) GetMinSeverity() AlertSeverity {
+	if x != nil {
+		return x.MinSeverity
+	}
+	return AlertSeverity_ALERT_SEVERITY_UNSPECIFIED
+}
+
+func (x *ResolveAlertsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ResolveAlertsRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *ResolveAlertsRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+func (x *ResolveAlertsRequest) GetState() AlertState {
+	if x != nil {
+		return x.State
+	}
+	return AlertState_ALERT_STATE_UNSPECIFIED
+}
+
+func (x *ResolveAlertsRequest) GetWho() string {
+	if x != nil {
+		return x.Who
+	}
+	return ""
+}
+
+func (x *ResolveAlertsRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// ResolveAlertsResponse reports what changed.
+type ResolveAlertsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The alerts changed, in id order.
+	ChangedAlertIds []uint64 `protobuf:"varint,1,rep,packed,name=changed_alert_ids,json=changedAlertIds,proto3" json:"changed_alert_ids,omitempty"`
+	// Alerts that were selected but not changed, with why.
+	Failures []*AlertChangeFailure `protobuf:"bytes,2,rep,name=failures,proto3" json:"failures,omitempty"`
+	// How many more alerts match the filters after this call (0 with alert_ids).
+	RemainingSize int64 `protobuf:"varint,3,opt,name=remaining_size,json=remainingSize,proto3" json:"remaining_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveAlertsResponse) Reset() {
+	*x = ResolveAlertsResponse{}
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveAlertsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveAlertsResponse) ProtoMessage() {}
+
+func (x *ResolveAlertsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveAlertsResponse.ProtoReflect.Descriptor instead.
+func (*ResolveAlertsResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ResolveAlertsResponse) GetChangedAlertIds() []uint64 {
+	if x != nil {
+		return x.ChangedAlertIds
+	}
+	return nil
+}
+
+func (x *ResolveAlertsResponse) GetFailures() []*AlertChangeFailure {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+func (x *ResolveAlertsResponse) GetRemainingSize() int64 {
+	if x != nil {
+		return x.RemainingSize
+	}
+	return 0
+}
+
+// AlertChangeFailure is one alert a bulk change left alone.
+type AlertChangeFailure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The alert.
+	AlertId uint64 `protobuf:"varint,1,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	// The gRPC status code a single call would have returned, as Go names it:
+	// "NotFound", "FailedPrecondition".
+	Code string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	// Why.
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlertChangeFailure) Reset() {
+	*x = AlertChangeFailure{}
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlertChangeFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlertChangeFailure) ProtoMessage() {}
+
+func (x *AlertChangeFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlertChangeFailure.ProtoReflect.Descriptor instead.
+func (*AlertChangeFailure) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AlertChangeFailure) GetAlertId() uint64 {
+	if x != nil {
+		return x.AlertId
+	}
+	return 0
+}
+
+func (x *AlertChangeFailure) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *AlertChangeFailure) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // CommandTransition is one step in a command's history.
 type CommandTransition struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1279,7 +1718,7 @@ type CommandTransition struct {
 
 func (x *CommandTransition) Reset() {
 	*x = CommandTransition{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[11]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1730,7 @@ func (x *CommandTransition) String() string {
 func (*CommandTransition) ProtoMessage() {}
 
 func (x *CommandTransition) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[11]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1743,7 @@ func (x *CommandTransition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandTransition.ProtoReflect.Descriptor instead.
 func (*CommandTransition) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{11}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CommandTransition) GetState() CommandState {
@@ -1361,7 +1800,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[12]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1812,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[12]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1825,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{12}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Command) GetCommandId() string {
@@ -1492,7 +1931,7 @@ type SendCommandRequest struct {
 
 func (x *SendCommandRequest) Reset() {
 	*x = SendCommandRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[13]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +1943,7 @@ func (x *SendCommandRequest) String() string {
 func (*SendCommandRequest) ProtoMessage() {}
 
 func (x *SendCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[13]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +1956,7 @@ func (x *SendCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommandRequest.ProtoReflect.Descriptor instead.
 func (*SendCommandRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{13}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SendCommandRequest) GetVehicleId() string {
@@ -1566,7 +2005,7 @@ type SendCommandResponse struct {
 
 func (x *SendCommandResponse) Reset() {
 	*x = SendCommandResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[14]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1578,7 +2017,7 @@ func (x *SendCommandResponse) String() string {
 func (*SendCommandResponse) ProtoMessage() {}
 
 func (x *SendCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[14]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1591,7 +2030,7 @@ func (x *SendCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommandResponse.ProtoReflect.Descriptor instead.
 func (*SendCommandResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{14}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SendCommandResponse) GetCommand() *Command {
@@ -1612,7 +2051,7 @@ type GetCommandRequest struct {
 
 func (x *GetCommandRequest) Reset() {
 	*x = GetCommandRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[15]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +2063,7 @@ func (x *GetCommandRequest) String() string {
 func (*GetCommandRequest) ProtoMessage() {}
 
 func (x *GetCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[15]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +2076,7 @@ func (x *GetCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCommandRequest.ProtoReflect.Descriptor instead.
 func (*GetCommandRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{15}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetCommandRequest) GetCommandId() string {
@@ -1658,7 +2097,7 @@ type GetCommandResponse struct {
 
 func (x *GetCommandResponse) Reset() {
 	*x = GetCommandResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[16]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +2109,7 @@ func (x *GetCommandResponse) String() string {
 func (*GetCommandResponse) ProtoMessage() {}
 
 func (x *GetCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[16]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +2122,7 @@ func (x *GetCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCommandResponse.ProtoReflect.Descriptor instead.
 func (*GetCommandResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{16}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetCommandResponse) GetCommand() *Command {
@@ -1708,7 +2147,7 @@ type ListCommandsRequest struct {
 
 func (x *ListCommandsRequest) Reset() {
 	*x = ListCommandsRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[17]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +2159,7 @@ func (x *ListCommandsRequest) String() string {
 func (*ListCommandsRequest) ProtoMessage() {}
 
 func (x *ListCommandsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[17]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +2172,7 @@ func (x *ListCommandsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCommandsRequest.ProtoReflect.Descriptor instead.
 func (*ListCommandsRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{17}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListCommandsRequest) GetVehicleId() string {
@@ -1768,7 +2207,7 @@ type ListCommandsResponse struct {
 
 func (x *ListCommandsResponse) Reset() {
 	*x = ListCommandsResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[18]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1780,7 +2219,7 @@ func (x *ListCommandsResponse) String() string {
 func (*ListCommandsResponse) ProtoMessage() {}
 
 func (x *ListCommandsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[18]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1793,7 +2232,7 @@ func (x *ListCommandsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCommandsResponse.ProtoReflect.Descriptor instead.
 func (*ListCommandsResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{18}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListCommandsResponse) GetCommands() []*Command {
@@ -1818,7 +2257,7 @@ type CancelCommandRequest struct {
 
 func (x *CancelCommandRequest) Reset() {
 	*x = CancelCommandRequest{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[19]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +2269,7 @@ func (x *CancelCommandRequest) String() string {
 func (*CancelCommandRequest) ProtoMessage() {}
 
 func (x *CancelCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[19]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +2282,7 @@ func (x *CancelCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelCommandRequest.ProtoReflect.Descriptor instead.
 func (*CancelCommandRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{19}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CancelCommandRequest) GetCommandId() string {
@@ -1878,7 +2317,7 @@ type CancelCommandResponse struct {
 
 func (x *CancelCommandResponse) Reset() {
 	*x = CancelCommandResponse{}
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[20]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +2329,7 @@ func (x *CancelCommandResponse) String() string {
 func (*CancelCommandResponse) ProtoMessage() {}
 
 func (x *CancelCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_dispatch_proto_msgTypes[20]
+	mi := &file_fleet_v1_dispatch_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +2342,7 @@ func (x *CancelCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelCommandResponse.ProtoReflect.Descriptor instead.
 func (*CancelCommandResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{20}
+	return file_fleet_v1_dispatch_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CancelCommandResponse) GetCommand() *Command {
@@ -2007,7 +2446,45 @@ const file_fleet_v1_dispatch_proto_rawDesc = "" +
 	"\x03who\x18\x02 \x01(\tR\x03who\x12\x12\n" +
 	"\x04note\x18\x03 \x01(\tR\x04note\"=\n" +
 	"\x14ResolveAlertResponse\x12%\n" +
-	"\x05alert\x18\x01 \x01(\v2\x0f.fleet.v1.AlertR\x05alert\"\x89\x01\n" +
+	"\x05alert\x18\x01 \x01(\v2\x0f.fleet.v1.AlertR\x05alert\"\xd0\x02\n" +
+	"\x18AcknowledgeAlertsRequest\x12\x1b\n" +
+	"\talert_ids\x18\x01 \x03(\x04R\balertIds\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x02 \x01(\tR\tvehicleId\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12:\n" +
+	"\fmin_severity\x18\x04 \x01(\x0e2\x17.fleet.v1.AlertSeverityR\vminSeverity\x129\n" +
+	"\n" +
+	"start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x10\n" +
+	"\x03all\x18\a \x01(\bR\x03all\x12\x10\n" +
+	"\x03who\x18\b \x01(\tR\x03who\x12\x12\n" +
+	"\x04note\x18\t \x01(\tR\x04note\"\xa8\x01\n" +
+	"\x19AcknowledgeAlertsResponse\x12*\n" +
+	"\x11changed_alert_ids\x18\x01 \x03(\x04R\x0fchangedAlertIds\x128\n" +
+	"\bfailures\x18\x02 \x03(\v2\x1c.fleet.v1.AlertChangeFailureR\bfailures\x12%\n" +
+	"\x0eremaining_size\x18\x03 \x01(\x03R\rremainingSize\"\xf8\x02\n" +
+	"\x14ResolveAlertsRequest\x12\x1b\n" +
+	"\talert_ids\x18\x01 \x03(\x04R\balertIds\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x02 \x01(\tR\tvehicleId\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12:\n" +
+	"\fmin_severity\x18\x04 \x01(\x0e2\x17.fleet.v1.AlertSeverityR\vminSeverity\x129\n" +
+	"\n" +
+	"start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x10\n" +
+	"\x03all\x18\a \x01(\bR\x03all\x12*\n" +
+	"\x05state\x18\b \x01(\x0e2\x14.fleet.v1.AlertStateR\x05state\x12\x10\n" +
+	"\x03who\x18\t \x01(\tR\x03who\x12\x12\n" +
+	"\x04note\x18\n" +
+	" \x01(\tR\x04note\"\xa4\x01\n" +
+	"\x15ResolveAlertsResponse\x12*\n" +
+	"\x11changed_alert_ids\x18\x01 \x03(\x04R\x0fchangedAlertIds\x128\n" +
+	"\bfailures\x18\x02 \x03(\v2\x1c.fleet.v1.AlertChangeFailureR\bfailures\x12%\n" +
+	"\x0eremaining_size\x18\x03 \x01(\x03R\rremainingSize\"]\n" +
+	"\x12AlertChangeFailure\x12\x19\n" +
+	"\balert_id\x18\x01 \x01(\x04R\aalertId\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\x89\x01\n" +
 	"\x11CommandTransition\x12,\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x16.fleet.v1.CommandStateR\x05state\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
@@ -2095,13 +2572,15 @@ const file_fleet_v1_dispatch_proto_rawDesc = "" +
 	"\x16COMMAND_STATE_REJECTED\x10\x05\x12\x19\n" +
 	"\x15COMMAND_STATE_EXPIRED\x10\x06\x12\x18\n" +
 	"\x14COMMAND_STATE_FAILED\x10\a\x12\x1b\n" +
-	"\x17COMMAND_STATE_CANCELLED\x10\b2\xcf\x02\n" +
+	"\x17COMMAND_STATE_CANCELLED\x10\b2\xff\x03\n" +
 	"\fAlertService\x12G\n" +
 	"\n" +
 	"ListAlerts\x12\x1b.fleet.v1.ListAlertsRequest\x1a\x1c.fleet.v1.ListAlertsResponse\x12L\n" +
 	"\vWatchAlerts\x12\x1c.fleet.v1.WatchAlertsRequest\x1a\x1d.fleet.v1.WatchAlertsResponse0\x01\x12Y\n" +
 	"\x10AcknowledgeAlert\x12!.fleet.v1.AcknowledgeAlertRequest\x1a\".fleet.v1.AcknowledgeAlertResponse\x12M\n" +
-	"\fResolveAlert\x12\x1d.fleet.v1.ResolveAlertRequest\x1a\x1e.fleet.v1.ResolveAlertResponse2\xc6\x02\n" +
+	"\fResolveAlert\x12\x1d.fleet.v1.ResolveAlertRequest\x1a\x1e.fleet.v1.ResolveAlertResponse\x12\\\n" +
+	"\x11AcknowledgeAlerts\x12\".fleet.v1.AcknowledgeAlertsRequest\x1a#.fleet.v1.AcknowledgeAlertsResponse\x12P\n" +
+	"\rResolveAlerts\x12\x1e.fleet.v1.ResolveAlertsRequest\x1a\x1f.fleet.v1.ResolveAlertsResponse2\xc6\x02\n" +
 	"\x0eCommandService\x12J\n" +
 	"\vSendCommand\x12\x1c.fleet.v1.SendCommandRequest\x1a\x1d.fleet.v1.SendCommandResponse\x12G\n" +
 	"\n" +
@@ -2123,107 +2602,125 @@ func file_fleet_v1_dispatch_proto_rawDescGZIP() []byte {
 }
 
 var file_fleet_v1_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_fleet_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_fleet_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_fleet_v1_dispatch_proto_goTypes = []any{
-	(AlertSeverity)(0),               // 0: fleet.v1.AlertSeverity
-	(AlertState)(0),                  // 1: fleet.v1.AlertState
-	(AlertDeliveryState)(0),          // 2: fleet.v1.AlertDeliveryState
-	(AlertConfidence)(0),             // 3: fleet.v1.AlertConfidence
-	(CommandState)(0),                // 4: fleet.v1.CommandState
-	(*Alert)(nil),                    // 5: fleet.v1.Alert
-	(*AlertDelivery)(nil),            // 6: fleet.v1.AlertDelivery
-	(*AlertEvidence)(nil),            // 7: fleet.v1.AlertEvidence
-	(*ListAlertsRequest)(nil),        // 8: fleet.v1.ListAlertsRequest
-	(*ListAlertsResponse)(nil),       // 9: fleet.v1.ListAlertsResponse
-	(*WatchAlertsRequest)(nil),       // 10: fleet.v1.WatchAlertsRequest
-	(*WatchAlertsResponse)(nil),      // 11: fleet.v1.WatchAlertsResponse
-	(*AcknowledgeAlertRequest)(nil),  // 12: fleet.v1.AcknowledgeAlertRequest
-	(*AcknowledgeAlertResponse)(nil), // 13: fleet.v1.AcknowledgeAlertResponse
-	(*ResolveAlertRequest)(nil),      // 14: fleet.v1.ResolveAlertRequest
-	(*ResolveAlertResponse)(nil),     // 15: fleet.v1.ResolveAlertResponse
-	(*CommandTransition)(nil),        // 16: fleet.v1.CommandTransition
-	(*Command)(nil),                  // 17: fleet.v1.Command
-	(*SendCommandRequest)(nil),       // 18: fleet.v1.SendCommandRequest
-	(*SendCommandResponse)(nil),      // 19: fleet.v1.SendCommandResponse
-	(*GetCommandRequest)(nil),        // 20: fleet.v1.GetCommandRequest
-	(*GetCommandResponse)(nil),       // 21: fleet.v1.GetCommandResponse
-	(*ListCommandsRequest)(nil),      // 22: fleet.v1.ListCommandsRequest
-	(*ListCommandsResponse)(nil),     // 23: fleet.v1.ListCommandsResponse
-	(*CancelCommandRequest)(nil),     // 24: fleet.v1.CancelCommandRequest
-	(*CancelCommandResponse)(nil),    // 25: fleet.v1.CancelCommandResponse
-	nil,                              // 26: fleet.v1.Alert.AttributesEntry
-	nil,                              // 27: fleet.v1.Command.ParamsEntry
-	nil,                              // 28: fleet.v1.SendCommandRequest.ParamsEntry
-	(*timestamppb.Timestamp)(nil),    // 29: google.protobuf.Timestamp
-	(*LatLng)(nil),                   // 30: fleet.v1.LatLng
-	(CommandKind)(0),                 // 31: fleet.v1.CommandKind
-	(*durationpb.Duration)(nil),      // 32: google.protobuf.Duration
+	(AlertSeverity)(0),                // 0: fleet.v1.AlertSeverity
+	(AlertState)(0),                   // 1: fleet.v1.AlertState
+	(AlertDeliveryState)(0),           // 2: fleet.v1.AlertDeliveryState
+	(AlertConfidence)(0),              // 3: fleet.v1.AlertConfidence
+	(CommandState)(0),                 // 4: fleet.v1.CommandState
+	(*Alert)(nil),                     // 5: fleet.v1.Alert
+	(*AlertDelivery)(nil),             // 6: fleet.v1.AlertDelivery
+	(*AlertEvidence)(nil),             // 7: fleet.v1.AlertEvidence
+	(*ListAlertsRequest)(nil),         // 8: fleet.v1.ListAlertsRequest
+	(*ListAlertsResponse)(nil),        // 9: fleet.v1.ListAlertsResponse
+	(*WatchAlertsRequest)(nil),        // 10: fleet.v1.WatchAlertsRequest
+	(*WatchAlertsResponse)(nil),       // 11: fleet.v1.WatchAlertsResponse
+	(*AcknowledgeAlertRequest)(nil),   // 12: fleet.v1.AcknowledgeAlertRequest
+	(*AcknowledgeAlertResponse)(nil),  // 13: fleet.v1.AcknowledgeAlertResponse
+	(*ResolveAlertRequest)(nil),       // 14: fleet.v1.ResolveAlertRequest
+	(*ResolveAlertResponse)(nil),      // 15: fleet.v1.ResolveAlertResponse
+	(*AcknowledgeAlertsRequest)(nil),  // 16: fleet.v1.AcknowledgeAlertsRequest
+	(*AcknowledgeAlertsResponse)(nil), // 17: fleet.v1.AcknowledgeAlertsResponse
+	(*ResolveAlertsRequest)(nil),      // 18: fleet.v1.ResolveAlertsRequest
+	(*ResolveAlertsResponse)(nil),     // 19: fleet.v1.ResolveAlertsResponse
+	(*AlertChangeFailure)(nil),        // 20: fleet.v1.AlertChangeFailure
+	(*CommandTransition)(nil),         // 21: fleet.v1.CommandTransition
+	(*Command)(nil),                   // 22: fleet.v1.Command
+	(*SendCommandRequest)(nil),        // 23: fleet.v1.SendCommandRequest
+	(*SendCommandResponse)(nil),       // 24: fleet.v1.SendCommandResponse
+	(*GetCommandRequest)(nil),         // 25: fleet.v1.GetCommandRequest
+	(*GetCommandResponse)(nil),        // 26: fleet.v1.GetCommandResponse
+	(*ListCommandsRequest)(nil),       // 27: fleet.v1.ListCommandsRequest
+	(*ListCommandsResponse)(nil),      // 28: fleet.v1.ListCommandsResponse
+	(*CancelCommandRequest)(nil),      // 29: fleet.v1.CancelCommandRequest
+	(*CancelCommandResponse)(nil),     // 30: fleet.v1.CancelCommandResponse
+	nil,                               // 31: fleet.v1.Alert.AttributesEntry
+	nil,                               // 32: fleet.v1.Command.ParamsEntry
+	nil,                               // 33: fleet.v1.SendCommandRequest.ParamsEntry
+	(*timestamppb.Timestamp)(nil),     // 34: google.protobuf.Timestamp
+	(*LatLng)(nil),                    // 35: fleet.v1.LatLng
+	(CommandKind)(0),                  // 36: fleet.v1.CommandKind
+	(*durationpb.Duration)(nil),       // 37: google.protobuf.Duration
 }
 var file_fleet_v1_dispatch_proto_depIdxs = []int32{
 	0,  // 0: fleet.v1.Alert.severity:type_name -> fleet.v1.AlertSeverity
 	1,  // 1: fleet.v1.Alert.state:type_name -> fleet.v1.AlertState
-	29, // 2: fleet.v1.Alert.first_time:type_name -> google.protobuf.Timestamp
-	29, // 3: fleet.v1.Alert.last_time:type_name -> google.protobuf.Timestamp
-	29, // 4: fleet.v1.Alert.create_time:type_name -> google.protobuf.Timestamp
-	30, // 5: fleet.v1.Alert.position:type_name -> fleet.v1.LatLng
-	26, // 6: fleet.v1.Alert.attributes:type_name -> fleet.v1.Alert.AttributesEntry
-	29, // 7: fleet.v1.Alert.acknowledge_time:type_name -> google.protobuf.Timestamp
-	29, // 8: fleet.v1.Alert.resolve_time:type_name -> google.protobuf.Timestamp
+	34, // 2: fleet.v1.Alert.first_time:type_name -> google.protobuf.Timestamp
+	34, // 3: fleet.v1.Alert.last_time:type_name -> google.protobuf.Timestamp
+	34, // 4: fleet.v1.Alert.create_time:type_name -> google.protobuf.Timestamp
+	35, // 5: fleet.v1.Alert.position:type_name -> fleet.v1.LatLng
+	31, // 6: fleet.v1.Alert.attributes:type_name -> fleet.v1.Alert.AttributesEntry
+	34, // 7: fleet.v1.Alert.acknowledge_time:type_name -> google.protobuf.Timestamp
+	34, // 8: fleet.v1.Alert.resolve_time:type_name -> google.protobuf.Timestamp
 	3,  // 9: fleet.v1.Alert.confidence:type_name -> fleet.v1.AlertConfidence
 	7,  // 10: fleet.v1.Alert.evidence:type_name -> fleet.v1.AlertEvidence
 	6,  // 11: fleet.v1.Alert.deliveries:type_name -> fleet.v1.AlertDelivery
 	2,  // 12: fleet.v1.AlertDelivery.state:type_name -> fleet.v1.AlertDeliveryState
-	29, // 13: fleet.v1.AlertDelivery.last_attempt_time:type_name -> google.protobuf.Timestamp
-	29, // 14: fleet.v1.AlertDelivery.delivered_time:type_name -> google.protobuf.Timestamp
-	29, // 15: fleet.v1.AlertEvidence.time:type_name -> google.protobuf.Timestamp
+	34, // 13: fleet.v1.AlertDelivery.last_attempt_time:type_name -> google.protobuf.Timestamp
+	34, // 14: fleet.v1.AlertDelivery.delivered_time:type_name -> google.protobuf.Timestamp
+	34, // 15: fleet.v1.AlertEvidence.time:type_name -> google.protobuf.Timestamp
 	0,  // 16: fleet.v1.ListAlertsRequest.min_severity:type_name -> fleet.v1.AlertSeverity
 	1,  // 17: fleet.v1.ListAlertsRequest.state:type_name -> fleet.v1.AlertState
-	29, // 18: fleet.v1.ListAlertsRequest.start_time:type_name -> google.protobuf.Timestamp
-	29, // 19: fleet.v1.ListAlertsRequest.end_time:type_name -> google.protobuf.Timestamp
+	34, // 18: fleet.v1.ListAlertsRequest.start_time:type_name -> google.protobuf.Timestamp
+	34, // 19: fleet.v1.ListAlertsRequest.end_time:type_name -> google.protobuf.Timestamp
 	5,  // 20: fleet.v1.ListAlertsResponse.alerts:type_name -> fleet.v1.Alert
 	0,  // 21: fleet.v1.WatchAlertsRequest.min_severity:type_name -> fleet.v1.AlertSeverity
 	5,  // 22: fleet.v1.WatchAlertsResponse.alert:type_name -> fleet.v1.Alert
 	5,  // 23: fleet.v1.AcknowledgeAlertResponse.alert:type_name -> fleet.v1.Alert
 	5,  // 24: fleet.v1.ResolveAlertResponse.alert:type_name -> fleet.v1.Alert
-	4,  // 25: fleet.v1.CommandTransition.state:type_name -> fleet.v1.CommandState
-	29, // 26: fleet.v1.CommandTransition.time:type_name -> google.protobuf.Timestamp
-	31, // 27: fleet.v1.Command.kind:type_name -> fleet.v1.CommandKind
-	27, // 28: fleet.v1.Command.params:type_name -> fleet.v1.Command.ParamsEntry
-	4,  // 29: fleet.v1.Command.state:type_name -> fleet.v1.CommandState
-	29, // 30: fleet.v1.Command.issue_time:type_name -> google.protobuf.Timestamp
-	29, // 31: fleet.v1.Command.expire_time:type_name -> google.protobuf.Timestamp
-	29, // 32: fleet.v1.Command.sent_time:type_name -> google.protobuf.Timestamp
-	29, // 33: fleet.v1.Command.update_time:type_name -> google.protobuf.Timestamp
-	16, // 34: fleet.v1.Command.history:type_name -> fleet.v1.CommandTransition
-	31, // 35: fleet.v1.SendCommandRequest.kind:type_name -> fleet.v1.CommandKind
-	28, // 36: fleet.v1.SendCommandRequest.params:type_name -> fleet.v1.SendCommandRequest.ParamsEntry
-	32, // 37: fleet.v1.SendCommandRequest.ttl:type_name -> google.protobuf.Duration
-	17, // 38: fleet.v1.SendCommandResponse.command:type_name -> fleet.v1.Command
-	17, // 39: fleet.v1.GetCommandResponse.command:type_name -> fleet.v1.Command
-	4,  // 40: fleet.v1.ListCommandsRequest.state:type_name -> fleet.v1.CommandState
-	17, // 41: fleet.v1.ListCommandsResponse.commands:type_name -> fleet.v1.Command
-	17, // 42: fleet.v1.CancelCommandResponse.command:type_name -> fleet.v1.Command
-	8,  // 43: fleet.v1.AlertService.ListAlerts:input_type -> fleet.v1.ListAlertsRequest
-	10, // 44: fleet.v1.AlertService.WatchAlerts:input_type -> fleet.v1.WatchAlertsRequest
-	12, // 45: fleet.v1.AlertService.AcknowledgeAlert:input_type -> fleet.v1.AcknowledgeAlertRequest
-	14, // 46: fleet.v1.AlertService.ResolveAlert:input_type -> fleet.v1.ResolveAlertRequest
-	18, // 47: fleet.v1.CommandService.SendCommand:input_type -> fleet.v1.SendCommandRequest
-	20, // 48: fleet.v1.CommandService.GetCommand:input_type -> fleet.v1.GetCommandRequest
-	22, // 49: fleet.v1.CommandService.ListCommands:input_type -> fleet.v1.ListCommandsRequest
-	24, // 50: fleet.v1.CommandService.CancelCommand:input_type -> fleet.v1.CancelCommandRequest
-	9,  // 51: fleet.v1.AlertService.ListAlerts:output_type -> fleet.v1.ListAlertsResponse
-	11, // 52: fleet.v1.AlertService.WatchAlerts:output_type -> fleet.v1.WatchAlertsResponse
-	13, // 53: fleet.v1.AlertService.AcknowledgeAlert:output_type -> fleet.v1.AcknowledgeAlertResponse
-	15, // 54: fleet.v1.AlertService.ResolveAlert:output_type -> fleet.v1.ResolveAlertResponse
-	19, // 55: fleet.v1.CommandService.SendCommand:output_type -> fleet.v1.SendCommandResponse
-	21, // 56: fleet.v1.CommandService.GetCommand:output_type -> fleet.v1.GetCommandResponse
-	23, // 57: fleet.v1.CommandService.ListCommands:output_type -> fleet.v1.ListCommandsResponse
-	25, // 58: fleet.v1.CommandService.CancelCommand:output_type -> fleet.v1.CancelCommandResponse
-	51, // [51:59] is the sub-list for method output_type
-	43, // [43:51] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	0,  // 25: fleet.v1.AcknowledgeAlertsRequest.min_severity:type_name -> fleet.v1.AlertSeverity
+	34, // 26: fleet.v1.AcknowledgeAlertsRequest.start_time:type_name -> google.protobuf.Timestamp
+	34, // 27: fleet.v1.AcknowledgeAlertsRequest.end_time:type_name -> google.protobuf.Timestamp
+	20, // 28: fleet.v1.AcknowledgeAlertsResponse.failures:type_name -> fleet.v1.AlertChangeFailure
+	0,  // 29: fleet.v1.ResolveAlertsRequest.min_severity:type_name -> fleet.v1.AlertSeverity
+	34, // 30: fleet.v1.ResolveAlertsRequest.start_time:type_name -> google.protobuf.Timestamp
+	34, // 31: fleet.v1.ResolveAlertsRequest.end_time:type_name -> google.protobuf.Timestamp
+	1,  // 32: fleet.v1.ResolveAlertsRequest.state:type_name -> fleet.v1.AlertState
+	20, // 33: fleet.v1.ResolveAlertsResponse.failures:type_name -> fleet.v1.AlertChangeFailure
+	4,  // 34: fleet.v1.CommandTransition.state:type_name -> fleet.v1.CommandState
+	34, // 35: fleet.v1.CommandTransition.time:type_name -> google.protobuf.Timestamp
+	36, // 36: fleet.v1.Command.kind:type_name -> fleet.v1.CommandKind
+	32, // 37: fleet.v1.Command.params:type_name -> fleet.v1.Command.ParamsEntry
+	4,  // 38: fleet.v1.Command.state:type_name -> fleet.v1.CommandState
+	34, // 39: fleet.v1.Command.issue_time:type_name -> google.protobuf.Timestamp
+	34, // 40: fleet.v1.Command.expire_time:type_name -> google.protobuf.Timestamp
+	34, // 41: fleet.v1.Command.sent_time:type_name -> google.protobuf.Timestamp
+	34, // 42: fleet.v1.Command.update_time:type_name -> google.protobuf.Timestamp
+	21, // 43: fleet.v1.Command.history:type_name -> fleet.v1.CommandTransition
+	36, // 44: fleet.v1.SendCommandRequest.kind:type_name -> fleet.v1.CommandKind
+	33, // 45: fleet.v1.SendCommandRequest.params:type_name -> fleet.v1.SendCommandRequest.ParamsEntry
+	37, // 46: fleet.v1.SendCommandRequest.ttl:type_name -> google.protobuf.Duration
+	22, // 47: fleet.v1.SendCommandResponse.command:type_name -> fleet.v1.Command
+	22, // 48: fleet.v1.GetCommandResponse.command:type_name -> fleet.v1.Command
+	4,  // 49: fleet.v1.ListCommandsRequest.state:type_name -> fleet.v1.CommandState
+	22, // 50: fleet.v1.ListCommandsResponse.commands:type_name -> fleet.v1.Command
+	22, // 51: fleet.v1.CancelCommandResponse.command:type_name -> fleet.v1.Command
+	8,  // 52: fleet.v1.AlertService.ListAlerts:input_type -> fleet.v1.ListAlertsRequest
+	10, // 53: fleet.v1.AlertService.WatchAlerts:input_type -> fleet.v1.WatchAlertsRequest
+	12, // 54: fleet.v1.AlertService.AcknowledgeAlert:input_type -> fleet.v1.AcknowledgeAlertRequest
+	14, // 55: fleet.v1.AlertService.ResolveAlert:input_type -> fleet.v1.ResolveAlertRequest
+	16, // 56: fleet.v1.AlertService.AcknowledgeAlerts:input_type -> fleet.v1.AcknowledgeAlertsRequest
+	18, // 57: fleet.v1.AlertService.ResolveAlerts:input_type -> fleet.v1.ResolveAlertsRequest
+	23, // 58: fleet.v1.CommandService.SendCommand:input_type -> fleet.v1.SendCommandRequest
+	25, // 59: fleet.v1.CommandService.GetCommand:input_type -> fleet.v1.GetCommandRequest
+	27, // 60: fleet.v1.CommandService.ListCommands:input_type -> fleet.v1.ListCommandsRequest
+	29, // 61: fleet.v1.CommandService.CancelCommand:input_type -> fleet.v1.CancelCommandRequest
+	9,  // 62: fleet.v1.AlertService.ListAlerts:output_type -> fleet.v1.ListAlertsResponse
+	11, // 63: fleet.v1.AlertService.WatchAlerts:output_type -> fleet.v1.WatchAlertsResponse
+	13, // 64: fleet.v1.AlertService.AcknowledgeAlert:output_type -> fleet.v1.AcknowledgeAlertResponse
+	15, // 65: fleet.v1.AlertService.ResolveAlert:output_type -> fleet.v1.ResolveAlertResponse
+	17, // 66: fleet.v1.AlertService.AcknowledgeAlerts:output_type -> fleet.v1.AcknowledgeAlertsResponse
+	19, // 67: fleet.v1.AlertService.ResolveAlerts:output_type -> fleet.v1.ResolveAlertsResponse
+	24, // 68: fleet.v1.CommandService.SendCommand:output_type -> fleet.v1.SendCommandResponse
+	26, // 69: fleet.v1.CommandService.GetCommand:output_type -> fleet.v1.GetCommandResponse
+	28, // 70: fleet.v1.CommandService.ListCommands:output_type -> fleet.v1.ListCommandsResponse
+	30, // 71: fleet.v1.CommandService.CancelCommand:output_type -> fleet.v1.CancelCommandResponse
+	62, // [62:72] is the sub-list for method output_type
+	52, // [52:62] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_dispatch_proto_init() }
@@ -2240,7 +2737,7 @@ func file_fleet_v1_dispatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_dispatch_proto_rawDesc), len(file_fleet_v1_dispatch_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   24,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

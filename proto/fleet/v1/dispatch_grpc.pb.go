@@ -19,10 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AlertService_ListAlerts_FullMethodName       = "/fleet.v1.AlertService/ListAlerts"
-	AlertService_WatchAlerts_FullMethodName      = "/fleet.v1.AlertService/WatchAlerts"
-	AlertService_AcknowledgeAlert_FullMethodName = "/fleet.v1.AlertService/AcknowledgeAlert"
-	AlertService_ResolveAlert_FullMethodName     = "/fleet.v1.AlertService/ResolveAlert"
+	AlertService_ListAlerts_FullMethodName        = "/fleet.v1.AlertService/ListAlerts"
+	AlertService_WatchAlerts_FullMethodName       = "/fleet.v1.AlertService/WatchAlerts"
+	AlertService_AcknowledgeAlert_FullMethodName  = "/fleet.v1.AlertService/AcknowledgeAlert"
+	AlertService_ResolveAlert_FullMethodName      = "/fleet.v1.AlertService/ResolveAlert"
+	AlertService_AcknowledgeAlerts_FullMethodName = "/fleet.v1.AlertService/AcknowledgeAlerts"
+	AlertService_ResolveAlerts_FullMethodName     = "/fleet.v1.AlertService/ResolveAlerts"
 )
 
 // AlertServiceClient is the client API for AlertService service.
@@ -46,6 +48,15 @@ type AlertServiceClient interface {
 	AcknowledgeAlert(ctx context.Context, in *AcknowledgeAlertRequest, opts ...grpc.CallOption) (*AcknowledgeAlertResponse, error)
 	// ResolveAlert closes an alert. A later occurrence of the same incident opens a new one.
 	ResolveAlert(ctx context.Context, in *ResolveAlertRequest, opts ...grpc.CallOption) (*ResolveAlertResponse, error)
+	// AcknowledgeAlerts acknowledges many alerts in one call: the alert_ids listed, or, when
+	// none are listed, every open alert matching the filter fields. Each alert changed is
+	// audited as its own AcknowledgeAlert record. At most 1000 alerts change per call;
+	// remaining_size says how many more still match, for the caller to call again.
+	AcknowledgeAlerts(ctx context.Context, in *AcknowledgeAlertsRequest, opts ...grpc.CallOption) (*AcknowledgeAlertsResponse, error)
+	// ResolveAlerts resolves many alerts in one call: the alert_ids listed, or every
+	// unresolved (open or acknowledged) alert matching the filter fields. Audited per alert
+	// as ResolveAlert; at most 1000 per call, like AcknowledgeAlerts.
+	ResolveAlerts(ctx context.Context, in *ResolveAlertsRequest, opts ...grpc.CallOption) (*ResolveAlertsResponse, error)
 }
 
 type alertServiceClient struct {
@@ -105,6 +116,26 @@ func (c *alertServiceClient) ResolveAlert(ctx context.Context, in *ResolveAlertR
 	return out, nil
 }
 
+func (c *alertServiceClient) AcknowledgeAlerts(ctx context.Context, in *AcknowledgeAlertsRequest, opts ...grpc.CallOption) (*AcknowledgeAlertsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AcknowledgeAlertsResponse)
+	err := c.cc.Invoke(ctx, AlertService_AcknowledgeAlerts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *alertServiceClient) ResolveAlerts(ctx context.Context, in *ResolveAlertsRequest, opts ...grpc.CallOption) (*ResolveAlertsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveAlertsResponse)
+	err := c.cc.Invoke(ctx, AlertService_ResolveAlerts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AlertServiceServer is the server API for AlertService service.
 // All implementations must embed UnimplementedAlertServiceServer
 // for forward compatibility.
@@ -126,6 +157,15 @@ type AlertServiceServer interface {
 	AcknowledgeAlert(context.Context, *AcknowledgeAlertRequest) (*AcknowledgeAlertResponse, error)
 	// ResolveAlert closes an alert. A later occurrence of the same incident opens a new one.
 	ResolveAlert(context.Context, *ResolveAlertRequest) (*ResolveAlertResponse, error)
+	// AcknowledgeAlerts acknowledges many alerts in one call: the alert_ids listed, or, when
+	// none are listed, every open alert matching the filter fields. Each alert changed is
+	// audited as its own AcknowledgeAlert record. At most 1000 alerts change per call;
+	// remaining_size says how many more still match, for the caller to call again.
+	AcknowledgeAlerts(context.Context, *AcknowledgeAlertsRequest) (*AcknowledgeAlertsResponse, error)
+	// ResolveAlerts resolves many alerts in one call: the alert_ids listed, or every
+	// unresolved (open or acknowledged) alert matching the filter fields. Audited per alert
+	// as ResolveAlert; at most 1000 per call, like AcknowledgeAlerts.
+	ResolveAlerts(context.Context, *ResolveAlertsRequest) (*ResolveAlertsResponse, error)
 	mustEmbedUnimplementedAlertServiceServer()
 }
 
@@ -147,6 +187,12 @@ func (UnimplementedAlertServiceServer) AcknowledgeAlert(context.Context, *Acknow
 }
 func (UnimplementedAlertServiceServer) ResolveAlert(context.Context, *ResolveAlertRequest) (*ResolveAlertResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResolveAlert not implemented")
+}
+func (UnimplementedAlertServiceServer) AcknowledgeAlerts(context.Context, *AcknowledgeAlertsRequest) (*AcknowledgeAlertsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AcknowledgeAlerts not implemented")
+}
+func (UnimplementedAlertServiceServer) ResolveAlerts(context.Context, *ResolveAlertsRequest) (*ResolveAlertsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResolveAlerts not implemented")
 }
 func (UnimplementedAlertServiceServer) mustEmbedUnimplementedAlertServiceServer() {}
 func (UnimplementedAlertServiceServer) testEmbeddedByValue()                      {}
@@ -234,6 +280,42 @@ func _AlertService_ResolveAlert_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AlertService_AcknowledgeAlerts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AcknowledgeAlertsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AlertServiceServer).AcknowledgeAlerts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AlertService_AcknowledgeAlerts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AlertServiceServer).AcknowledgeAlerts(ctx, req.(*AcknowledgeAlertsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AlertService_ResolveAlerts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveAlertsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AlertServiceServer).ResolveAlerts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AlertService_ResolveAlerts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AlertServiceServer).ResolveAlerts(ctx, req.(*ResolveAlertsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AlertService_ServiceDesc is the grpc.ServiceDesc for AlertService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -252,6 +334,14 @@ var AlertService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResolveAlert",
 			Handler:    _AlertService_ResolveAlert_Handler,
+		},
+		{
+			MethodName: "AcknowledgeAlerts",
+			Handler:    _AlertService_AcknowledgeAlerts_Handler,
+		},
+		{
+			MethodName: "ResolveAlerts",
+			Handler:    _AlertService_ResolveAlerts_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1870,6 +1870,98 @@ func (x *UpdateVehicleResponse) GetVehicle() *Vehicle {
 	return nil
 }
 
+// DeleteVehicleRequest names the vehicle to delete.
+type DeleteVehicleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The vehicle.
+	VehicleId     string `protobuf:"bytes,1,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteVehicleRequest) Reset() {
+	*x = DeleteVehicleRequest{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteVehicleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteVehicleRequest) ProtoMessage() {}
+
+func (x *DeleteVehicleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteVehicleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteVehicleRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DeleteVehicleRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+// DeleteVehicleResponse confirms a deletion.
+type DeleteVehicleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The vehicle as it was just before deletion.
+	Vehicle       *Vehicle `protobuf:"bytes,1,opt,name=vehicle,proto3" json:"vehicle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteVehicleResponse) Reset() {
+	*x = DeleteVehicleResponse{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteVehicleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteVehicleResponse) ProtoMessage() {}
+
+func (x *DeleteVehicleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteVehicleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteVehicleResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DeleteVehicleResponse) GetVehicle() *Vehicle {
+	if x != nil {
+		return x.Vehicle
+	}
+	return nil
+}
+
 var File_fleet_v1_tracking_proto protoreflect.FileDescriptor
 
 const file_fleet_v1_tracking_proto_rawDesc = "" +
@@ -2033,6 +2125,11 @@ const file_fleet_v1_tracking_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +
 	"\x15UpdateVehicleResponse\x12+\n" +
+	"\avehicle\x18\x01 \x01(\v2\x11.fleet.v1.VehicleR\avehicle\"5\n" +
+	"\x14DeleteVehicleRequest\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\"D\n" +
+	"\x15DeleteVehicleResponse\x12+\n" +
 	"\avehicle\x18\x01 \x01(\v2\x11.fleet.v1.VehicleR\avehicle*\xba\x01\n" +
 	"\rVehicleStatus\x12\x1e\n" +
 	"\x1aVEHICLE_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n" +
@@ -2044,7 +2141,7 @@ const file_fleet_v1_tracking_proto_rawDesc = "" +
 	"\x0eOdometerSource\x12\x1f\n" +
 	"\x1bODOMETER_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13ODOMETER_SOURCE_GPS\x10\x01\x12\x1a\n" +
-	"\x16ODOMETER_SOURCE_DEVICE\x10\x022\xe0\x05\n" +
+	"\x16ODOMETER_SOURCE_DEVICE\x10\x022\xb2\x06\n" +
 	"\x0fTrackingService\x12G\n" +
 	"\n" +
 	"GetVehicle\x12\x1b.fleet.v1.GetVehicleRequest\x1a\x1c.fleet.v1.GetVehicleResponse\x12M\n" +
@@ -2055,7 +2152,8 @@ const file_fleet_v1_tracking_proto_rawDesc = "" +
 	"\tListTrips\x12\x1a.fleet.v1.ListTripsRequest\x1a\x1b.fleet.v1.ListTripsResponse\x12D\n" +
 	"\tListStops\x12\x1a.fleet.v1.ListStopsRequest\x1a\x1b.fleet.v1.ListStopsResponse\x12V\n" +
 	"\x0fRegisterVehicle\x12 .fleet.v1.RegisterVehicleRequest\x1a!.fleet.v1.RegisterVehicleResponse\x12P\n" +
-	"\rUpdateVehicle\x12\x1e.fleet.v1.UpdateVehicleRequest\x1a\x1f.fleet.v1.UpdateVehicleResponseB\x95\x01\n" +
+	"\rUpdateVehicle\x12\x1e.fleet.v1.UpdateVehicleRequest\x1a\x1f.fleet.v1.UpdateVehicleResponse\x12P\n" +
+	"\rDeleteVehicle\x12\x1e.fleet.v1.DeleteVehicleRequest\x1a\x1f.fleet.v1.DeleteVehicleResponseB\x95\x01\n" +
 	"\fcom.fleet.v1B\rTrackingProtoP\x01Z5github.com/fleetwire/fleetwire/proto/fleet/v1;fleetv1\xa2\x02\x03FXX\xaa\x02\bFleet.V1\xca\x02\bFleet\\V1\xe2\x02\x14Fleet\\V1\\GPBMetadata\xea\x02\tFleet::V1b\x06proto3"
 
 var (
@@ -2071,7 +2169,7 @@ func file_fleet_v1_tracking_proto_rawDescGZIP() []byte {
 }
 
 var file_fleet_v1_tracking_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fleet_v1_tracking_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_fleet_v1_tracking_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_fleet_v1_tracking_proto_goTypes = []any{
 	(VehicleStatus)(0),                    // 0: fleet.v1.VehicleStatus
 	(OdometerSource)(0),                   // 1: fleet.v1.OdometerSource
@@ -2099,84 +2197,89 @@ var file_fleet_v1_tracking_proto_goTypes = []any{
 	(*RegisterVehicleResponse)(nil),       // 23: fleet.v1.RegisterVehicleResponse
 	(*UpdateVehicleRequest)(nil),          // 24: fleet.v1.UpdateVehicleRequest
 	(*UpdateVehicleResponse)(nil),         // 25: fleet.v1.UpdateVehicleResponse
-	nil,                                   // 26: fleet.v1.Vehicle.MetadataEntry
-	nil,                                   // 27: fleet.v1.RegisterVehicleRequest.MetadataEntry
-	nil,                                   // 28: fleet.v1.UpdateVehicleRequest.MetadataEntry
-	(*LatLng)(nil),                        // 29: fleet.v1.LatLng
-	(*timestamppb.Timestamp)(nil),         // 30: google.protobuf.Timestamp
-	(*BoundingBox)(nil),                   // 31: fleet.v1.BoundingBox
-	(*durationpb.Duration)(nil),           // 32: google.protobuf.Duration
-	(*fieldmaskpb.FieldMask)(nil),         // 33: google.protobuf.FieldMask
+	(*DeleteVehicleRequest)(nil),          // 26: fleet.v1.DeleteVehicleRequest
+	(*DeleteVehicleResponse)(nil),         // 27: fleet.v1.DeleteVehicleResponse
+	nil,                                   // 28: fleet.v1.Vehicle.MetadataEntry
+	nil,                                   // 29: fleet.v1.RegisterVehicleRequest.MetadataEntry
+	nil,                                   // 30: fleet.v1.UpdateVehicleRequest.MetadataEntry
+	(*LatLng)(nil),                        // 31: fleet.v1.LatLng
+	(*timestamppb.Timestamp)(nil),         // 32: google.protobuf.Timestamp
+	(*BoundingBox)(nil),                   // 33: fleet.v1.BoundingBox
+	(*durationpb.Duration)(nil),           // 34: google.protobuf.Duration
+	(*fieldmaskpb.FieldMask)(nil),         // 35: google.protobuf.FieldMask
 }
 var file_fleet_v1_tracking_proto_depIdxs = []int32{
-	29, // 0: fleet.v1.Fix.position:type_name -> fleet.v1.LatLng
-	30, // 1: fleet.v1.Fix.device_time:type_name -> google.protobuf.Timestamp
+	31, // 0: fleet.v1.Fix.position:type_name -> fleet.v1.LatLng
+	32, // 1: fleet.v1.Fix.device_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: fleet.v1.VehicleState.status:type_name -> fleet.v1.VehicleStatus
 	2,  // 3: fleet.v1.VehicleState.last_fix:type_name -> fleet.v1.Fix
-	30, // 4: fleet.v1.VehicleState.last_seen_time:type_name -> google.protobuf.Timestamp
-	30, // 5: fleet.v1.VehicleState.last_device_time:type_name -> google.protobuf.Timestamp
-	30, // 6: fleet.v1.VehicleState.last_sent_time:type_name -> google.protobuf.Timestamp
-	30, // 7: fleet.v1.VehicleState.status_time:type_name -> google.protobuf.Timestamp
+	32, // 4: fleet.v1.VehicleState.last_seen_time:type_name -> google.protobuf.Timestamp
+	32, // 5: fleet.v1.VehicleState.last_device_time:type_name -> google.protobuf.Timestamp
+	32, // 6: fleet.v1.VehicleState.last_sent_time:type_name -> google.protobuf.Timestamp
+	32, // 7: fleet.v1.VehicleState.status_time:type_name -> google.protobuf.Timestamp
 	0,  // 8: fleet.v1.VehicleState.previous_status:type_name -> fleet.v1.VehicleStatus
 	1,  // 9: fleet.v1.VehicleState.odometer_source:type_name -> fleet.v1.OdometerSource
-	26, // 10: fleet.v1.Vehicle.metadata:type_name -> fleet.v1.Vehicle.MetadataEntry
+	28, // 10: fleet.v1.Vehicle.metadata:type_name -> fleet.v1.Vehicle.MetadataEntry
 	3,  // 11: fleet.v1.Vehicle.state:type_name -> fleet.v1.VehicleState
 	4,  // 12: fleet.v1.GetVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
 	0,  // 13: fleet.v1.ListVehiclesRequest.statuses:type_name -> fleet.v1.VehicleStatus
 	4,  // 14: fleet.v1.ListVehiclesResponse.vehicles:type_name -> fleet.v1.Vehicle
-	31, // 15: fleet.v1.WatchVehiclesRequest.bounds:type_name -> fleet.v1.BoundingBox
+	33, // 15: fleet.v1.WatchVehiclesRequest.bounds:type_name -> fleet.v1.BoundingBox
 	4,  // 16: fleet.v1.WatchVehiclesResponse.vehicle:type_name -> fleet.v1.Vehicle
-	29, // 17: fleet.v1.SearchNearestVehiclesRequest.point:type_name -> fleet.v1.LatLng
+	31, // 17: fleet.v1.SearchNearestVehiclesRequest.point:type_name -> fleet.v1.LatLng
 	0,  // 18: fleet.v1.SearchNearestVehiclesRequest.statuses:type_name -> fleet.v1.VehicleStatus
 	4,  // 19: fleet.v1.NearbyVehicle.vehicle:type_name -> fleet.v1.Vehicle
 	12, // 20: fleet.v1.SearchNearestVehiclesResponse.vehicles:type_name -> fleet.v1.NearbyVehicle
-	30, // 21: fleet.v1.GetTrackRequest.start_time:type_name -> google.protobuf.Timestamp
-	30, // 22: fleet.v1.GetTrackRequest.end_time:type_name -> google.protobuf.Timestamp
+	32, // 21: fleet.v1.GetTrackRequest.start_time:type_name -> google.protobuf.Timestamp
+	32, // 22: fleet.v1.GetTrackRequest.end_time:type_name -> google.protobuf.Timestamp
 	2,  // 23: fleet.v1.GetTrackResponse.fixes:type_name -> fleet.v1.Fix
-	30, // 24: fleet.v1.ListTripsRequest.start_time:type_name -> google.protobuf.Timestamp
-	30, // 25: fleet.v1.ListTripsRequest.end_time:type_name -> google.protobuf.Timestamp
-	30, // 26: fleet.v1.Trip.start_time:type_name -> google.protobuf.Timestamp
-	30, // 27: fleet.v1.Trip.end_time:type_name -> google.protobuf.Timestamp
-	29, // 28: fleet.v1.Trip.start_position:type_name -> fleet.v1.LatLng
-	29, // 29: fleet.v1.Trip.end_position:type_name -> fleet.v1.LatLng
-	32, // 30: fleet.v1.Trip.duration:type_name -> google.protobuf.Duration
-	32, // 31: fleet.v1.Trip.idle_duration:type_name -> google.protobuf.Duration
+	32, // 24: fleet.v1.ListTripsRequest.start_time:type_name -> google.protobuf.Timestamp
+	32, // 25: fleet.v1.ListTripsRequest.end_time:type_name -> google.protobuf.Timestamp
+	32, // 26: fleet.v1.Trip.start_time:type_name -> google.protobuf.Timestamp
+	32, // 27: fleet.v1.Trip.end_time:type_name -> google.protobuf.Timestamp
+	31, // 28: fleet.v1.Trip.start_position:type_name -> fleet.v1.LatLng
+	31, // 29: fleet.v1.Trip.end_position:type_name -> fleet.v1.LatLng
+	34, // 30: fleet.v1.Trip.duration:type_name -> google.protobuf.Duration
+	34, // 31: fleet.v1.Trip.idle_duration:type_name -> google.protobuf.Duration
 	17, // 32: fleet.v1.ListTripsResponse.trips:type_name -> fleet.v1.Trip
-	30, // 33: fleet.v1.ListStopsRequest.start_time:type_name -> google.protobuf.Timestamp
-	30, // 34: fleet.v1.ListStopsRequest.end_time:type_name -> google.protobuf.Timestamp
-	30, // 35: fleet.v1.Stop.start_time:type_name -> google.protobuf.Timestamp
-	30, // 36: fleet.v1.Stop.end_time:type_name -> google.protobuf.Timestamp
-	29, // 37: fleet.v1.Stop.position:type_name -> fleet.v1.LatLng
-	32, // 38: fleet.v1.Stop.duration:type_name -> google.protobuf.Duration
+	32, // 33: fleet.v1.ListStopsRequest.start_time:type_name -> google.protobuf.Timestamp
+	32, // 34: fleet.v1.ListStopsRequest.end_time:type_name -> google.protobuf.Timestamp
+	32, // 35: fleet.v1.Stop.start_time:type_name -> google.protobuf.Timestamp
+	32, // 36: fleet.v1.Stop.end_time:type_name -> google.protobuf.Timestamp
+	31, // 37: fleet.v1.Stop.position:type_name -> fleet.v1.LatLng
+	34, // 38: fleet.v1.Stop.duration:type_name -> google.protobuf.Duration
 	20, // 39: fleet.v1.ListStopsResponse.stops:type_name -> fleet.v1.Stop
-	27, // 40: fleet.v1.RegisterVehicleRequest.metadata:type_name -> fleet.v1.RegisterVehicleRequest.MetadataEntry
+	29, // 40: fleet.v1.RegisterVehicleRequest.metadata:type_name -> fleet.v1.RegisterVehicleRequest.MetadataEntry
 	4,  // 41: fleet.v1.RegisterVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
-	28, // 42: fleet.v1.UpdateVehicleRequest.metadata:type_name -> fleet.v1.UpdateVehicleRequest.MetadataEntry
-	33, // 43: fleet.v1.UpdateVehicleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	30, // 42: fleet.v1.UpdateVehicleRequest.metadata:type_name -> fleet.v1.UpdateVehicleRequest.MetadataEntry
+	35, // 43: fleet.v1.UpdateVehicleRequest.update_mask:type_name -> google.protobuf.FieldMask
 	4,  // 44: fleet.v1.UpdateVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
-	5,  // 45: fleet.v1.TrackingService.GetVehicle:input_type -> fleet.v1.GetVehicleRequest
-	7,  // 46: fleet.v1.TrackingService.ListVehicles:input_type -> fleet.v1.ListVehiclesRequest
-	9,  // 47: fleet.v1.TrackingService.WatchVehicles:input_type -> fleet.v1.WatchVehiclesRequest
-	11, // 48: fleet.v1.TrackingService.SearchNearestVehicles:input_type -> fleet.v1.SearchNearestVehiclesRequest
-	14, // 49: fleet.v1.TrackingService.GetTrack:input_type -> fleet.v1.GetTrackRequest
-	16, // 50: fleet.v1.TrackingService.ListTrips:input_type -> fleet.v1.ListTripsRequest
-	19, // 51: fleet.v1.TrackingService.ListStops:input_type -> fleet.v1.ListStopsRequest
-	22, // 52: fleet.v1.TrackingService.RegisterVehicle:input_type -> fleet.v1.RegisterVehicleRequest
-	24, // 53: fleet.v1.TrackingService.UpdateVehicle:input_type -> fleet.v1.UpdateVehicleRequest
-	6,  // 54: fleet.v1.TrackingService.GetVehicle:output_type -> fleet.v1.GetVehicleResponse
-	8,  // 55: fleet.v1.TrackingService.ListVehicles:output_type -> fleet.v1.ListVehiclesResponse
-	10, // 56: fleet.v1.TrackingService.WatchVehicles:output_type -> fleet.v1.WatchVehiclesResponse
-	13, // 57: fleet.v1.TrackingService.SearchNearestVehicles:output_type -> fleet.v1.SearchNearestVehiclesResponse
-	15, // 58: fleet.v1.TrackingService.GetTrack:output_type -> fleet.v1.GetTrackResponse
-	18, // 59: fleet.v1.TrackingService.ListTrips:output_type -> fleet.v1.ListTripsResponse
-	21, // 60: fleet.v1.TrackingService.ListStops:output_type -> fleet.v1.ListStopsResponse
-	23, // 61: fleet.v1.TrackingService.RegisterVehicle:output_type -> fleet.v1.RegisterVehicleResponse
-	25, // 62: fleet.v1.TrackingService.UpdateVehicle:output_type -> fleet.v1.UpdateVehicleResponse
-	54, // [54:63] is the sub-list for method output_type
-	45, // [45:54] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	4,  // 45: fleet.v1.DeleteVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
+	5,  // 46: fleet.v1.TrackingService.GetVehicle:input_type -> fleet.v1.GetVehicleRequest
+	7,  // 47: fleet.v1.TrackingService.ListVehicles:input_type -> fleet.v1.ListVehiclesRequest
+	9,  // 48: fleet.v1.TrackingService.WatchVehicles:input_type -> fleet.v1.WatchVehiclesRequest
+	11, // 49: fleet.v1.TrackingService.SearchNearestVehicles:input_type -> fleet.v1.SearchNearestVehiclesRequest
+	14, // 50: fleet.v1.TrackingService.GetTrack:input_type -> fleet.v1.GetTrackRequest
+	16, // 51: fleet.v1.TrackingService.ListTrips:input_type -> fleet.v1.ListTripsRequest
+	19, // 52: fleet.v1.TrackingService.ListStops:input_type -> fleet.v1.ListStopsRequest
+	22, // 53: fleet.v1.TrackingService.RegisterVehicle:input_type -> fleet.v1.RegisterVehicleRequest
+	24, // 54: fleet.v1.TrackingService.UpdateVehicle:input_type -> fleet.v1.UpdateVehicleRequest
+	26, // 55: fleet.v1.TrackingService.DeleteVehicle:input_type -> fleet.v1.DeleteVehicleRequest
+	6,  // 56: fleet.v1.TrackingService.GetVehicle:output_type -> fleet.v1.GetVehicleResponse
+	8,  // 57: fleet.v1.TrackingService.ListVehicles:output_type -> fleet.v1.ListVehiclesResponse
+	10, // 58: fleet.v1.TrackingService.WatchVehicles:output_type -> fleet.v1.WatchVehiclesResponse
+	13, // 59: fleet.v1.TrackingService.SearchNearestVehicles:output_type -> fleet.v1.SearchNearestVehiclesResponse
+	15, // 60: fleet.v1.TrackingService.GetTrack:output_type -> fleet.v1.GetTrackResponse
+	18, // 61: fleet.v1.TrackingService.ListTrips:output_type -> fleet.v1.ListTripsResponse
+	21, // 62: fleet.v1.TrackingService.ListStops:output_type -> fleet.v1.ListStopsResponse
+	23, // 63: fleet.v1.TrackingService.RegisterVehicle:output_type -> fleet.v1.RegisterVehicleResponse
+	25, // 64: fleet.v1.TrackingService.UpdateVehicle:output_type -> fleet.v1.UpdateVehicleResponse
+	27, // 65: fleet.v1.TrackingService.DeleteVehicle:output_type -> fleet.v1.DeleteVehicleResponse
+	56, // [56:66] is the sub-list for method output_type
+	46, // [46:56] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_tracking_proto_init() }
@@ -2192,7 +2295,7 @@ func file_fleet_v1_tracking_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_tracking_proto_rawDesc), len(file_fleet_v1_tracking_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

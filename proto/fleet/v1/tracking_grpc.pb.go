@@ -28,6 +28,7 @@ const (
 	TrackingService_ListStops_FullMethodName             = "/fleet.v1.TrackingService/ListStops"
 	TrackingService_RegisterVehicle_FullMethodName       = "/fleet.v1.TrackingService/RegisterVehicle"
 	TrackingService_UpdateVehicle_FullMethodName         = "/fleet.v1.TrackingService/UpdateVehicle"
+	TrackingService_DeleteVehicle_FullMethodName         = "/fleet.v1.TrackingService/DeleteVehicle"
 )
 
 // TrackingServiceClient is the client API for TrackingService service.
@@ -65,6 +66,13 @@ type TrackingServiceClient interface {
 	// UpdateVehicle changes a registered vehicle's name, plate, groups or metadata.
 	// NOT_FOUND if it is not registered.
 	UpdateVehicle(ctx context.Context, in *UpdateVehicleRequest, opts ...grpc.CallOption) (*UpdateVehicleResponse, error)
+	// DeleteVehicle removes a vehicle, registered or only seen, at once: its registry entry
+	// and groups, its live state and position, and its recorded history (track, trips and
+	// stops), so that an id reused later starts clean. Alerts and commands about it stay in
+	// the dispatcher's feed until they are resolved or expire; new commands to it are
+	// NOT_FOUND. A vehicle whose device keeps reporting comes back as an unregistered one:
+	// revoke the device first (docs/tracking.md, deleting vehicles). NOT_FOUND if unknown.
+	DeleteVehicle(ctx context.Context, in *DeleteVehicleRequest, opts ...grpc.CallOption) (*DeleteVehicleResponse, error)
 }
 
 type trackingServiceClient struct {
@@ -174,6 +182,16 @@ func (c *trackingServiceClient) UpdateVehicle(ctx context.Context, in *UpdateVeh
 	return out, nil
 }
 
+func (c *trackingServiceClient) DeleteVehicle(ctx context.Context, in *DeleteVehicleRequest, opts ...grpc.CallOption) (*DeleteVehicleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteVehicleResponse)
+	err := c.cc.Invoke(ctx, TrackingService_DeleteVehicle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TrackingServiceServer is the server API for TrackingService service.
 // All implementations must embed UnimplementedTrackingServiceServer
 // for forward compatibility.
@@ -209,6 +227,13 @@ type TrackingServiceServer interface {
 	// UpdateVehicle changes a registered vehicle's name, plate, groups or metadata.
 	// NOT_FOUND if it is not registered.
 	UpdateVehicle(context.Context, *UpdateVehicleRequest) (*UpdateVehicleResponse, error)
+	// DeleteVehicle removes a vehicle, registered or only seen, at once: its registry entry
+	// and groups, its live state and position, and its recorded history (track, trips and
+	// stops), so that an id reused later starts clean. Alerts and commands about it stay in
+	// the dispatcher's feed until they are resolved or expire; new commands to it are
+	// NOT_FOUND. A vehicle whose device keeps reporting comes back as an unregistered one:
+	// revoke the device first (docs/tracking.md, deleting vehicles). NOT_FOUND if unknown.
+	DeleteVehicle(context.Context, *DeleteVehicleRequest) (*DeleteVehicleResponse, error)
 	mustEmbedUnimplementedTrackingServiceServer()
 }
 
@@ -245,6 +270,9 @@ func (UnimplementedTrackingServiceServer) RegisterVehicle(context.Context, *Regi
 }
 func (UnimplementedTrackingServiceServer) UpdateVehicle(context.Context, *UpdateVehicleRequest) (*UpdateVehicleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateVehicle not implemented")
+}
+func (UnimplementedTrackingServiceServer) DeleteVehicle(context.Context, *DeleteVehicleRequest) (*DeleteVehicleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteVehicle not implemented")
 }
 func (UnimplementedTrackingServiceServer) mustEmbedUnimplementedTrackingServiceServer() {}
 func (UnimplementedTrackingServiceServer) testEmbeddedByValue()                         {}
@@ -422,6 +450,24 @@ func _TrackingService_UpdateVehicle_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TrackingService_DeleteVehicle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteVehicleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TrackingServiceServer).DeleteVehicle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TrackingService_DeleteVehicle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TrackingServiceServer).DeleteVehicle(ctx, req.(*DeleteVehicleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TrackingService_ServiceDesc is the grpc.ServiceDesc for TrackingService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -460,6 +506,10 @@ var TrackingService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateVehicle",
 			Handler:    _TrackingService_UpdateVehicle_Handler,
+		},
+		{
+			MethodName: "DeleteVehicle",
+			Handler:    _TrackingService_DeleteVehicle_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
