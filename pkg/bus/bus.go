@@ -93,6 +93,9 @@ type Bus struct {
 
 	shared *Shared  // nil: every service consumes on its own (ShareTelemetry)
 	guards sync.Map // service → BatchGuard (GuardBatches)
+
+	leaseCfg *LeaseConfig // nil: ConsumePartitions takes the partitions it is given (leases.go)
+	owned    sync.Map     // service → *ownedSet, while leasing
 }
 
 // Open connects to NATS, starting the embedded server first when cfg asks for it.

@@ -74,6 +74,9 @@ type ConsumerConfig struct {
 	// at (an existing durable resumes where it is). Shared delivery starts its durables
 	// where the services' own durables had got to.
 	StartSeq uint64
+	// Partition tells the service which partitions it holds when they are taken by lease
+	// (ConsumePartitions after LeasePartitions).
+	Partition PartitionHooks
 
 	Metrics *ConsumerMetrics // optional; default: the bus's (Bus.RegisterMetrics)
 }
@@ -612,11 +615,22 @@ func (b *Bus) ConsumePartitions(ctx context.Context, service string, parts []int
 			return h(ctx, keep)
 		}
 	}
-	for _, p := range parts {
+	partition := func(p int) ConsumerConfig {
 		cfg := base
 		cfg.Stream = TelemetryStream
 		cfg.Durable = fmt.Sprintf("%s-p%02d", service, p)
 		cfg.Filters = []string{PartitionFilter(p, kind)}
+		return cfg
+	}
+	if b.leaseCfg != nil {
+		return b.consumeLeased(ctx, service, parts, base.Partition, func(ctx context.Context, p int, ls *lease) error {
+			cfg := partition(p)
+			cfg.Rebuild = false // a partition changes hands: state lives in a shared store
+			return b.Consume(ctx, cfg, fenced(ls, handler))
+		})
+	}
+	for _, p := range parts {
+		cfg := partition(p)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

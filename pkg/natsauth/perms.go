@@ -150,6 +150,13 @@ func kvRead(bucket string) []string {
 	}
 }
 
+// leases lets a service's instances share its partitions by lease (--partitions auto,
+// pkg/bus leases.go): read the lease bucket, write its own service's keys only.
+func leases(service string) []string {
+	out := append(provisions(kvStream(bus.LeaseBucket)), kvRead(bus.LeaseBucket)...)
+	return append(out, "$KV."+bus.LeaseBucket+"."+service+".>")
+}
+
 // kvWrite lets an identity write keys of a bucket.
 func kvWrite(bucket string) []string { return []string{"$KV." + bucket + ".>"} }
 
@@ -237,10 +244,10 @@ func Table(cfg TableConfig) []Identity {
 	evt := func(src string) string { return "fleet.evt." + src + ".>" }
 
 	tracking := serviceBase(UserTracking).with(
-		append(partitionDurables(UserTracking, parts), evt(SourceTracking), bus.LiveWildcard(), "$KV."+auth.GroupsBucket+".>"),
+		append(append(partitionDurables(UserTracking, parts), evt(SourceTracking), bus.LiveWildcard(), "$KV."+auth.GroupsBucket+".>"), leases(UserTracking)...),
 		[]string{bus.LiveWildcard()})
 	geofence := serviceBase(UserGeofence).with(
-		append(append(append(partitionDurables(UserGeofence, parts), evt(SourceGeofence)),
+		append(append(append(append(partitionDurables(UserGeofence, parts), evt(SourceGeofence)), leases(UserGeofence)...),
 			provisions(kvStream(ZonesBucket))...), append(kvRead(ZonesBucket), kvWrite(ZonesBucket)...)...),
 		[]string{evt(SourceGeofence)})
 	// ListZoneEvents reads the event stream through ordered consumers, whose names are
@@ -248,10 +255,10 @@ func Table(cfg TableConfig) []Identity {
 	geofence.PubAllow = append(geofence.PubAllow, ephemeralReader(bus.EventStream, bus.EventSourceFilter(SourceGeofence))...)
 	geofence.PubDeny = append(geofence.PubDeny, durableOps(bus.EventStream, DispatchEventsDurable)...)
 	maintenance := serviceBase(UserMaintenance).with(
-		append(partitionDurables(UserMaintenance, parts), evt(SourceMaintenance)), nil)
+		append(append(partitionDurables(UserMaintenance, parts), evt(SourceMaintenance)), leases(UserMaintenance)...), nil)
 	dispatch := serviceBase(UserDispatch).with(
-		append(append(partitionDurables(UserDispatch, parts), durable(bus.EventStream, DispatchEventsDurable)...),
-			bus.DeadLetterSubject(DispatchEventsDurable), evt(SourceDispatch), bus.CommandWildcard()), nil)
+		append(append(append(partitionDurables(UserDispatch, parts), durable(bus.EventStream, DispatchEventsDurable)...),
+			bus.DeadLetterSubject(DispatchEventsDurable), evt(SourceDispatch), bus.CommandWildcard()), leases(UserDispatch)...), nil)
 	teltonika := serviceBase(UserTeltonika).with(
 		[]string{bus.UpWildcard()}, []string{bus.CommandWildcard()})
 

@@ -9,6 +9,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	neturl "net/url"
+	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -20,19 +24,89 @@ import (
 var ErrMalformedURL = errors.New("redis url is malformed")
 
 // Open parses url, connects and pings (bounded by ctx), and marks outages.
+//
+// url is redis://[user:password@]host:port[/db] (or rediss:// for TLS) for one server, or
+// redis-sentinel://[user:password@]host:port[,host:port...]/master-name[?db=N] for a
+// primary watched by Redis Sentinel: the client asks the sentinels where the primary is,
+// and again when it fails over, so the services follow a failover without a restart.
+// The password is the data nodes'; sentinels without authentication are assumed (set
+// sentinel_password=... in the query when they have one).
 func Open(ctx context.Context, url string) (*redis.Client, error) {
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		// The parser's message may quote the URL, password included.
-		return nil, ErrMalformedURL
+	var (
+		c    *redis.Client
+		addr string
+	)
+	if strings.HasPrefix(url, SentinelScheme+"://") {
+		fo, err := ParseSentinelURL(url)
+		if err != nil {
+			return nil, err
+		}
+		c = redis.NewFailoverClient(fo)
+		addr = fo.MasterName + " via " + strings.Join(fo.SentinelAddrs, ",")
+	} else {
+		opts, err := redis.ParseURL(url)
+		if err != nil {
+			// The parser's message may quote the URL, password included.
+			return nil, ErrMalformedURL
+		}
+		c = redis.NewClient(opts)
+		addr = opts.Addr
 	}
-	c := redis.NewClient(opts)
 	MarkOutages(c)
 	if err := c.Ping(ctx).Err(); err != nil {
 		_ = c.Close()
-		return nil, fmt.Errorf("redis %s: %w", opts.Addr, err)
+		return nil, fmt.Errorf("redis %s: %w", addr, err)
 	}
 	return c, nil
+}
+
+// SentinelScheme is the URL scheme of a Sentinel-managed primary.
+const SentinelScheme = "redis-sentinel"
+
+// ParseSentinelURL reads redis-sentinel://[user:password@]h1:p1,h2:p2/master[?db=N&sentinel_password=...].
+func ParseSentinelURL(raw string) (*redis.FailoverOptions, error) {
+	rest, ok := strings.CutPrefix(raw, SentinelScheme+"://")
+	if !ok {
+		return nil, ErrMalformedURL
+	}
+	fo := &redis.FailoverOptions{}
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+		user, pass, hasPass := strings.Cut(rest[:at], ":")
+		if hasPass {
+			fo.Username, fo.Password = user, pass
+		} else {
+			fo.Password = user
+		}
+		rest = rest[at+1:]
+	}
+	hosts, path, ok := strings.Cut(rest, "/")
+	if !ok {
+		return nil, ErrMalformedURL
+	}
+	path, query, _ := strings.Cut(path, "?")
+	fo.MasterName = path
+	for _, h := range strings.Split(hosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			if _, _, err := net.SplitHostPort(h); err != nil {
+				return nil, ErrMalformedURL
+			}
+			fo.SentinelAddrs = append(fo.SentinelAddrs, h)
+		}
+	}
+	if fo.MasterName == "" || len(fo.SentinelAddrs) == 0 {
+		return nil, ErrMalformedURL
+	}
+	q, err := neturl.ParseQuery(query)
+	if err != nil {
+		return nil, ErrMalformedURL
+	}
+	if v := q.Get("db"); v != "" {
+		if fo.DB, err = strconv.Atoi(v); err != nil || fo.DB < 0 {
+			return nil, ErrMalformedURL
+		}
+	}
+	fo.SentinelPassword = q.Get("sentinel_password")
+	return fo, nil
 }
 
 // MarkOutages makes every outage error c returns wrap apierr.ErrUnavailable. Redis's

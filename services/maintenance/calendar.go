@@ -23,6 +23,13 @@ func (s *Service) calendarLoop(ctx context.Context, parts []int) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			parts := parts
+			if s.b.Leasing() {
+				// Only the vehicles of the partitions held now: their owner alone writes them.
+				if parts = s.b.Owned(Source); len(parts) == 0 {
+					continue
+				}
+			}
 			if _, err := s.checkCalendars(ctx, parts); err != nil && ctx.Err() == nil {
 				s.log.Warn("calendar check failed; retried at the next tick", "err", err)
 			}

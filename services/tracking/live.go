@@ -13,7 +13,9 @@ import (
 // bus.LiveSubject and the other instances feed it to their watchers. A single instance
 // that owns every partition skips all of this.
 
-func (s *Service) sharesFleet() bool { return s.nParts > 0 && len(s.owned) < s.nParts }
+func (s *Service) sharesFleet() bool {
+	return s.nParts > 0 && (s.dynamic || s.ownedCount < s.nParts)
+}
 
 // encodeLive packs a vehicle's registry entry and live state for the live subject.
 func encodeLive(dst []byte, v *Vehicle) []byte {
@@ -107,7 +109,7 @@ func (s *Service) followOthers() (func(), error) {
 	}
 	sub, err := s.bus.NC.Subscribe(bus.LiveWildcard(), func(m *nats.Msg) {
 		id, ok := bus.LiveVehicle(m.Subject)
-		if !ok || s.owned[bus.PartitionOf(id, s.nParts)] {
+		if !ok || s.owns(bus.PartitionOf(id, s.nParts)) {
 			return // our own vehicles reach our watchers directly
 		}
 		v, err := decodeLive(id, m.Data)

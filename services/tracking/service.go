@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,8 +43,15 @@ type Service struct {
 	cache  map[string]*entry
 	partMu []sync.Mutex
 	nParts int
-	owned  map[int]bool
+	// owned[p]: this instance applies partition p. Fixed at start with a static partition
+	// set; with leases (dynamic) it follows the partitions held.
+	owned      []atomic.Bool
+	ownedCount int // partitions owned at start (static)
+	dynamic    bool
 }
+
+// owns reports whether this instance applies partition p now.
+func (s *Service) owns(p int) bool { return p >= 0 && p < len(s.owned) && s.owned[p].Load() }
 
 type entry struct {
 	part  int
@@ -123,12 +131,16 @@ func (s *Service) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.nParts = n
 	s.partMu = make([]sync.Mutex, n)
-	s.owned = make(map[int]bool, len(parts))
-	for _, p := range parts {
-		s.owned[p] = true
+	s.owned = make([]atomic.Bool, n)
+	s.dynamic = s.bus.Leasing()
+	if !s.dynamic {
+		for _, p := range parts {
+			s.owned[p].Store(true)
+		}
+		s.ownedCount = len(parts)
 	}
 	s.mu.Unlock()
-	if err := s.preload(ctx); err != nil {
+	if err := s.preload(ctx, s.owns); err != nil {
 		return err
 	}
 	s.log.Info("tracking consuming", "partitions", parts, "of", n)
@@ -147,7 +159,8 @@ func (s *Service) Run(ctx context.Context) error {
 		s.sweepLoop(ctx)
 	}()
 	err = s.bus.ConsumePartitions(ctx, "tracking", parts, []string{"*"},
-		bus.ConsumerConfig{Rebuild: s.cfg.Rebuild, AckWait: s.cfg.AckWait}, s.handle)
+		bus.ConsumerConfig{Rebuild: s.cfg.Rebuild, AckWait: s.cfg.AckWait,
+			Partition: bus.PartitionHooks{Acquired: s.acquired, Released: s.released}}, s.handle)
 	cancel()
 	wg.Wait()
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -156,9 +169,41 @@ func (s *Service) Run(ctx context.Context) error {
 	return nil
 }
 
-// preload fills the cache with the stored vehicles of this instance's partitions, so the
+// acquired takes partition p over (leases): the previous owner's states are read from
+// the store, never from what this instance may have cached when it last held p.
+func (s *Service) acquired(ctx context.Context, p int) error {
+	s.partMu[p].Lock()
+	defer s.partMu[p].Unlock()
+	s.forget(p)
+	if err := s.preload(ctx, func(q int) bool { return q == p }); err != nil {
+		return err
+	}
+	s.owned[p].Store(true)
+	return nil
+}
+
+// released gives partition p up (leases): its vehicles are the next owner's.
+func (s *Service) released(p int) {
+	s.partMu[p].Lock()
+	defer s.partMu[p].Unlock()
+	s.owned[p].Store(false)
+	s.forget(p)
+}
+
+// forget drops the cached states of partition p.
+func (s *Service) forget(p int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, e := range s.cache {
+		if e.part == p {
+			delete(s.cache, id)
+		}
+	}
+}
+
+// preload fills the cache with the stored vehicles of the partitions mine selects, so the
 // offline sweep also covers vehicles that never send again after a restart.
-func (s *Service) preload(ctx context.Context) error {
+func (s *Service) preload(ctx context.Context, mine func(p int) bool) error {
 	after := ""
 	loaded := 0
 	for {
@@ -170,13 +215,16 @@ func (s *Service) preload(ctx context.Context) error {
 			break
 		}
 		after = ids[len(ids)-1]
-		mine := ids[:0]
+		sel := ids[:0]
 		for _, id := range ids {
-			if s.owned[bus.PartitionOf(id, s.nParts)] {
-				mine = append(mine, id)
+			if mine(bus.PartitionOf(id, s.nParts)) {
+				sel = append(sel, id)
 			}
 		}
-		vs, err := s.store.Vehicles(ctx, mine)
+		if len(sel) == 0 {
+			continue
+		}
+		vs, err := s.store.Vehicles(ctx, sel)
 		if err != nil {
 			return fmt.Errorf("tracking preload: %w", err)
 		}
@@ -217,7 +265,7 @@ func (s *Service) sweepLoop(ctx context.Context) {
 func (s *Service) sweep(ctx context.Context) error {
 	now := s.now()
 	for p := range s.partMu {
-		if !s.owned[p] {
+		if !s.owns(p) {
 			continue
 		}
 		if err := s.sweepPartition(ctx, p, now); err != nil {

@@ -507,7 +507,7 @@ func TestTwoInstancesSplitPartitions(t *testing.T) {
 		r.mu.RLock()
 		n := len(r.cache)
 		for id := range r.cache {
-			if !r.owned[bus.PartitionOf(id, bus.DefaultPartitions)] {
+			if !r.owns(bus.PartitionOf(id, bus.DefaultPartitions)) {
 				t.Errorf("instance with partitions %v applied %s of partition %d", r.cfg.Partitions, id, bus.PartitionOf(id, bus.DefaultPartitions))
 			}
 		}

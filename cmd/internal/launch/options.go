@@ -57,7 +57,8 @@ type Options struct {
 	// background; empty: OpenStreetMap.
 	ConsoleTiles string
 	Security     Security
-	Partitions   string // which telemetry partitions this instance handles ("" = all)
+	Partitions   string        // which telemetry partitions this instance handles ("" = all, "auto" = by lease)
+	LeaseTTL     time.Duration // --partitions auto: how long a dead instance's partitions stall
 	Services     []string
 	Sim          int   // simulated vehicles run in-process (0 = none)
 	SimSeed      int64 // seed of the simulated fleet
@@ -154,7 +155,8 @@ func (o *Options) Flags(fs *flag.FlagSet, def Options) {
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", e.str("FLEETWIRE_METRICS_ADDR", def.MetricsAddr), "Prometheus /metrics listen address; empty disables (env FLEETWIRE_METRICS_ADDR)")
 	fs.StringVar(&o.ConsoleAddr, "console-addr", e.str("FLEETWIRE_CONSOLE_ADDR", def.ConsoleAddr), "web console listen address (plain HTTP on loopback, HTTPS with the gRPC certificate elsewhere); empty disables (env FLEETWIRE_CONSOLE_ADDR)")
 	fs.StringVar(&o.ConsoleTiles, "console-tiles", e.str("FLEETWIRE_CONSOLE_TILES", ""), `web console map tiles: a URL template with {z}/{x}/{y}, or "none" for a plain background; empty = OpenStreetMap (env FLEETWIRE_CONSOLE_TILES)`)
-	fs.StringVar(&o.Partitions, "partitions", e.str("FLEETWIRE_PARTITIONS", ""), `telemetry partitions this instance handles: "0-7", "i/k" (instance i of k), "ordinal/k" (i from the host name's trailing number, for StatefulSets); empty = all (env FLEETWIRE_PARTITIONS)`)
+	fs.StringVar(&o.Partitions, "partitions", e.str("FLEETWIRE_PARTITIONS", ""), `telemetry partitions this instance handles: "auto" (shared with the other instances by lease, taken over when one dies; needs Redis), "0-7", "i/k" (instance i of k), "ordinal/k" (i from the host name's trailing number, for StatefulSets); empty = all (env FLEETWIRE_PARTITIONS)`)
+	fs.DurationVar(&o.LeaseTTL, "lease-ttl", e.duration("FLEETWIRE_LEASE_TTL", 3*time.Second), "with --partitions auto: a partition lease not renewed for this long is taken by another instance (env FLEETWIRE_LEASE_TTL)")
 	fs.StringVar(&o.Schedules, "schedules", e.str("FLEETWIRE_SCHEDULES", ""), "JSON file of allowed driving hours per vehicle or group (docs/dispatch.md); empty disables the outside-hours rule (env FLEETWIRE_SCHEDULES)")
 	fs.Float64Var(&o.FuelMinConfidence, "fuel-min-confidence", e.float("FLEETWIRE_FUEL_MIN_CONFIDENCE", dispatch.FuelMinConfidence), "fuel drains below this confidence (0..1) are alerted as unconfirmed warnings, not critical fuel theft (env FLEETWIRE_FUEL_MIN_CONFIDENCE)")
 	fs.StringVar(&o.AlertRules, "alert-rules", e.str("FLEETWIRE_ALERT_RULES", ""), "JSON file of per-kind alert rules (raise always/never) and webhook sinks (docs/dispatch.md) (env FLEETWIRE_ALERT_RULES)")

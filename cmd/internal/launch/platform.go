@@ -204,7 +204,12 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 	if err != nil {
 		return fail(fmt.Errorf("bus: %w", err))
 	}
-	parts, err := bus.ParsePartitions(resolveOrdinal(o.Partitions), n)
+	leasing := o.Partitions == "auto"
+	spec := resolveOrdinal(o.Partitions)
+	if leasing {
+		spec = "all" // the candidates; each is taken by lease
+	}
+	parts, err := bus.ParsePartitions(spec, n)
 	if err != nil {
 		return fail(fmt.Errorf("partitions: %w", err))
 	}
@@ -212,6 +217,12 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 		if p.redis, err = openRedis(ctx, o.RedisURL); err != nil {
 			return fail(err)
 		}
+	}
+	if leasing {
+		if p.redis == nil {
+			return fail(fmt.Errorf("%w: --partitions auto moves partitions between instances, so their state must live in Redis, not in memory", ErrConfig))
+		}
+		b.LeasePartitions(bus.LeaseConfig{TTL: o.LeaseTTL, Replicas: o.Streams.Replicas, Memory: o.Streams.MemoryStorage})
 	}
 
 	reg := prometheus.NewRegistry()
@@ -242,7 +253,8 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 		}
 	}
 	var shared *bus.Shared
-	if len(sharing) > 1 && !o.SeparateConsumers {
+	// Leased partitions are per service: each service's instances share its partitions.
+	if len(sharing) > 1 && !o.SeparateConsumers && !leasing {
 		shared = b.ShareTelemetry(sharing)
 	}
 	var sharedBy []string // services whose partitions the shared consumers read
@@ -292,6 +304,11 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 	if shared != nil {
 		// The sharing services' partitions are read once, by the shared consumers.
 		consumers = len(parts)*(consuming-len(sharing)) + shared.Consumers(len(parts))
+	}
+	if leasing {
+		// Partitions come and go; the ones held must be caught up (Bus.CaughtUp checks
+		// every consumer started so far), however many there are.
+		consumers = 0
 	}
 	if slices.Contains(o.Services, Dispatch) {
 		consumers++ // dispatch-events

@@ -59,7 +59,7 @@ func prepareStores(ctx context.Context, d deps, services []string, partitions in
 		}
 		g := storeguard.New(storeguard.Config{
 			Service: name, Namespace: ns(d.redis, d.prefix), Durables: durables,
-			AllPartitions: len(d.parts) == partitions,
+			AllPartitions: len(d.parts) == partitions && !d.bus.Leasing(),
 			Replicas:      d.opts.Streams.Replicas,
 		}, d.redis, d.bus, m, d.log.With("component", "storeguard"))
 		rb, err := g.Prepare(ctx)
