@@ -8,7 +8,9 @@
 set -eu
 [ -e .env ] && { echo ".env exists; remove it first to make new secrets" >&2; exit 1; }
 umask 077
-secret() { openssl rand -hex 24; }
+# nats-server may parse an environment value that looks numeric as a number, so every
+# password begins with letters.
+secret() { echo "fw$(openssl rand -hex 24)"; }
 # nk is nats-io's nkey tool, from the nkeys module this repository already depends on.
 keys=$(go run github.com/nats-io/nkeys/nk -gen account -pubout)
 xkeys=$(go run github.com/nats-io/nkeys/nk -gen curve -pubout)

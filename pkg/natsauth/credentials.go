@@ -47,7 +47,7 @@ func EnsureDevCredentials(dir string, users []string) (*DevCredentials, error) {
 	}
 	c := &DevCredentials{Dir: dir, Passwords: map[string]string{}}
 	for _, u := range users {
-		pw, err := readOrCreate(c.PasswordFile(u), func() []byte { return []byte(NewDeviceSecret()) })
+		pw, err := readOrCreate(c.PasswordFile(u), func() []byte { return []byte(NewServicePassword()) })
 		if err != nil {
 			return nil, err
 		}

@@ -460,6 +460,14 @@ func (d *Devices) Watch(ctx context.Context) (<-chan Change, error) {
 	return out, nil
 }
 
+// NewServicePassword returns a fresh password for a service identity. An external
+// nats-server reads these from its environment ($FLEETWIRE_NATS_<USER>_PASSWORD in the
+// rendered configuration), and its configuration parser takes a value that begins with a
+// sign or is all digits for a number ("Expected a digit but got ..."; base64url may begin
+// with '-'), so the password always begins with letters; the rest is NewDeviceSecret's 32
+// random bytes.
+func NewServicePassword() string { return "fw" + NewDeviceSecret() }
+
 // NewDeviceSecret returns a fresh device secret: 32 bytes from crypto/rand, base64url.
 func NewDeviceSecret() string {
 	b := make([]byte, secretBytes)

@@ -31,7 +31,7 @@ func startExternalNATS(t *testing.T) *externalDeployment {
 	t.Helper()
 	d := &externalDeployment{env: map[string]string{}, passwords: map[string]string{}}
 	for _, id := range natsauth.Table(natsauth.TableConfig{}) {
-		pw := natsauth.NewDeviceSecret()
+		pw := natsauth.NewServicePassword()
 		d.passwords[id.Name] = pw
 		d.env[natsauth.PasswordEnv(id.Name)] = pw
 	}
