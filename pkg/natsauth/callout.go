@@ -103,6 +103,7 @@ type Responder struct {
 type clientRef struct {
 	server string
 	cid    uint64
+	secret string // prefix of the hash of the secret it logged in with (Change.SecretHash)
 }
 
 // maxRefsPerDevice bounds what is remembered per device: a device has one connection; a
@@ -183,25 +184,39 @@ func (r *Responder) Start(ctx context.Context, nc *nats.Conn) (wait func() error
 					}
 					return errors.New("device registry watch ended")
 				}
-				// Every change of a registered device revokes, removes or re-keys it (Add
-				// creates a device nothing is connected as): whatever is connected logged in
-				// with what is no longer valid. A login made with a new secret in the same
-				// moment is disconnected too, and simply logs in again.
-				r.disconnect(ctx, c.Device.ID)
+				// A change that revokes, removes or re-keys a device disconnects whatever
+				// logged in with what is no longer valid. Other changes (the creation itself,
+				// which the watch may deliver after the device's first login) leave
+				// connections made with the current secret alone.
+				r.disconnect(ctx, c)
 			}
 		}
 	}, nil
 }
 
-func (r *Responder) disconnect(ctx context.Context, id string) {
+func (r *Responder) disconnect(ctx context.Context, c Change) {
+	id := c.Device.ID
+	valid := !c.Deleted && c.Device.State == DeviceActive
+	var stale []clientRef
 	r.mu.Lock()
-	refs := r.conns[id]
-	delete(r.conns, id)
+	var keep []clientRef
+	for _, ref := range r.conns[id] {
+		if valid && ref.secret == c.SecretHash {
+			keep = append(keep, ref)
+		} else {
+			stale = append(stale, ref)
+		}
+	}
+	if len(keep) == 0 {
+		delete(r.conns, id)
+	} else {
+		r.conns[id] = keep
+	}
 	r.mu.Unlock()
-	if len(refs) == 0 || r.cfg.Kicker == nil {
+	if len(stale) == 0 || r.cfg.Kicker == nil {
 		return
 	}
-	for _, ref := range refs {
+	for _, ref := range stale {
 		kctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := r.cfg.Kicker.Kick(kctx, ref.server, ref.cid)
 		cancel()
@@ -284,7 +299,7 @@ func (r *Responder) handle(ctx context.Context, m *nats.Msg) {
 		respond("", "internal error")
 		return
 	}
-	r.remember(dev.ID, clientRef{server: serverID, cid: req.ClientInformation.ID})
+	r.remember(dev.ID, clientRef{server: serverID, cid: req.ClientInformation.ID, secret: hashHex(secret)[:16]})
 	r.accepted.Add(1)
 	respond(userJWT, "")
 }
