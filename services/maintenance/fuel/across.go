@@ -49,10 +49,13 @@ type Across struct {
 
 // Reference sizes.
 const (
-	// refReadings: driving readings per reference (10 min at the usual 30 s). Slosh on
+	// refReadings: driving readings per reference (20 min at the usual 30 s). Slosh on
 	// the road moves a truck's level by several litres from one reading to the next, and
-	// neighbouring readings move together: a reference needs minutes of them.
-	refReadings    = 20
+	// neighbouring readings move together (for about a minute): a reference needs many
+	// minutes of them. On the development fleet 40 readings measured drains better than
+	// 20 or 30 (trucks' slosh averages out further) and as well as 60, whose longer
+	// windows carry more of the consumption estimate's error.
+	refReadings    = 40
 	refMinReadings = 4 // fewest readings that still make a reference
 	// defaultLagSec is the sensor lag assumed when the profile gives none: the slowest
 	// damped sensor the detector must handle, so an unknown sensor is never trusted

@@ -218,6 +218,14 @@ type State struct {
 	ChangeRaw   []float64 `json:"change_raw,omitempty"`  // raw readings since the change began
 	ChangeTimes []int64   `json:"change_times,omitempty"`
 
+	// StandSince: the first standing reading after the last drive. FirstOfStop: the
+	// stable level is the stop's first (no change ended before it). OnsetL: the level
+	// before a drain that began before the stop's first stable readings (see onset).
+	StandSince  time.Time `json:"stand_since"`
+	FirstOfStop bool      `json:"first_of_stop,omitempty"`
+	OnsetL      float64   `json:"onset_l,omitempty"`
+	HasOnset    bool      `json:"has_onset,omitempty"`
+
 	Pending *Event `json:"pending,omitempty"` // judged, waiting for MergeGap
 	// PendingOpen: the stable level since Pending is still the one it ended on, so its
 	// "after" level may be refined with more readings.
@@ -372,6 +380,7 @@ func (d *Detector) Add(r Reading) ([]Event, error) {
 		}
 	} else if !moving && st.Moving {
 		st.Moving = false
+		st.StandSince = r.Time
 		st.HasPreStop = false
 		if len(st.DriveRaw) >= driveWindow/2 {
 			st.PreStop, st.HasPreStop = median(st.DriveRaw), true
@@ -632,6 +641,10 @@ func (d *Detector) judge(r Reading, s, raw float64, moving bool, out []Event) []
 		}
 		for n := len(st.StableRaw); n-lag > 2 && (st.StableRaw[n-1-lag]-level)*dir > band/3; lag++ {
 		}
+		on := d.onset(raw, r.Time, dir, band)
+		if on.ok {
+			lag = max(lag, len(st.StableRaw)-1-on.k)
+		}
 		if lag > 0 {
 			n := len(st.StableRaw)
 			st.ChangeRaw = append(st.ChangeRaw, st.StableRaw[n-lag:]...)
@@ -641,6 +654,14 @@ func (d *Detector) judge(r Reading, s, raw float64, moving bool, out []Event) []
 			if p := st.Pending; p != nil && st.PendingOpen {
 				d.setAfter(p, d.stableLevel())
 			}
+		}
+		if on.ok && on.extrapolate {
+			// The level fell from the stop's first stable readings on: the drain began
+			// before any of them, as the vehicle parked. Its level before is the fitted
+			// line carried back to the first standing reading, not a reading taken
+			// part-way down.
+			st.OnsetL, st.HasOnset = on.atStand, true
+			st.StableTime = st.StandSince
 		}
 		st.ChangeRaw = append(st.ChangeRaw, raw)
 		st.ChangeTimes = append(st.ChangeTimes, r.Time.UnixMilli())
@@ -680,6 +701,8 @@ func (d *Detector) judge(r Reading, s, raw float64, moving bool, out []Event) []
 
 func (d *Detector) startStable(r Reading, vals, raws []float64, times []int64) {
 	st := d.st
+	st.FirstOfStop = st.Phase == phaseNone
+	st.HasOnset = false
 	st.Phase = phaseStable
 	st.Stable = vals
 	st.StableRaw, st.StableRawT = raws, times
@@ -939,6 +962,7 @@ func (d *Detector) endStop(r Reading, out []Event) []Event {
 		st.Pending, st.PendingOpen = nil, false
 	}
 	st.Phase = phaseNone
+	st.HasOnset = false
 	st.Stable, st.StableRaw, st.StableRawT = nil, nil, nil
 	st.Carry = nil
 	st.ChangeVals, st.ChangeRaw, st.ChangeTimes = st.ChangeVals[:0], st.ChangeRaw[:0], st.ChangeTimes[:0]
@@ -952,6 +976,9 @@ func (d *Detector) Level() (float64, bool) { return d.st.Smoothed, d.st.HasLevel
 // the band of its anchor (a reading the filter had not yet seen leave is not part of it).
 func (d *Detector) stableLevel() float64 {
 	st := d.st
+	if st.HasOnset {
+		return st.OnsetL
+	}
 	anchor, band := median(st.Stable), d.band()
 	v := make([]float64, 0, len(st.StableRaw))
 	for _, x := range st.StableRaw {
@@ -1031,4 +1058,78 @@ func (s *State) Clone() State {
 		c.Across = &a
 	}
 	return c
+}
+
+// onsetFit is where a change began among the readings of the stable level it leaves.
+type onsetFit struct {
+	ok          bool
+	k           int     // index in StableRaw of the last reading before the change
+	extrapolate bool    // the change began before the stable level's first reading
+	atStand     float64 // then: the level carried back to the first standing reading
+}
+
+// onset finds where a change began among the readings taken as its stable level: a
+// drain of a few litres a minute stays inside a truck's band of several litres for
+// minutes, so those readings lie on its line, not on the level before it. The readings
+// of the level and the one that left the band are fitted with a hinge, flat up to one
+// of them and straight after it (least squares over every candidate hinge); the
+// straight part must go the change's way by at least a third of the band. A drain the
+// fit finds already under way at the stop's first stable reading began as the vehicle
+// parked: its level before is the line carried back to the first standing reading.
+func (d *Detector) onset(raw float64, t time.Time, dir, band float64) onsetFit {
+	st := d.st
+	n := len(st.StableRaw)
+	if n < 3 || dir > 0 {
+		return onsetFit{}
+	}
+	t0 := st.StableRawT[0]
+	xs := make([]float64, n+1)
+	ys := make([]float64, n+1)
+	for i := range n {
+		xs[i], ys[i] = float64(st.StableRawT[i]-t0)/1000, st.StableRaw[i]
+	}
+	xs[n], ys[n] = float64(t.UnixMilli()-t0)/1000, raw
+	best, bestK, bestA, bestR := math.Inf(1), -1, 0.0, 0.0
+	// The hinge at reading k: y = a for x <= xs[k], a + r(x-xs[k]) after. At least two
+	// readings (the leaving one included) on the straight part.
+	for k := n - 2; k >= 0; k-- {
+		var sx, sy, sxx, sxy float64
+		for i := range n + 1 {
+			x := math.Max(0, xs[i]-xs[k])
+			sx, sy, sxx, sxy = sx+x, sy+ys[i], sxx+x*x, sxy+x*ys[i]
+		}
+		m := float64(n + 1)
+		den := m*sxx - sx*sx
+		if den <= 0 {
+			continue
+		}
+		rr := (m*sxy - sx*sy) / den
+		a := (sy - rr*sx) / m
+		if rr*dir <= 0 {
+			continue
+		}
+		sse := 0.0
+		for i := range n + 1 {
+			e := ys[i] - a - rr*math.Max(0, xs[i]-xs[k])
+			sse += e * e
+		}
+		// Ties go to the later hinge: readings move to the change only on evidence.
+		if sse < best*0.999 {
+			best, bestK, bestA, bestR = sse, k, a, rr
+		}
+	}
+	if bestK < 0 || bestK == n-1 {
+		return onsetFit{}
+	}
+	// The straight part inside the stable readings must move the level by a third of
+	// the band: less is noise, and the readings stay with the level.
+	if (bestR*(xs[n-1]-xs[bestK]))*dir < band/3 {
+		return onsetFit{}
+	}
+	f := onsetFit{ok: true, k: bestK}
+	if dir < 0 && bestK == 0 && st.FirstOfStop && !st.StandSince.IsZero() && st.StandSince.UnixMilli() <= t0 {
+		back := float64(t0-st.StandSince.UnixMilli()) / 1000
+		f.extrapolate, f.atStand = true, bestA-bestR*back
+	}
+	return f
 }
