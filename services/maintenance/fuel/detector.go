@@ -152,6 +152,9 @@ type Event struct {
 	// unsettled: reported as the vehicle left before its new level was measured well;
 	// the across-stop judgement may measure it better.
 	unsettled bool
+	// parked: held because its level before was read before the vehicle had settled on
+	// its slope (see slopeSettle).
+	parked bool
 }
 
 // Confidence levels. An event is alerted when its confidence reaches the fleet's
@@ -179,6 +182,16 @@ const (
 )
 
 const (
+	// slopeSettle: a vehicle settles on its suspension, and its tank on the slope it
+	// parked on, within minutes (the slope offset, up to 4 % of the tank, comes with a
+	// time constant of up to 3 min). A drain measured from a level read earlier than this
+	// after the stop may include part of that offset, so when it is still pending as the
+	// vehicle leaves it waits for the road levels (see judgeAcross).
+	slopeSettle = 10 * time.Minute
+	// settleLags: a damped sensor shows the road's slosh for about a time constant after
+	// the fuel came to rest, so standing readings are judged from SettleAfterStop plus
+	// this many lags after the last moving reading (development drains +0.5 %).
+	settleLags      = 1.0
 	maxStableWindow = 20
 	driveWindow     = 10
 )
@@ -388,7 +401,7 @@ func (d *Detector) Add(r Reading) ([]Event, error) {
 		}
 		st.DriveRaw = st.DriveRaw[:0]
 	}
-	judge := !moving && (st.LastMoveTime.IsZero() || r.Time.Sub(st.LastMoveTime) >= d.cfg.SettleAfterStop)
+	judge := !moving && (st.LastMoveTime.IsZero() || r.Time.Sub(st.LastMoveTime) >= d.settle())
 	if moving && (d.cfg.RefuelWhileMoving || d.cfg.DrainWhileMoving) && r.Time.Sub(st.MotionStart) >= d.cfg.SloshIgnore {
 		judge = true
 	}
@@ -958,6 +971,9 @@ func (d *Detector) endStop(r Reading, out []Event) []Event {
 			lag = defaultLagSec / 3
 		}
 		p.unsettled = p.unsettled || st.PendingOpen && st.LastTime.Sub(p.End) < time.Duration(3*lag*float64(time.Second))
+		if !p.unsettled && p.Kind == KindDrain && !p.Across && !st.StandSince.IsZero() && p.Start.Sub(st.StandSince) < slopeSettle {
+			p.unsettled, p.parked = true, true
+		}
 		out = append(out, *p)
 		st.Pending, st.PendingOpen = nil, false
 	}
@@ -1132,4 +1148,12 @@ func (d *Detector) onset(raw float64, t time.Time, dir, band float64) onsetFit {
 		f.extrapolate, f.atStand = true, bestA-bestR*back
 	}
 	return f
+}
+
+// settle is how long after the last moving reading standing readings are judged:
+// SettleAfterStop for the fuel to stop sloshing, and for a damped sensor SettleLags
+// time constants more, since it shows the road's slosh for that long after the fuel
+// has come to rest.
+func (d *Detector) settle() time.Duration {
+	return d.cfg.SettleAfterStop + time.Duration(settleLags*d.lagSec()*float64(time.Second))
 }
