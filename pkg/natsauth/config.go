@@ -2,6 +2,7 @@ package natsauth
 
 import (
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 )
@@ -39,6 +40,45 @@ type ServerConfig struct {
 	// AuthTimeout is how long the server waits for a login to be decided, seconds (5 when
 	// 0: a device login is a round trip to the responder, on a busy server too).
 	AuthTimeout float64
+	// Cluster, when set, makes the server one node of a JetStream cluster whose routes
+	// log in with the route identity.
+	Cluster *Cluster
+}
+
+// RouteUser is the identity one cluster node logs in to another's route port with. It
+// exists only in the cluster block: it is not a client user, so its password opens no
+// client connection (and no subject), and no client identity's password opens a route.
+const RouteUser = "route"
+
+// Environment variables of the clustered external configuration.
+const (
+	// RoutePasswordEnv holds the route identity's password (the same on every node).
+	RoutePasswordEnv = "FLEETWIRE_NATS_ROUTE_PASSWORD"
+	// RoutesEnv holds the route URL list, with the route identity's credentials in each:
+	// [nats://route:PASSWORD@nats-0.nats:6222, nats://route:PASSWORD@nats-1.nats:6222, ...]
+	// (nats-server has no variables inside a string, so the URLs come whole).
+	RoutesEnv = "FLEETWIRE_NATS_ROUTES"
+	// ServerNameEnv holds the node's name, unique in the cluster (a pod's name).
+	ServerNameEnv = "FLEETWIRE_NATS_SERVER_NAME"
+)
+
+// Cluster is the route part of a clustered server's configuration. Password and Routes
+// are configuration text: literals (Literal, RouteURLs) or variable references.
+type Cluster struct {
+	Name     string // the cluster's name, the same on every node
+	Listen   string // host:port the route listener binds
+	Password string // the route identity's password
+	Routes   string // the route URL list (RouteURLs), or a variable holding it
+}
+
+// RouteURLs writes the route URL list of hosts (host:port each) as a configuration
+// value, logging in as the route identity with password.
+func RouteURLs(password string, hosts ...string) string {
+	var us []string
+	for _, h := range hosts {
+		us = append(us, quote("nats://"+url.UserPassword(RouteUser, password).String()+"@"+h))
+	}
+	return "[" + strings.Join(us, ", ") + "]"
 }
 
 // PasswordEnv is the environment variable an external deployment sets for user's password.
@@ -110,6 +150,21 @@ func (c ServerConfig) Render() string {
 	}
 	w(0, "}")
 	w(0, "system_account: %s", SystemAccount)
+	if cl := c.Cluster; cl != nil {
+		w(0, "")
+		w(0, "# Routes between the nodes log in as %q, a user of the cluster port only: its", RouteUser)
+		w(0, "# password opens no client connection, and no client identity's opens a route.")
+		w(0, "cluster {")
+		w(1, "name: %s", quote(cl.Name))
+		w(1, "listen: %s", quote(cl.Listen))
+		w(1, "authorization {")
+		w(2, "user: %s", quote(RouteUser))
+		w(2, "password: %s", cl.Password)
+		w(2, "timeout: 2")
+		w(1, "}")
+		w(1, "routes: %s", cl.Routes)
+		w(0, "}")
+	}
 	w(0, "")
 	w(0, "# Every login that is not one of the users above (the devices) is decided by the")
 	w(0, "# responder subscribed to %s as %q: it checks the device registry", AuthCalloutSubject, UserCallout)

@@ -23,8 +23,19 @@ import (
 // server would be.
 type Cluster struct {
 	t     testing.TB
+	opts  ClusterOptions
 	mu    sync.Mutex
 	nodes []*node
+}
+
+// ClusterOptions configure the nodes as a secured deployment's are.
+type ClusterOptions struct {
+	// Config, when set, is node i's configuration text (authorization and the cluster
+	// block with its routes; pkg/natsauth renders both), given every node's route
+	// address. Without it the nodes are open and route to each other unauthenticated.
+	Config func(i int, routeAddrs []string) string
+	// User, Password and InboxPrefix are the login of Bus.
+	User, Password, InboxPrefix string
 }
 
 type node struct {
@@ -39,7 +50,13 @@ type node struct {
 // JetStream has elected a meta leader. They are shut down when the test ends.
 func NewCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t}
+	return NewClusterWith(t, n, ClusterOptions{})
+}
+
+// NewClusterWith is NewCluster with the nodes configured by o.
+func NewClusterWith(t testing.TB, n int, o ClusterOptions) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, opts: o}
 	ports := freePorts(t, 2*n)
 	base := t.TempDir()
 	for i := 0; i < n; i++ {
@@ -91,27 +108,27 @@ func (c *Cluster) Start(i int) {
 	if nd.srv != nil {
 		return
 	}
-	var routes []string
+	var routes, addrs []string
 	for j, o := range c.nodes {
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", o.routePort))
 		if j != i {
 			routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", o.routePort))
 		}
 	}
-	opts := &server.Options{
-		ServerName: nd.name,
-		Host:       "127.0.0.1",
-		Port:       nd.clientPort,
-		JetStream:  true,
-		StoreDir:   nd.dir,
-		NoSigs:     true,
-		MaxPayload: bus.MaxMessageBytes,
-		Cluster: server.ClusterOpts{
-			Name: "fleetwire-test",
-			Host: "127.0.0.1",
-			Port: nd.routePort,
-		},
-		Routes: server.RoutesFromStr(strings.Join(routes, ",")),
+	opts := &server.Options{}
+	if c.opts.Config != nil {
+		if err := opts.ProcessConfigString(c.opts.Config(i, addrs)); err != nil {
+			c.t.Fatalf("natstest: cluster node %s configuration: %v", nd.name, err)
+		}
+	} else {
+		opts.Cluster = server.ClusterOpts{Name: "fleetwire-test", Host: "127.0.0.1", Port: nd.routePort}
+		opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
 	}
+	opts.ServerName = nd.name
+	opts.Host, opts.Port = "127.0.0.1", nd.clientPort
+	opts.JetStream, opts.StoreDir = true, nd.dir
+	opts.NoSigs = true
+	opts.MaxPayload = bus.MaxMessageBytes
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		c.t.Fatalf("natstest: cluster node %s: %v", nd.name, err)
@@ -134,6 +151,11 @@ func (c *Cluster) Stop(i int) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
 	}
+}
+
+// RouteAddr is node i's route listener (host:port).
+func (c *Cluster) RouteAddr(i int) string {
+	return fmt.Sprintf("127.0.0.1:%d", c.nodes[i].routePort)
 }
 
 // Server returns node i's server (nil while stopped).
@@ -189,7 +211,8 @@ func (c *Cluster) Bus(t testing.TB, name string, log *slog.Logger) *bus.Bus {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := bus.Open(ctx, bus.Config{URL: c.URL(), Name: name}, log)
+	b, err := bus.Open(ctx, bus.Config{URL: c.URL(), Name: name,
+		User: c.opts.User, Password: c.opts.Password, InboxPrefix: c.opts.InboxPrefix}, log)
 	if err != nil {
 		t.Fatalf("natstest: cluster connection: %v", err)
 	}

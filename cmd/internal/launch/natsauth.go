@@ -204,13 +204,24 @@ func deviceDialer(url string, secrets map[string]string) fleetsim.DeviceDialer {
 // a deployment of the per-service binaries, generated from the same permission table as
 // the all-in-one's embedded server. Passwords and the callout issuer come from the
 // environment, so the file holds no secret.
-func ExternalNATSConfig() string {
+func ExternalNATSConfig() string { return externalNATSConfig(false) }
+
+// ExternalNATSClusterConfig is deployments/nats/nats-cluster.conf: the same for each node
+// of a NATS cluster, which adds the node's name and the routes, authenticated as
+// natsauth.RouteUser, from the environment.
+func ExternalNATSClusterConfig() string { return externalNATSConfig(true) }
+
+func externalNATSConfig(clustered bool) string {
 	ids := natsauth.Table(natsauth.TableConfig{})
 	var b strings.Builder
-	b.WriteString(`# nats-server configuration of a Fleetwire deployment.
+	name, golden := "nats-server.conf", "TestExternalNATSConfigIsCurrent"
+	if clustered {
+		name = "nats-cluster.conf"
+	}
+	fmt.Fprintf(&b, `# nats-server configuration of a Fleetwire deployment (deployments/nats/%s).
 #
 # GENERATED from pkg/natsauth's permission table; do not edit. Regenerate with
-#   UPDATE_GOLDEN=1 go test ./cmd/internal/launch -run TestExternalNATSConfigIsCurrent
+#   UPDATE_GOLDEN=1 go test ./cmd/internal/launch -run %s
 # (the test fails whenever this file and the table disagree).
 #
 # Each identity's password comes from the environment variable FLEETWIRE_NATS_<USER>_PASSWORD
@@ -219,17 +230,34 @@ func ExternalNATSConfig() string {
 # requests, which carry device passwords, are encrypted to the responder's curve key
 # FLEETWIRE_NATS_CALLOUT_XKEY (docs/security.md). nats-server refuses to start when one of
 # them is unset.
+`, name, golden)
+	if clustered {
+		fmt.Fprintf(&b, `#
+# One node of a cluster (3 or more for R3 streams). Each node also needs
+# %s (its name, unique in the cluster: the pod's name), %s (the
+# route identity's password, the same on every node) and %s, the route URLs
+# with the route identity's credentials in each, every node included (a node skips itself):
+#   [nats://%s:PASSWORD@nats-0.nats:6222, nats://%s:PASSWORD@nats-1.nats:6222, ...]
 
+server_name: $%s
+`, natsauth.ServerNameEnv, natsauth.RoutePasswordEnv, natsauth.RoutesEnv, natsauth.RouteUser, natsauth.RouteUser, natsauth.ServerNameEnv)
+	}
+	b.WriteString(`
 listen: 0.0.0.0:4222
 http: 127.0.0.1:8222
 `)
 	fmt.Fprintf(&b, "max_payload: %d\n", bus.MaxMessageBytes)
 	b.WriteString("jetstream {\n  store_dir: /data/jetstream\n}\n\n")
-	b.WriteString(natsauth.ServerConfig{
+	cfg := natsauth.ServerConfig{
 		Identities: ids,
 		Password:   func(u string) string { return "$" + natsauth.PasswordEnv(u) },
 		Issuer:     "$" + natsauth.IssuerEnv,
 		XKey:       "$" + natsauth.XKeyEnv,
-	}.Render())
+	}
+	if clustered {
+		cfg.Cluster = &natsauth.Cluster{Name: "fleetwire", Listen: "0.0.0.0:6222",
+			Password: "$" + natsauth.RoutePasswordEnv, Routes: "$" + natsauth.RoutesEnv}
+	}
+	b.WriteString(cfg.Render())
 	return b.String()
 }
