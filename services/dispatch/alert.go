@@ -74,7 +74,9 @@ const (
 	KindMovementOutsideHours = "movement_outside_hours"
 	KindZoneExit             = "zone_exit"
 	KindFuelTheft            = "fuel_theft"
-	KindOffline              = "offline"
+	// KindRefuel: a refuel the maintenance service reported (informational).
+	KindRefuel  = "refuel"
+	KindOffline = "offline"
 	// KindDeadLetter: a service moved input it could not process to the dead-letter
 	// stream (its event kind "dead_letter", any source). Nothing is dropped silently.
 	KindDeadLetter = "dead_letter"

@@ -898,12 +898,13 @@ const (
 // fuel report agree event for event.
 const FuelMinConfidence = 0.5
 
-// GradeFuelAlert marks a fuel-theft alert unconfirmed when its event's confidence is below
-// threshold: the readings suggest a drain but cannot confirm it, so the dispatcher sees
-// it, marked so, as a warning instead of a critical alarm. An event without a confidence
-// (older maintenance versions) stays critical.
+// GradeFuelAlert marks a fuel alert unconfirmed when its event's confidence is below
+// threshold: the readings suggest a drain (or a refuel) but cannot confirm it, so the
+// dispatcher sees it marked so; a drain becomes a warning instead of a critical alarm, a
+// refuel stays informational. An event without a confidence (older maintenance
+// versions) is taken as confirmed.
 func GradeFuelAlert(a *Alert, threshold float64) {
-	if a.Kind != KindFuelTheft {
+	if a.Kind != KindFuelTheft && a.Kind != KindRefuel {
 		return
 	}
 	conf := a.Attributes["confidence"]
@@ -911,8 +912,12 @@ func GradeFuelAlert(a *Alert, threshold float64) {
 	if err != nil || c >= threshold {
 		return
 	}
-	a.Severity = SeverityWarning
-	a.Message = "possible fuel drain (unconfirmed, confidence " + conf + ")"
+	if a.Kind == KindRefuel {
+		a.Message = "possible refuel (unconfirmed, confidence " + conf + ")"
+	} else {
+		a.Severity = SeverityWarning
+		a.Message = "possible fuel drain (unconfirmed, confidence " + conf + ")"
+	}
 	if l := a.Attributes["litres"]; l != "" {
 		a.Message += ": " + l + " l"
 	}
@@ -934,7 +939,7 @@ var eventRules = map[[2]string]eventRule{
 	{"geofence", "crossed"}:           {"geofence_crossed", SeverityInfo, "zone_id", "crossed zone"},
 	{"geofence", "overspeed_in_zone"}: {"overspeed_in_zone", SeverityWarning, "zone_id", "overspeed in zone"},
 	{"maintenance", "fuel_drain"}:     {KindFuelTheft, SeverityCritical, "-", "fuel drained"},
-	{"maintenance", "refuel"}:         {"refuel", SeverityInfo, "-", "refuelled"},
+	{"maintenance", "refuel"}:         {KindRefuel, SeverityInfo, "-", "refuelled"},
 	{"maintenance", "plan_due_soon"}:  {"plan_due_soon", SeverityInfo, "plan_id", "maintenance due soon"},
 	{"maintenance", "plan_overdue"}:   {"plan_overdue", SeverityWarning, "plan_id", "maintenance overdue"},
 	{"maintenance", "dtc_new"}:        {"dtc_new", SeverityWarning, "code", "new trouble code"},

@@ -697,16 +697,22 @@ func TestGradeFuelAlert(t *testing.T) {
 		{"no confidence (older maintenance)", "v1", "", SeverityCritical, false},
 		{"group with a lower threshold", "cargo1", "0.35", SeverityCritical, false},
 		{"group with a higher threshold", "van1", "0.90", SeverityWarning, true},
+		{"confirmed refuel", "v1", "0.90", SeverityInfo, false},
+		{"suggested refuel", "v1", "0.35", SeverityInfo, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			attrs := map[string]string{"litres": "14.0"}
 			if tc.conf != "" {
 				attrs["confidence"] = tc.conf
 			}
-			a, act := AlertFromEvent(&EventIn{ID: "e1", Source: "maintenance", Kind: "fuel_drain", Vehicle: tc.vehicle, Time: t0, Attributes: attrs})
+			kind, alert := "fuel_drain", KindFuelTheft
+			if strings.HasSuffix(tc.name, "refuel") {
+				kind, alert = "refuel", KindRefuel
+			}
+			a, act := AlertFromEvent(&EventIn{ID: "e1", Source: "maintenance", Kind: kind, Vehicle: tc.vehicle, Time: t0, Attributes: attrs})
 			GradeFuelAlert(&a, cfg.fuelThreshold(tc.vehicle))
-			if act != EventRaise || a.Kind != KindFuelTheft || a.Severity != tc.want {
-				t.Fatalf("got %v %s severity %v, want a %s fuel_theft alert", act, a.Kind, a.Severity, tc.want)
+			if act != EventRaise || a.Kind != alert || a.Severity != tc.want {
+				t.Fatalf("got %v %s severity %v, want a %s %s alert", act, a.Kind, a.Severity, tc.want, alert)
 			}
 			if got := strings.Contains(a.Message, "unconfirmed"); got != tc.unconfirmed || !strings.Contains(a.Message, "14.0 l") {
 				t.Errorf("message: got %q, want unconfirmed=%v and the volume", a.Message, tc.unconfirmed)
