@@ -271,20 +271,21 @@ func tankPattern(typ string) string {
 }
 
 // floors are what TestAccuracyTable demands. Precision and recall must reach the issue's
-// 95 % on both new sets (held-out: refuels 98.2 % / 97.4 %, drains 98.6 % / 98.6 %; see
+// 95 % on both new sets (held-out: refuels 98.2 % / 97.2 %, drains 98.7 % / 97.9 %; see
 // docs/bench-maintenance.md). Refuel volumes must reach the target, 90 % of found
-// events within max(5 %, 2 L) (held-out 90.3 %). Drain volumes do NOT yet reach it: on
-// the held-out set 82.3 % are; the misses are mostly 300 L trucks (57.5 % of their drains,
-// against 98 % for cars and 89 % for vans), whose 18-60 L drains must be measured to
-// 2-3 L through slope offsets of up to 12 L that settle while a drain that began at
-// parking runs, and road slosh of several litres. The drain volume floor is a guard a
-// little under what is reached, not the target: a change that loses accuracy fails.
+// events within max(5 %, 2 L) (held-out 92.1 %, development 93.6 %). Drain volumes do
+// NOT yet reach it: 83.1 % held-out, 86.5 % development; the misses are mostly 300 L
+// trucks (held-out 59.7 % of their drains, against 96.6 % for cars and 91.9 % for
+// vans), whose 18-60 L drains must be measured to 2-3 L through slope offsets of up to
+// 12 L that settle while a drain that began at parking runs, and road slosh of several
+// litres. The drain volume floors are guards a little under what each set reaches, not
+// the target: a change that loses accuracy fails.
 var floors = map[string]struct {
 	rate   float64
 	volume map[Kind]float64
 }{
-	"new generator, development seeds": {0.95, map[Kind]float64{KindRefuel: 0.90, KindDrain: 0.80}},
-	"new generator, held-out seeds":    {0.95, map[Kind]float64{KindRefuel: 0.90, KindDrain: 0.80}},
+	"new generator, development seeds": {0.95, map[Kind]float64{KindRefuel: 0.90, KindDrain: 0.85}},
+	"new generator, held-out seeds":    {0.95, map[Kind]float64{KindRefuel: 0.90, KindDrain: 0.82}},
 }
 
 // TestAccuracyTable prints (with -v) precision, recall and volume accuracy by kind and
