@@ -659,6 +659,59 @@ func TestFeedMergesServiceEvents(t *testing.T) {
 	})
 }
 
+// TestEveryFuelEventIsItsOwnAlert: the maintenance service's fuel events, as the fuel
+// report lists them (maintenance's TestFuelReportAgreesWithAlerts checks the report
+// against the bus), become one alert each, whatever their timing: several drains of one
+// vehicle minutes apart are several fuel-theft alerts, each caused by its own event,
+// never occurrences of one incident; below the threshold a drain is a warning and a
+// refuel says it is unconfirmed.
+func TestEveryFuelEventIsItsOwnAlert(t *testing.T) {
+	h := newHarness(t, NewMemoryStore())
+	events := []struct {
+		id, kind, litres, conf string
+		alert                  string
+		severity               Severity
+		unconfirmed            bool
+	}{
+		{"d1", "fuel_drain", "21.4", "0.90", KindFuelTheft, SeverityCritical, false},
+		{"d2", "fuel_drain", "35.0", "0.90", KindFuelTheft, SeverityCritical, false},
+		{"d3", "fuel_drain", "12.2", "0.35", KindFuelTheft, SeverityWarning, true},
+		{"r1", "refuel", "48.0", "0.90", KindRefuel, SeverityInfo, false},
+		{"r2", "refuel", "15.5", "0.40", KindRefuel, SeverityInfo, true},
+		{"d4", "fuel_drain", "18.0", "0.62", KindFuelTheft, SeverityCritical, false},
+	}
+	for _, e := range events {
+		publishEvent(t, h.b, "maintenance", e.kind, "fuel-1", e.id, map[string]string{"litres": e.litres, "confidence": e.conf})
+	}
+	eventually(t, "one alert per fuel event", func() bool {
+		n, _ := h.st.LastAlertID(context.Background())
+		return n == uint64(len(events))
+	})
+	byCause := map[string]Alert{}
+	for id := uint64(1); id <= uint64(len(events)); id++ {
+		a, err := h.st.GetAlert(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, dup := byCause[a.CauseID]; dup {
+			t.Fatalf("two alerts caused by %s", a.CauseID)
+		}
+		byCause[a.CauseID] = a
+	}
+	for _, e := range events {
+		a, ok := byCause["evt:"+e.id]
+		if !ok {
+			t.Errorf("event %s: no alert", e.id)
+			continue
+		}
+		if a.Kind != e.alert || a.Severity != e.severity || a.Occurrences != 1 ||
+			strings.Contains(a.Message, "unconfirmed") != e.unconfirmed || !strings.Contains(a.Message, e.litres+" l") {
+			t.Errorf("event %s: got %s severity %v, %d occurrences, %q; want %s severity %v, one occurrence, unconfirmed=%v, %s l",
+				e.id, a.Kind, a.Severity, a.Occurrences, a.Message, e.alert, e.severity, e.unconfirmed, e.litres)
+		}
+	}
+}
+
 // forStores runs a scenario on the memory store and on Redis.
 func forStores(t *testing.T, run func(t *testing.T, st Store)) {
 	t.Run("memory", func(t *testing.T) { run(t, NewMemoryStore()) })
