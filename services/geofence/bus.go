@@ -33,15 +33,21 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
+	// The watcher stops when ctx ends: cancel before waiting for it. Waiting first (the
+	// order two separate defers run in) hung Run for good whenever it returned an error
+	// of its own, such as a consumer that could not be created at start under CPU
+	// starvation: the consumers had stopped, the process lived on and nobody restarted it.
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 	watchErr := make(chan error, 1)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		watchErr <- s.watchZones(ctx, kv)
 	}()
-	defer wg.Wait()
 	// Membership must not be evaluated against a half-loaded zone set: a vehicle inside a
 	// zone not yet loaded would be seen as having left it.
 	select {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -582,5 +583,34 @@ func TestListZoneEventsReturnsTheRightEvents(t *testing.T) {
 				t.Error("events not oldest first")
 			}
 		})
+	}
+}
+
+// TestRunReturnsWhenAConsumerCannotStart: Run stops its zone watcher before waiting for
+// it. It used to wait first, so an error of Run's own (here a durable that cannot be a
+// pull consumer; in the fault-injection run, a consumer not created in time on one
+// starved CPU) left the process alive with every consumer stopped, for good.
+func TestRunReturnsWhenAConsumerCannotStart(t *testing.T) {
+	b := openBus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := b.JS.CreateOrUpdatePushConsumer(ctx, bus.TelemetryStream, jetstream.ConsumerConfig{
+		Durable: Source + "-p00", DeliverSubject: "elsewhere", AckPolicy: jetstream.AckExplicitPolicy,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(DefaultConfig(), b, NewMemoryStore(), testLog(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), Source+"-p00") {
+			t.Errorf("Run returned %v, want the consumer's error", err)
+		}
+	case <-time.After(2 * time.Minute): // a hang, not a speed verdict
+		t.Fatal("Run did not return after its consumer failed")
 	}
 }

@@ -78,6 +78,12 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 		}
 		st := e.state
 		tr := s.tracker.ForModel(e.info.Metadata[MetaDeviceModel])
+		// The stream shows the vehicle silent for longer than OfflineAfter before this
+		// message: it was offline, whether or not a sweep ran in that time (a catch-up, a
+		// rebuild). The event is the sweep's own (same id), so it is stored once either way.
+		if len(it.recs) > 0 && tr.Sweep(st, it.msg.Time) && !it.msg.Replayed {
+			events = append(events, statusEvent{state: cloneStatus(st)})
+		}
 		for i := range it.recs {
 			r := &it.recs[i]
 			r.ReceivedTime = it.msg.Time
@@ -122,6 +128,9 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 		return err // nothing committed: the redelivered batch starts from the same states
 	}
 	s.commit(touched)
+	if part >= 0 && part < len(s.applied) {
+		s.applied[part].Store(items[len(items)-1].msg.Time.UnixNano())
+	}
 	return nil
 }
 

@@ -48,6 +48,9 @@ type Service struct {
 	owned      []atomic.Bool
 	ownedCount int // partitions owned at start (static)
 	dynamic    bool
+	// applied[p]: the stream time (Unix ns) of the last message applied in partition p,
+	// the offline sweep's clock while the partition's consumer is behind.
+	applied []atomic.Int64
 }
 
 // owns reports whether this instance applies partition p now.
@@ -132,6 +135,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.nParts = n
 	s.partMu = make([]sync.Mutex, n)
 	s.owned = make([]atomic.Bool, n)
+	s.applied = make([]atomic.Int64, n)
 	s.dynamic = s.bus.Leasing()
 	if !s.dynamic {
 		for _, p := range parts {
@@ -275,9 +279,32 @@ func (s *Service) sweep(ctx context.Context) error {
 	return nil
 }
 
-func (s *Service) sweepPartition(ctx context.Context, p int, now time.Time) error {
+// sweepClock is the time partition p is swept at. A vehicle is offline when the stream
+// holds nothing from it for OfflineAfter, so the wall clock counts only while the
+// partition's consumer has nothing pending: while it catches up or rebuilds, the stream
+// time of the last message it applied does (every record stored before that moment has
+// been applied). Sweeping a rebuild by the wall clock would report offline every vehicle
+// whose newer records are still to be replayed. ok is false before anything is known.
+func (s *Service) sweepClock(p int, wall time.Time) (now time.Time, ok bool) {
+	lags := s.bus.Lag()
+	for _, d := range []string{fmt.Sprintf("tracking-p%02d", p), fmt.Sprintf("%s-p%02d", bus.SharedDurable, p)} {
+		if l, found := lags[d]; found && l == 0 {
+			return wall, true
+		}
+	}
+	if t := s.applied[p].Load(); t != 0 {
+		return time.Unix(0, t), true
+	}
+	return time.Time{}, false
+}
+
+func (s *Service) sweepPartition(ctx context.Context, p int, wall time.Time) error {
 	s.partMu[p].Lock()
 	defer s.partMu[p].Unlock()
+	now, ok := s.sweepClock(p, wall)
+	if !ok {
+		return nil
+	}
 	var (
 		changed []*entry
 		gone    []string
@@ -300,7 +327,7 @@ func (s *Service) sweepPartition(ctx context.Context, p int, now time.Time) erro
 	}
 	s.mu.RUnlock()
 	if len(gone) > 0 {
-		if err := s.store.Delete(ctx, gone, now.Add(-s.cfg.HistoryRetention-24*time.Hour), now.Add(48*time.Hour)); err != nil {
+		if err := s.store.Delete(ctx, gone, wall.Add(-s.cfg.HistoryRetention-24*time.Hour), wall.Add(48*time.Hour)); err != nil {
 			return err
 		}
 		s.mu.Lock()
@@ -325,7 +352,7 @@ func (s *Service) sweepPartition(ctx context.Context, p int, now time.Time) erro
 	if err := s.publishEvents(ctx, evs); err != nil {
 		return err
 	}
-	if err := s.store.Write(ctx, Batch{States: states, Retention: s.cfg.HistoryRetention, Now: now}); err != nil {
+	if err := s.store.Write(ctx, Batch{States: states, Retention: s.cfg.HistoryRetention, Now: wall}); err != nil {
 		return err
 	}
 	s.commit(changed)

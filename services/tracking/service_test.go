@@ -517,3 +517,59 @@ func TestTwoInstancesSplitPartitions(t *testing.T) {
 		}
 	}
 }
+
+// TestOfflineFromStreamSilence: a vehicle the stream holds nothing from for longer than
+// OfflineAfter was offline, whether or not a sweep ran in that time. Here none can (the
+// sweep period is an hour): the service applies the silence from the stream when the
+// next record comes, with the sweep's own event id, as a rebuild or a catch-up does.
+func TestOfflineFromStreamSilence(t *testing.T) {
+	b := testBus(t)
+	cfg := DefaultConfig()
+	cfg.OfflineAfter = 500 * time.Millisecond
+	cfg.SweepInterval = time.Hour
+	st := NewMemoryStore()
+	events := make(chan *fleetv1.Event, 16)
+	sub, err := b.NC.Subscribe(bus.EventSourceFilter("tracking"), func(m *nats.Msg) {
+		var e fleetv1.Event
+		if err := proto.Unmarshal(m.Data, &e); err == nil {
+			events <- &e
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	startService(t, cfg, b, st, discardLog())
+	base := time.Now().Add(-time.Minute)
+	publishRecords(t, b, "sil", liveRec("sil", 1, base, 0))
+	waitFor(t, "first record applied", func() bool { s := storedState(t, st, "sil"); return s != nil && s.LastSequence == 1 })
+	first := storedState(t, st, "sil")
+	// The stream's silence: the next record is stored more than OfflineAfter later.
+	for time.Since(first.LastSeen) <= cfg.OfflineAfter {
+		time.Sleep(50 * time.Millisecond)
+	}
+	publishRecords(t, b, "sil", liveRec("sil", 2, base, 100))
+
+	offline := first.Clone()
+	if !NewTracker(cfg).Sweep(offline, first.LastSeen.Add(time.Hour)) {
+		t.Fatal("the sweep does not take the first state offline")
+	}
+	want := []struct{ status, previous, id string }{
+		{"moving", "never_seen", ""},
+		{"offline", "moving", StatusEventID(offline, nil)},
+		{"moving", "offline", ""},
+	}
+	for _, w := range want {
+		select {
+		case e := <-events:
+			if e.GetVehicleId() != "sil" || e.GetAttributes()["status"] != w.status || e.GetAttributes()["previous"] != w.previous {
+				t.Fatalf("got event %v, want sil %s (was %s)", e, w.status, w.previous)
+			}
+			if w.id != "" && e.GetEventId() != w.id {
+				t.Errorf("offline event id %s, want the sweep's %s", e.GetEventId(), w.id)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no %s event", w.status)
+		}
+	}
+}

@@ -3,15 +3,18 @@
 // owns, while the simulator drives a fleet through them. The NATS server is configured as
 // a secured deployment's (pkg/natsauth's permission table), and each process logs in as
 // its own identity: the services as tracking, geofence, maintenance and dispatch, the
-// simulator as loadgen. The test kills, freezes and starves the services and restarts
-// NATS and Redis (with and without its data), then recomputes from the telemetry stream,
-// with the services' own pure functions, the track points, status events, zone events and
-// zone alerts that must exist, and checks that each exists exactly once and in
-// per-vehicle order.
+// simulator as loadgen. The test kills, freezes and starves the services, silences the
+// fleet beyond tracking's offline threshold and restarts NATS and Redis (with and without
+// its data), then recomputes from the telemetry stream, with the services' own pure
+// functions, the track points, status events (offline included), zone events and alerts
+// that must exist, and checks that each exists exactly once and in per-vehicle order.
 //
-// The short form is part of go test ./... (a few faults of every kind, a small fleet;
-// about two minutes on a busy 2-core machine, plus building the binaries). `make chaos` runs the long form
-// (CHAOS_LONG=1): a bigger fleet, every fault, and the figures in docs/benchmarks.md.
+// The short form is part of go test ./... (a few faults of every kind, every service
+// killed once, a small fleet; about four minutes on a busy 2-core machine, plus building
+// the binaries). `make chaos` runs the long form (CHAOS_LONG=1): a bigger fleet, every
+// fault, and the figures in docs/benchmarks.md. CHAOS_FAULTS (names or parts of names,
+// comma-separated), CHAOS_VEHICLES, CHAOS_INTERVAL, CHAOS_PHASE and CHAOS_OFFLINE narrow
+// a run down to reproduce a finding; CHAOS_LOG_DIR keeps every process's whole output.
 // Nothing here judges speed: every wait is for a state (a consumer caught up), bounded
 // only by the test's own deadline.
 package chaos
@@ -22,6 +25,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -54,16 +58,43 @@ type scale struct {
 	vehicles int
 	interval time.Duration // each vehicle's report interval
 	phase    time.Duration // time between faults
+	// offline is tracking's offline threshold: far above every vehicle's report interval
+	// and every fault's silence but the one that freezes the simulator on purpose.
+	offline time.Duration
+}
+
+// fromEnv overrides the scale with CHAOS_VEHICLES, CHAOS_INTERVAL, CHAOS_PHASE and
+// CHAOS_OFFLINE, for reproducing a finding in the smallest configuration that shows it.
+func (sc scale) fromEnv(t *testing.T) scale {
+	t.Helper()
+	if v := os.Getenv("CHAOS_VEHICLES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("CHAOS_VEHICLES=%q: want a positive count", v)
+		}
+		sc.vehicles = n
+	}
+	for env, d := range map[string]*time.Duration{"CHAOS_INTERVAL": &sc.interval, "CHAOS_PHASE": &sc.phase, "CHAOS_OFFLINE": &sc.offline} {
+		if v := os.Getenv(env); v != "" {
+			x, err := time.ParseDuration(v)
+			if err != nil || x <= 0 {
+				t.Fatalf("%s=%q: want a positive duration", env, v)
+			}
+			*d = x
+		}
+	}
+	return sc
 }
 
 func TestFaultInjection(t *testing.T) {
 	long := os.Getenv("CHAOS_LONG") != ""
-	sc := scale{vehicles: 40, interval: 500 * time.Millisecond, phase: 6 * time.Second}
+	sc := scale{vehicles: 40, interval: 500 * time.Millisecond, phase: 6 * time.Second, offline: 12 * time.Second}
 	if long {
-		sc = scale{vehicles: 300, interval: time.Second, phase: 20 * time.Second}
+		sc = scale{vehicles: 300, interval: time.Second, phase: 20 * time.Second, offline: 40 * time.Second}
 	} else if testing.Short() {
 		t.Skip("fault-injection suite skipped with -short")
 	}
+	sc = sc.fromEnv(t)
 	red := startRedis(t)
 	bin := t.TempDir()
 	buildBinaries(t, bin)
@@ -82,6 +113,9 @@ func TestFaultInjection(t *testing.T) {
 		"tracking": svc("tracking"), "geofence": svc("geofence"),
 		"maintenance": svc("maintenance"), "dispatch": svc("dispatch"),
 	}
+	// Vehicles go offline within the run: while the simulator is frozen, and after it
+	// stops (and at no other time, since each reports far more often than this).
+	services["tracking"].env = append(services["tracking"].env, "FLEETWIRE_OFFLINE_AFTER="+sc.offline.String())
 	sim := &proc{t: t, name: "fleetsim", bin: filepath.Join(bin, "fleetsim"), log: &lockedBuffer{},
 		args: []string{"run", "--nats-url", nats.url(), "--vehicles", strconv.Itoa(sc.vehicles), "--seed", "7",
 			"--interval", sc.interval.String(), "--prefix", "cx", "--stats", "0",
@@ -103,33 +137,48 @@ func TestFaultInjection(t *testing.T) {
 	}
 	sim.start()
 
-	faults := []struct {
-		name string
-		do   func()
-	}{
-		{"SIGKILL geofence", func() { services["geofence"].restart() }},
-		{"SIGKILL tracking and dispatch", func() { services["tracking"].restart(); services["dispatch"].restart() }},
-		{"SIGKILL geofence during its catch-up", func() {
+	// Which forms run a fault: the long form runs every fault, the short form (make test)
+	// those marked short, a few of every kind.
+	const short, longOnly = true, false
+	faults := []fault{
+		{"SIGKILL geofence", longOnly, func() { services["geofence"].restart() }},
+		{"SIGKILL tracking and dispatch", longOnly, func() { services["tracking"].restart(); services["dispatch"].restart() }},
+		{"SIGKILL geofence during its catch-up", longOnly, func() {
 			services["geofence"].kill()
 			time.Sleep(sc.phase / 2) // a backlog builds up
 			services["geofence"].start()
 			time.Sleep(500 * time.Millisecond)
 			services["geofence"].restart()
 		}},
-		{"freeze geofence (SIGSTOP, SIGCONT)", func() {
+		{"freeze geofence (SIGSTOP, SIGCONT)", short, func() {
 			services["geofence"].signal(syscall.SIGSTOP)
 			time.Sleep(sc.phase)
 			services["geofence"].signal(syscall.SIGCONT)
 		}},
-		{"restart NATS", func() { nats.restart() }},
-		{"restart Redis with its data", func() { red.restart(true) }},
-		{"restart Redis without its data", func() { red.restart(false) }},
-		{"SIGKILL maintenance right after its consumers were recreated", func() {
+		{"restart NATS", short, func() { nats.restart() }},
+		{"fleet silent beyond the offline threshold (simulator frozen)", short, func() {
+			// Every vehicle goes offline and comes back: offline events and alerts, and
+			// their resolution, exist before the store losses that follow.
+			sim.signal(syscall.SIGSTOP)
+			time.Sleep(sc.offline + sc.phase/2)
+			sim.signal(syscall.SIGCONT)
+		}},
+		{"restart Redis with its data", longOnly, func() { red.restart(true) }},
+		{"restart Redis without its data", short, func() { red.restart(false) }},
+		{"SIGKILL maintenance right after its consumers were recreated", longOnly, func() {
 			services["maintenance"].restart()
 			time.Sleep(300 * time.Millisecond)
 			services["maintenance"].restart()
 		}},
-		{"one CPU: geofence on GOMAXPROCS=1 beside a CPU hog", func() {
+		{"SIGKILL every service, one after another", short, func() {
+			// The short form's kills: each service once, staggered within one phase so a
+			// kill lands while another service is still catching up.
+			for _, name := range []string{"tracking", "dispatch", "maintenance", "geofence"} {
+				services[name].restart()
+				time.Sleep(sc.phase / 4)
+			}
+		}},
+		{"one CPU: geofence on GOMAXPROCS=1 beside a CPU hog", short, func() {
 			g := services["geofence"]
 			g.kill()
 			g.env = append(g.env, "GOMAXPROCS=1")
@@ -139,14 +188,23 @@ func TestFaultInjection(t *testing.T) {
 			stop()
 		}},
 	}
-	if !long {
-		// The short form: a few faults of every kind the long form has.
-		keep := []int{0, 3, 4, 6, 8}
-		var short = faults[:0:0]
-		for _, i := range keep {
-			short = append(short, faults[i])
+	if sel := os.Getenv("CHAOS_FAULTS"); sel != "" {
+		// One fault or a few, to reproduce a finding in the smallest configuration.
+		var picked = faults[:0:0]
+		for _, f := range faults {
+			for _, w := range strings.Split(sel, ",") {
+				if w = strings.TrimSpace(w); w != "" && strings.Contains(f.name, w) {
+					picked = append(picked, f)
+					break
+				}
+			}
 		}
-		faults = short
+		if len(picked) == 0 {
+			t.Fatalf("CHAOS_FAULTS=%q selects no fault", sel)
+		}
+		faults = picked
+	} else if !long {
+		faults = slices.DeleteFunc(faults, func(f fault) bool { return !f.short })
 	}
 	time.Sleep(sc.phase)
 	for _, f := range faults {
@@ -165,12 +223,18 @@ func TestFaultInjection(t *testing.T) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-20*time.Second))
 	defer cancel()
-	waitCaughtUp(t, ctx, nats.b, []string{"tracking", "geofence", "maintenance", "dispatch"})
+	all := []string{"tracking", "geofence", "maintenance", "dispatch"}
+	waitCaughtUp(t, ctx, nats.b, all)
 	catchUp := time.Since(quietFrom)
 
 	// Ground truth: the telemetry stream replayed through the services' own pure
 	// functions, in stream order, as the services apply it.
 	recs := readStream(t, ctx, nats.b, bus.TelemetryStream, ">")
+	wantPoints, wantStatus := expectedTracking(t, recs, sc.offline)
+	// The fleet has gone quiet: every vehicle goes offline once the threshold has passed,
+	// and dispatch raises its offline alert. Waited for as states, like the catch-up.
+	waitForEvents(t, ctx, nats.b, wantStatus)
+	waitCaughtUp(t, ctx, nats.b, all)
 	events := readStream(t, ctx, nats.b, bus.EventStream, ">")
 	var report []string
 	check := func(what string, want, got map[string][]string) {
@@ -190,7 +254,6 @@ func TestFaultInjection(t *testing.T) {
 
 	// Track points: tracking's Tracker decides which fixes enter the history (and which a
 	// later record retracts); the history is read back from Redis.
-	wantPoints, wantStatus := expectedTracking(t, recs)
 	trk := tracking.NewRedisStore(red.client(t), "fw:")
 	gotPoints := map[string][]string{}
 	for v := range wantPoints {
@@ -204,18 +267,20 @@ func TestFaultInjection(t *testing.T) {
 	}
 	check("track points", wantPoints, gotPoints)
 
-	// Status events: the same replay's status changes, with tracking's event ids. The
-	// offline sweep works from the wall clock, not the stream: its events are left out.
+	// Status events: the same replay's status changes, with tracking's event ids, offline
+	// included (a silence of the stream, and the end of the run).
 	gotStatus := map[string][]string{}
+	kinds := map[string]int{}
 	var maxDelay time.Duration
 	for _, m := range events {
 		e := decodeEvent(t, m)
-		if e.GetSource() != "tracking" || e.GetKind() != "status_changed" || e.GetAttributes()["status"] == "offline" {
+		kinds[e.GetSource()+"/"+e.GetKind()+alertKind(e)]++
+		if e.GetSource() != "tracking" || e.GetKind() != "status_changed" {
 			continue
 		}
 		gotStatus[e.GetVehicleId()] = append(gotStatus[e.GetVehicleId()], e.GetEventId())
 	}
-	check("status events", wantStatus, gotStatus)
+	check("status events", ids(wantStatus), gotStatus)
 
 	// Zone events, with geofence's engine.
 	expected := expectedZoneEvents(t, recs, zones)
@@ -240,21 +305,44 @@ func TestFaultInjection(t *testing.T) {
 	}
 	check("zone events", wantZone, gotZone)
 
-	// Zone alerts: the expected zone events through dispatch's mapping, rules and
+	// Alerts: the expected zone and status events through dispatch's mapping, rules and
 	// incident grouping (its own store logic: occurrences merge into the open alert of
-	// their vehicle and zone), with dispatch's alert event ids.
-	wantAlerts := expectedAlerts(t, ctx, expected)
-	gotAlerts := map[string][]string{}
+	// their vehicle and zone, a vehicle back online resolves its offline alert), with
+	// dispatch's alert event ids. Every alert dispatch published is compared: one the
+	// expected events do not imply is reported as unexplained.
+	var in []*fleetv1.Event
+	now := timestamppb.Now()
+	for i := range expected {
+		in = append(in, geofence.ToProtoEvent(&expected[i], now))
+	}
+	zoneAlerts := expectedAlerts(t, ctx, in)
+	in = in[:0]
+	for _, v := range slices.Sorted(maps.Keys(wantStatus)) {
+		for _, e := range wantStatus[v] {
+			in = append(in, e)
+		}
+	}
+	statusAlerts := expectedAlerts(t, ctx, in)
+	gotZoneAlerts, gotStatusAlerts := map[string][]string{}, map[string][]string{}
 	for _, m := range events {
 		e := decodeEvent(t, m)
-		if e.GetSource() != dispatch.SourceDispatch || e.GetKind() != "alert" || !strings.HasPrefix(e.GetAttributes()["alert_kind"], "geofence_") {
+		if e.GetSource() != dispatch.SourceDispatch || e.GetKind() != "alert" {
 			continue
 		}
-		gotAlerts[e.GetVehicleId()] = append(gotAlerts[e.GetVehicleId()], e.GetEventId())
+		v := e.GetVehicleId()
+		switch k := e.GetAttributes()["alert_kind"]; {
+		case strings.HasPrefix(k, "geofence_"):
+			gotZoneAlerts[v] = append(gotZoneAlerts[v], e.GetEventId())
+		case k == dispatch.KindOffline:
+			gotStatusAlerts[v] = append(gotStatusAlerts[v], e.GetEventId())
+		default:
+			t.Errorf("alert of a kind the scenario cannot cause: %s for %s (%v)", k, v, e.GetAttributes())
+		}
 	}
-	check("zone alerts", wantAlerts, gotAlerts)
+	check("zone alerts", zoneAlerts, gotZoneAlerts)
+	check("offline alerts", statusAlerts, gotStatusAlerts)
 
-	t.Logf("records %d\n%s", len(recs), strings.Join(report, "\n"))
+	t.Logf("records %d\n%s\nevents by source/kind: %v", len(recs), strings.Join(report, "\n"), kinds)
 	t.Logf("FIGURES: catch-up after the last fault %s; max zone event delay (stream store time - fix time) %s",
 		catchUp.Round(time.Millisecond), maxDelay.Round(time.Millisecond))
 	for name, p := range services {
@@ -268,6 +356,13 @@ func TestFaultInjection(t *testing.T) {
 			t.Errorf("%s reported a data race:\n%s", name, p.tail(6000))
 		}
 	}
+}
+
+// fault is one step of the scenario; short says whether the short form runs it too.
+type fault struct {
+	name  string
+	short bool
+	do    func()
 }
 
 type result struct{ lost, dup, extra, disordered int }
@@ -338,13 +433,23 @@ func pointKey(f *tracking.Fix) string {
 
 // expectedTracking replays the stored records through tracking's Tracker in stream order,
 // as the service applies them, and returns per vehicle the history it keeps (in time
-// order) and the ids of the status events it raises (in order).
-func expectedTracking(t *testing.T, recs []stored) (points, status map[string][]string) {
+// order) and the status events it raises (in order): the records' status changes, an
+// offline when the stream holds nothing from a vehicle for longer than the threshold, and
+// the offline of every vehicle after the end of the run.
+func expectedTracking(t *testing.T, recs []stored, offlineAfter time.Duration) (points map[string][]string, status map[string][]*fleetv1.Event) {
 	t.Helper()
-	tr := tracking.NewTracker(tracking.DefaultConfig())
+	cfg := tracking.DefaultConfig()
+	cfg.OfflineAfter = offlineAfter
+	tr := tracking.NewTracker(cfg)
 	states := map[string]*tracking.State{}
 	hist := map[string]map[string]tracking.Fix{}
-	status = map[string][]string{}
+	status = map[string][]*fleetv1.Event{}
+	raise := func(st *tracking.State, r *telemetry.Record) {
+		status[st.VehicleID] = append(status[st.VehicleID], &fleetv1.Event{
+			EventId: tracking.StatusEventID(st, r), Source: "tracking", Kind: "status_changed", VehicleId: st.VehicleID,
+			Time: timestamppb.New(st.StatusTime), Attributes: map[string]string{"status": st.Status.String(), "previous": st.PrevStatus.String()},
+		})
+	}
 	for _, m := range recs {
 		addr, err := bus.ParseSubject(m.subject)
 		if err != nil || addr.Partition < 0 || addr.Kind == bus.KindReply {
@@ -360,6 +465,9 @@ func expectedTracking(t *testing.T, recs []stored) (points, status map[string][]
 			st = tracking.NewState(v)
 			states[v] = st
 			hist[v] = map[string]tracking.Fix{}
+		}
+		if len(rs) > 0 && tr.Sweep(st, m.time) {
+			raise(st, nil)
 		}
 		for i := range rs {
 			r := &rs[i]
@@ -378,10 +486,15 @@ func expectedTracking(t *testing.T, recs []stored) (points, status map[string][]
 				hist[v][pointKey(&res.Point)] = res.Point
 			}
 			if res.StatusChanged {
-				status[v] = append(status[v], tracking.StatusEventID(st, r))
+				raise(st, r)
 			}
 		}
 		st.MarkApplied(m.seq, m.time)
+	}
+	for _, st := range states {
+		if !telemetry.IsLoadTest(st.VehicleID) && tr.Sweep(st, time.Now().Add(24*time.Hour)) {
+			raise(st, nil)
+		}
 	}
 	points = map[string][]string{}
 	for v, h := range hist {
@@ -400,6 +513,53 @@ func expectedTracking(t *testing.T, recs []stored) (points, status map[string][]
 		}
 	}
 	return points, status
+}
+
+// ids are the event ids of events, per vehicle.
+func ids(events map[string][]*fleetv1.Event) map[string][]string {
+	out := make(map[string][]string, len(events))
+	for v, es := range events {
+		for _, e := range es {
+			out[v] = append(out[v], e.GetEventId())
+		}
+	}
+	return out
+}
+
+// alertKind is ":<alert kind>" for dispatch's alert events, "" for others (the report).
+func alertKind(e *fleetv1.Event) string {
+	if k := e.GetAttributes()["alert_kind"]; k != "" {
+		return ":" + k
+	}
+	return ""
+}
+
+// waitForEvents waits until the event stream holds every event of want (the offline of
+// each vehicle, raised by the sweep once the threshold has passed), bounded only by ctx.
+func waitForEvents(t *testing.T, ctx context.Context, b *bus.Bus, want map[string][]*fleetv1.Event) {
+	t.Helper()
+	s, err := b.JS.Stream(ctx, bus.EventStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		missing := 0
+		for _, es := range want {
+			for _, e := range es {
+				subj := bus.EventSubject("tracking", "status_changed", e.GetVehicleId(), e.GetEventId())
+				if _, err := s.GetLastMsgForSubject(ctx, subj); err != nil {
+					missing++
+				}
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%d expected status events never stored", missing)
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 // hog keeps n goroutines busy until stopped.
@@ -591,29 +751,36 @@ func expectedZoneEvents(t *testing.T, recs []stored, ix *fence.Index) []fence.Ev
 	return events
 }
 
-// expectedAlerts maps expected zone events to the alert events dispatch publishes for
-// them, per vehicle in order: dispatch's mapping and default rules decide which raise an
-// alert, and its own store logic (a MemoryStore) merges an occurrence into the open alert
-// of its incident; every occurrence publishes its alert's event, whose id names the
-// incident and the first cause, so a merged one repeats an id JetStream stores once.
-func expectedAlerts(t *testing.T, ctx context.Context, events []fence.Event) map[string][]string {
+// expectedAlerts maps expected events to the alert events dispatch publishes for them,
+// per vehicle in order: dispatch's mapping and default rules decide which raise an alert
+// and which resolve one, and its own store logic (a MemoryStore) merges an occurrence into
+// the open alert of its incident; every occurrence publishes its alert's event, whose id
+// names the incident and the first cause, so a merged one repeats an id JetStream stores
+// once.
+func expectedAlerts(t *testing.T, ctx context.Context, events []*fleetv1.Event) map[string][]string {
 	t.Helper()
 	cfg := dispatch.DefaultConfig()
 	st := dispatch.NewMemoryStore()
 	out := map[string][]string{}
 	seen := map[string]bool{}
-	now := timestamppb.Now()
-	for i := range events {
-		data, err := proto.Marshal(geofence.ToProtoEvent(&events[i], now))
+	for _, pe := range events {
+		data, err := proto.Marshal(pe)
 		if err != nil {
 			t.Fatal(err)
 		}
-		e, err := dispatch.DecodeEvent(data, "", events[i].Time)
+		e, err := dispatch.DecodeEvent(data, "", pe.GetTime().AsTime())
 		if err != nil {
 			t.Fatal(err)
 		}
 		a, act := dispatch.AlertFromEvent(&e)
-		if cfg.Rules.Decide(&a, act) != dispatch.EventRaise {
+		switch cfg.Rules.Decide(&a, act) {
+		case dispatch.EventRaise:
+		case dispatch.EventResolve:
+			if _, _, err := st.ResolveIncident(ctx, a.IncidentKey, "system", "vehicle back online", e.Time); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		default:
 			continue
 		}
 		got, _, err := st.RaiseAlert(ctx, a, cfg.AlertCooldown)

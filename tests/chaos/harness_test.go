@@ -245,14 +245,33 @@ func (p *proc) startLocked() {
 	cmd.Env = append(os.Environ(), p.env...)
 	fmt.Fprintf(p.log, "=== start %s\n", time.Now().Format(time.RFC3339Nano))
 	cmd.Stdout, cmd.Stderr = p.log, p.log
+	var full *os.File
+	if dir := os.Getenv("CHAOS_LOG_DIR"); dir != "" {
+		// The whole output of every run of the process (a goroutine dump after SIGQUIT,
+		// say), beside the tails the test prints.
+		f, err := os.OpenFile(filepath.Join(dir, p.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			p.t.Errorf("%s: %v", p.name, err)
+		} else {
+			full = f
+			w := io.MultiWriter(p.log, f)
+			cmd.Stdout, cmd.Stderr = w, w
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		p.t.Errorf("%s: %v", p.name, err)
+		if full != nil {
+			full.Close()
+		}
 		return
 	}
 	done := make(chan struct{})
 	p.cmd, p.done, p.stopped = cmd, done, false
 	go func() {
 		err := cmd.Wait()
+		if full != nil {
+			full.Close()
+		}
 		close(done)
 		p.mu.Lock()
 		defer p.mu.Unlock()

@@ -90,6 +90,9 @@ type Options struct {
 	// TrackingRules is a JSON file of per-device-model GPS filter profiles and per-group
 	// trip thresholds (format in docs/tracking.md); empty: the defaults for everyone.
 	TrackingRules string
+	// OfflineAfter: a vehicle the stream holds nothing from for this long is offline
+	// (tracking.Config.OfflineAfter; zero keeps the default, 10 min).
+	OfflineAfter time.Duration
 	// FallbackPorts lets the all-in-one move a listener to a free port when its built-in
 	// default is taken, so it starts on any machine, and say so (Platform.Moved, the log).
 	// An address in Pinned never moves: the process fails with a message naming it. The
@@ -162,6 +165,7 @@ func (o *Options) Flags(fs *flag.FlagSet, def Options) {
 	fs.StringVar(&o.AlertRules, "alert-rules", e.str("FLEETWIRE_ALERT_RULES", ""), "JSON file of per-kind alert rules (raise always/never) and webhook sinks (docs/dispatch.md) (env FLEETWIRE_ALERT_RULES)")
 	fs.DurationVar(&o.AlertRetention, "alert-retention", e.duration("FLEETWIRE_ALERT_RETENTION", dispatch.DefaultAlertRetention), "how long resolved alerts are kept; 0 keeps them for ever (env FLEETWIRE_ALERT_RETENTION)")
 	fs.StringVar(&o.TrackingRules, "tracking-rules", e.str("FLEETWIRE_TRACKING_RULES", ""), "JSON file of per-device-model GPS filter profiles and per-group trip thresholds (docs/tracking.md); empty uses the defaults (env FLEETWIRE_TRACKING_RULES)")
+	fs.DurationVar(&o.OfflineAfter, "offline-after", e.duration("FLEETWIRE_OFFLINE_AFTER", 0), "a vehicle nothing was received from for this long is offline; 0 = the default, 10m (docs/tracking.md) (env FLEETWIRE_OFFLINE_AFTER)")
 	fs.DurationVar(&o.Grace, "grace", e.duration("FLEETWIRE_GRACE", 10*time.Second), "graceful shutdown limit (env FLEETWIRE_GRACE)")
 	o.securityFlags(fs, &e)
 	o.devicesFlags(fs, &e)

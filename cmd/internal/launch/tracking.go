@@ -11,6 +11,11 @@ import (
 func buildTracking(d deps) (service, error) {
 	cfg := tracking.DefaultConfig()
 	cfg.Partitions, cfg.Rebuild = d.parts, d.rebuilds(Tracking)
+	if d.opts.OfflineAfter > 0 {
+		cfg.OfflineAfter = d.opts.OfflineAfter
+		// Swept often enough that a vehicle is reported within a quarter of the threshold.
+		cfg.SweepInterval = min(cfg.SweepInterval, d.opts.OfflineAfter/4)
+	}
 	if path := d.opts.TrackingRules; path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
