@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/fleetwire/fleetwire/pkg/auth"
 	"github.com/fleetwire/fleetwire/pkg/grpctest"
 	"github.com/fleetwire/fleetwire/pkg/natstest"
 	"github.com/fleetwire/fleetwire/pkg/redistest"
@@ -60,6 +61,55 @@ func TestEdgeErrors(t *testing.T) {
 				if strings.Contains(msg, leak) {
 					t.Errorf("client sees %q, which contains the driver's %q", msg, leak)
 				}
+			}
+		})
+	}
+}
+
+// The edge as the binaries serve it, over TLS with bearer tokens and pkg/auth's guard:
+// no or a wrong credential is Unauthenticated, a role too weak for a command is
+// PermissionDenied, and a caller let through reaches the service's own answer.
+func TestEdgeAuthOverTLS(t *testing.T) {
+	b := natstest.Bus(t)
+	s, err := New(testConfig(), b, NewMemoryStore(), testLog(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpctest.ServeSecure(t, b.JS, s.Register)
+	as := func(token string) fleetv1.CommandServiceClient {
+		return fleetv1.NewCommandServiceClient(srv.Dial(t, token))
+	}
+	viewer, dispatcher := as(srv.Token(t, auth.Viewer)), as(srv.Token(t, auth.Dispatcher))
+	send := func(c fleetv1.CommandServiceClient, kind fleetv1.CommandKind) func(context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := c.SendCommand(ctx, &fleetv1.SendCommandRequest{VehicleId: "v1", Kind: kind})
+			return err
+		}
+	}
+	get := func(c fleetv1.CommandServiceClient) func(context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := c.GetCommand(ctx, &fleetv1.GetCommandRequest{CommandId: "nothing"})
+			return err
+		}
+	}
+	tests := []struct {
+		name string
+		call func(ctx context.Context) error
+		want codes.Code
+	}{
+		{"no credentials", get(as("")), codes.Unauthenticated},
+		{"wrong token", get(as("fwt_0123456789abcdef_" + strings.Repeat("x", 43))), codes.Unauthenticated},
+		{"viewer reads", get(viewer), codes.NotFound},
+		{"viewer sends a command", send(viewer, fleetv1.CommandKind_COMMAND_KIND_LOCATE_NOW), codes.PermissionDenied},
+		{"viewer immobilizes", send(viewer, fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE), codes.PermissionDenied},
+		{"dispatcher immobilizes", send(dispatcher, fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE), codes.PermissionDenied},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if got := status.Code(tt.call(ctx)); got != tt.want {
+				t.Fatalf("got %v, want %v", got, tt.want)
 			}
 		})
 	}

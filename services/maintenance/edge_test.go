@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/fleetwire/fleetwire/pkg/auth"
 	"github.com/fleetwire/fleetwire/pkg/grpctest"
 	"github.com/fleetwire/fleetwire/pkg/natstest"
 	"github.com/fleetwire/fleetwire/pkg/redistest"
@@ -60,6 +61,54 @@ func TestEdgeErrors(t *testing.T) {
 				if strings.Contains(msg, leak) {
 					t.Errorf("client sees %q, which contains the driver's %q", msg, leak)
 				}
+			}
+		})
+	}
+}
+
+// The edge as the binaries serve it, over TLS with bearer tokens and pkg/auth's guard:
+// no or a wrong credential is Unauthenticated, a viewer changing plans is
+// PermissionDenied, and a caller let through reaches the service's own answer.
+func TestEdgeAuthOverTLS(t *testing.T) {
+	b := natstest.Bus(t)
+	s, err := New(DefaultConfig(), b, NewMemoryStore(), testLogger(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpctest.ServeSecure(t, b.JS, s.Register)
+	as := func(token string) fleetv1.MaintenanceServiceClient {
+		return fleetv1.NewMaintenanceServiceClient(srv.Dial(t, token))
+	}
+	viewer, admin := as(srv.Token(t, auth.Viewer)), as(srv.Token(t, auth.Admin))
+	read := func(c fleetv1.MaintenanceServiceClient) func(context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := c.ListPlans(ctx, &fleetv1.ListPlansRequest{})
+			return err
+		}
+	}
+	change := func(c fleetv1.MaintenanceServiceClient) func(context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := c.DeletePlan(ctx, &fleetv1.DeletePlanRequest{PlanId: "nothing"})
+			return err
+		}
+	}
+	tests := []struct {
+		name string
+		call func(ctx context.Context) error
+		want codes.Code
+	}{
+		{"no credentials", read(as("")), codes.Unauthenticated},
+		{"wrong token", read(as("fwt_0123456789abcdef_" + strings.Repeat("x", 43))), codes.Unauthenticated},
+		{"viewer reads", read(viewer), codes.OK},
+		{"viewer changes plans", change(viewer), codes.PermissionDenied},
+		{"admin changes plans", change(admin), codes.NotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if got := status.Code(tt.call(ctx)); got != tt.want {
+				t.Fatalf("got %v, want %v", got, tt.want)
 			}
 		})
 	}

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetwire/fleetwire/pkg/metrics"
@@ -280,17 +281,17 @@ func (s *Service) sweep(ctx context.Context) error {
 }
 
 // sweepClock is the time partition p is swept at. A vehicle is offline when the stream
-// holds nothing from it for OfflineAfter, so the wall clock counts only while the
-// partition's consumer has nothing pending: while it catches up or rebuilds, the stream
-// time of the last message it applied does (every record stored before that moment has
-// been applied). Sweeping a rebuild by the wall clock would report offline every vehicle
-// whose newer records are still to be replayed. ok is false before anything is known.
-func (s *Service) sweepClock(p int, wall time.Time) (now time.Time, ok bool) {
-	lags := s.bus.Lag()
-	for _, d := range []string{fmt.Sprintf("tracking-p%02d", p), fmt.Sprintf("%s-p%02d", bus.SharedDurable, p)} {
-		if l, found := lags[d]; found && l == 0 {
-			return wall, true
-		}
+// holds nothing from it for OfflineAfter, so the wall clock counts only when the server
+// says the partition's consumer has nothing undelivered or unacknowledged: every record
+// stored before wall has then been applied. Otherwise (catching up, rebuilding, or NATS
+// unreachable, when the consumer's own last word may be stale) the stream time of the
+// last message applied does. By the wall clock, a rebuild would report offline every
+// vehicle whose newer records are still to be replayed, and a consumer reconnecting
+// after a NATS restart every vehicle whose records wait for it. ok is false before
+// anything is known.
+func (s *Service) sweepClock(ctx context.Context, p int, wall time.Time) (now time.Time, ok bool) {
+	if s.partitionCurrent(ctx, p) {
+		return wall, true
 	}
 	if t := s.applied[p].Load(); t != 0 {
 		return time.Unix(0, t), true
@@ -298,13 +299,34 @@ func (s *Service) sweepClock(p int, wall time.Time) (now time.Time, ok bool) {
 	return time.Time{}, false
 }
 
+// partitionCurrent asks the server whether the durable delivering partition p (the
+// service's own, or the shared one of the all-in-one) has applied everything stored.
+func (s *Service) partitionCurrent(ctx context.Context, p int) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, d := range []string{fmt.Sprintf("tracking-p%02d", p), fmt.Sprintf("%s-p%02d", bus.SharedDurable, p)} {
+		c, err := s.bus.JS.Consumer(ctx, bus.TelemetryStream, d)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			continue
+		}
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	}
+	return false
+}
+
 func (s *Service) sweepPartition(ctx context.Context, p int, wall time.Time) error {
-	s.partMu[p].Lock()
-	defer s.partMu[p].Unlock()
-	now, ok := s.sweepClock(p, wall)
+	// Asked before taking the partition: records applied meanwhile only make the states
+	// newer than the clock.
+	now, ok := s.sweepClock(ctx, p, wall)
 	if !ok {
 		return nil
 	}
+	s.partMu[p].Lock()
+	defer s.partMu[p].Unlock()
 	var (
 		changed []*entry
 		gone    []string
