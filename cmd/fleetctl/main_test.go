@@ -258,6 +258,17 @@ func TestMaintenanceAndFuel(t *testing.T) {
 	mustCtl(t, []string{ids[1], "TOTAL"}, "fuel", "--group", "vans-m")
 	mustCtl(t, []string{"80.0 L tank, 2 calibration points"}, "fuel", "profile", ids[0], "--capacity", "80", "--calibration", "0:0,4095:80")
 	failCtl(t, 2, "one vehicle, or --group", "fuel")
+	// One group model: the registry's groups are maintenance's. A vehicle put in a group
+	// with vehicle update is in that group's fuel report; plans group moves the members.
+	mustCtl(t, []string{"vans-m"}, "vehicle", ids[0])
+	mustCtl(t, nil, "vehicle", "update", ids[2], "--group", "vans-m")
+	mustCtl(t, []string{ids[0], ids[1], ids[2], "TOTAL"}, "fuel", "--group", "vans-m", "--from", "1h")
+	mustCtl(t, []string{"group vans-m: 1 vehicles"}, "plans", "group", "vans-m", ids[2])
+	if out := mustCtl(t, []string{ids[2]}, "fuel", "--group", "vans-m", "--from", "1h"); strings.Contains(out, ids[0]) || strings.Contains(out, ids[1]) {
+		t.Fatalf("fuel --group after plans group moved the members: still lists the old ones:\n%s", out)
+	}
+	mustCtl(t, []string{"vans-m", "1"}, "groups")
+	failCtl(t, 1, "NotFound", "plans", "group", "vans-m", "veh-nosuch")
 	_, stderr, code := ctl(t, "plans", "delete", "oil")
 	if code != 0 || !strings.Contains(stderr, "deleted") {
 		t.Fatalf("plans delete: exit %d, %s", code, stderr)

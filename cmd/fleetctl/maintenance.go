@@ -18,7 +18,7 @@ import (
 
 func init() {
 	register(
-		command{name: "plans", args: "[list] [--vehicle V] [--group G] | add NAME ... | delete ID | group G VEHICLE...", summary: "maintenance plans: list, add, delete; define a maintenance group", run: runPlans},
+		command{name: "plans", args: "[list] [--vehicle V] [--group G] | add NAME ... | delete ID | group G VEHICLE...", summary: "maintenance plans: list, add, delete; set a group's vehicles in the registry", run: runPlans},
 		command{name: "due", args: "[--vehicle V] [--group G] [--horizon-km K] [--horizon-days D] [--horizon-hours H] [--state S]", summary: "plans overdue, due soon or due within a horizon, most urgent first", run: runDue},
 		command{name: "services", args: "[list] VEHICLE [--plan P] | record VEHICLE ...", summary: "a vehicle's service book; record a service", run: runServices},
 		command{name: "faults", args: "VEHICLE [--active]", summary: "a vehicle's fault codes, active first", run: runFaults},
@@ -114,7 +114,7 @@ func runPlans(ctx context.Context, e *env, args []string) error {
 				fmt.Fprintf(e.stderr, "plan %s deleted\n", pos[0])
 				return nil
 			}},
-		{name: "group", args: "GROUP VEHICLE...", summary: "define a maintenance group (its members replace the old ones) for plans and fuel reports",
+		{name: "group", args: "GROUP VEHICLE...", summary: "put exactly these vehicles in a registry group (the one group model plans, fuel reports, zones and tokens share)",
 			run: func(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 				pos, err := e.parse(fs, args)
 				if err != nil {
@@ -123,14 +123,15 @@ func runPlans(ctx context.Context, e *env, args []string) error {
 				if len(pos) < 1 {
 					return usageErr("a group and its vehicles")
 				}
-				resp, err := client.SetGroup(ctx, &fleetv1.SetGroupRequest{GroupId: pos[0], VehicleIds: pos[1:]})
+				n, err := setGroupMembers(ctx, fleetv1.NewTrackingServiceClient(e.conn), pos[0], pos[1:])
 				if err != nil {
 					return err
 				}
 				if e.json() {
-					return e.emit(resp)
+					fmt.Fprintf(e.out(), "{\"group\":%q,\"vehicles\":%d}\n", pos[0], n)
+					return nil
 				}
-				fmt.Fprintf(e.out(), "group %s: %d vehicles\n", pos[0], resp.GetMembers())
+				fmt.Fprintf(e.out(), "group %s: %d vehicles\n", pos[0], n)
 				return nil
 			}},
 	}, "list")

@@ -7,6 +7,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -301,6 +302,64 @@ func runGroups(ctx context.Context, e *env, args []string) error {
 		req.PageToken = resp.GetNextPageToken()
 	}
 	return renderGroups(e, counts)
+}
+
+// setGroupMembers makes vehicles exactly the members of group in the vehicle registry,
+// the one group model every service reads: each listed vehicle gains the group (keeping
+// its others; a vehicle that reports but was never registered is registered with it),
+// every other vehicle of the group loses it. It returns the member count. An id the
+// platform has never seen is NotFound: a typo must not create a vehicle.
+func setGroupMembers(ctx context.Context, client fleetv1.TrackingServiceClient, group string, vehicles []string) (int, error) {
+	want := map[string]bool{}
+	for _, id := range vehicles {
+		if want[id] {
+			continue
+		}
+		want[id] = true
+		resp, err := client.GetVehicle(ctx, &fleetv1.GetVehicleRequest{VehicleId: id})
+		if err != nil {
+			return 0, fmt.Errorf("vehicle %s: %w", id, err)
+		}
+		v := resp.GetVehicle()
+		if slices.Contains(v.GetGroups(), group) {
+			continue
+		}
+		groups := append(slices.Clone(v.GetGroups()), group)
+		if !v.GetRegistered() {
+			_, err = client.RegisterVehicle(ctx, &fleetv1.RegisterVehicleRequest{VehicleId: id, Groups: groups})
+		} else {
+			_, err = client.UpdateVehicle(ctx, &fleetv1.UpdateVehicleRequest{VehicleId: id, Groups: groups,
+				UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"groups"}}})
+		}
+		if err != nil {
+			return 0, fmt.Errorf("vehicle %s: %w", id, err)
+		}
+	}
+	req := &fleetv1.ListVehiclesRequest{PageSize: 1000, Group: group}
+	var leave []*fleetv1.Vehicle
+	for {
+		resp, err := client.ListVehicles(ctx, req)
+		if err != nil {
+			return 0, err
+		}
+		for _, v := range resp.GetVehicles() {
+			if !want[v.GetVehicleId()] {
+				leave = append(leave, v)
+			}
+		}
+		if resp.GetNextPageToken() == "" {
+			break
+		}
+		req.PageToken = resp.GetNextPageToken()
+	}
+	for _, v := range leave {
+		groups := slices.DeleteFunc(slices.Clone(v.GetGroups()), func(g string) bool { return g == group })
+		if _, err := client.UpdateVehicle(ctx, &fleetv1.UpdateVehicleRequest{VehicleId: v.GetVehicleId(), Groups: groups,
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"groups"}}}); err != nil {
+			return 0, fmt.Errorf("vehicle %s: %w", v.GetVehicleId(), err)
+		}
+	}
+	return len(want), nil
 }
 
 func renderGroups(e *env, counts map[string]int) error {

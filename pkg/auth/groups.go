@@ -26,8 +26,9 @@ type Groups struct {
 	kv  jetstream.KeyValue
 	log *slog.Logger
 
-	mu sync.RWMutex
-	of map[string][]string
+	mu      sync.RWMutex
+	of      map[string][]string
+	members map[string]map[string]struct{} // group → vehicles, the inverse of of
 }
 
 // OpenGroups opens (creating if needed) the bucket and mirrors it until ctx ends. It
@@ -42,7 +43,7 @@ func OpenGroups(ctx context.Context, js jetstream.JetStream, replicas int, log *
 	if err != nil {
 		return nil, fmt.Errorf("vehicle groups bucket: %w", err)
 	}
-	g := &Groups{kv: kv, log: log, of: map[string][]string{}}
+	g := &Groups{kv: kv, log: log, of: map[string][]string{}, members: map[string]map[string]struct{}{}}
 	if err := bus.MirrorKV(ctx, kv, g.apply); err != nil {
 		return nil, fmt.Errorf("vehicle groups bucket: %w", err)
 	}
@@ -54,10 +55,37 @@ func (g *Groups) apply(e jetstream.KeyValueEntry) {
 	defer g.mu.Unlock()
 	var gs []string
 	if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &gs) == nil {
-		g.of[e.Key()] = gs
+		g.setLocked(e.Key(), gs)
 	} else {
-		delete(g.of, e.Key())
+		g.deleteLocked(e.Key())
 	}
+}
+
+// setLocked records vehicle's groups in both directions. g.mu is held for writing.
+func (g *Groups) setLocked(vehicle string, groups []string) {
+	g.deleteLocked(vehicle)
+	g.of[vehicle] = groups
+	for _, grp := range groups {
+		m := g.members[grp]
+		if m == nil {
+			m = map[string]struct{}{}
+			g.members[grp] = m
+		}
+		m[vehicle] = struct{}{}
+	}
+}
+
+// deleteLocked forgets vehicle in both directions. g.mu is held for writing.
+func (g *Groups) deleteLocked(vehicle string) {
+	for _, grp := range g.of[vehicle] {
+		if m := g.members[grp]; m != nil {
+			delete(m, vehicle)
+			if len(m) == 0 {
+				delete(g.members, grp)
+			}
+		}
+	}
+	delete(g.of, vehicle)
 }
 
 // Set records a vehicle's groups. Called by tracking's registry.
@@ -73,7 +101,7 @@ func (g *Groups) Set(ctx context.Context, vehicle string, groups []string) error
 		return fmt.Errorf("vehicle %s groups: %w", Truncate(vehicle), err)
 	}
 	g.mu.Lock()
-	g.of[vehicle] = slices.Clone(groups)
+	g.setLocked(vehicle, slices.Clone(groups))
 	g.mu.Unlock()
 	return nil
 }
@@ -85,7 +113,7 @@ func (g *Groups) Delete(ctx context.Context, vehicle string) error {
 		return fmt.Errorf("vehicle %s groups: %w", Truncate(vehicle), err)
 	}
 	g.mu.Lock()
-	delete(g.of, vehicle)
+	g.deleteLocked(vehicle)
 	g.mu.Unlock()
 	return nil
 }
@@ -98,6 +126,26 @@ func (g *Groups) Of(vehicle string) []string {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	return g.of[vehicle]
+}
+
+// Members returns the vehicles of group, sorted (nil when it has none). This is the one
+// group model: maintenance's plans and fuel reports, geofence's zones and dispatch's
+// schedules resolve a group through it, so "vans" names the same vehicles everywhere.
+func (g *Groups) Members(group string) []string {
+	if g == nil {
+		return nil
+	}
+	g.mu.RLock()
+	out := make([]string, 0, len(g.members[group]))
+	for v := range g.members[group] {
+		out = append(out, v)
+	}
+	g.mu.RUnlock()
+	if len(out) == 0 {
+		return nil
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Known reports whether vehicle is in the registry (registered, with or without groups).

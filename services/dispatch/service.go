@@ -102,7 +102,8 @@ func DefaultConfig() Config {
 
 // fuelThreshold is the confidence a vehicle's fuel drain needs for a critical alarm.
 func (c *Config) fuelThreshold(vehicle string) float64 {
-	if g, ok := c.Detect.Groups[vehicle]; ok {
+	has := func(g string) bool { _, ok := c.FuelMinConfidenceByGroup[g]; return ok }
+	if g, ok := c.Detect.groupWith(vehicle, has); ok {
 		if th, ok := c.FuelMinConfidenceByGroup[g]; ok {
 			return th
 		}
@@ -145,16 +146,22 @@ type Service struct {
 	registry Registry
 }
 
-// Registry is the vehicle registry as dispatch needs it: whether a vehicle exists. In a
-// process it is pkg/auth's Groups, the JetStream key-value mirror tracking's registry
-// writes; dispatch never imports tracking.
+// Registry is the vehicle registry as dispatch needs it: whether a vehicle exists and its
+// groups. In a process it is pkg/auth's Groups, the JetStream key-value mirror tracking's
+// registry writes; dispatch never imports tracking.
 type Registry interface {
 	Known(vehicle string) bool
+	Of(vehicle string) []string
 }
 
-// UseRegistry makes vehicles registered in r known to SendCommand before they report.
-// Call before Run.
-func (s *Service) UseRegistry(r Registry) { s.registry = r }
+// UseRegistry makes vehicles registered in r known to SendCommand before they report, and
+// the registry's groups those the schedules file's group settings apply to
+// (DetectConfig.GroupsOf). Call before Run.
+func (s *Service) UseRegistry(r Registry) {
+	s.registry = r
+	s.cfg.Detect.GroupsOf = r.Of
+	s.det.cfg.GroupsOf = r.Of
+}
 
 // New checks cfg and builds the service. reg may be nil.
 func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {

@@ -163,6 +163,27 @@ type DetectConfig struct {
 	// its group. A vehicle's own schedule wins over its group's. No schedule: no rule.
 	Schedules map[string]Schedule
 	Groups    map[string]string
+	// GroupsOf is the vehicle registry's groups (Service.UseRegistry sets it): a vehicle
+	// with no entry in Groups uses the first of its registry groups that has a schedule
+	// (or thresholds, or a fuel confidence), so the schedules file may name the groups
+	// every other service knows instead of listing vehicles.
+	GroupsOf func(vehicle string) []string
+}
+
+// groupWith returns the group whose setting applies to vehicle: its entry in Groups, else
+// the first of its registry groups for which has reports a setting.
+func (c *DetectConfig) groupWith(vehicle string, has func(group string) bool) (string, bool) {
+	if g, ok := c.Groups[vehicle]; ok {
+		return g, true
+	}
+	if c.GroupsOf != nil {
+		for _, g := range c.GroupsOf(vehicle) {
+			if has(g) {
+				return g, true
+			}
+		}
+	}
+	return "", false
 }
 
 // Detector turns records into theft alerts. It is pure: state lives in VehicleState.
@@ -196,14 +217,15 @@ func (d *Detector) schedule(vehicle string) *compiledSchedule {
 	if s, ok := d.sched[vehicle]; ok {
 		return s
 	}
-	if g, ok := d.cfg.Groups[vehicle]; ok {
+	if g, ok := d.cfg.groupWith(vehicle, func(g string) bool { return d.sched[g] != nil }); ok {
 		return d.sched[g]
 	}
 	return nil
 }
 
 func (d *Detector) thresholds(vehicle string) *Thresholds {
-	if g, ok := d.cfg.Groups[vehicle]; ok {
+	has := func(g string) bool { _, ok := d.cfg.GroupThresholds[g]; return ok }
+	if g, ok := d.cfg.groupWith(vehicle, has); ok {
 		if t, ok := d.cfg.GroupThresholds[g]; ok {
 			return &t
 		}

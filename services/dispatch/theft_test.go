@@ -686,7 +686,12 @@ func TestGroupFuelConfidence(t *testing.T) {
 func TestGradeFuelAlert(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Detect.Groups = map[string]string{"cargo1": "cargo", "van1": "vans"}
+	cfg.Detect.Groups["van1b"] = "cargo"
 	cfg.FuelMinConfidenceByGroup = map[string]float64{"cargo": 0.3, "vans": 0.95}
+	// The registry's groups: the first with a threshold applies (UseRegistry sets this).
+	cfg.Detect.GroupsOf = func(v string) []string {
+		return map[string][]string{"reg1": {"red", "vans"}, "van1b": {"vans"}, "reg2": {"red"}}[v]
+	}
 	for _, tc := range []struct {
 		name, vehicle, conf string
 		want                Severity
@@ -699,6 +704,9 @@ func TestGradeFuelAlert(t *testing.T) {
 		{"group with a higher threshold", "van1", "0.90", SeverityWarning, true},
 		{"confirmed refuel", "v1", "0.90", SeverityInfo, false},
 		{"suggested refuel", "v1", "0.35", SeverityInfo, true},
+		{"registry group with a threshold", "reg1", "0.90", SeverityWarning, true},
+		{"the file's group wins over the registry's", "van1b", "0.35", SeverityCritical, false},
+		{"registry group without a threshold", "reg2", "0.35", SeverityWarning, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			attrs := map[string]string{"litres": "14.0"}

@@ -121,6 +121,17 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 	return s, nil
 }
 
+// GroupDirectory is the vehicle registry's groups as geofence needs them. In a process it
+// is pkg/auth's Groups, the JetStream key-value mirror tracking's registry writes.
+type GroupDirectory interface {
+	Of(vehicle string) []string
+}
+
+// UseGroups makes zones that apply to groups (group_ids) follow the registry's groups,
+// so a zone for "vans" concerns the vehicles every other service calls vans; it replaces
+// Config.Rules.Groups. Call before Run.
+func (s *Service) UseGroups(d GroupDirectory) { s.cfg.Rules.GroupsOf = d.Of }
+
 // Zones returns the current zone index (never nil).
 func (s *Service) Zones() *fence.Index { return s.zones.Load() }
 

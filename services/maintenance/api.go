@@ -19,6 +19,9 @@ import (
 // Input errors; the gRPC edge maps them to INVALID_ARGUMENT.
 var (
 	ErrInvalid = errors.New("invalid argument")
+	// ErrGroupsFromRegistry refuses SetGroup where groups come from the vehicle registry
+	// (UseGroups); the edge maps it to FAILED_PRECONDITION.
+	ErrGroupsFromRegistry = errors.New("vehicle groups come from the vehicle registry: set them with TrackingService.UpdateVehicle (fleetctl vehicle update ID --group G)")
 )
 
 func invalid(format string, args ...any) error {
@@ -56,7 +59,7 @@ func (s *Service) ListPlans(ctx context.Context, vehicle, group string) ([]Plan,
 	var out []Plan
 	for _, p := range plans {
 		switch {
-		case vehicle != "" && !p.AppliesTo(vehicle, groupsOf[vehicle]):
+		case vehicle != "" && !p.AppliesTo(vehicle, groupsOf(vehicle)):
 		case group != "" && p.GroupID != group:
 		default:
 			out = append(out, p)
@@ -77,8 +80,12 @@ func (s *Service) DeletePlan(ctx context.Context, id string) error {
 // MaxGroupSize bounds a group.
 const MaxGroupSize = 100_000
 
-// SetGroup defines a group's members.
+// SetGroup defines a group's members, where the service keeps its own groups (no
+// UseGroups); with the registry it is ErrGroupsFromRegistry.
 func (s *Service) SetGroup(ctx context.Context, g Group) error {
+	if s.groups != nil {
+		return ErrGroupsFromRegistry
+	}
 	if telemetry.ValidVehicleID(g.ID) != nil {
 		return invalid("group id %q", g.ID)
 	}
@@ -129,11 +136,11 @@ func (s *Service) RecordService(ctx context.Context, e ServiceEntry) (ServiceEnt
 		}
 		var groups []string
 		if p.GroupID != "" {
-			g, err := s.st.GetGroup(ctx, p.GroupID)
+			members, err := s.groupMembers(ctx, p.GroupID)
 			if err != nil && !errors.Is(err, ErrNotFound) {
-				return ServiceEntry{}, nil, fmt.Errorf("group %s: %w", p.GroupID, err)
+				return ServiceEntry{}, nil, err
 			}
-			if slices.Contains(g.Vehicles, e.VehicleID) {
+			if slices.Contains(members, e.VehicleID) {
 				groups = []string{p.GroupID}
 			}
 		}
@@ -268,11 +275,9 @@ func (s *Service) ListDue(ctx context.Context, q DueQuery) ([]Status, error) {
 	case q.Vehicle != "":
 		ids = []string{q.Vehicle}
 	case q.Group != "":
-		g, err := s.st.GetGroup(ctx, q.Group)
-		if err != nil {
-			return nil, fmt.Errorf("group %s: %w", q.Group, err)
+		if ids, err = s.groupMembers(ctx, q.Group); err != nil {
+			return nil, err
 		}
-		ids = g.Vehicles
 	default:
 		if ids, err = s.st.ListVehicleIDs(ctx); err != nil {
 			return nil, fmt.Errorf("list vehicles: %w", err)

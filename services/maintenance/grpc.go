@@ -34,6 +34,7 @@ func (s *Service) Register(gs *grpc.Server) {
 var errTable = grpcserver.ErrorTable{Service: Source, Rules: []grpcserver.ErrorRule{
 	{Err: ErrInvalid, Code: codes.InvalidArgument},
 	{Err: ErrNotFound, Code: codes.NotFound},
+	{Err: ErrGroupsFromRegistry, Code: codes.FailedPrecondition},
 }}
 
 // grpcError converts a domain error for the client.

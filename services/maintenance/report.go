@@ -82,11 +82,10 @@ func (s *Service) FuelReports(ctx context.Context, vehicle, group string, from, 
 	}
 	ids := []string{vehicle}
 	if group != "" {
-		g, err := s.st.GetGroup(ctx, group)
-		if err != nil {
-			return nil, FuelReport{}, fmt.Errorf("group %s: %w", group, err)
+		var err error
+		if ids, err = s.groupMembers(ctx, group); err != nil {
+			return nil, FuelReport{}, err
 		}
-		ids = g.Vehicles
 	} else if err := telemetry.ValidVehicleID(vehicle); err != nil {
 		return nil, FuelReport{}, invalid("vehicle %q: %v", vehicle, err)
 	}

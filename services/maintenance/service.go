@@ -82,8 +82,24 @@ type Service struct {
 	cacheMu   sync.Mutex
 	cacheTime time.Time
 	plans     []Plan
-	groupsOf  map[string][]string // vehicle → groups
+	groupsOf  func(vehicle string) []string
+
+	// groups is the fleet's one group model (nil: the service's own groups, SetGroup).
+	groups GroupDirectory
 }
+
+// GroupDirectory is the vehicle registry's groups as maintenance needs them. In a process
+// it is pkg/auth's Groups, the JetStream key-value mirror tracking's registry writes, so a
+// plan or a fuel report for "vans" covers the vehicles every other service calls vans.
+type GroupDirectory interface {
+	Of(vehicle string) []string
+	Members(group string) []string
+}
+
+// UseGroups makes the registry's groups the ones plans, due lists and fuel reports
+// resolve, in place of the groups SetGroup stores; SetGroup is then refused
+// (ErrGroupsFromRegistry). Call before Run.
+func (s *Service) UseGroups(d GroupDirectory) { s.groups = d }
 
 type serviceMetrics struct {
 	records *prometheus.CounterVec
@@ -146,8 +162,9 @@ func (s *Service) partitionLock(p int) *sync.Mutex {
 // Rejects exposes the rejection counter (tests and status pages read it).
 func (s *Service) Rejects() *rejects.Counter { return s.rej }
 
-// planView returns the plans and group memberships, from the cache when it is fresh.
-func (s *Service) planView(ctx context.Context) ([]Plan, map[string][]string, error) {
+// planView returns the plans and a vehicle's groups, from the cache when it is fresh.
+// With a registry (UseGroups) the groups are read from it live, not cached.
+func (s *Service) planView(ctx context.Context) ([]Plan, func(string) []string, error) {
 	s.cacheMu.Lock()
 	defer s.cacheMu.Unlock()
 	if !s.cacheTime.IsZero() && time.Since(s.cacheTime) < s.cfg.PlanCacheTTL {
@@ -157,18 +174,41 @@ func (s *Service) planView(ctx context.Context) ([]Plan, map[string][]string, er
 	if err != nil {
 		return nil, nil, fmt.Errorf("load plans: %w", err)
 	}
-	groups, err := s.st.ListGroups(ctx)
-	if err != nil {
-		return nil, nil, fmt.Errorf("load groups: %w", err)
-	}
-	of := map[string][]string{}
-	for _, g := range groups {
-		for _, v := range g.Vehicles {
-			of[v] = append(of[v], g.ID)
+	groupsOf := func(string) []string { return nil }
+	if s.groups != nil {
+		groupsOf = s.groups.Of
+	} else {
+		groups, err := s.st.ListGroups(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("load groups: %w", err)
 		}
+		of := map[string][]string{}
+		for _, g := range groups {
+			for _, v := range g.Vehicles {
+				of[v] = append(of[v], g.ID)
+			}
+		}
+		groupsOf = func(v string) []string { return of[v] }
 	}
-	s.plans, s.groupsOf, s.cacheTime = plans, of, time.Now()
-	return plans, of, nil
+	s.plans, s.groupsOf, s.cacheTime = plans, groupsOf, time.Now()
+	return plans, groupsOf, nil
+}
+
+// groupMembers returns group's vehicles: the registry's when there is one, else the
+// group SetGroup stored. A group without members is ErrNotFound.
+func (s *Service) groupMembers(ctx context.Context, group string) ([]string, error) {
+	if s.groups != nil {
+		m := s.groups.Members(group)
+		if len(m) == 0 {
+			return nil, fmt.Errorf("group %s has no registered vehicle: %w", group, ErrNotFound)
+		}
+		return m, nil
+	}
+	g, err := s.st.GetGroup(ctx, group)
+	if err != nil {
+		return nil, fmt.Errorf("group %s: %w", group, err)
+	}
+	return g.Vehicles, nil
 }
 
 // invalidatePlans makes the next planView read the store.
@@ -179,10 +219,11 @@ func (s *Service) invalidatePlans() {
 }
 
 // plansFor returns the plans that apply to vehicle.
-func plansFor(plans []Plan, groupsOf map[string][]string, vehicle string) []Plan {
+func plansFor(plans []Plan, groupsOf func(string) []string, vehicle string) []Plan {
 	var out []Plan
+	groups := groupsOf(vehicle)
 	for _, p := range plans {
-		if p.AppliesTo(vehicle, groupsOf[vehicle]) {
+		if p.AppliesTo(vehicle, groups) {
 			out = append(out, p)
 		}
 	}

@@ -2,6 +2,7 @@ package maintenance
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -351,5 +352,79 @@ func TestGRPCPlansGroupsFaults(t *testing.T) {
 	}
 	if _, err := api.RecordService(ctx, &fleetv1.RecordServiceRequest{Service: &fleetv1.ServiceRecord{VehicleId: "T1", PlanId: "nope"}}); status.Code(err) != codes.NotFound {
 		t.Fatalf("service under an unknown plan: got %v, want NotFound", err)
+	}
+}
+
+// registryGroups is a vehicle registry's groups as UseGroups reads them.
+type registryGroups map[string][]string
+
+func (r registryGroups) Of(v string) []string { return r[v] }
+
+func (r registryGroups) Members(g string) []string {
+	var out []string
+	for v, gs := range r {
+		if slices.Contains(gs, g) {
+			out = append(out, v)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// With the registry's groups, plans and fuel reports by group resolve them, and the
+// service's own groups are refused rather than kept as a second model.
+func TestGRPCRegistryGroups(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := testLogger()
+	s, err := New(DefaultConfig(), nil, NewMemoryStore(), log, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.UseGroups(registryGroups{"V1": {"vans"}, "V2": {"red", "vans"}, "T1": {"trucks"}})
+	gs := grpcserver.New(log, nil)
+	s.Register(gs.GRPC)
+	if err := gs.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(ctx, time.Second)
+	conn, err := grpc.NewClient(gs.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	api := fleetv1.NewMaintenanceServiceClient(conn)
+
+	if _, err := api.SetGroup(ctx, &fleetv1.SetGroupRequest{GroupId: "vans", VehicleIds: []string{"T1"}}); status.Code(err) != codes.FailedPrecondition ||
+		!strings.Contains(err.Error(), "UpdateVehicle") {
+		t.Fatalf("SetGroup with the registry: got %v, want FailedPrecondition naming UpdateVehicle", err)
+	}
+	if _, err := api.CreatePlan(ctx, &fleetv1.CreatePlanRequest{Plan: &fleetv1.MaintenancePlan{PlanId: "oil", Name: "Oil", GroupId: "vans", EveryKm: 15000}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		vehicle string
+		plans   int
+	}{{"V1", 1}, {"V2", 1}, {"T1", 0}} {
+		lp, err := api.ListPlans(ctx, &fleetv1.ListPlansRequest{VehicleId: tc.vehicle})
+		if err != nil || len(lp.GetPlans()) != tc.plans {
+			t.Errorf("ListPlans for %s: got %v, %v; want %d plans", tc.vehicle, lp, err, tc.plans)
+		}
+	}
+	feedKind(t, s, true, rec("V1", t0))
+	feedKind(t, s, true, rec("V2", t0))
+	fr, err := api.GetFuelReport(ctx, &fleetv1.GetFuelReportRequest{GroupId: "vans", FromTime: timestamppb.New(t0.Add(-time.Hour)), ToTime: timestamppb.New(t0.Add(time.Hour))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range fr.GetReports() {
+		got = append(got, r.GetVehicleId())
+	}
+	if !slices.Equal(got, []string{"V1", "V2"}) {
+		t.Errorf("fuel report of vans: got %v, want V1 and V2 (the registry's vans)", got)
+	}
+	if _, err := api.GetFuelReport(ctx, &fleetv1.GetFuelReportRequest{GroupId: "nobody", FromTime: timestamppb.New(t0)}); status.Code(err) != codes.NotFound {
+		t.Errorf("fuel report of an empty group: got %v, want NotFound", err)
 	}
 }

@@ -11,5 +11,13 @@ func buildGeofence(d deps) (service, error) {
 	if !d.memory() {
 		st = geofence.NewRedisStore(d.redis, d.prefix).WithFence(d.fence(Geofence))
 	}
-	return geofence.New(cfg, d.bus, st, d.log.With("service", Geofence), d.registerer(Geofence))
+	svc, err := geofence.New(cfg, d.bus, st, d.log.With("service", Geofence), d.registerer(Geofence))
+	if err != nil {
+		return nil, err
+	}
+	// Zones for a group follow the registry's groups (FLEET_VEHICLE_GROUPS).
+	if d.groups != nil {
+		svc.UseGroups(d.groups)
+	}
+	return svc, nil
 }

@@ -127,6 +127,17 @@ type Rules struct {
 	OverspeedRearmKmh float64
 	// Groups maps a vehicle to the groups it belongs to, for zones that apply to groups.
 	Groups map[string][]string
+	// GroupsOf, when set, answers instead of Groups: the vehicle registry's groups (one
+	// group model for every service; see geofence.Service.UseGroups).
+	GroupsOf func(vehicle string) []string
+}
+
+// groupsOf returns the groups vehicle belongs to.
+func (r *Rules) groupsOf(vehicle string) []string {
+	if r.GroupsOf != nil {
+		return r.GroupsOf(vehicle)
+	}
+	return r.Groups[vehicle]
 }
 
 // DefaultRules returns the documented defaults.
@@ -145,7 +156,7 @@ func (r *Rules) Step(ix *Index, st *State, f Fix, out []Event) ([]Event, error) 
 	if st.HasLast && !f.Time.After(st.LastTime) {
 		return out, ErrOutOfOrder
 	}
-	groups := r.Groups[st.Vehicle]
+	groups := r.groupsOf(st.Vehicle)
 	p := geo.Point{Lat: f.Lat, Lon: f.Lon}
 	prev := geo.Point{Lat: st.LastLat, Lon: st.LastLon}
 	cross := st.HasLast && f.Time.Sub(st.LastTime) <= r.CrossMaxGap

@@ -325,6 +325,26 @@ func TestAppliesToAndDeletedZones(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", tc.vehicle, kinds(evs), tc.want)
 		}
 	}
+	// The registry's groups (GroupsOf) answer instead of the static map.
+	reg := r
+	reg.GroupsOf = func(v string) []string {
+		if v == "v3" {
+			return []string{"reefer"}
+		}
+		return nil
+	}
+	for _, tc := range []struct {
+		vehicle string
+		want    []string
+	}{
+		{"v2", nil},
+		{"v3", []string{"enter:b"}},
+	} {
+		st := &State{Vehicle: tc.vehicle}
+		if evs := drive(t, &reg, ix, st, []Fix{at(0, 0, 0, 0)}); !equal(kinds(evs), tc.want) {
+			t.Errorf("registry groups, %s: got %v, want %v", tc.vehicle, kinds(evs), tc.want)
+		}
+	}
 	// A deleted zone is forgotten without an exit.
 	st := &State{Vehicle: "v1"}
 	drive(t, &r, ix, st, []Fix{at(0, 0, 0, 0)})
