@@ -261,7 +261,7 @@ func TestMaintenanceAndFuel(t *testing.T) {
 	// One group model: the registry's groups are maintenance's. A vehicle put in a group
 	// with vehicle update is in that group's fuel report; plans group moves the members.
 	mustCtl(t, []string{"vans-m"}, "vehicle", ids[0])
-	mustCtl(t, nil, "vehicle", "update", ids[2], "--group", "vans-m")
+	mustCtl(t, nil, "vehicle", "add", ids[2], "--group", "vans-m") // it reports; registering keeps its state
 	mustCtl(t, []string{ids[0], ids[1], ids[2], "TOTAL"}, "fuel", "--group", "vans-m", "--from", "1h")
 	mustCtl(t, []string{"group vans-m: 1 vehicles"}, "plans", "group", "vans-m", ids[2])
 	if out := mustCtl(t, []string{ids[2]}, "fuel", "--group", "vans-m", "--from", "1h"); strings.Contains(out, ids[0]) || strings.Contains(out, ids[1]) {

@@ -13,8 +13,10 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/fleetwire/fleetwire/pkg/driving"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
 
@@ -26,7 +28,7 @@ func init() {
 		command{name: "watch", args: "[--vehicle ID]... [--group G]... [--bbox minLat,minLon,maxLat,maxLon]", summary: "stream live updates (Ctrl-C stops)", run: runWatch, stream: always},
 		command{name: "nearest", args: "LAT,LON [--limit N] [--radius M] [--status S] [--group G]", summary: "the vehicles nearest to a point", run: runNearest},
 		command{name: "track", args: "VEHICLE [--from T] [--to T] [--simplify M]", summary: "a vehicle's positions over a period", run: runTrack},
-		command{name: "trips", args: "VEHICLE [--from T] [--to T]", summary: "a vehicle's trips over a period", run: runTrips},
+		command{name: "trips", args: "VEHICLE [--from T] [--to T] [--harsh]", summary: "a vehicle's trips over a period", run: runTrips},
 		command{name: "stops", args: "VEHICLE [--from T] [--to T]", summary: "where and how long a vehicle stood over a period", run: runStops},
 	)
 }
@@ -540,15 +542,33 @@ func renderTrack(e *env, resp *fleetv1.GetTrackResponse) error {
 }
 
 func runTrips(ctx context.Context, e *env, args []string) error {
-	v, from, to, err := e.vehicleAndPeriod(e.flagSet(), args)
+	fs := e.flagSet()
+	harsh := fs.Bool("harsh", false, "count harsh acceleration, braking and cornering per trip (reads each trip's track; thresholds as report daily's defaults)")
+	v, from, to, err := e.vehicleAndPeriod(fs, args)
 	if err != nil {
 		return err
 	}
-	resp, err := fleetv1.NewTrackingServiceClient(e.conn).ListTrips(ctx, &fleetv1.ListTripsRequest{VehicleId: v, StartTime: from.ts(), EndTime: to.ts()})
+	client := fleetv1.NewTrackingServiceClient(e.conn)
+	resp, err := client.ListTrips(ctx, &fleetv1.ListTripsRequest{VehicleId: v, StartTime: from.ts(), EndTime: to.ts()})
 	if err != nil {
 		return err
 	}
-	return renderTrips(e, resp.GetTrips())
+	if !*harsh {
+		return renderTrips(e, resp.GetTrips())
+	}
+	counts := make([]driving.Counts, len(resp.GetTrips()))
+	for i, tr := range resp.GetTrips() {
+		j := driving.NewJudge(driving.DefaultThresholds())
+		// The trip's own end is inclusive; eachFix's period is not.
+		if _, err := eachFix(ctx, client, v, tr.GetStartTime().AsTime(), tr.GetEndTime().AsTime().Add(time.Nanosecond), 6*time.Hour, func(f *fleetv1.Fix) error {
+			j.Add(driving.Point{Time: f.GetDeviceTime().AsTime(), SpeedKmh: f.GetSpeedKmh(), HeadingDeg: f.GetHeadingDeg()})
+			return nil
+		}); err != nil {
+			return err
+		}
+		counts[i] = j.Counts()
+	}
+	return renderTripsHarsh(e, resp.GetTrips(), counts)
 }
 
 func pos(p *fleetv1.LatLng) string {
@@ -558,21 +578,42 @@ func pos(p *fleetv1.LatLng) string {
 	return fmt.Sprintf("%.5f,%.5f", p.GetLatitude(), p.GetLongitude())
 }
 
-func renderTrips(e *env, trips []*fleetv1.Trip) error {
+func renderTrips(e *env, trips []*fleetv1.Trip) error { return renderTripsHarsh(e, trips, nil) }
+
+// renderTripsHarsh renders trips with their harsh-driving counts when harsh is not nil.
+func renderTripsHarsh(e *env, trips []*fleetv1.Trip, harsh []driving.Counts) error {
 	if e.json() {
-		for _, tr := range trips {
+		for i, tr := range trips {
+			if harsh != nil {
+				b, err := protojson.Marshal(tr)
+				if err != nil {
+					return err
+				}
+				h := harsh[i]
+				fmt.Fprintf(e.out(), "{\"trip\":%s,\"harsh_accel\":%d,\"harsh_brake\":%d,\"harsh_corner\":%d}\n", b, h.HarshAccel, h.HarshBrake, h.HarshCorner)
+				continue
+			}
 			if err := e.emit(tr); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	t := e.table("START", "END", "FROM", "TO", "KM", "DURATION", "IDLE", "MAX KM/H", "AVG KM/H")
+	header := []string{"START", "END", "FROM", "TO", "KM", "DURATION", "IDLE", "MAX KM/H", "AVG KM/H"}
+	if harsh != nil {
+		header = append(header, "HARSH ACCEL", "HARSH BRAKE", "HARSH CORNER")
+	}
+	t := e.table(header...)
 	km := 0.0
-	for _, tr := range trips {
+	for i, tr := range trips {
 		km += tr.GetDistanceM() / 1000
-		t.row(e.when(tr.GetStartTime()), e.when(tr.GetEndTime()), pos(tr.GetStartPosition()), pos(tr.GetEndPosition()),
-			num(tr.GetDistanceM()/1000, 1), dur(tr.GetDuration()), dur(tr.GetIdleDuration()), num(tr.GetMaxSpeedKmh(), 0), num(tr.GetAvgSpeedKmh(), 0))
+		cells := []string{e.when(tr.GetStartTime()), e.when(tr.GetEndTime()), pos(tr.GetStartPosition()), pos(tr.GetEndPosition()),
+			num(tr.GetDistanceM()/1000, 1), dur(tr.GetDuration()), dur(tr.GetIdleDuration()), num(tr.GetMaxSpeedKmh(), 0), num(tr.GetAvgSpeedKmh(), 0)}
+		if harsh != nil {
+			h := harsh[i]
+			cells = append(cells, strconv.Itoa(h.HarshAccel), strconv.Itoa(h.HarshBrake), strconv.Itoa(h.HarshCorner))
+		}
+		t.row(cells...)
 	}
 	if err := t.flush(); err != nil {
 		return err
