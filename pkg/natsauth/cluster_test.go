@@ -80,7 +80,8 @@ func TestClusterRoutesAuthenticate(t *testing.T) {
 		User:   natsauth.UserAdmin, Password: creds.Passwords[natsauth.UserAdmin], InboxPrefix: natsauth.InboxPrefix(natsauth.UserAdmin),
 	})
 	admin := c.Bus(t, "admin", nil)
-	c.EnsureStreams(t, admin, bus.StreamConfig{Replicas: 3, TelemetryBytes: 64 << 20, EventBytes: 16 << 20})
+	// The default stream sizes at R3: the account limits must make room for them.
+	c.EnsureStreams(t, admin, bus.StreamConfig{Replicas: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s, err := admin.JS.Stream(ctx, bus.TelemetryStream)

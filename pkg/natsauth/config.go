@@ -45,6 +45,10 @@ type ServerConfig struct {
 	Cluster *Cluster
 }
 
+// ClusterReplicas is the replica count the clustered configuration's account limits make
+// room for (the streams of deployments/kubernetes run at R3).
+const ClusterReplicas = 3
+
 // RouteUser is the identity one cluster node logs in to another's route port with. It
 // exists only in the cluster block: it is not a client user, so its password opens no
 // client connection (and no subject), and no client identity's password opens a route.
@@ -99,6 +103,13 @@ func (c ServerConfig) Render() string {
 	lim := c.Limits
 	if lim == (AccountLimits{}) {
 		lim = DefaultAccountLimits()
+		if c.Cluster != nil {
+			// A clustered server counts an R3 stream's bytes three times against the
+			// account (nats-server's accountReservation): the default streams at R3
+			// need three times the single server's room.
+			lim.MaxMemory *= ClusterReplicas
+			lim.MaxStore *= ClusterReplicas
+		}
 	}
 	timeout := c.AuthTimeout
 	if timeout <= 0 {
