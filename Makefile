@@ -2,7 +2,7 @@
 GO       ?= go
 BUF      := $(GO) tool -modfile=$(CURDIR)/tools/go.mod buf
 
-.PHONY: console-perf chaos test accuracy security-full test-short proto proto-check lint run bench build
+.PHONY: console-perf chaos cluster test accuracy security-full test-short proto proto-check lint run bench build
 
 ## test: the whole test suite with the race detector (Redis tests skip loudly without Redis),
 ## then the accuracy tests at full size (under -race they shrink to smoke runs)
@@ -25,6 +25,12 @@ security-full:
 ## recorded in docs/benchmarks.md (the short form runs in make test: go test ./tests/chaos/)
 chaos:
 	CHAOS_LONG=1 $(GO) test -count=1 -v -timeout 60m -run TestFaultInjection ./tests/chaos/
+
+## cluster: the scale-out suite's long form: 3 NATS nodes, 2 instances of every service,
+## a larger fleet, the node and instance faults twice (the short form runs in make test:
+## go test ./tests/cluster/)
+cluster:
+	CLUSTER_LONG=1 $(GO) test -count=1 -v -timeout 60m -run TestClusterScaleOut ./tests/cluster/
 
 ## console-perf: the web console's performance run: 20,000 simulated vehicles moving at
 ## 1 Hz in a real headless Chromium; prints frame times and fix-to-marker delays (recorded
