@@ -20,6 +20,8 @@ xkeys=$(go run github.com/nats-io/nkeys/nk -gen curve -pubout)
 	for user in admin platform tracking geofence maintenance dispatch devices teltonika callout kicker loadgen; do
 		echo "FLEETWIRE_NATS_$(echo "$user" | tr a-z A-Z)_PASSWORD=$(secret)"
 	done
+	# The cluster profile's routes log in as the route identity (deployments/nats/nats-cluster.conf).
+	echo "FLEETWIRE_NATS_ROUTE_PASSWORD=$(secret)"
 	echo "FLEETWIRE_NATS_CALLOUT_ISSUER_SEED=$(echo "$keys" | sed -n 1p)"
 	echo "FLEETWIRE_NATS_CALLOUT_ISSUER=$(echo "$keys" | sed -n 2p)"
 	echo "FLEETWIRE_NATS_CALLOUT_XKEY_SEED=$(echo "$xkeys" | sed -n 1p)"

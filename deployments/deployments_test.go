@@ -25,6 +25,7 @@ type composeFile struct {
 }
 
 type composeService struct {
+	Profiles    []string       `yaml:"profiles"`
 	Image       string         `yaml:"image"`
 	Build       any            `yaml:"build"`
 	Entrypoint  any            `yaml:"entrypoint"`
@@ -163,7 +164,7 @@ func TestComposeRedisHasAPasswordAndPersistence(t *testing.T) {
 		}
 		users++
 		// The password is the required variable: no URL without it, no default one.
-		if !regexp.MustCompile(`^rediss?://[^@/]*:<required>@`).MatchString(interpolate(u)) {
+		if !regexp.MustCompile(`^(rediss?|redis-sentinel)://[^@/]*:<required>@`).MatchString(interpolate(u)) {
 			t.Errorf("%s: REDIS_URL %q does not carry the required REDIS_PASSWORD", name, u)
 		}
 	}
@@ -396,6 +397,220 @@ func TestComposeGivesNATSEveryVariableItsConfigurationNames(t *testing.T) {
 	for _, r := range refs {
 		if _, ok := env[r[1]]; !ok {
 			t.Errorf("nats-server.conf reads $%s, which compose does not give the nats container", r[1])
+		}
+	}
+}
+
+// The cluster profile: three NATS nodes from the clustered configuration, each with its
+// own name and every node's route, Redis with a replica and three sentinels, and two
+// instances of every service sharing partitions by lease, with R3 streams, every node in
+// NATS_URL and the sentinels in REDIS_URL. (docker compose config checks the syntax where
+// Docker is installed; this checks the meaning.)
+func TestComposeClusterProfile(t *testing.T) {
+	c := loadCompose(t)
+	var cluster []string
+	for name, s := range c.Services {
+		if slices.Contains(s.Profiles, "cluster") {
+			cluster = append(cluster, name)
+		}
+	}
+	nodes := []string{"nats-1", "nats-2", "nats-3"}
+	for _, n := range nodes {
+		s, ok := c.Services[n]
+		if !ok || !slices.Contains(cluster, n) {
+			t.Fatalf("no %s in the cluster profile", n)
+		}
+		if !strings.Contains(joined(s.Command), "-c /etc/nats/nats-cluster.conf") {
+			t.Errorf("%s: command %q, want the clustered configuration", n, joined(s.Command))
+		}
+		if got := fmtString(s.Environment["FLEETWIRE_NATS_SERVER_NAME"]); got != n {
+			t.Errorf("%s: server name %q", n, got)
+		}
+		routes := interpolate(fmtString(s.Environment["FLEETWIRE_NATS_ROUTES"]))
+		for _, o := range nodes {
+			if !strings.Contains(routes, "nats://route:<required>@"+o+":6222") {
+				t.Errorf("%s: routes %q lack %s with the route identity's password", n, routes, o)
+			}
+		}
+		if len(s.Ports) > 0 {
+			t.Errorf("%s publishes %v", n, s.Ports)
+		}
+	}
+	for _, r := range []string{"redis-primary", "redis-replica", "redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3"} {
+		if !slices.Contains(cluster, r) {
+			t.Errorf("no %s in the cluster profile", r)
+		}
+	}
+	if cmd := joined(c.Services["redis-replica"].Entrypoint); !strings.Contains(cmd, "replicaof redis-primary 6379") {
+		t.Errorf("redis-replica does not replicate the primary: %q", cmd)
+	}
+	if cmd := joined(c.Services["redis-sentinel-1"].Entrypoint); !strings.Contains(cmd, "sentinel monitor fleet redis-primary 6379 2") {
+		t.Errorf("sentinels do not watch the primary with a quorum of 2: %q", cmd)
+	}
+	for _, svc := range []string{"tracking", "geofence", "maintenance", "dispatch"} {
+		for _, i := range []string{"1", "2"} {
+			name := svc + "-" + i
+			s, ok := c.Services[name]
+			if !ok || !slices.Contains(cluster, name) {
+				t.Errorf("no %s in the cluster profile", name)
+				continue
+			}
+			env := s.Environment
+			for k, want := range map[string]string{
+				"FLEETWIRE_PARTITIONS": "auto", "FLEETWIRE_STREAM_REPLICAS": "3", "FLEETWIRE_NATS_USER": svc,
+				"NATS_URL": "nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222",
+			} {
+				if got := fmtString(env[k]); got != want {
+					t.Errorf("%s: %s = %q, want %q", name, k, got, want)
+				}
+			}
+			if u := interpolate(fmtString(env["REDIS_URL"])); !strings.HasPrefix(u, "redis-sentinel://:<required>@redis-sentinel-1:26379,redis-sentinel-2:26379,redis-sentinel-3:26379/fleet") {
+				t.Errorf("%s: REDIS_URL %q, want the sentinels", name, u)
+			}
+		}
+	}
+	// Nothing of the single-node stack is in the profile, and the profile's services
+	// never talk to the single-node NATS or Redis.
+	for _, name := range cluster {
+		s := c.Services[name]
+		if u := fmtString(s.Environment["NATS_URL"]); u != "" && strings.Contains(u, "nats://nats:") {
+			t.Errorf("%s talks to the single-node NATS: %q", name, u)
+		}
+	}
+}
+
+// Scale-out: every StatefulSet names a headless Service that selects its pods, every
+// workload has a PodDisruptionBudget, a readiness probe, and (the services) partitions by
+// lease; the streams are R3 and NATS_URL lists every node of the NATS cluster.
+func TestKubernetesScaleOut(t *testing.T) {
+	docs := loadK8s(t)
+	byKind := map[string]map[string]k8s{}
+	for _, d := range docs {
+		kind := fmtString(d["kind"])
+		if byKind[kind] == nil {
+			byKind[kind] = map[string]k8s{}
+		}
+		byKind[kind][name(d)] = d
+	}
+	labels := func(d k8s) map[string]any {
+		return asMap(get(d, "spec", "selector", "matchLabels"))
+	}
+	selects := func(sel any, want map[string]any) bool {
+		m := asMap(sel)
+		if len(m) == 0 {
+			return false
+		}
+		for k, v := range m {
+			if want[k] != v {
+				return false
+			}
+		}
+		return true
+	}
+	if len(byKind["StatefulSet"]) == 0 {
+		t.Fatal("no StatefulSets")
+	}
+	for n, ss := range byKind["StatefulSet"] {
+		svcName := fmtString(get(ss, "spec", "serviceName"))
+		svc, ok := byKind["Service"][svcName]
+		switch {
+		case !ok:
+			t.Errorf("StatefulSet %s names Service %q, which does not exist", n, svcName)
+		case fmtString(get(svc, "spec", "clusterIP")) != "None":
+			t.Errorf("Service %s is not headless", svcName)
+		case !selects(get(svc, "spec", "selector"), labels(ss)):
+			t.Errorf("Service %s does not select StatefulSet %s's pods", svcName, n)
+		}
+		env, _ := get(ss, "spec", "template", "spec", "containers").([]any)
+		partitions := ""
+		for _, c := range env {
+			vars, _ := get(c, "env").([]any)
+			for _, e := range vars {
+				if fmtString(get(e, "name")) == "FLEETWIRE_PARTITIONS" {
+					partitions = fmtString(get(e, "value"))
+				}
+			}
+		}
+		if partitions != "auto" {
+			t.Errorf("StatefulSet %s: FLEETWIRE_PARTITIONS %q, want auto (leases: a dead pod's partitions move)", n, partitions)
+		}
+	}
+	for _, kind := range []string{"StatefulSet", "Deployment"} {
+		for n, w := range byKind[kind] {
+			found := false
+			for _, pdb := range byKind["PodDisruptionBudget"] {
+				if selects(get(pdb, "spec", "selector", "matchLabels"), labels(w)) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s %s has no PodDisruptionBudget", kind, n)
+			}
+			containers, _ := get(w, "spec", "template", "spec", "containers").([]any)
+			for _, c := range containers {
+				// The callout responder serves no API (nothing to route to it): no probe.
+				if get(c, "readinessProbe") == nil && n != "callout" {
+					t.Errorf("%s %s: no readiness probe", kind, n)
+				}
+			}
+		}
+	}
+	cm := byKind["ConfigMap"]["fleetwire"]
+	if got := fmtString(get(cm, "data", "FLEETWIRE_STREAM_REPLICAS")); got != "3" {
+		t.Errorf("FLEETWIRE_STREAM_REPLICAS %q, want 3", got)
+	}
+	if got := fmtString(get(cm, "data", "NATS_URL")); len(strings.Split(got, ",")) != 3 {
+		t.Errorf("NATS_URL %q, want every node of the 3-node cluster", got)
+	}
+}
+
+// asMap reads a decoded mapping (nested ones decode as k8s).
+func asMap(v any) map[string]any {
+	switch m := v.(type) {
+	case map[string]any:
+		return m
+	case k8s:
+		return m
+	}
+	return nil
+}
+
+// The NATS chart's values: a 3-node JetStream cluster with authenticated routes that
+// includes nats-auth.conf and gives the server every variable that file reads, each from
+// a Secret.
+func TestHelmValuesGiveNATSItsConfiguration(t *testing.T) {
+	data, err := os.ReadFile("nats/helm-values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	if err := yaml.Unmarshal(data, &v); err != nil {
+		t.Fatalf("helm-values.yaml: %v", err)
+	}
+	if get(v, "config", "cluster", "enabled") != true || get(v, "config", "cluster", "replicas") != 3 {
+		t.Errorf("cluster: %v, want enabled with 3 replicas", get(v, "config", "cluster"))
+	}
+	if get(v, "config", "cluster", "routeURLs", "user") != "route" || get(v, "config", "cluster", "routeURLs", "password") != nil {
+		t.Errorf("routes: %v, want the route identity with the password given at install, not in the file", get(v, "config", "cluster", "routeURLs"))
+	}
+	if get(v, "config", "jetstream", "enabled") != true {
+		t.Error("JetStream is not enabled")
+	}
+	if inc := fmtString(get(v, "config", "merge", "$include")); !strings.HasSuffix(inc, "/nats-auth.conf") {
+		t.Errorf("the chart's configuration includes %q, want nats-auth.conf", inc)
+	}
+	auth, err := os.ReadFile("nats/nats-auth.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := asMap(get(v, "container", "env"))
+	refs := regexp.MustCompile(`(?m):\s*\$([A-Z][A-Z0-9_]*)\s*$`).FindAllStringSubmatch(string(auth), -1)
+	if len(refs) == 0 {
+		t.Fatal("nats-auth.conf reads no variables")
+	}
+	for _, r := range refs {
+		if get(env[r[1]], "valueFrom", "secretKeyRef", "name") == nil {
+			t.Errorf("nats-auth.conf reads $%s, which the values do not take from a Secret", r[1])
 		}
 	}
 }

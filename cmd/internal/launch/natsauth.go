@@ -211,6 +211,35 @@ func ExternalNATSConfig() string { return externalNATSConfig(false) }
 // natsauth.RouteUser, from the environment.
 func ExternalNATSClusterConfig() string { return externalNATSConfig(true) }
 
+// ExternalNATSAuthConfig is deployments/nats/nats-auth.conf: the accounts, users and auth
+// callout alone, for a server whose other settings (listen, JetStream, cluster routes)
+// another tool renders: the official NATS Helm chart includes it
+// (deployments/nats/helm-values.yaml).
+func ExternalNATSAuthConfig() string {
+	return `# Accounts, users and the auth callout of a Fleetwire deployment (deployments/nats/nats-auth.conf),
+# for inclusion into a configuration rendered elsewhere (deployments/nats/helm-values.yaml).
+#
+# GENERATED from pkg/natsauth's permission table; do not edit. Regenerate with
+#   UPDATE_GOLDEN=1 go test ./cmd/internal/launch -run TestExternalNATSConfigIsCurrent
+# The variables are those of nats-server.conf.
+
+` + natsauth.ServerConfig{
+		Identities: natsauth.Table(natsauth.TableConfig{}),
+		Password:   func(u string) string { return "$" + natsauth.PasswordEnv(u) },
+		Issuer:     "$" + natsauth.IssuerEnv,
+		XKey:       "$" + natsauth.XKeyEnv,
+		// Streams at R3: room for three copies (see natsauth.ClusterReplicas).
+		Limits: clusterLimits(),
+	}.Render()
+}
+
+func clusterLimits() natsauth.AccountLimits {
+	l := natsauth.DefaultAccountLimits()
+	l.MaxMemory *= natsauth.ClusterReplicas
+	l.MaxStore *= natsauth.ClusterReplicas
+	return l
+}
+
 func externalNATSConfig(clustered bool) string {
 	ids := natsauth.Table(natsauth.TableConfig{})
 	var b strings.Builder

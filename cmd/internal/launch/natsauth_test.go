@@ -17,6 +17,7 @@ import (
 const (
 	externalConf        = "../../../deployments/nats/nats-server.conf"
 	externalClusterConf = "../../../deployments/nats/nats-cluster.conf"
+	externalAuthConf    = "../../../deployments/nats/nats-auth.conf"
 )
 
 // The external deployment's nats-server configurations (one server, and one node of a
@@ -30,6 +31,7 @@ func TestExternalNATSConfigIsCurrent(t *testing.T) {
 	}{
 		{externalConf, ExternalNATSConfig, false},
 		{externalClusterConf, ExternalNATSClusterConfig, true},
+		{externalAuthConf, ExternalNATSAuthConfig, false},
 	} {
 		t.Run(filepath.Base(tc.path), func(t *testing.T) {
 			want := tc.render()
