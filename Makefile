@@ -27,8 +27,8 @@ chaos:
 	CHAOS_LONG=1 $(GO) test -count=1 -v -timeout 60m -run TestFaultInjection ./tests/chaos/
 
 ## cluster: the scale-out suite's long form: 3 NATS nodes, 2 instances of every service,
-## a larger fleet, the node and instance faults twice (the short form runs in make test:
-## go test ./tests/cluster/)
+## a larger fleet, the node and instance faults twice (the short form:
+## FLEETWIRE_CLUSTER=1 go test ./tests/cluster/; not in make test yet, docs/scaling.md)
 cluster:
 	CLUSTER_LONG=1 $(GO) test -count=1 -v -timeout 60m -run TestClusterScaleOut ./tests/cluster/
 
