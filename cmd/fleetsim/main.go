@@ -2,7 +2,7 @@
 // measures a running Fleetwire with a load test.
 //
 //	fleetsim [run] [--nats-url URL] [--vehicles N] [--seed S] [--center LAT,LON] ...
-//	fleetsim load --vehicles N --rate R --duration D [--target URL] [--grpc ADDR] [--zones N] ...
+//	fleetsim load --vehicles N --rate R --duration D [--target URL] [--grpc ADDR] [--zones N] [--protocol P] ...
 //	fleetsim COMMAND --cpu-profile FILE [flags]   (writes a CPU profile)
 //
 // fleetsim load exits with status 1 when its verdict is FAIL (loadtest.Result.Err), so a
@@ -21,6 +21,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -50,7 +51,9 @@ const usage = `usage:
   fleetsim [run] [flags]    play a simulated fleet against a NATS server
   fleetsim load [flags]     measure a running Fleetwire: latency to WatchVehicles (and,
                             with --zones N, to WatchZoneEvents), throughput, missing records;
-                            --ceiling finds the highest sustained rate; exits 1 on FAIL
+                            --ceiling finds the highest sustained rate; exits 1 on FAIL;
+                            --protocol teltonika|mqtt|coap reports through that gateway,
+                            each vehicle registered as its own device
   fleetsim COMMAND --cpu-profile FILE [flags]
 run "fleetsim load -h" for the load tester's flags.
 
@@ -293,6 +296,10 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&cfg.StepDuration, "step-duration", cfg.StepDuration, "duration of each ceiling step")
 	fs.DurationVar(&cfg.P99Limit, "p99-limit", cfg.P99Limit, "ceiling: highest acceptable p99 latency")
 	fs.Float64Var(&cfg.LossLimit, "loss-limit", 0, "ceiling: highest acceptable fraction of missing records")
+	fs.StringVar(&cfg.Protocol, "protocol", fleetsim.ProtocolNATS, "how trackers report: nats (through --target), teltonika (Codec 8E over TCP to --teltonika-addr), mqtt (to the NATS server's MQTT listener at --device-addr) or coap (to the CoAP gateway at --device-addr); every protocol but nats registers each vehicle as a device first, in the device registry on --target (a NATS identity that may write it, e.g. admin)")
+	fs.StringVar(&cfg.TeltonikaAddr, "teltonika-addr", envOr("127.0.0.1:5027", "FLEETSIM_TELTONIKA_ADDR"), "teltonika: the gateway's TCP address (env FLEETSIM_TELTONIKA_ADDR)")
+	fs.StringVar(&cfg.DeviceAddr, "device-addr", envOr("", "FLEETSIM_DEVICE_ADDR"), "mqtt or coap: host:port of the MQTT listener or the CoAP gateway (env FLEETSIM_DEVICE_ADDR)")
+	ttDevices := fs.String("teltonika-devices", "", "teltonika: append the vehicles' \"IMEI vehicle-id\" lines to this file, the gateway's --teltonika-devices (re-read when it changes)")
 	jsonOut := fs.String("json", "", "write the result as JSON to this file (\"-\": standard output)")
 	htmlOut := fs.String("html", "", "write the HTML report to this file")
 	progress := fs.String("progress", "auto", "live progress line: auto (on a terminal), always, never")
@@ -319,6 +326,14 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err := b.EnsureStreams(ctx, bus.StreamConfig{}); err != nil {
 			return err
 		}
+	}
+	if cfg.Protocol != fleetsim.ProtocolNATS && cfg.Protocol != "" {
+		reg, err := newDeviceRegistrar(ctx, b, cfg.Protocol, *ttDevices, log)
+		if err != nil {
+			return err
+		}
+		defer reg.revokeAll(context.WithoutCancel(ctx))
+		cfg.Register = reg.register
 	}
 	lt, err := loadtest.New(cfg, b.NC, *grpcAddr, log)
 	if err != nil {
@@ -386,6 +401,61 @@ func deviceDialer(url string, secrets map[string]string) fleetsim.DeviceDialer {
 		}
 		return nats.Connect(url, nats.UserInfo(id, secret), nats.CustomInboxPrefix(natsauth.DeviceInboxPrefix(id)),
 			nats.Name(id), nats.MaxReconnects(-1), nats.Timeout(10*time.Second))
+	}
+}
+
+// deviceRegistrar registers the load test's vehicles as devices of one protocol in the
+// platform's device registry (and their IMEIs in the Teltonika gateway's devices file), and
+// revokes them after the run so no load-test credential outlives it.
+type deviceRegistrar struct {
+	devices  *natsauth.Devices
+	protocol string
+	ttFile   string
+	log      *slog.Logger
+
+	mu    sync.Mutex
+	added []string
+}
+
+func newDeviceRegistrar(ctx context.Context, b *bus.Bus, protocol, ttFile string, log *slog.Logger) (*deviceRegistrar, error) {
+	if protocol == fleetsim.ProtocolTeltonika && ttFile == "" {
+		return nil, errors.New("--protocol teltonika needs --teltonika-devices: the gateway's devices file, where the vehicles' IMEIs are mapped")
+	}
+	devices, err := natsauth.OpenDevices(ctx, b.JS, 1, log)
+	if err != nil {
+		return nil, fmt.Errorf("device registry (log in as an identity that may write it, e.g. admin): %w", err)
+	}
+	return &deviceRegistrar{devices: devices, protocol: protocol, ttFile: ttFile, log: log}, nil
+}
+
+func (r *deviceRegistrar) register(ctx context.Context, vehicle, imei string) (string, error) {
+	_, secret, err := r.devices.Add(ctx, natsauth.Device{ID: vehicle, Model: "fleetsim", Protocol: r.protocol}, "fleetsim-load")
+	if err != nil {
+		return "", err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.added = append(r.added, vehicle)
+	if r.ttFile != "" {
+		f, err := os.OpenFile(r.ttFile, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			return "", err
+		}
+		_, werr := fmt.Fprintf(f, "%s %s\n", imei, vehicle)
+		if err := errors.Join(werr, f.Close()); err != nil {
+			return "", fmt.Errorf("teltonika devices file: %w", err)
+		}
+	}
+	return secret, nil
+}
+
+func (r *deviceRegistrar) revokeAll(ctx context.Context) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range r.added {
+		if _, err := r.devices.Revoke(ctx, id, "fleetsim-load"); err != nil {
+			r.log.Warn("revoke load-test device", "device", id, "err", err)
+		}
 	}
 }
 

@@ -71,6 +71,8 @@ func TestBadInvocations(t *testing.T) {
 		{[]string{"load", "--rate", "-1", "--target", "embedded"}, "invalid load test config"},
 		{[]string{"run", "--center", "nowhere"}, "LAT,LON"},
 		{[]string{"load", "--zones", "3", "--target", "embedded"}, "zones need the dispatcher side"},
+		{[]string{"load", "--protocol", "teltonika", "--target", "embedded"}, "needs --teltonika-devices"},
+		{[]string{"load", "--protocol", "pigeon", "--target", "embedded"}, `protocol "pigeon"`},
 	}
 	for _, tt := range tests {
 		var out, errs bytes.Buffer

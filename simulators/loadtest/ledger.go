@@ -95,6 +95,16 @@ func (l *ledger) observe(vehicle string, seq uint64, dev, sent time.Time, now ti
 	if !advanced {
 		return true
 	}
+	if sent.IsZero() && seq == 0 {
+		// A protocol without a send time in its records (Teltonika): the latency runs
+		// from when the simulated device sent the record the update carries.
+		for i := len(v.pub) - 1; i >= 0; i-- {
+			if v.pub[i].dev == devN {
+				sent = time.Unix(0, v.pub[i].sent)
+				break
+			}
+		}
+	}
 	newly := v.deliveredUpTo(seq, devN)
 	v.seen = true
 	if seq > v.seenSeq {

@@ -96,3 +96,22 @@ func TestLedgerWithoutSequences(t *testing.T) {
 		t.Errorf("pending: got %d, want 3", got)
 	}
 }
+
+// Records without a send time (Teltonika) get their latency from when the device sent the
+// record the update carries, found by its device time.
+func TestLedgerLatencyWithoutSendTime(t *testing.T) {
+	l := newLedger(t0)
+	for s := 1; s <= 10; s++ {
+		p := pkt("a", 0, 1, time.Duration(s)*time.Second)
+		p.FirstSeq, p.LastSeq = 0, 0
+		l.published(p)
+	}
+	dev := t0.Add(7 * time.Second)
+	l.observe("a", 0, dev, time.Time{}, dev.Add(4*time.Millisecond))
+	if l.lat.n != 1 || l.lat.quantile(1) != 4*time.Millisecond {
+		t.Errorf("latency samples %d (max %v), want one of 4ms", l.lat.n, l.lat.quantile(1))
+	}
+	if got, _ := l.pending(); got != 3 {
+		t.Errorf("pending: got %d, want 3", got)
+	}
+}

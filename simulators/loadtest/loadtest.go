@@ -63,6 +63,20 @@ type Config struct {
 	P99Limit      time.Duration // default 50ms
 	LossLimit     float64       // fraction of records, default 0
 
+	// Protocol is how the simulated trackers reach the platform: fleetsim.ProtocolNATS
+	// (default, through the tester's NATS connection), ProtocolTeltonika (Codec 8E over TCP
+	// to TeltonikaAddr), ProtocolMQTT or ProtocolCoAP (to DeviceAddr). Records of every
+	// protocol are scored against the same ledger; Teltonika records carry no sequence, so
+	// they are matched by device time (millisecond resolution, as the platform stores it).
+	Protocol      string
+	TeltonikaAddr string
+	DeviceAddr    string
+	// Register provisions one simulated vehicle as a device before the run, so that each
+	// tracker logs in with its own credential, as a real one does: imei is its Teltonika
+	// IMEI (fleetsim.IMEI), and the secret returned is its MQTT or CoAP password. Required
+	// for every protocol but NATS.
+	Register func(ctx context.Context, vehicle, imei string) (secret string, err error)
+
 	// Progress receives a live status line (carriage-return updated); nil is quiet.
 	Progress io.Writer
 }
@@ -123,15 +137,29 @@ func (c *Config) normalize() error {
 	if c.Zones < 0 || c.Zones > 10_000 {
 		return fmt.Errorf("%w: %d zones (want 0..10000)", ErrConfig, c.Zones)
 	}
+	switch c.Protocol {
+	case "", fleetsim.ProtocolNATS:
+		c.Protocol = fleetsim.ProtocolNATS
+	case fleetsim.ProtocolTeltonika, fleetsim.ProtocolMQTT, fleetsim.ProtocolCoAP:
+		if c.Register == nil {
+			return fmt.Errorf("%w: protocol %s needs the devices registered (Register)", ErrConfig, c.Protocol)
+		}
+		if c.Protocol == fleetsim.ProtocolTeltonika && c.TeltonikaAddr == "" || c.Protocol != fleetsim.ProtocolTeltonika && c.DeviceAddr == "" {
+			return fmt.Errorf("%w: protocol %s needs the gateway's address", ErrConfig, c.Protocol)
+		}
+	default:
+		return fmt.Errorf("%w: protocol %q (want nats, teltonika, mqtt or coap)", ErrConfig, c.Protocol)
+	}
 	return nil
 }
 
 // Tester runs load tests against one Fleetwire.
 type Tester struct {
-	cfg  Config
-	log  *slog.Logger
-	nc   *nats.Conn
-	grpc *grpc.ClientConn // nil: no dispatcher side
+	cfg      Config
+	log      *slog.Logger
+	nc       *nats.Conn
+	grpc     *grpc.ClientConn // nil: no dispatcher side
+	ownsGRPC bool             // New dialled it, so Close closes it
 
 	current      atomic.Pointer[ledger]
 	watchErrors  atomic.Uint64
@@ -155,14 +183,26 @@ func New(cfg Config, nc *nats.Conn, grpcAddr string, log *slog.Logger) (*Tester,
 		if err != nil {
 			return nil, fmt.Errorf("grpc %s: %w", grpcAddr, err)
 		}
-		t.grpc = conn
+		t.grpc, t.ownsGRPC = conn, true
 	}
 	return t, nil
 }
 
-// Close releases the gRPC connection.
+// NewWithConn is New watching the dispatcher side through conn, a connection the caller
+// dialled (with TLS and a token, say) and keeps: Close leaves it open.
+func NewWithConn(cfg Config, nc *nats.Conn, conn *grpc.ClientConn, log *slog.Logger) (*Tester, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	if cfg.Zones > 0 && conn == nil {
+		return nil, fmt.Errorf("%w: zones need the dispatcher side (a gRPC connection)", ErrConfig)
+	}
+	return &Tester{cfg: cfg, log: log, nc: nc, grpc: conn}, nil
+}
+
+// Close releases the gRPC connection New dialled.
 func (t *Tester) Close() {
-	if t.grpc != nil {
+	if t.grpc != nil && t.ownsGRPC {
 		_ = t.grpc.Close()
 	}
 }
@@ -174,6 +214,13 @@ func (t *Tester) Run(ctx context.Context) (*Result, error) {
 	res := &Result{
 		Started: time.Now().UTC(), Vehicles: t.cfg.Vehicles, BatchRecords: t.cfg.BatchRecords,
 		Target: t.nc.ConnectedUrlRedacted(), Dispatcher: t.grpc != nil, Zones: t.cfg.Zones,
+		Protocol: t.cfg.Protocol,
+	}
+	switch t.cfg.Protocol {
+	case fleetsim.ProtocolTeltonika:
+		res.Gateway = t.cfg.TeltonikaAddr
+	case fleetsim.ProtocolMQTT, fleetsim.ProtocolCoAP:
+		res.Gateway = t.cfg.DeviceAddr
 	}
 	if t.grpc != nil {
 		res.GRPC = t.grpc.Target()
@@ -221,7 +268,7 @@ func (t *Tester) Run(ctx context.Context) (*Result, error) {
 	defer func() { _ = sub.Unsubscribe() }()
 	_ = sub.SetPendingLimits(1<<20, 256<<20)
 
-	fleet, err := t.newFleet(t.cfg.Rate)
+	fleet, err := t.newFleet(ctx, t.cfg.Rate)
 	if err != nil {
 		cancel()
 		wg.Wait()
@@ -301,7 +348,7 @@ func interval(vehicles int, rate float64) time.Duration {
 
 // newFleet builds the simulated fleet of the run; every step reuses it, so its vehicles
 // keep their positions, sequences and zone memberships from one rate to the next.
-func (t *Tester) newFleet(rate float64) (*fleetsim.Fleet, error) {
+func (t *Tester) newFleet(ctx context.Context, rate float64) (*fleetsim.Fleet, error) {
 	fc := fleetsim.DefaultConfig()
 	fc.Vehicles = t.cfg.Vehicles
 	fc.Seed = t.cfg.Seed
@@ -318,6 +365,12 @@ func (t *Tester) newFleet(rate float64) (*fleetsim.Fleet, error) {
 	}
 	wall := true
 	fc.SendWallTime = &wall
+	if t.cfg.Protocol != fleetsim.ProtocolNATS {
+		fc.Protocol, fc.TeltonikaAddr, fc.DeviceAddr = t.cfg.Protocol, t.cfg.TeltonikaAddr, t.cfg.DeviceAddr
+		if err := t.register(ctx, &fc); err != nil {
+			return nil, err
+		}
+	}
 	fleet, err := fleetsim.New(fc, t.log)
 	if err != nil {
 		return nil, err
@@ -328,6 +381,28 @@ func (t *Tester) newFleet(rate float64) (*fleetsim.Fleet, error) {
 		}
 	})
 	return fleet, nil
+}
+
+// register provisions every vehicle of fc as its device and keeps the secrets in fc.
+func (t *Tester) register(ctx context.Context, fc *fleetsim.Config) error {
+	sim, err := fleetsim.NewSim(*fc) // the same ids the fleet will have: they follow from the config
+	if err != nil {
+		return err
+	}
+	ids := sim.VehicleIDs()
+	fc.DeviceSecrets = make(map[string]string, len(ids))
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		secret, err := t.cfg.Register(ctx, id, fleetsim.IMEI(id))
+		if err != nil {
+			return fmt.Errorf("register %s: %w", id, err)
+		}
+		fc.DeviceSecrets[id] = secret
+	}
+	t.log.Info("simulated vehicles registered as devices", "protocol", fc.Protocol, "devices", len(ids))
+	return nil
 }
 
 // step publishes at rate for d, then waits up to Drain for what is still on its way.

@@ -220,6 +220,7 @@ th{background:#f3f3f3}.fail{color:#c00;font-weight:bold}.ok{color:#080}
 <table class="meta">
 <tr><td>started</td><td>{{.R.Started.Format "2006-01-02 15:04:05 MST"}}</td></tr>
 <tr><td>NATS</td><td>{{.R.Target}}</td></tr>
+{{if .R.Gateway}}<tr><td>trackers</td><td>{{.R.Protocol}} devices through {{.R.Gateway}}</td></tr>{{end}}
 <tr><td>dispatcher (gRPC)</td><td>{{if .R.Dispatcher}}{{.R.GRPC}}{{else}}not watched: publish side only{{end}}</td></tr>
 <tr><td>vehicles</td><td>{{.R.Vehicles}}</td></tr>
 <tr><td>records per packet</td><td>{{.R.BatchRecords}}</td></tr>

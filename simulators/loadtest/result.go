@@ -18,6 +18,8 @@ import (
 type Result struct {
 	Started      time.Time    `json:"started"`
 	Target       string       `json:"target"`
+	Protocol     string       `json:"protocol"`          // how the trackers reported (nats, teltonika, mqtt, coap)
+	Gateway      string       `json:"gateway,omitempty"` // the device gateway's address, for protocols other than nats
 	GRPC         string       `json:"grpc,omitempty"`
 	Dispatcher   bool         `json:"dispatcher"` // whether the dispatcher side was watched
 	Vehicles     int          `json:"vehicles"`
@@ -159,6 +161,9 @@ func (r *Result) WriteJSON(w io.Writer) error {
 
 // WriteSummary writes a table of the steps and, for a ceiling search, its outcome.
 func (r *Result) WriteSummary(w io.Writer) error {
+	if r.Protocol != "" && r.Protocol != fleetsim.ProtocolNATS {
+		fmt.Fprintf(w, "trackers: %s devices through %s, each with its own credential\n", r.Protocol, r.Gateway)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "rate\tsent/s\tseen/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tmax ms\tmissing\terrors\tevents\tresult\t")
 	for _, s := range r.Steps {
