@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,6 +67,13 @@ const (
 	PingTimeout     = 20 * time.Second
 )
 
+// ServiceOf returns the service of a full gRPC method name ("/fleet.v1.TrackingService/
+// ListVehicles" → "fleet.v1.TrackingService"), the service label of the gRPC metrics.
+func ServiceOf(fullMethod string) string {
+	svc, _, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	return svc
+}
+
 // New creates a plaintext server without authentication. Register services on s.GRPC,
 // then call Serve.
 func New(log *slog.Logger, reg prometheus.Registerer) *Server {
@@ -74,14 +82,20 @@ func New(log *slog.Logger, reg prometheus.Registerer) *Server {
 
 // NewServer creates a server configured by cfg.
 func NewServer(log *slog.Logger, reg prometheus.Registerer, cfg Config) *Server {
+	// Every gRPC series carries the same labels: service (fleet.v1.TrackingService),
+	// method (the full method name) and code.
 	calls := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "fleetwire_grpc_requests_total", Help: "gRPC calls by method and code.",
-	}, []string{"method", "code"})
+		Name: "fleetwire_grpc_requests_total", Help: "gRPC calls by service, method and code.",
+	}, []string{"service", "method", "code"})
+	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "fleetwire_grpc_request_duration_seconds", Help: "Unary gRPC call handling time in seconds, by service, method and code (refusals included).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"service", "method", "code"})
 	lagged := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fleetwire_grpc_watch_lagged_total", Help: "Watch streams ended because the reader fell behind its buffer, by method.",
 	}, []string{"method"})
 	// A clash is logged, not fatal: the server works without its request counts.
-	if err := metrics.Register(reg, calls, lagged); err != nil {
+	if err := metrics.Register(reg, calls, latency, lagged); err != nil {
 		log.Error("grpc metrics not registered", "err", err)
 	}
 	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
@@ -92,7 +106,9 @@ func NewServer(log *slog.Logger, reg prometheus.Registerer, cfg Config) *Server 
 				err = status.Error(codes.Internal, "internal error")
 			}
 			code := status.Code(err)
-			calls.WithLabelValues(info.FullMethod, code.String()).Inc()
+			svc := ServiceOf(info.FullMethod)
+			calls.WithLabelValues(svc, info.FullMethod, code.String()).Inc()
+			latency.WithLabelValues(svc, info.FullMethod, code.String()).Observe(time.Since(start).Seconds())
 			if code == codes.Internal || code == codes.Unknown {
 				log.Error("rpc failed", "method", info.FullMethod, "code", code, "err", err)
 			} else {
@@ -107,7 +123,7 @@ func NewServer(log *slog.Logger, reg prometheus.Registerer, cfg Config) *Server 
 				log.Error("panic in stream handler", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
 				err = status.Error(codes.Internal, "internal error")
 			}
-			calls.WithLabelValues(info.FullMethod, status.Code(err).String()).Inc()
+			calls.WithLabelValues(ServiceOf(info.FullMethod), info.FullMethod, status.Code(err).String()).Inc()
 			if IsLagged(err) {
 				lagged.WithLabelValues(info.FullMethod).Inc()
 			}
