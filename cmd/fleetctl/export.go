@@ -221,15 +221,11 @@ func runReport(ctx context.Context, e *env, args []string) error {
 				var vehicles multiFlag
 				fs.Var(&vehicles, "vehicle", "a vehicle (repeatable; default every vehicle, or --group's)")
 				group := fs.String("group", "", "the vehicles of a registry group")
-				th := driving.DefaultThresholds()
-				fs.Float64Var(&th.AccelMps2, "harsh-accel", th.AccelMps2, "harsh acceleration above this, m/s²")
-				fs.Float64Var(&th.BrakeMps2, "harsh-brake", th.BrakeMps2, "harsh braking above this deceleration, m/s²")
-				fs.Float64Var(&th.CornerMps2, "harsh-corner", th.CornerMps2, "harsh cornering above this lateral acceleration, m/s²")
-				fs.Float64Var(&th.CornerMinKmh, "corner-min-kmh", th.CornerMinKmh, "turns below this speed are not judged")
-				fs.DurationVar(&th.MaxGap, "harsh-max-gap", th.MaxGap, "fixes further apart are not compared")
+				thp := harshFlags(fs)
 				if _, err := e.noPos(fs, args); err != nil {
 					return err
 				}
+				th := *thp
 				if err := th.Validate(); err != nil {
 					return usageErr("%v", err)
 				}
@@ -268,6 +264,17 @@ func runReport(ctx context.Context, e *env, args []string) error {
 				return nil
 			}},
 	}, "")
+}
+
+// harshFlags adds the driver-behaviour thresholds (docs/tracking.md) to fs.
+func harshFlags(fs *flag.FlagSet) *driving.Thresholds {
+	th := driving.DefaultThresholds()
+	fs.Float64Var(&th.AccelMps2, "harsh-accel", th.AccelMps2, "harsh acceleration above this, m/s²")
+	fs.Float64Var(&th.BrakeMps2, "harsh-brake", th.BrakeMps2, "harsh braking above this deceleration, m/s²")
+	fs.Float64Var(&th.CornerMps2, "harsh-corner", th.CornerMps2, "harsh cornering above this lateral acceleration, m/s²")
+	fs.Float64Var(&th.CornerMinKmh, "corner-min-kmh", th.CornerMinKmh, "turns below this speed are not judged")
+	fs.DurationVar(&th.MaxGap, "harsh-max-gap", th.MaxGap, "fixes further apart are not compared")
+	return &th
 }
 
 func emitDaily(e *env, t *streamTable, r daily) error {

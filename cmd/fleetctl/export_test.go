@@ -143,12 +143,17 @@ func TestExportTrack(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		out = mustCtl(t, nil, "-o", "json", "track", v, "--from", "1h")
-		if strings.Count(out, "\n") >= 3 || time.Now().After(deadline) {
+		if strings.Count(out, "\n") >= 6 {
 			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than 6 fixes of %s within a minute:\n%s", v, out)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	to := time.Now().Add(-time.Second).UTC().Format(time.RFC3339Nano)
+	// The end lies a few seconds back: a fix taken before it but still on its way would
+	// make the exports below differ.
+	to := time.Now().Add(-3 * time.Second).UTC().Format(time.RFC3339Nano)
 	from := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
 	period := []string{"--from", from, "--to", to}
 	want := strings.Count(mustCtl(t, nil, append([]string{"-o", "json", "track", v}, period...)...), "\n")
@@ -235,6 +240,11 @@ func TestReportDaily(t *testing.T) {
 		t.Fatalf("daily CSV: %v, %d rows:\n%s", err, len(rows), csvOut)
 	}
 	mustCtl(t, []string{"START", "HARSH ACCEL", "HARSH BRAKE", "HARSH CORNER", "trips"}, "trips", ids[0], "--from", "1h", "--harsh")
+	failCtl(t, 2, "rates must be positive", "trips", ids[0], "--harsh", "--harsh-corner", "-1")
+	fuelEvents := mustCtl(t, []string{"vehicle,event,start,end,litres"}, "fuel", ids[0], "--from", "1h", "--events", "-o", "csv")
+	if _, err := csv.NewReader(strings.NewReader(fuelEvents)).ReadAll(); err != nil {
+		t.Fatalf("fuel events CSV: %v\n%s", err, fuelEvents)
+	}
 	failCtl(t, 2, "--date", "report", "daily", "--date", "yesterday-ish")
 	failCtl(t, 2, "rates must be positive", "report", "daily", "--harsh-brake", "0")
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
@@ -398,6 +399,24 @@ func renderFuel(e *env, resp *fleetv1.GetFuelReportResponse) error {
 	if err := t.flush(); err != nil {
 		return err
 	}
+	if e.format != "table" || !hasFuelEvents(resp) {
+		return nil
+	}
+	fmt.Fprintln(e.out())
+	return renderFuelEvents(e, resp)
+}
+
+func hasFuelEvents(resp *fleetv1.GetFuelReportResponse) bool {
+	for _, r := range resp.GetReports() {
+		if len(r.GetRefuels())+len(r.GetDrains()) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// renderFuelEvents lists every refuel and drain of the report, one per row.
+func renderFuelEvents(e *env, resp *fleetv1.GetFuelReportResponse) error {
 	var lines []*fleetv1.FuelEventLine
 	var owners []string
 	for _, r := range resp.GetReports() {
@@ -405,10 +424,16 @@ func renderFuel(e *env, resp *fleetv1.GetFuelReportResponse) error {
 			lines, owners = append(lines, l), append(owners, r.GetVehicleId())
 		}
 	}
-	if len(lines) == 0 || e.format != "table" {
+	if e.json() {
+		for i, l := range lines {
+			b, err := protojson.Marshal(l)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.out(), "{\"vehicle_id\":%q,\"event\":%s}\n", owners[i], b)
+		}
 		return nil
 	}
-	fmt.Fprintln(e.out())
 	ev := e.table("VEHICLE", "EVENT", "START", "END", "LITRES", "BEFORE L", "AFTER L", "CONFIDENCE", "POSITION")
 	for i, l := range lines {
 		ev.row(owners[i], enumName(l.GetKind().String(), "FUEL_EVENT_KIND_"), e.when(l.GetStartTime()), e.when(l.GetEndTime()), num(l.GetLitres(), 1),
@@ -420,9 +445,10 @@ func renderFuel(e *env, resp *fleetv1.GetFuelReportResponse) error {
 func runFuel(ctx context.Context, e *env, args []string) error {
 	client := fleetv1.NewMaintenanceServiceClient(e.conn)
 	return e.dispatch(ctx, args, []sub{
-		{name: "report", args: "(VEHICLE | --group G) [--from T] [--to T]", summary: "fuel over a period: levels, consumption, refuels and suspected drains (also: fleetctl fuel VEHICLE)",
+		{name: "report", args: "(VEHICLE | --group G) [--from T] [--to T] [--events]", summary: "fuel over a period: levels, consumption, refuels and suspected drains (also: fleetctl fuel VEHICLE)",
 			run: func(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-				group := fs.String("group", "", "every vehicle of this maintenance group, with a total")
+				group := fs.String("group", "", "every vehicle of this registry group, with a total")
+				events := fs.Bool("events", false, "only the refuels and drains, one per row (with -o csv: the fuel events export)")
 				from, to := e.period(fs)
 				pos, err := e.parse(fs, args)
 				if err != nil {
@@ -439,6 +465,9 @@ func runFuel(ctx context.Context, e *env, args []string) error {
 				resp, err := client.GetFuelReport(ctx, req)
 				if err != nil {
 					return err
+				}
+				if *events {
+					return renderFuelEvents(e, resp)
 				}
 				return renderFuel(e, resp)
 			}},

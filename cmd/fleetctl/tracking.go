@@ -28,7 +28,7 @@ func init() {
 		command{name: "watch", args: "[--vehicle ID]... [--group G]... [--bbox minLat,minLon,maxLat,maxLon]", summary: "stream live updates (Ctrl-C stops)", run: runWatch, stream: always},
 		command{name: "nearest", args: "LAT,LON [--limit N] [--radius M] [--status S] [--group G]", summary: "the vehicles nearest to a point", run: runNearest},
 		command{name: "track", args: "VEHICLE [--from T] [--to T] [--simplify M]", summary: "a vehicle's positions over a period", run: runTrack},
-		command{name: "trips", args: "VEHICLE [--from T] [--to T] [--harsh]", summary: "a vehicle's trips over a period", run: runTrips},
+		command{name: "trips", args: "VEHICLE [--from T] [--to T] [--harsh [--harsh-accel A] [--harsh-brake B] [--harsh-corner C]]", summary: "a vehicle's trips over a period", run: runTrips},
 		command{name: "stops", args: "VEHICLE [--from T] [--to T]", summary: "where and how long a vehicle stood over a period", run: runStops},
 	)
 }
@@ -543,10 +543,14 @@ func renderTrack(e *env, resp *fleetv1.GetTrackResponse) error {
 
 func runTrips(ctx context.Context, e *env, args []string) error {
 	fs := e.flagSet()
-	harsh := fs.Bool("harsh", false, "count harsh acceleration, braking and cornering per trip (reads each trip's track; thresholds as report daily's defaults)")
+	harsh := fs.Bool("harsh", false, "count harsh acceleration, braking and cornering per trip (reads each trip's track)")
+	th := harshFlags(fs)
 	v, from, to, err := e.vehicleAndPeriod(fs, args)
 	if err != nil {
 		return err
+	}
+	if err := th.Validate(); err != nil {
+		return usageErr("%v", err)
 	}
 	client := fleetv1.NewTrackingServiceClient(e.conn)
 	resp, err := client.ListTrips(ctx, &fleetv1.ListTripsRequest{VehicleId: v, StartTime: from.ts(), EndTime: to.ts()})
@@ -558,7 +562,7 @@ func runTrips(ctx context.Context, e *env, args []string) error {
 	}
 	counts := make([]driving.Counts, len(resp.GetTrips()))
 	for i, tr := range resp.GetTrips() {
-		j := driving.NewJudge(driving.DefaultThresholds())
+		j := driving.NewJudge(*th)
 		// The trip's own end is inclusive; eachFix's period is not.
 		if _, err := eachFix(ctx, client, v, tr.GetStartTime().AsTime(), tr.GetEndTime().AsTime().Add(time.Nanosecond), 6*time.Hour, func(f *fleetv1.Fix) error {
 			j.Add(driving.Point{Time: f.GetDeviceTime().AsTime(), SpeedKmh: f.GetSpeedKmh(), HeadingDeg: f.GetHeadingDeg()})
