@@ -40,7 +40,7 @@ func raise(t *testing.T, id, vehicle string) {
 	p := sharedPlatform(t)
 	data, _ := proto.Marshal(&fleetv1.Event{EventId: id, Source: "geofence", Kind: "exit", VehicleId: vehicle, Time: timestamppb.Now(),
 		Attributes: map[string]string{"zone_id": "yard", "zone_name": "Yard", "must_stay_inside": "true"}})
-	if _, err := p.Bus.JS.Publish(context.Background(), bus.EventSubject("geofence", "exit", vehicle, id), data, jetstream.WithMsgID(id)); err != nil {
+	if _, err := p.Bus.Publish(context.Background(), bus.EventSubject("geofence", "exit", vehicle, id), data, jetstream.WithMsgID(id)); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -239,7 +239,7 @@ func runFleet(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 		}()
 	}
-	err = fleet.Run(ctx, b.NC)
+	err = fleet.Run(ctx, b.Conn())
 	if *truth != "" {
 		if werr := fleet.Sim().WriteGroundTruth(*truth); werr != nil {
 			return errors.Join(err, werr)
@@ -335,7 +335,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer reg.revokeAll(context.WithoutCancel(ctx))
 		cfg.Register = reg.register
 	}
-	lt, err := loadtest.New(cfg, b.NC, *grpcAddr, log)
+	lt, err := loadtest.New(cfg, b.Conn(), *grpcAddr, log)
 	if err != nil {
 		return err
 	}
@@ -421,7 +421,7 @@ func newDeviceRegistrar(ctx context.Context, b *bus.Bus, protocol, ttFile string
 	if protocol == fleetsim.ProtocolTeltonika && ttFile == "" {
 		return nil, errors.New("--protocol teltonika needs --teltonika-devices: the gateway's devices file, where the vehicles' IMEIs are mapped")
 	}
-	devices, err := natsauth.OpenDevices(ctx, b.JS, 1, log)
+	devices, err := natsauth.OpenDevices(ctx, b, 1, log)
 	if err != nil {
 		return nil, fmt.Errorf("device registry (log in as an identity that may write it, e.g. admin): %w", err)
 	}

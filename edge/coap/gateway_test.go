@@ -56,7 +56,7 @@ func newHarness(t *testing.T, noStreams bool) *harness {
 	b := natstest.Open(t, natstest.Options{NoStreams: noStreams})
 	cfg := DefaultConfig()
 	cfg.Addr, cfg.StoreTimeout = "127.0.0.1:0", 3*time.Second
-	g, err := New(cfg, b.NC, devices, quiet(), nil)
+	g, err := New(cfg, b.Conn(), devices, quiet(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func newHarness(t *testing.T, noStreams bool) *harness {
 			t.Errorf("run: %v", err)
 		}
 	})
-	js, _ := jetstream.New(b.NC)
+	js, _ := jetstream.New(b.Conn())
 	return &harness{b: b, g: g, js: js}
 }
 
@@ -290,8 +290,8 @@ func TestObserveCommands(t *testing.T) {
 			other, _ := proto.Marshal(&fleetv1.DeviceCommand{CommandId: "cmd-other", VehicleId: "veh-other"})
 			mine, _ := proto.Marshal(&fleetv1.DeviceCommand{CommandId: id, VehicleId: knownVeh, Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE})
 			for {
-				_ = h.b.NC.Publish(bus.CommandSubject("veh-other"), other)
-				_ = h.b.NC.Publish(bus.CommandSubject(knownVeh), mine)
+				_ = h.b.Conn().Publish(bus.CommandSubject("veh-other"), other)
+				_ = h.b.Conn().Publish(bus.CommandSubject(knownVeh), mine)
 				mu.Lock()
 				n := len(cmds)
 				mu.Unlock()

@@ -72,7 +72,7 @@ func newHarness(t *testing.T, cfg Config, noStreams bool) *harness {
 	if cfg.StoreTimeout == 0 {
 		cfg.StoreTimeout = 2 * time.Second
 	}
-	g, err := New(cfg, b.NC, reg, quiet(), prometheus.NewRegistry())
+	g, err := New(cfg, b.Conn(), reg, quiet(), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatalf("gateway: %v", err)
 	}
@@ -180,7 +180,7 @@ func (h *harness) stored(t *testing.T, vehicle, kind string, want int) []telemet
 	var out []telemetry.Record
 	for {
 		out = out[:0]
-		cons, err := h.b.JS.OrderedConsumer(ctx, bus.TelemetryStream, jetstream.OrderedConsumerConfig{
+		cons, err := h.b.OrderedConsumer(ctx, bus.TelemetryStream, jetstream.OrderedConsumerConfig{
 			FilterSubjects: []string{"fleet.in.*." + vehicle + "." + kind},
 		})
 		if err != nil {
@@ -212,7 +212,7 @@ func (h *harness) stored(t *testing.T, vehicle, kind string, want int) []telemet
 
 func (h *harness) streamMsgs(t *testing.T) uint64 {
 	t.Helper()
-	s, err := h.b.JS.Stream(context.Background(), bus.TelemetryStream)
+	s, err := h.b.Stream(context.Background(), bus.TelemetryStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +466,7 @@ func TestCommands(t *testing.T) {
 	send := func(id string, kind fleetv1.CommandKind) {
 		data, _ := proto.Marshal(&fleetv1.DeviceCommand{CommandId: id, VehicleId: knownVeh, Kind: kind,
 			ExpireTime: timestamppb.New(time.Now().Add(time.Hour))})
-		if err := h.b.NC.Publish(bus.CommandSubject(knownVeh), data); err != nil {
+		if err := h.b.Conn().Publish(bus.CommandSubject(knownVeh), data); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -543,7 +543,7 @@ func (h *harness) replies(t *testing.T, vehicle string, want int) []*fleetv1.Com
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cons, err := h.b.JS.OrderedConsumer(ctx, bus.TelemetryStream, jetstream.OrderedConsumerConfig{
+	cons, err := h.b.OrderedConsumer(ctx, bus.TelemetryStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{"fleet.in.*." + vehicle + "." + bus.KindReply},
 	})
 	if err != nil {
@@ -593,7 +593,7 @@ func TestSquatterCannotSuppressAnAlarm(t *testing.T) {
 	for _, id := range predicted {
 		msg := &nats.Msg{Subject: bus.UpSubject(squatter, bus.KindAlarm), Data: []byte("x"), Header: nats.Header{}}
 		msg.Header.Set(jetstream.MsgIDHeader, id)
-		if _, err := h.b.JS.PublishMsg(ctx, msg); err != nil {
+		if _, err := h.b.PublishMsg(ctx, msg); err != nil {
 			t.Fatalf("squatter publish: %v", err)
 		}
 	}

@@ -65,7 +65,7 @@ func TestLoad(t *testing.T) {
 		for imei, v := range devs {
 			_ = reg.Add(imei, v)
 		}
-		g, err = New(Config{TCPAddr: "127.0.0.1:0", MaxConns: devices + 10}, b.NC, reg, quiet(), prometheus.NewRegistry())
+		g, err = New(Config{TCPAddr: "127.0.0.1:0", MaxConns: devices + 10}, b.Conn(), reg, quiet(), prometheus.NewRegistry())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -44,10 +44,18 @@ type StreamConfig struct {
 	Memory   bool // tests
 }
 
+// JetStream is what the audit trail needs of NATS: a *bus.Bus (which serialises
+// provisioning) or a jetstream.JetStream.
+type JetStream interface {
+	CreateOrUpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error)
+	Publish(ctx context.Context, subject string, data []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+	Stream(ctx context.Context, name string) (jetstream.Stream, error)
+}
+
 // EnsureStream creates or updates the audit stream. DenyDelete and DenyPurge make the
 // server refuse to remove records through the JetStream API; only age and size limits
 // retire them. Deleting the whole stream is an account-level permission (docs/security.md).
-func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
+func EnsureStream(ctx context.Context, js JetStream, cfg StreamConfig) error {
 	if cfg.MaxAge <= 0 {
 		cfg.MaxAge = 400 * 24 * time.Hour
 	}
@@ -73,14 +81,14 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 
 // Recorder appends records to the stream. It implements auth.Auditor.
 type Recorder struct {
-	js      jetstream.JetStream
+	js      JetStream
 	log     *slog.Logger
 	written prometheus.Counter
 	failed  prometheus.Counter
 }
 
 // NewRecorder returns a recorder publishing on js.
-func NewRecorder(js jetstream.JetStream, log *slog.Logger, reg prometheus.Registerer) *Recorder {
+func NewRecorder(js JetStream, log *slog.Logger, reg prometheus.Registerer) *Recorder {
 	r := &Recorder{
 		js: js, log: log,
 		written: prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetwire_audit_records_total", Help: "Audit records written."}),
@@ -132,11 +140,11 @@ func ToProto(e auth.Entry) *fleetv1.AuditRecord {
 
 // Reader reads the trail.
 type Reader struct {
-	js jetstream.JetStream
+	js JetStream
 }
 
 // NewReader returns a reader on js.
-func NewReader(js jetstream.JetStream) *Reader { return &Reader{js: js} }
+func NewReader(js JetStream) *Reader { return &Reader{js: js} }
 
 // maxScan bounds the records one List call examines when filtering by principal.
 const maxScan = 10_000

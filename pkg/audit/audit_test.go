@@ -22,10 +22,10 @@ func TestTrailKeepsWhoAndRefusesRemoval(t *testing.T) {
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b := natstest.Open(t, natstest.Options{Log: log, NoStreams: true})
-	if err := audit.EnsureStream(ctx, b.JS, audit.StreamConfig{Memory: true}); err != nil {
+	if err := audit.EnsureStream(ctx, b, audit.StreamConfig{Memory: true}); err != nil {
 		t.Fatal(err)
 	}
-	rec := audit.NewRecorder(b.JS, log, nil)
+	rec := audit.NewRecorder(b, log, nil)
 	alice := &auth.Principal{Name: "alice", Role: auth.Admin, Via: auth.ViaToken}
 	bob := &auth.Principal{Name: "bob", Role: auth.Dispatcher, Via: auth.ViaMTLS}
 	rec.Record(ctx, auth.Entry{Time: time.Now(), Principal: alice, Peer: "127.0.0.1:4000", Method: "/fleet.v1.GeofenceService/DeleteZone",
@@ -34,7 +34,7 @@ func TestTrailKeepsWhoAndRefusesRemoval(t *testing.T) {
 		Request: &fleetv1.SendCommandRequest{VehicleId: "v1", Kind: fleetv1.CommandKind_COMMAND_KIND_IMMOBILIZE},
 		Err:     status.Error(codes.PermissionDenied, "dispatcher may not")})
 
-	r := audit.NewReader(b.JS)
+	r := audit.NewReader(b)
 	t.Run("read back", func(t *testing.T) {
 		recs, last, err := r.List(ctx, 0, 10, "")
 		if err != nil {
@@ -61,7 +61,7 @@ func TestTrailKeepsWhoAndRefusesRemoval(t *testing.T) {
 		}
 	})
 	t.Run("purge refused", func(t *testing.T) {
-		s, err := b.JS.Stream(ctx, audit.Stream)
+		s, err := b.Stream(ctx, audit.Stream)
 		if err != nil {
 			t.Fatal(err)
 		}

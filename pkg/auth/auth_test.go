@@ -108,11 +108,11 @@ func start(t *testing.T) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	b := natstest.Open(t, natstest.Options{NoStreams: true})
-	tokens, err := auth.OpenTokens(ctx, b.JS, 1, quietLog())
+	tokens, err := auth.OpenTokens(ctx, b, 1, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
-	groups, err := auth.OpenGroups(ctx, b.JS, 1, quietLog())
+	groups, err := auth.OpenGroups(ctx, b, 1, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}

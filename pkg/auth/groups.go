@@ -31,9 +31,15 @@ type Groups struct {
 	members map[string]map[string]struct{} // group → vehicles, the inverse of of
 }
 
+// KeyValues provisions key-value buckets: a *bus.Bus (which serialises provisioning) or a
+// jetstream.JetStream.
+type KeyValues interface {
+	CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error)
+}
+
 // OpenGroups opens (creating if needed) the bucket and mirrors it until ctx ends. It
 // returns once the current contents are loaded.
-func OpenGroups(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) (*Groups, error) {
+func OpenGroups(ctx context.Context, js KeyValues, replicas int, log *slog.Logger) (*Groups, error) {
 	if replicas < 1 {
 		replicas = 1
 	}

@@ -68,7 +68,7 @@ type Tokens struct {
 
 // OpenTokens opens (creating if needed) the token bucket and starts mirroring it until ctx
 // ends. It returns once the current contents are loaded.
-func OpenTokens(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) (*Tokens, error) {
+func OpenTokens(ctx context.Context, js KeyValues, replicas int, log *slog.Logger) (*Tokens, error) {
 	if replicas < 1 {
 		replicas = 1
 	}

@@ -40,12 +40,12 @@ func BenchmarkDurablePipeline(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
-		if _, err := bs.JS.PublishAsync(subjects[i%len(subjects)], payload); err != nil {
+		if _, err := bs.js.PublishAsync(subjects[i%len(subjects)], payload); err != nil {
 			b.Fatal(err)
 		}
 	}
 	select {
-	case <-bs.JS.PublishAsyncComplete():
+	case <-bs.js.PublishAsyncComplete():
 	case <-time.After(time.Minute):
 		b.Fatal("publish acks not received")
 	}

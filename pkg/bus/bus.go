@@ -76,8 +76,15 @@ const DefaultSyncInterval = time.Second
 
 // Bus is a NATS connection with JetStream, and the embedded server when there is one.
 type Bus struct {
-	NC *nats.Conn
-	JS jetstream.JetStream
+	// The connection and its JetStream context stay inside the package: services go
+	// through the Bus's methods (handles.go), so provisioning is serialised in one place
+	// and what the platform asks of NATS is listed here.
+	nc *nats.Conn
+	js jetstream.JetStream
+	// provMu serialises stream and bucket creation and update: nats-server (v2.15) races
+	// between checking a stream's configuration and applying an update when several run
+	// at once, as they did when components provisioned concurrently after a restart.
+	provMu sync.Mutex
 
 	log      *slog.Logger
 	srv      *server.Server
@@ -142,13 +149,13 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 		b.Close()
 		return nil, fmt.Errorf("connect to nats %s: %w", redactURL(url), err)
 	}
-	b.NC = nc
+	b.nc = nc
 	js, err := jetstream.New(nc)
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	b.JS = js
+	b.js = js
 	return b, nil
 }
 
@@ -290,8 +297,8 @@ func (b *Bus) ClientURL() string {
 	if b.srv != nil {
 		return b.srv.ClientURL()
 	}
-	if b.NC != nil {
-		return b.NC.ConnectedUrlRedacted()
+	if b.nc != nil {
+		return b.nc.ConnectedUrlRedacted()
 	}
 	return ""
 }
@@ -301,13 +308,13 @@ func (b *Bus) Embedded() bool { return b.srv != nil }
 
 // Close drains the connection and stops the embedded server, removing a temporary store.
 func (b *Bus) Close() {
-	if b.NC != nil {
-		_ = b.NC.Drain()
+	if b.nc != nil {
+		_ = b.nc.Drain()
 		deadline := time.Now().Add(5 * time.Second)
-		for !b.NC.IsClosed() && time.Now().Before(deadline) {
+		for !b.nc.IsClosed() && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
-		b.NC.Close()
+		b.nc.Close()
 	}
 	if b.srv != nil {
 		b.srv.Shutdown()

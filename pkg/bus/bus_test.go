@@ -35,7 +35,7 @@ func TestPartitionedConsumeSeesEveryVehicleOnce(t *testing.T) {
 	const vehicles = 200
 	for i := 0; i < vehicles; i++ {
 		v := "veh-" + string(rune('a'+i%26)) + "-" + itoa(i)
-		if _, err := b.JS.Publish(ctx, UpSubject(v, KindTelemetry), []byte(v)); err != nil {
+		if _, err := b.js.Publish(ctx, UpSubject(v, KindTelemetry), []byte(v)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -98,7 +98,7 @@ func TestFailedBatchIsRedelivered(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for i := 0; i < 5; i++ {
-		if _, err := b.JS.Publish(ctx, UpSubject("v1", KindTelemetry), []byte{byte(i)}); err != nil {
+		if _, err := b.js.Publish(ctx, UpSubject("v1", KindTelemetry), []byte{byte(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -217,14 +217,14 @@ func TestStoppedConsumerLeavesNothingInFlight(t *testing.T) {
 		return func() { ccancel(); <-done }
 	}
 	stop := run()
-	if _, err := b.JS.Publish(ctx, UpSubject("v1", KindTelemetry), []byte{1}); err != nil {
+	if _, err := b.js.Publish(ctx, UpSubject("v1", KindTelemetry), []byte{1}); err != nil {
 		t.Fatal(err)
 	}
 	if v := <-got; v != 1 {
 		t.Fatalf("got %d, want 1", v)
 	}
 	stop()
-	if _, err := b.JS.Publish(ctx, UpSubject("v1", KindTelemetry), []byte{2}); err != nil {
+	if _, err := b.js.Publish(ctx, UpSubject("v1", KindTelemetry), []byte{2}); err != nil {
 		t.Fatal(err)
 	}
 	for round, want := range []byte{2, 3, 4} {
@@ -238,7 +238,7 @@ func TestStoppedConsumerLeavesNothingInFlight(t *testing.T) {
 			t.Fatalf("restart %d: message published while stopped was not delivered (stuck in a stale pull request?)", round)
 		}
 		stop()
-		if _, err := b.JS.Publish(ctx, UpSubject("v1", KindTelemetry), []byte{want + 1}); err != nil {
+		if _, err := b.js.Publish(ctx, UpSubject("v1", KindTelemetry), []byte{want + 1}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -249,7 +249,7 @@ func TestConsumePartitionsSelectsKinds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, k := range []string{KindTelemetry, KindDiag, KindReply, KindAlarm} {
-		if _, err := b.JS.Publish(ctx, UpSubject("v1", k), []byte(k)); err != nil {
+		if _, err := b.js.Publish(ctx, UpSubject("v1", k), []byte(k)); err != nil {
 			t.Fatal(err)
 		}
 	}

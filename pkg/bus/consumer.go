@@ -484,7 +484,7 @@ func (b *Bus) consumerConfig(cfg ConsumerConfig) jetstream.ConsumerConfig {
 // acknowledged.
 func (b *Bus) durable(ctx context.Context, cfg ConsumerConfig) (cons jetstream.Consumer, replayed uint64, err error) {
 	cc := b.consumerConfig(cfg)
-	if existing, err := b.JS.Consumer(ctx, cfg.Stream, cfg.Durable); err == nil {
+	if existing, err := b.js.Consumer(ctx, cfg.Stream, cfg.Durable); err == nil {
 		// The start position of an existing durable cannot change; it only matters at
 		// creation anyway.
 		prev := existing.CachedInfo().Config
@@ -494,7 +494,7 @@ func (b *Bus) durable(ctx context.Context, cfg ConsumerConfig) (cons jetstream.C
 	} else if cfg.StartSeq > 1 {
 		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, cfg.StartSeq
 	}
-	cons, err = b.JS.CreateOrUpdateConsumer(ctx, cfg.Stream, cc)
+	cons, err = b.js.CreateOrUpdateConsumer(ctx, cfg.Stream, cc)
 	if err != nil {
 		return nil, 0, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
 	}
@@ -528,10 +528,10 @@ func (b *Bus) durable(ctx context.Context, cfg ConsumerConfig) (cons jetstream.C
 // from its first message (harmless for idempotent handlers, but slow).
 func (b *Bus) resetTo(ctx context.Context, cfg ConsumerConfig, seq uint64) (jetstream.Consumer, error) {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	_, err := b.JS.ResetConsumerToSequence(rctx, cfg.Stream, cfg.Durable, seq)
+	_, err := b.js.ResetConsumerToSequence(rctx, cfg.Stream, cfg.Durable, seq)
 	cancel()
 	if err == nil {
-		cons, err := b.JS.Consumer(ctx, cfg.Stream, cfg.Durable)
+		cons, err := b.js.Consumer(ctx, cfg.Stream, cfg.Durable)
 		if err != nil {
 			return nil, fmt.Errorf("consumer %s after reset: %w", cfg.Durable, err)
 		}
@@ -541,7 +541,7 @@ func (b *Bus) resetTo(ctx context.Context, cfg ConsumerConfig, seq uint64) (jets
 		return nil, ctx.Err()
 	}
 	b.log.Info("consumer reset unavailable; recreating the durable", "durable", cfg.Durable, "resume_seq", seq, "err", err)
-	if err := b.JS.DeleteConsumer(ctx, cfg.Stream, cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if err := b.js.DeleteConsumer(ctx, cfg.Stream, cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("rewind consumer %s: %w", cfg.Durable, err)
 	}
 	cc := b.consumerConfig(cfg)
@@ -549,7 +549,7 @@ func (b *Bus) resetTo(ctx context.Context, cfg ConsumerConfig, seq uint64) (jets
 		cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cc.OptStartSeq = seq
 	}
-	cons, err := b.JS.CreateOrUpdateConsumer(ctx, cfg.Stream, cc)
+	cons, err := b.js.CreateOrUpdateConsumer(ctx, cfg.Stream, cc)
 	if err != nil {
 		return nil, fmt.Errorf("rewind consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
 	}

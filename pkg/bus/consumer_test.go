@@ -134,7 +134,7 @@ func TestConsumeKeepsOrderWhenRequestsArriveLate(t *testing.T) {
 	go func() {
 		for i := range total {
 			v := vehicles[i%len(vehicles)]
-			if _, err := srv.JS.Publish(ctx, UpSubject(v, KindTelemetry), []byte(v)); err != nil {
+			if _, err := srv.js.Publish(ctx, UpSubject(v, KindTelemetry), []byte(v)); err != nil {
 				pubDone <- err
 				return
 			}
@@ -211,7 +211,7 @@ func collect(t *testing.T, b *Bus, cfg ConsumerConfig, n int, h Handler) []Msg {
 func publishN(t *testing.T, b *Bus, vehicle string, from, n int) {
 	t.Helper()
 	for i := from; i < from+n; i++ {
-		if _, err := b.JS.Publish(context.Background(), UpSubject(vehicle, KindTelemetry), []byte(fmt.Sprint(i))); err != nil {
+		if _, err := b.js.Publish(context.Background(), UpSubject(vehicle, KindTelemetry), []byte(fmt.Sprint(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -222,7 +222,7 @@ func publishN(t *testing.T, b *Bus, vehicle string, from, n int) {
 func crashWithDeliveries(t *testing.T, b *Bus, cfg ConsumerConfig, n int) {
 	t.Helper()
 	ctx := context.Background()
-	cons, err := b.JS.Consumer(ctx, cfg.Stream, cfg.Durable)
+	cons, err := b.js.Consumer(ctx, cfg.Stream, cfg.Durable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func TestPoisonGoesToDeadLetterAndThePartitionMovesOn(t *testing.T) {
 		t.Errorf("processed %s, want %s", got, want)
 	}
 	ctx := context.Background()
-	s, err := b.JS.Stream(ctx, DeadLetterStream)
+	s, err := b.js.Stream(ctx, DeadLetterStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +326,7 @@ func TestPoisonGoesToDeadLetterAndThePartitionMovesOn(t *testing.T) {
 			t.Errorf("dead letter %d headers %v lack origin or error", seq, dead.Header)
 		}
 	}
-	es, err := b.JS.Stream(ctx, EventStream)
+	es, err := b.js.Stream(ctx, EventStream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,7 @@ func (c *consumer) deadLetter(ctx context.Context, h held, cause error) bool {
 	}
 	var backoff time.Duration
 	for {
-		_, err := c.b.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
+		_, err := c.b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
 		if err == nil {
 			err = c.b.PublishEvents(ctx, []*fleetv1.Event{ev}, 0)
 		}

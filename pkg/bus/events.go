@@ -42,7 +42,7 @@ func (b *Bus) PublishEvents(ctx context.Context, events []*fleetv1.Event, timeou
 			return fmt.Errorf("encode event %s: %w", e.GetEventId(), err)
 		}
 		subj := EventSubject(e.GetSource(), e.GetKind(), e.GetVehicleId(), e.GetEventId())
-		f, err := b.JS.PublishAsync(subj, data, jetstream.WithMsgID(e.GetEventId()), jetstream.WithExpectLastSequencePerSubject(0))
+		f, err := b.js.PublishAsync(subj, data, jetstream.WithMsgID(e.GetEventId()), jetstream.WithExpectLastSequencePerSubject(0))
 		if err != nil {
 			return fmt.Errorf("publish %s event %s: %w", e.GetKind(), e.GetEventId(), apierr.Unavailable("nats", err))
 		}

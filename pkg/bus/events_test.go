@@ -48,7 +48,7 @@ func TestEventIdentityOutlivesTheDuplicateWindow(t *testing.T) {
 			t.Fatalf("%s: %v", st.name, err)
 		}
 	}
-	s, err := b.JS.Stream(ctx, EventStream)
+	s, err := b.js.Stream(ctx, EventStream)
 	if err != nil {
 		t.Fatal(err)
 	}

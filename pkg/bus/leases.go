@@ -167,7 +167,7 @@ func (b *Bus) leaseBucket(ctx context.Context) (jetstream.KeyValue, error) {
 	if cfg.Memory {
 		storage = jetstream.MemoryStorage
 	}
-	kv, err := b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := b.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      LeaseBucket,
 		Description: "Partition leases and instance presence (pkg/bus leases.go)",
 		History:     1,

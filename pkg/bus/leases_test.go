@@ -134,7 +134,7 @@ func TestLeasedPartitionsFailOverAndRebalance(t *testing.T) {
 			for _, v := range vehicles {
 				m := &nats.Msg{Subject: UpSubject(v, KindTelemetry), Data: fmt.Appendf(nil, "%s:%d", v, next), Header: nats.Header{}}
 				m.Header.Set(jetstream.MsgIDHeader, string(m.Data))
-				if _, err := srv.JS.PublishMsg(context.Background(), m); err != nil {
+				if _, err := srv.js.PublishMsg(context.Background(), m); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -166,7 +166,7 @@ func TestLeasedPartitionsFailOverAndRebalance(t *testing.T) {
 
 	// a crashes: its connection is gone, so it neither renews nor gives its leases back.
 	lost := a.b.Owned("leasetest")
-	a.b.NC.Close()
+	a.b.nc.Close()
 	took = waitUntil(t, "b to take a's partitions", func() bool { return slices.Equal(owned(b), all) })
 	publish(60)
 	t.Logf("failover of %d partitions after a crash: %s (lease TTL 2s)", len(lost), took.Round(time.Millisecond))

@@ -115,11 +115,11 @@ func TestMQTTPubAckSurvivesKill(t *testing.T) {
 	sourced, consumed := map[string]int{}, map[string]int{}
 	for ctx.Err() == nil {
 		sourced, consumed = map[string]int{}, map[string]int{}
-		cons, err := b.JS.OrderedConsumer(ctx, bus.TelemetryStream, jetstream.OrderedConsumerConfig{})
+		cons, err := b.OrderedConsumer(ctx, bus.TelemetryStream, jetstream.OrderedConsumerConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, err := b.JS.Stream(ctx, bus.TelemetryStream)
+		info, err := b.Stream(ctx, bus.TelemetryStream)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -172,12 +172,12 @@ func (s *Shared) run(ctx context.Context) error {
 // message that some service has not acknowledged on its own durable (services that ran
 // as separate processes before), or at the stream's start when any has none.
 func (s *Shared) startSeq(ctx context.Context, part int, regs []*sharedReg) (uint64, error) {
-	if _, err := s.b.JS.Consumer(ctx, TelemetryStream, fmt.Sprintf("%s-p%02d", SharedDurable, part)); err == nil {
+	if _, err := s.b.js.Consumer(ctx, TelemetryStream, fmt.Sprintf("%s-p%02d", SharedDurable, part)); err == nil {
 		return 0, nil // exists: it resumes where it is
 	}
 	start := uint64(0)
 	for _, r := range regs {
-		c, err := s.b.JS.Consumer(ctx, TelemetryStream, fmt.Sprintf("%s-p%02d", r.service, part))
+		c, err := s.b.js.Consumer(ctx, TelemetryStream, fmt.Sprintf("%s-p%02d", r.service, part))
 		if err != nil {
 			return 1, nil // never consumed on its own: read everything
 		}

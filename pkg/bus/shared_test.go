@@ -56,12 +56,12 @@ func TestSharedDeliveryHandsEveryRecordToEveryService(t *testing.T) {
 	var diag int
 	for i := range vehicles {
 		v := fmt.Sprintf("veh-%03d", i)
-		if _, err := b.JS.Publish(ctx, UpSubject(v, KindTelemetry), []byte(v)); err != nil {
+		if _, err := b.js.Publish(ctx, UpSubject(v, KindTelemetry), []byte(v)); err != nil {
 			t.Fatal(err)
 		}
 		if i%4 == 0 {
 			diag++
-			if _, err := b.JS.Publish(ctx, UpSubject(v, KindDiag), []byte(v)); err != nil {
+			if _, err := b.js.Publish(ctx, UpSubject(v, KindDiag), []byte(v)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -96,7 +96,7 @@ func TestSharedDeliveryHandsEveryRecordToEveryService(t *testing.T) {
 		lag := b.Lag()
 		pending := 0
 		for _, p := range parts {
-			c, err := b.JS.Consumer(ctx, TelemetryStream, fmt.Sprintf("%s-p%02d", SharedDurable, p))
+			c, err := b.js.Consumer(ctx, TelemetryStream, fmt.Sprintf("%s-p%02d", SharedDurable, p))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -136,7 +136,7 @@ func TestSharedDeliveryHandsEveryRecordToEveryService(t *testing.T) {
 			len(tele.applied), tele.kinds[KindDiag], tele.applied[1], vehicles-1)
 	}
 	// The poison message went to the dead letters as the failing service's.
-	dl, err := b.JS.Stream(ctx, DeadLetterStream)
+	dl, err := b.js.Stream(ctx, DeadLetterStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestSharedDeliveryStartsWhereTheServicesWere(t *testing.T) {
 	v := "veh-001"
 	p := PartitionOf(v, DefaultPartitions)
 	for range 10 {
-		if _, err := b.JS.Publish(ctx, UpSubject(v, KindTelemetry), []byte(v)); err != nil {
+		if _, err := b.js.Publish(ctx, UpSubject(v, KindTelemetry), []byte(v)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -186,7 +186,7 @@ func TestSharedDeliveryStartsWhereTheServicesWere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := b.JS.Consumer(ctx, TelemetryStream, fmt.Sprintf("b-p%02d", p))
+	c, _ := b.js.Consumer(ctx, TelemetryStream, fmt.Sprintf("b-p%02d", p))
 	info, _ := c.Info(ctx)
 	if want := info.AckFloor.Stream + 1; start != want || start < 2 {
 		t.Errorf("shared durable starts at %d, want %d (after the lower ack floor)", start, want)

@@ -77,9 +77,13 @@ func (c *StreamConfig) defaults() {
 	}
 }
 
-// EnsureStreams creates or updates the telemetry and event streams. It is safe to call
-// from every service instance at start-up.
+// EnsureStreams creates or updates the telemetry and event streams. The process calls
+// it once at start, before its components; it holds provMu so no other provisioning of
+// this Bus runs meanwhile. Other instances may run it at the same time: each converges
+// on the same configuration.
 func (b *Bus) EnsureStreams(ctx context.Context, cfg StreamConfig) error {
+	b.provMu.Lock()
+	defer b.provMu.Unlock()
 	cfg.defaults()
 	storage := jetstream.FileStorage
 	if cfg.MemoryStorage {
@@ -133,7 +137,7 @@ func (b *Bus) EnsureStreams(ctx context.Context, cfg StreamConfig) error {
 		return err
 	}
 	for _, sc := range []jetstream.StreamConfig{tele, evt, dead} {
-		if _, err := b.JS.CreateOrUpdateStream(ctx, sc); err != nil {
+		if _, err := b.js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("provision stream %s: %w", sc.Name, err)
 		}
 	}
@@ -171,17 +175,17 @@ func (b *Bus) ensureMQTTStream(ctx context.Context, cfg StreamConfig, storage je
 		Storage:   storage,
 		Replicas:  cfg.Replicas,
 	}
-	if s, err := b.JS.Stream(ctx, MQTTStream); err == nil {
+	if s, err := b.js.Stream(ctx, MQTTStream); err == nil {
 		info := s.CachedInfo()
 		if info.Config.Retention != jetstream.LimitsPolicy {
-			if err := b.JS.DeleteStream(ctx, MQTTStream); err != nil {
+			if err := b.js.DeleteStream(ctx, MQTTStream); err != nil {
 				return fmt.Errorf("replace nats-server's own %s stream (interest retention) with the platform's: %w; delete it once as the admin (nats stream rm '%s')", MQTTStream, err, MQTTStream)
 			}
 		}
 	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("look up stream %s: %w", MQTTStream, err)
 	}
-	if _, err := b.JS.CreateOrUpdateStream(ctx, sc); err != nil {
+	if _, err := b.js.CreateOrUpdateStream(ctx, sc); err != nil {
 		return fmt.Errorf("provision stream %s: %w", MQTTStream, err)
 	}
 	return nil
@@ -210,7 +214,7 @@ func MQTTDirectCopy(h nats.Header) bool {
 
 // Partitions returns the partition count of the existing telemetry stream.
 func (b *Bus) Partitions(ctx context.Context) (int, error) {
-	s, err := b.JS.Stream(ctx, TelemetryStream)
+	s, err := b.js.Stream(ctx, TelemetryStream)
 	if err != nil {
 		return 0, fmt.Errorf("telemetry stream: %w", err)
 	}

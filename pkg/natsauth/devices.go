@@ -125,9 +125,15 @@ type Devices struct {
 	sorted []string // ids in order, rebuilt lazily after a change (nil = stale)
 }
 
+// KeyValues provisions key-value buckets: a *bus.Bus (which serialises provisioning) or a
+// jetstream.JetStream.
+type KeyValues interface {
+	CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error)
+}
+
 // OpenDevices opens (creating if needed) the device bucket and mirrors it until ctx ends.
 // It returns once the current contents are loaded.
-func OpenDevices(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) (*Devices, error) {
+func OpenDevices(ctx context.Context, js KeyValues, replicas int, log *slog.Logger) (*Devices, error) {
 	if replicas < 1 {
 		replicas = 1
 	}

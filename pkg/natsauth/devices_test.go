@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/fleetwire/fleetwire/pkg/natsauth"
 	"github.com/fleetwire/fleetwire/pkg/natstest"
 )
@@ -24,7 +22,7 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-func openDevices(t *testing.T, js jetstream.JetStream) *natsauth.Devices {
+func openDevices(t *testing.T, js natsauth.KeyValues) *natsauth.Devices {
 	t.Helper()
 	d, err := natsauth.OpenDevices(testCtx(t), js, 1, quietLog())
 	if err != nil {
@@ -36,7 +34,7 @@ func openDevices(t *testing.T, js jetstream.JetStream) *natsauth.Devices {
 func TestDeviceLifecycle(t *testing.T) {
 	b := natstest.Bus(t)
 	ctx := testCtx(t)
-	d := openDevices(t, b.JS)
+	d := openDevices(t, b)
 
 	dev, secret, err := d.Add(ctx, natsauth.Device{ID: "veh-1", Model: "fmb920", Protocol: "teltonika"}, "admin")
 	if err != nil {
@@ -59,7 +57,7 @@ func TestDeviceLifecycle(t *testing.T) {
 	}
 
 	// The bucket holds a hash, never the secret.
-	kv, err := b.JS.KeyValue(ctx, natsauth.DevicesBucket)
+	kv, err := natstest.JetStream(t, b).KeyValue(ctx, natsauth.DevicesBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +103,7 @@ func TestDeviceLifecycle(t *testing.T) {
 	}
 
 	// A second registry on another connection (another instance) sees every change.
-	other := openDevices(t, natstest.Client(t, b).JS)
+	other := openDevices(t, natstest.Client(t, b))
 	if _, err := other.Verify(ctx, "veh-1", secret3); err != nil {
 		t.Fatalf("second instance Verify: %v", err)
 	}
@@ -121,7 +119,7 @@ func TestDeviceLifecycle(t *testing.T) {
 func TestDeviceIDsAreValidated(t *testing.T) {
 	b := natstest.Bus(t)
 	ctx := testCtx(t)
-	d := openDevices(t, b.JS)
+	d := openDevices(t, b)
 	for _, id := range []string{"", "a.b", "*", ">", "veh 1", "veh\n", string(make([]byte, 65))} {
 		if _, _, err := d.Add(ctx, natsauth.Device{ID: id}, "admin"); !errors.Is(err, natsauth.ErrInvalidDeviceID) {
 			t.Errorf("Add(%q): %v, want ErrInvalidDeviceID", id, err)
@@ -138,7 +136,7 @@ func TestDeviceIDsAreValidated(t *testing.T) {
 func TestDeviceListPages(t *testing.T) {
 	b := natstest.Bus(t)
 	ctx := testCtx(t)
-	d := openDevices(t, b.JS)
+	d := openDevices(t, b)
 	const n = 25
 	for i := n - 1; i >= 0; i-- {
 		if _, _, err := d.Add(ctx, natsauth.Device{ID: fmt.Sprintf("v%03d", i)}, "admin"); err != nil {
@@ -179,7 +177,7 @@ func TestDeviceListPages(t *testing.T) {
 func TestEnsureKeepsRevocation(t *testing.T) {
 	b := natstest.Bus(t)
 	ctx := testCtx(t)
-	d := openDevices(t, b.JS)
+	d := openDevices(t, b)
 	secret := natsauth.NewDeviceSecret()
 	if _, err := d.Ensure(ctx, natsauth.Device{ID: "sim-1", Model: "fleetsim"}, secret, "bootstrap"); err != nil {
 		t.Fatal(err)
@@ -199,7 +197,7 @@ func TestEnsureKeepsRevocation(t *testing.T) {
 func TestWatchSeesRevocation(t *testing.T) {
 	b := natstest.Bus(t)
 	ctx := testCtx(t)
-	d := openDevices(t, b.JS)
+	d := openDevices(t, b)
 	if _, _, err := d.Add(ctx, natsauth.Device{ID: "w1"}, "admin"); err != nil {
 		t.Fatal(err)
 	}

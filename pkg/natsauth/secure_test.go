@@ -17,6 +17,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/natsauth"
+	"github.com/fleetwire/fleetwire/pkg/natstest"
 )
 
 // secure is a real nats-server configured from the permission table, with the device
@@ -70,7 +71,7 @@ func startSecure(t *testing.T) *secure {
 	if err != nil {
 		t.Fatalf("devices as the callout identity: %v", err)
 	}
-	if s.devices, err = natsauth.OpenDevices(ctx, admin.JS, 1, quietLog()); err != nil {
+	if s.devices, err = natsauth.OpenDevices(ctx, admin, 1, quietLog()); err != nil {
 		t.Fatal(err)
 	}
 	kicker := s.connect(t, natsauth.UserKicker)
@@ -189,7 +190,7 @@ func (s *secure) deviceWith(t *testing.T, id, secret string) (*nats.Conn, *errs)
 func (s *secure) stored(t *testing.T, stream, filter string) uint64 {
 	t.Helper()
 	ctx := testCtx(t)
-	st, err := s.admin.JS.Stream(ctx, stream)
+	st, err := s.admin.Stream(ctx, stream)
 	if err != nil {
 		t.Fatalf("stream %s: %v", stream, err)
 	}
@@ -309,7 +310,7 @@ func TestDeviceIsConfinedToItsOwnSubjects(t *testing.T) {
 	if n := s.stored(t, bus.EventStream, bus.EventWildcard()); n != 0 {
 		t.Fatalf("%d events stored, want 0", n)
 	}
-	if _, err := s.admin.JS.Stream(ctx, bus.TelemetryStream); err != nil {
+	if _, err := s.admin.Stream(ctx, bus.TelemetryStream); err != nil {
 		t.Fatalf("telemetry stream after the attempts: %v", err)
 	}
 }
@@ -431,7 +432,7 @@ func TestServiceDeletesItsEphemeralEventConsumers(t *testing.T) {
 		}
 	}
 	// dispatch's durable, which must survive.
-	if _, err := s.admin.JS.CreateOrUpdateConsumer(ctx, bus.EventStream, jetstream.ConsumerConfig{
+	if _, err := natstest.JetStream(t, s.admin).CreateOrUpdateConsumer(ctx, bus.EventStream, jetstream.ConsumerConfig{
 		Durable: natsauth.DispatchEventsDurable, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +453,7 @@ func TestServiceDeletesItsEphemeralEventConsumers(t *testing.T) {
 		}
 	}
 	// Only the current reader and dispatch's durable remain: the replaced ones are gone.
-	evs, err := s.admin.JS.Stream(ctx, bus.EventStream)
+	evs, err := s.admin.Stream(ctx, bus.EventStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +488,7 @@ func TestServiceDeletesItsEphemeralEventConsumers(t *testing.T) {
 	if err := js.DeleteConsumer(deniedCtx(t), bus.EventStream, natsauth.DispatchEventsDurable); err == nil || strings.Contains(err.Error(), "not found") {
 		t.Errorf("delete dispatch's durable: %v; want a refusal", err)
 	}
-	if _, err := s.admin.JS.Consumer(ctx, bus.EventStream, natsauth.DispatchEventsDurable); err != nil {
+	if _, err := s.admin.Consumer(ctx, bus.EventStream, natsauth.DispatchEventsDurable); err != nil {
 		t.Errorf("dispatch's durable: %v", err)
 	}
 }

@@ -89,7 +89,7 @@ func publish(t *testing.T, b *bus.Bus, vehicles []string, from, to int) {
 			deadline := time.Now().Add(60 * time.Second)
 			for {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				_, err := b.JS.PublishMsg(ctx, msg)
+				_, err := b.PublishMsg(ctx, msg)
 				cancel()
 				if err == nil {
 					break
@@ -126,7 +126,7 @@ func TestClusterPipelineSurvivesANodeRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for _, name := range []string{bus.TelemetryStream, bus.EventStream, bus.DeadLetterStream} {
-		s, err := admin.JS.Stream(ctx, name)
+		s, err := admin.Stream(ctx, name)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/fleetwire/fleetwire/pkg/bus"
 )
 
@@ -79,4 +81,16 @@ func Client(t testing.TB, b *bus.Bus) *bus.Bus {
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+// JetStream is a JetStream context on b's connection, for a test that drives JetStream as
+// a client would (asynchronous publishes, consumers of its own); the code under test goes
+// through the Bus's methods.
+func JetStream(t testing.TB, b *bus.Bus) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(b.Conn())
+	if err != nil {
+		t.Fatalf("natstest: jetstream: %v", err)
+	}
+	return js
 }

@@ -54,7 +54,7 @@ func (s *Server) GetStatus(ctx context.Context, _ *fleetv1.GetStatusRequest) (*f
 	}
 	infos := map[string]found{}
 	for _, stream := range []string{bus.TelemetryStream, bus.EventStream} {
-		st, err := s.Bus.JS.Stream(ctx, stream)
+		st, err := s.Bus.Stream(ctx, stream)
 		if err != nil {
 			continue
 		}

@@ -215,7 +215,7 @@ func (g *Guard) lockKey() string   { return g.cfg.Namespace + "epoch-lock" }
 // returns whether the service must rebuild from the stream. It wipes the store when the
 // rule says so, writes a new marker when there is none, and registers the batch guard.
 func (g *Guard) Prepare(ctx context.Context) (rebuild bool, err error) {
-	kv, err := g.b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := g.b.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "Store generation each durable consumer last worked against (pkg/storeguard)",
 		History:     1,
@@ -243,7 +243,7 @@ func (g *Guard) Prepare(ctx context.Context) (rebuild bool, err error) {
 		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 			return false, fmt.Errorf("store epoch of %s: %w", d.Name, err)
 		}
-		c, err := g.b.JS.Consumer(ctx, d.Stream, d.consumer())
+		c, err := g.b.Consumer(ctx, d.Stream, d.consumer())
 		switch {
 		case err == nil:
 			applied[i] = c.CachedInfo().AckFloor.Stream > 0

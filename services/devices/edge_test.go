@@ -41,7 +41,7 @@ func serveCounted(t *testing.T, b *bus.Bus, cfg Config) (fleetv1.DeviceServiceCl
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	reg, err := natsauth.OpenDevices(ctx, b.JS, 1, testLog())
+	reg, err := natsauth.OpenDevices(ctx, b, 1, testLog())
 	if err != nil {
 		t.Fatal(err)
 	}

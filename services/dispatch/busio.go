@@ -214,7 +214,7 @@ func (s *Service) publishCommand(c *Command) error {
 	if err != nil {
 		return fmt.Errorf("encode command: %w", err)
 	}
-	if err := s.b.NC.Publish(bus.CommandSubject(c.Vehicle), data); err != nil {
+	if err := s.b.PublishCore(bus.CommandSubject(c.Vehicle), data); err != nil {
 		return fmt.Errorf("publish command: %w", apierr.Unavailable("nats", err))
 	}
 	return nil

@@ -88,7 +88,7 @@ func newHarnessWith(t testing.TB, st Store, cfg Config) *harness {
 	h := &harness{t: t, b: b, st: st, cfg: cfg}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	g, err := auth.OpenGroups(ctx, b.JS, 1, testLog())
+	g, err := auth.OpenGroups(ctx, b, 1, testLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,11 +221,11 @@ func (d *device) setSpeed(kmh float64) {
 func newDevice(t testing.TB, b *bus.Bus, vehicle string) *device {
 	t.Helper()
 	d := &device{t: t, b: b, vehicle: vehicle}
-	sub, err := b.NC.Subscribe(bus.CommandSubject(vehicle), d.onCommand)
+	sub, err := b.Conn().Subscribe(bus.CommandSubject(vehicle), d.onCommand)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.NC.Flush(); err != nil {
+	if err := b.Conn().Flush(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
@@ -264,7 +264,7 @@ func (d *device) onCommand(m *nats.Msg) {
 	for _, st := range statuses {
 		data, _ := proto.Marshal(&fleetv1.CommandReply{CommandId: c.GetCommandId(), VehicleId: d.vehicle, Status: st, Detail: detail,
 			DeviceTime: timestamppb.Now(), SpeedKmh: &speed})
-		if err := d.b.NC.Publish(bus.UpSubject(d.vehicle, bus.KindReply), data); err != nil {
+		if err := d.b.Conn().Publish(bus.UpSubject(d.vehicle, bus.KindReply), data); err != nil {
 			d.t.Errorf("device reply: %v", err)
 		}
 	}
@@ -295,7 +295,7 @@ func (d *device) send(r telemetry.Record) {
 	if r.HasAlarm() {
 		kind = bus.KindAlarm
 	}
-	if _, err := d.b.JS.Publish(context.Background(), bus.UpSubject(d.vehicle, kind), data); err != nil {
+	if _, err := d.b.Publish(context.Background(), bus.UpSubject(d.vehicle, kind), data); err != nil {
 		d.t.Fatal(err)
 	}
 }
@@ -511,7 +511,7 @@ func TestAlarmWithInvalidFixRaisesAlert(t *testing.T) {
 	}
 	// The alert is also published as an event for integrations.
 	eventually(t, "alert event", func() bool {
-		s, err := h.b.JS.Stream(context.Background(), bus.EventStream)
+		s, err := h.b.Stream(context.Background(), bus.EventStream)
 		if err != nil {
 			return false
 		}
@@ -526,7 +526,7 @@ func publishEvent(t *testing.T, b *bus.Bus, source, kind, vehicle, id string, at
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.JS.Publish(context.Background(), bus.EventSubject(source, kind, vehicle, id), data, jetstream.WithMsgID(id)); err != nil {
+	if _, err := b.Publish(context.Background(), bus.EventSubject(source, kind, vehicle, id), data, jetstream.WithMsgID(id)); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -42,7 +42,7 @@ func TestSimulatedTowing(t *testing.T) {
 	simDone := make(chan struct{})
 	go func() {
 		defer close(simDone)
-		if err := fleet.Run(ctx, h.b.NC); err != nil {
+		if err := fleet.Run(ctx, h.b.Conn()); err != nil {
 			t.Errorf("simulator: %v", err)
 		}
 	}()

@@ -83,7 +83,7 @@ func (s *Service) bucket(ctx context.Context) (zoneBucket, error) {
 	if s.kv != nil {
 		return s.kv, nil
 	}
-	kv, err := s.b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := s.b.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:       s.cfg.ZoneBucket,
 		Description:  "Geofence zone definitions (JSON), one key per zone id",
 		History:      5,

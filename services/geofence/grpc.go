@@ -281,7 +281,7 @@ func (g *grpcServer) ListZoneEvents(ctx context.Context, req *fleetv1.ListZoneEv
 		from := req.GetFrom().AsTime()
 		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
 	}
-	cons, err := g.s.b.JS.OrderedConsumer(ctx, bus.EventStream, cc)
+	cons, err := g.s.b.OrderedConsumer(ctx, bus.EventStream, cc)
 	if err != nil {
 		return nil, g.s.grpcError(fmt.Errorf("read events: %w", apierr.Unavailable("nats", err)))
 	}
@@ -348,7 +348,7 @@ func (g *grpcServer) WatchZoneEvents(req *fleetv1.WatchZoneEventsRequest, stream
 	lagged := make(chan struct{})
 	var once sync.Once
 	var self atomic.Pointer[nats.Subscription]
-	sub, err := g.s.b.NC.Subscribe(eventFilter(vehicle), func(m *nats.Msg) {
+	sub, err := g.s.b.Subscribe(eventFilter(vehicle), func(m *nats.Msg) {
 		select {
 		case ch <- m:
 		default:
@@ -365,7 +365,7 @@ func (g *grpcServer) WatchZoneEvents(req *fleetv1.WatchZoneEventsRequest, stream
 	}
 	self.Store(sub)
 	defer func() { _ = sub.Unsubscribe() }()
-	if err := g.s.b.NC.FlushTimeout(5 * time.Second); err != nil {
+	if err := g.s.b.Flush(5 * time.Second); err != nil {
 		return g.s.grpcError(fmt.Errorf("watch: %w", apierr.Unavailable("nats", err)))
 	}
 	// Tell the client the subscription is live (headers), so it knows later events reach it.

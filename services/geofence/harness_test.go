@@ -22,6 +22,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/geo"
+	"github.com/fleetwire/fleetwire/pkg/natstest"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/pkg/wire"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
@@ -82,7 +83,7 @@ func TestServiceHarness(t *testing.T) {
 		events    atomic.Int64
 		measuring atomic.Bool
 	)
-	sub, err := b.NC.Subscribe(bus.EventSourceFilter(Source), func(m *nats.Msg) {
+	sub, err := b.Conn().Subscribe(bus.EventSourceFilter(Source), func(m *nats.Msg) {
 		now := time.Now()
 		events.Add(1)
 		if !measuring.Load() {
@@ -248,20 +249,21 @@ func (f *harnessFleet) publish(t *testing.T, ctx context.Context, b *bus.Bus, n,
 		if err != nil {
 			t.Fatal(err)
 		}
+		js := natstest.JetStream(t, b)
 		for {
-			_, err = b.JS.PublishAsync(bus.UpSubject(id, bus.KindTelemetry), data)
+			_, err = js.PublishAsync(bus.UpSubject(id, bus.KindTelemetry), data)
 			if err == nil {
 				break
 			}
 			// Too many publishes in flight: let the acknowledgements catch up.
 			select {
-			case <-b.JS.PublishAsyncComplete():
+			case <-js.PublishAsyncComplete():
 			case <-time.After(time.Second):
 			}
 		}
 	}
 	select {
-	case <-b.JS.PublishAsyncComplete():
+	case <-natstest.JetStream(t, b).PublishAsyncComplete():
 	case <-ctx.Done():
 	case <-time.After(time.Minute):
 		t.Fatal("publishes not acknowledged after a minute")

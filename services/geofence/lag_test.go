@@ -61,7 +61,7 @@ func TestNonReadingWatchersLagWithBoundedMemory(t *testing.T) {
 	seen := make(chan struct{})
 	var n atomic.Int64
 	probeBus := clientBus(t, b)
-	probe, err := probeBus.NC.Subscribe(bus.EventSourceFilter(Source), func(*nats.Msg) {
+	probe, err := probeBus.Conn().Subscribe(bus.EventSourceFilter(Source), func(*nats.Msg) {
 		if n.Add(1) == events {
 			close(seen)
 		}
@@ -72,7 +72,7 @@ func TestNonReadingWatchersLagWithBoundedMemory(t *testing.T) {
 	defer probe.Unsubscribe()
 	// The subscription is in place at the server before the publisher (another
 	// connection) starts: otherwise the first events can go out before it exists.
-	if err := probeBus.NC.FlushTimeout(30 * time.Second); err != nil {
+	if err := probeBus.Conn().FlushTimeout(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	ev := &fleetv1.Event{EventId: "e", Source: Source, Kind: "enter", VehicleId: "v1", Attributes: map[string]string{"pad": strings.Repeat("x", 1000)}}
@@ -80,11 +80,11 @@ func TestNonReadingWatchersLagWithBoundedMemory(t *testing.T) {
 	subject := bus.EventSubject(Source, "enter", "v1", "e")
 	pub := clientBus(t, b) // a publisher elsewhere, at a pace the server can deliver
 	for i := range events {
-		if err := pub.NC.Publish(subject, data); err != nil {
+		if err := pub.Conn().Publish(subject, data); err != nil {
 			t.Fatal(err)
 		}
 		if i%100 == 99 {
-			if err := pub.NC.FlushTimeout(10 * time.Second); err != nil {
+			if err := pub.Conn().FlushTimeout(10 * time.Second); err != nil {
 				t.Fatal(err)
 			}
 		}

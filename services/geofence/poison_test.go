@@ -50,7 +50,7 @@ func TestCorruptStateIsDeadLettered(t *testing.T) {
 	if in.s.rej.Count("corrupt_state") == 0 {
 		t.Error("corrupt state not counted")
 	}
-	ds, err := b.JS.Stream(ctx, bus.DeadLetterStream)
+	ds, err := b.Stream(ctx, bus.DeadLetterStream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,7 +117,7 @@ func publish(t testing.TB, b *bus.Bus, v string, recs ...telemetry.Record) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := b.JS.Publish(ctx, bus.UpSubject(v, bus.KindTelemetry), data); err != nil {
+	if _, err := b.Publish(ctx, bus.UpSubject(v, bus.KindTelemetry), data); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -134,7 +134,7 @@ type eventLog struct {
 func watchEvents(t testing.TB, b *bus.Bus) *eventLog {
 	t.Helper()
 	l := &eventLog{seen: map[string]bool{}}
-	sub, err := b.NC.Subscribe(bus.EventSourceFilter(Source), func(m *nats.Msg) {
+	sub, err := b.Conn().Subscribe(bus.EventSourceFilter(Source), func(m *nats.Msg) {
 		var e fleetv1.Event
 		if err := proto.Unmarshal(m.Data, &e); err != nil {
 			t.Errorf("undecodable event: %v", err)
@@ -150,7 +150,7 @@ func watchEvents(t testing.TB, b *bus.Bus) *eventLog {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.NC.Flush(); err != nil {
+	if err := b.Conn().Flush(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
@@ -468,7 +468,7 @@ func TestBadInputIsCountedAndSkipped(t *testing.T) {
 	log := watchEvents(t, b)
 	ctx := context.Background()
 	// A malformed payload.
-	if _, err := b.JS.Publish(ctx, bus.UpSubject("bad1", bus.KindTelemetry), []byte("\xff\xff not protobuf")); err != nil {
+	if _, err := b.Publish(ctx, bus.UpSubject("bad1", bus.KindTelemetry), []byte("\xff\xff not protobuf")); err != nil {
 		t.Fatal(err)
 	}
 	// A NaN and an out-of-range position, then a good one inside the zone, same batch.

@@ -97,6 +97,7 @@ func BenchmarkPipeline(b *testing.B) {
 	go func() { done <- s.Run(ctx) }()
 	const vehicles, perMsg = 1000, 10
 	round := 0
+	bjs := natstest.JetStream(b, bs)
 	total := 0.0
 	b.ResetTimer()
 	for b.Loop() {
@@ -111,11 +112,11 @@ func BenchmarkPipeline(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := bs.JS.PublishAsync(bus.UpSubject(id, bus.KindTelemetry), data); err != nil {
+			if _, err := bjs.PublishAsync(bus.UpSubject(id, bus.KindTelemetry), data); err != nil {
 				b.Fatal(err)
 			}
 		}
-		<-bs.JS.PublishAsyncComplete()
+		<-bjs.PublishAsyncComplete()
 		round++
 		total += vehicles * perMsg
 		for counterValue(s.stats.records.WithLabelValues(bus.KindTelemetry)) < total {

@@ -74,7 +74,7 @@ func publishRecords(t *testing.T, ctx context.Context, b *bus.Bus, kind string, 
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := b.JS.Publish(ctx, bus.UpSubject(chunk[0].VehicleID, kind), data); err != nil {
+		if _, err := b.Publish(ctx, bus.UpSubject(chunk[0].VehicleID, kind), data); err != nil {
 			t.Fatalf("publish: %v", err)
 		}
 	}
@@ -89,7 +89,7 @@ func TestBusRecordsInEventsOut(t *testing.T) {
 	log := testLogger()
 	b := natstest.Open(t, natstest.Options{Log: log})
 	var events eventLog
-	sub, err := b.NC.Subscribe(bus.EventSourceFilter(Source), events.add)
+	sub, err := b.Conn().Subscribe(bus.EventSourceFilter(Source), events.add)
 	if err != nil {
 		t.Fatal(err)
 	}

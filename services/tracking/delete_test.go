@@ -32,7 +32,7 @@ func testDeleteVehicle(t *testing.T, st Store) {
 	b := testBus(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	groups, err := auth.OpenGroups(ctx, b.JS, 1, discardLog())
+	groups, err := auth.OpenGroups(ctx, b, 1, discardLog())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package tracking
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -95,7 +96,7 @@ func (s *Service) publishLive(vs []Vehicle) {
 	for i := range vs {
 		buf = encodeLive(buf[:0], &vs[i])
 		// Core NATS copies the payload into its write buffer, so buf can be reused.
-		if err := s.bus.NC.Publish(bus.LiveSubject(vs[i].Info.ID), buf); err != nil {
+		if err := s.bus.PublishCore(bus.LiveSubject(vs[i].Info.ID), buf); err != nil {
 			s.log.Debug("live update not published", "vehicle", vs[i].Info.ID, "err", err)
 		}
 	}
@@ -107,7 +108,7 @@ func (s *Service) followOthers() (func(), error) {
 	if !s.sharesFleet() {
 		return func() {}, nil
 	}
-	sub, err := s.bus.NC.Subscribe(bus.LiveWildcard(), func(m *nats.Msg) {
+	sub, err := s.bus.Subscribe(bus.LiveWildcard(), func(m *nats.Msg) {
 		id, ok := bus.LiveVehicle(m.Subject)
 		if !ok || s.owns(bus.PartitionOf(id, s.nParts)) {
 			return // our own vehicles reach our watchers directly
@@ -126,7 +127,7 @@ func (s *Service) followOthers() (func(), error) {
 	// limits are only a guard against a stalled process.
 	_ = sub.SetPendingLimits(1<<20, 256<<20)
 	// Make sure the server has the subscription before we start producing updates.
-	if err := s.bus.NC.Flush(); err != nil {
+	if err := s.bus.Flush(5 * time.Second); err != nil {
 		_ = sub.Unsubscribe()
 		return nil, fmt.Errorf("subscribe to live updates: %w", err)
 	}

@@ -36,7 +36,7 @@ func testLoadTestVehiclesIsolated(t *testing.T, st Store) {
 	cfg.OfflineAfter = 2 * time.Second
 	cfg.SweepInterval = 100 * time.Millisecond
 	offline := make(chan string, 16)
-	sub, err := b.NC.Subscribe(bus.EventSourceFilter("tracking"), func(m *nats.Msg) {
+	sub, err := b.Conn().Subscribe(bus.EventSourceFilter("tracking"), func(m *nats.Msg) {
 		var e fleetv1.Event
 		if proto.Unmarshal(m.Data, &e) == nil && e.GetAttributes()["status"] == "offline" {
 			offline <- e.GetVehicleId()

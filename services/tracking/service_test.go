@@ -82,7 +82,7 @@ func publish(t *testing.T, b *bus.Bus, vehicle, kind string, data []byte, hdr na
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	msg := &nats.Msg{Subject: bus.UpSubject(vehicle, kind), Data: data, Header: hdr}
-	if _, err := b.JS.PublishMsg(ctx, msg); err != nil {
+	if _, err := b.PublishMsg(ctx, msg); err != nil {
 		t.Fatalf("publish %s: %v", msg.Subject, err)
 	}
 }
@@ -303,7 +303,7 @@ func TestStatusEventsAndOffline(t *testing.T) {
 	cfg.SweepInterval = 100 * time.Millisecond
 	st := NewMemoryStore()
 	events := make(chan *fleetv1.Event, 16)
-	sub, err := b.NC.Subscribe(bus.EventSourceFilter("tracking"), func(m *nats.Msg) {
+	sub, err := b.Conn().Subscribe(bus.EventSourceFilter("tracking"), func(m *nats.Msg) {
 		var e fleetv1.Event
 		if err := proto.Unmarshal(m.Data, &e); err == nil {
 			events <- &e

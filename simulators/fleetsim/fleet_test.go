@@ -44,7 +44,7 @@ type collector struct {
 func collect(t *testing.T, ctx context.Context, b *bus.Bus) *collector {
 	t.Helper()
 	c := &collector{records: map[string][]telemetry.Record{}}
-	cons, err := b.JS.OrderedConsumer(ctx, bus.TelemetryStream, jetstream.OrderedConsumerConfig{})
+	cons, err := b.OrderedConsumer(ctx, bus.TelemetryStream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func runFleet(t *testing.T, cfg Config, b *bus.Bus) *Fleet {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx, b.NC) }()
+	go func() { done <- f.Run(ctx, b.Conn()) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -194,7 +194,7 @@ func TestRunRetriesUntilStreamsExist(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx, b.NC) }()
+	go func() { done <- f.Run(ctx, b.Conn()) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -234,7 +234,7 @@ func sendCommand(t *testing.T, b *bus.Bus, cmd *fleetv1.DeviceCommand) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.NC.Publish(bus.CommandSubject(cmd.GetVehicleId()), data); err != nil {
+	if err := b.Conn().Publish(bus.CommandSubject(cmd.GetVehicleId()), data); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -134,7 +134,7 @@ func startDispatcherWithZones(t *testing.T, ctx context.Context, b *bus.Bus, hid
 		t.Fatal(err)
 	}
 	go func() { _ = gs.Serve(ctx, time.Second) }()
-	cons, err := b.JS.OrderedConsumer(ctx, bus.TelemetryStream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
+	cons, err := b.OrderedConsumer(ctx, bus.TelemetryStream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func startDispatcherWithZones(t *testing.T, ctx context.Context, b *bus.Bus, hid
 				seen[r.VehicleID] = true
 				ev, _ := proto.Marshal(&fleetv1.Event{EventId: "e-" + r.VehicleID, Source: "tracking", Kind: "status_changed",
 					VehicleId: r.VehicleID, Time: timestamppb.New(r.DeviceTime)})
-				_ = b.NC.Publish(bus.EventSubject("tracking", "status_changed", r.VehicleID, "e-"+r.VehicleID), ev)
+				_ = b.Conn().Publish(bus.EventSubject("tracking", "status_changed", r.VehicleID, "e-"+r.VehicleID), ev)
 				z.publish(&fleetv1.Event{EventId: "z-" + r.VehicleID, Source: "geofence", Kind: "enter",
 					VehicleId: r.VehicleID, Time: timestamppb.New(r.DeviceTime)})
 			}
@@ -195,7 +195,7 @@ func TestLoadRunCountsMissingAndLatency(t *testing.T) {
 	cfg.P99Limit = time.Hour
 	var progress bytes.Buffer
 	cfg.Progress = &progress
-	lt, err := New(cfg, b.NC, addr, quietLog())
+	lt, err := New(cfg, b.Conn(), addr, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestCeilingStopsAtLoss(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			addr := startDispatcher(t, ctx, b, tt.hidden)
-			lt, err := New(cfg, b.NC, addr, quietLog())
+			lt, err := New(cfg, b.Conn(), addr, quietLog())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -296,7 +296,7 @@ func TestZonesAreCreatedWatchedAndRemoved(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Vehicles, cfg.Rate, cfg.Duration, cfg.Drain, cfg.Prefix = 12, 60, 2*time.Second, 2*time.Second, "zt-"
 	cfg.Zones, cfg.P99Limit = 7, time.Hour
-	lt, err := New(cfg, b.NC, addr, quietLog())
+	lt, err := New(cfg, b.Conn(), addr, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -218,7 +218,7 @@ func TestExternalDeviceLoginThroughCallout(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	info, err := admin.JS.Stream(ctx, bus.TelemetryStream)
+	info, err := admin.Stream(ctx, bus.TelemetryStream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,7 @@ func buildCoAP(d deps) (service, error) {
 	}
 	// Its own mirror of the registry, kept for the process's lifetime: a device added or
 	// revoked through any instance is seen within moments.
-	devices, err := natsauth.OpenDevices(d.ctx, d.bus.JS, d.opts.Streams.Replicas, d.log.With("component", "device-registry"))
+	devices, err := natsauth.OpenDevices(d.ctx, d.bus, d.opts.Streams.Replicas, d.log.With("component", "device-registry"))
 	if err != nil {
 		return nil, fmt.Errorf("device registry: %w", err)
 	}
@@ -58,7 +58,7 @@ func buildCoAP(d deps) (service, error) {
 	if cfg.MsgIDKey, err = gatewayMsgIDKey(d.opts, log); err != nil {
 		return nil, err
 	}
-	g, err := coap.New(cfg, d.bus.NC, registryVerifier{devices}, log, d.registerer(CoAP))
+	g, err := coap.New(cfg, d.bus.Conn(), registryVerifier{devices}, log, d.registerer(CoAP))
 	if err != nil {
 		return nil, err
 	}

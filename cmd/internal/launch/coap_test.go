@@ -109,7 +109,7 @@ func TestCoAPDeviceThroughThePlatform(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	devices, err := natsauth.OpenDevices(ctx, p.Bus.JS, 1, quietLog())
+	devices, err := natsauth.OpenDevices(ctx, p.Bus, 1, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}

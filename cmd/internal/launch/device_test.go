@@ -122,7 +122,7 @@ func TestSimulatedDeviceFleets(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	devices, err := natsauth.OpenDevices(ctx, p.Bus.JS, 1, quietLog())
+	devices, err := natsauth.OpenDevices(ctx, p.Bus, 1, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func (devicesService) Run(ctx context.Context) error {
 }
 
 func buildDevices(d deps) (service, error) {
-	reg, err := natsauth.OpenDevices(d.ctx, d.bus.JS, d.opts.Streams.Replicas, d.log.With("component", "device-registry"))
+	reg, err := natsauth.OpenDevices(d.ctx, d.bus, d.opts.Streams.Replicas, d.log.With("component", "device-registry"))
 	if err != nil {
 		return nil, fmt.Errorf("device registry: %w", err)
 	}

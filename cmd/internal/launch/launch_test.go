@@ -224,7 +224,7 @@ func TestSharedDeliveryWiring(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 			names := map[string]int{}
-			stream, err := p.Bus.JS.Stream(ctx, bus.TelemetryStream)
+			stream, err := p.Bus.Stream(ctx, bus.TelemetryStream)
 			if err != nil {
 				t.Fatal(err)
 			}

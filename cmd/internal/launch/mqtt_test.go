@@ -54,7 +54,7 @@ func TestMQTTDeviceThroughThePlatform(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	devices, err := natsauth.OpenDevices(ctx, p.Bus.JS, 1, quietLog())
+	devices, err := natsauth.OpenDevices(ctx, p.Bus, 1, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestMQTTDeviceThroughThePlatform(t *testing.T) {
 	}
 
 	t.Run("unknown device refused", func(t *testing.T) {
-		if !p.Bus.NC.AuthRequired() {
+		if !p.Bus.Conn().AuthRequired() {
 			t.Fatal("the all-in-one's NATS server must authenticate every login (secure by default)")
 		}
 		if _, err := connectMQTT(t, p.MQTTAddr, "veh-mqtt-nobody", "anything"); err == nil {

@@ -107,7 +107,7 @@ func serviceLogin(o *Options) error {
 func startNATSAuth(ctx context.Context, o Options, b *bus.Bus, creds *natsauth.DevCredentials, log *slog.Logger) (*natsSecurity, error) {
 	s := &natsSecurity{creds: creds, log: log}
 	var err error
-	if s.devices, err = natsauth.OpenDevices(ctx, b.JS, o.Streams.Replicas, log); err != nil {
+	if s.devices, err = natsauth.OpenDevices(ctx, b, o.Streams.Replicas, log); err != nil {
 		return nil, err
 	}
 	connect := func(user string) (*nats.Conn, error) {

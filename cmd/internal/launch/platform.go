@@ -416,7 +416,7 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 			dial := deviceDialer(b.ClientURL(), p.SimDeviceSecrets)
 			run("fleetsim", func(ctx context.Context) error { return sim.RunDevices(ctx, dial) })
 		} else {
-			run("fleetsim", func(ctx context.Context) error { return sim.Run(ctx, b.NC) })
+			run("fleetsim", func(ctx context.Context) error { return sim.Run(ctx, b.Conn()) })
 		}
 	}
 	go func() {

@@ -101,7 +101,7 @@ func TestScriptedIncidentsAreDetected(t *testing.T) {
 	// Play the fleet until ten simulated minutes after the last incident ended.
 	simCtx, stopSim := context.WithCancel(ctx)
 	simDone := make(chan error, 1)
-	go func() { simDone <- fleet.Run(simCtx, p.Bus.NC) }()
+	go func() { simDone <- fleet.Run(simCtx, p.Bus.Conn()) }()
 	for fleet.Sim().Now().Before(lastEnd.Add(10 * time.Minute)) {
 		select {
 		case err := <-simDone:

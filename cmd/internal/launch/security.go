@@ -69,14 +69,14 @@ type security struct {
 func setupSecurity(ctx context.Context, o Options, b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*security, error) {
 	s := &security{}
 	var err error
-	if s.groups, err = auth.OpenGroups(ctx, b.JS, o.Streams.Replicas, log); err != nil {
+	if s.groups, err = auth.OpenGroups(ctx, b, o.Streams.Replicas, log); err != nil {
 		return nil, err
 	}
-	if err := audit.EnsureStream(ctx, b.JS, audit.StreamConfig{Replicas: o.Streams.Replicas, Memory: o.Streams.MemoryStorage}); err != nil {
+	if err := audit.EnsureStream(ctx, b, audit.StreamConfig{Replicas: o.Streams.Replicas, Memory: o.Streams.MemoryStorage}); err != nil {
 		return nil, err
 	}
-	s.audit = audit.NewReader(b.JS)
-	cfg := auth.Config{Groups: s.groups, Audit: audit.NewRecorder(b.JS, log, reg), MaxWatches: o.Security.MaxWatches, Log: log}
+	s.audit = audit.NewReader(b)
+	cfg := auth.Config{Groups: s.groups, Audit: audit.NewRecorder(b, log, reg), MaxWatches: o.Security.MaxWatches, Log: log}
 	if o.Security.Insecure {
 		log.Error(InsecureBanner)
 		cfg.Insecure = true
@@ -102,7 +102,7 @@ func setupSecurity(ctx context.Context, o Options, b *bus.Bus, log *slog.Logger,
 	if s.tls, err = auth.ServerTLS(sec.TLSCert, sec.TLSKey, sec.ClientCA); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	if s.tokens, err = auth.OpenTokens(ctx, b.JS, o.Streams.Replicas, log); err != nil {
+	if s.tokens, err = auth.OpenTokens(ctx, b, o.Streams.Replicas, log); err != nil {
 		return nil, err
 	}
 	if sec.AdminTokenFile != "" {

@@ -110,7 +110,7 @@ func buildTeltonika(d deps) (service, error) {
 		regs = append(regs, fr)
 	}
 	// The IMEI names the vehicle; the device registry says whether that device may connect.
-	devices, err := natsauth.OpenDevices(d.ctx, d.bus.JS, d.opts.Streams.Replicas, d.log.With("component", "device-registry"))
+	devices, err := natsauth.OpenDevices(d.ctx, d.bus, d.opts.Streams.Replicas, d.log.With("component", "device-registry"))
 	if err != nil {
 		return nil, fmt.Errorf("device registry: %w", err)
 	}
@@ -121,7 +121,7 @@ func buildTeltonika(d deps) (service, error) {
 	if cfg.MsgIDKey, err = gatewayMsgIDKey(d.opts, log); err != nil {
 		return nil, err
 	}
-	g, err := teltonika.New(cfg, d.bus.NC, registeredOnly{regs, devices}, log, d.registerer(Teltonika))
+	g, err := teltonika.New(cfg, d.bus.Conn(), registeredOnly{regs, devices}, log, d.registerer(Teltonika))
 	if err != nil {
 		return nil, err
 	}

@@ -133,7 +133,7 @@ func TestTeltonikaDeviceThroughThePlatform(t *testing.T) {
 	conn := dial(t, p)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	devices, err := natsauth.OpenDevices(ctx, p.Bus.JS, 1, quietLog())
+	devices, err := natsauth.OpenDevices(ctx, p.Bus, 1, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +287,7 @@ func TestSimulatedTeltonikaFleet(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	devices, err := natsauth.OpenDevices(ctx, p.Bus.JS, 1, quietLog())
+	devices, err := natsauth.OpenDevices(ctx, p.Bus, 1, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
