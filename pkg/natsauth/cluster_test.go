@@ -84,7 +84,7 @@ func TestClusterRoutesAuthenticate(t *testing.T) {
 	c.EnsureStreams(t, admin, bus.StreamConfig{Replicas: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := admin.JS.Stream(ctx, bus.TelemetryStream)
+	s, err := admin.Stream(ctx, bus.TelemetryStream)
 	if err != nil {
 		t.Fatal(err)
 	}
