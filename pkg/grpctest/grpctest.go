@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -57,7 +56,7 @@ type Secure struct {
 
 // ServeSecure registers services on a TLS server with the guard, serves it until the test
 // ends and returns it; Dial connects with a token.
-func ServeSecure(t testing.TB, js jetstream.JetStream, register func(*grpc.Server)) *Secure {
+func ServeSecure(t testing.TB, js auth.KeyValues, register func(*grpc.Server)) *Secure {
 	t.Helper()
 	creds, err := auth.EnsureDevCredentials(filepath.Join(t.TempDir(), "credentials"))
 	if err != nil {

@@ -79,7 +79,7 @@ func TestEdgeAuthOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpctest.ServeSecure(t, b.JS, s.Register)
+	srv := grpctest.ServeSecure(t, b, s.Register)
 	as := func(token string) fleetv1.GeofenceServiceClient {
 		return fleetv1.NewGeofenceServiceClient(srv.Dial(t, token))
 	}

@@ -594,7 +594,7 @@ func TestRunReturnsWhenAConsumerCannotStart(t *testing.T) {
 	b := openBus(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := b.JS.CreateOrUpdatePushConsumer(ctx, bus.TelemetryStream, jetstream.ConsumerConfig{
+	if _, err := natstest.JetStream(t, b).CreateOrUpdatePushConsumer(ctx, bus.TelemetryStream, jetstream.ConsumerConfig{
 		Durable: Source + "-p00", DeliverSubject: "elsewhere", AckPolicy: jetstream.AckExplicitPolicy,
 	}); err != nil {
 		t.Fatal(err)

@@ -75,7 +75,7 @@ func TestEdgeAuthOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpctest.ServeSecure(t, b.JS, s.Register)
+	srv := grpctest.ServeSecure(t, b, s.Register)
 	as := func(token string) fleetv1.MaintenanceServiceClient {
 		return fleetv1.NewMaintenanceServiceClient(srv.Dial(t, token))
 	}

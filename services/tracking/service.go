@@ -305,7 +305,7 @@ func (s *Service) partitionCurrent(ctx context.Context, p int) bool {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for _, d := range []string{fmt.Sprintf("tracking-p%02d", p), fmt.Sprintf("%s-p%02d", bus.SharedDurable, p)} {
-		c, err := s.bus.JS.Consumer(ctx, bus.TelemetryStream, d)
+		c, err := s.bus.Consumer(ctx, bus.TelemetryStream, d)
 		if errors.Is(err, jetstream.ErrConsumerNotFound) {
 			continue
 		}

@@ -529,7 +529,7 @@ func TestOfflineFromStreamSilence(t *testing.T) {
 	cfg.SweepInterval = time.Hour
 	st := NewMemoryStore()
 	events := make(chan *fleetv1.Event, 16)
-	sub, err := b.NC.Subscribe(bus.EventSourceFilter("tracking"), func(m *nats.Msg) {
+	sub, err := b.Conn().Subscribe(bus.EventSourceFilter("tracking"), func(m *nats.Msg) {
 		var e fleetv1.Event
 		if err := proto.Unmarshal(m.Data, &e); err == nil {
 			events <- &e

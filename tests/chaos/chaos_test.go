@@ -538,7 +538,7 @@ func alertKind(e *fleetv1.Event) string {
 // each vehicle, raised by the sweep once the threshold has passed), bounded only by ctx.
 func waitForEvents(t *testing.T, ctx context.Context, b *bus.Bus, want map[string][]*fleetv1.Event) {
 	t.Helper()
-	s, err := b.JS.Stream(ctx, bus.EventStream)
+	s, err := b.Stream(ctx, bus.EventStream)
 	if err != nil {
 		t.Fatal(err)
 	}
