@@ -165,7 +165,7 @@ func putZones(t *testing.T, b *bus.Bus, c geo.Point) *fence.Index {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	kv, err := b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := b.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: geofence.DefaultZoneBucket, History: 5, Replicas: 3, MaxValueSize: fence.MaxDefinitionBytes + 4096,
 	})
 	if err != nil {
@@ -213,7 +213,7 @@ type stored struct {
 // readStream reads every message of stream matching filter, in order.
 func readStream(t *testing.T, ctx context.Context, b *bus.Bus, stream, filter string) []stored {
 	t.Helper()
-	s, err := b.JS.Stream(ctx, stream)
+	s, err := b.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func waitCaughtUp(t *testing.T, ctx context.Context, b *bus.Bus, services []stri
 	t.Helper()
 	busy := func(streams ...string) bool {
 		for _, name := range streams {
-			s, err := b.JS.Stream(ctx, name)
+			s, err := b.Stream(ctx, name)
 			if err != nil {
 				return true
 			}
