@@ -28,7 +28,7 @@ func TestLoadTestThroughEveryGateway(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	devices, err := natsauth.OpenDevices(ctx, p.Bus.JS, 1, quietLog())
+	devices, err := natsauth.OpenDevices(ctx, p.Bus, 1, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestLoadTestThroughEveryGateway(t *testing.T) {
 				registered++
 				return secret, nil
 			}
-			lt, err := loadtest.NewWithConn(cfg, lg.NC, conn, quietLog())
+			lt, err := loadtest.NewWithConn(cfg, lg.Conn(), conn, quietLog())
 			if err != nil {
 				t.Fatal(err)
 			}
