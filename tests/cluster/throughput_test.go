@@ -39,7 +39,7 @@ func TestClusterThroughput(t *testing.T) {
 			sim.stop(10 * time.Second)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 			defer cancel()
-			s, err := admin.JS.Stream(ctx, bus.TelemetryStream)
+			s, err := admin.Stream(ctx, bus.TelemetryStream)
 			if err != nil {
 				t.Fatal(err)
 			}
