@@ -30,6 +30,7 @@ import (
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/geo"
 	"github.com/fleetwire/fleetwire/pkg/natsauth"
+	"github.com/fleetwire/fleetwire/pkg/wire"
 	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 	"github.com/fleetwire/fleetwire/simulators/loadtest"
 )
@@ -218,7 +219,7 @@ func runFleet(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer b.Close()
 	if *ensure {
-		if err := b.EnsureStreams(ctx, bus.StreamConfig{}); err != nil {
+		if err := b.EnsureStreams(ctx, bus.StreamConfig{MaxMsgSize: wire.MaxMessageBytes}); err != nil {
 			return err
 		}
 	}
@@ -323,7 +324,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer b.Close()
 	if *ensure {
-		if err := b.EnsureStreams(ctx, bus.StreamConfig{}); err != nil {
+		if err := b.EnsureStreams(ctx, bus.StreamConfig{MaxMsgSize: wire.MaxMessageBytes}); err != nil {
 			return err
 		}
 	}

@@ -66,6 +66,9 @@ type Config struct {
 	ServerConfig string `secret:"true"`
 	// MQTT is the embedded server's MQTT listener (off by default; mqtt.go).
 	MQTT MQTTConfig
+	// MaxPayload is the embedded server's max_payload: the largest message it accepts
+	// (wire.MaxMessageBytes, the format's limit; 0: nats-server's default of 1 MiB).
+	MaxPayload int32
 }
 
 // DefaultSyncInterval bounds what an OS crash can cost the embedded server: one second
@@ -103,6 +106,8 @@ type Bus struct {
 
 	leaseCfg *LeaseConfig // nil: ConsumePartitions takes the partitions it is given (leases.go)
 	owned    sync.Map     // service → *ownedSet, while leasing
+
+	deadLetter func(context.Context, DeadLetter) error // OnDeadLetter
 }
 
 // Open connects to NATS, starting the embedded server first when cfg asks for it.
@@ -212,7 +217,7 @@ func (b *Bus) startEmbedded(cfg Config) error {
 		JetStream:    true,
 		StoreDir:     dir,
 		NoSigs:       true,
-		MaxPayload:   MaxMessageBytes,
+		MaxPayload:   cfg.MaxPayload,
 		SyncInterval: sync,
 		SyncAlways:   cfg.SyncAlways,
 	}

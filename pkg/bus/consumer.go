@@ -14,8 +14,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/fleetwire/fleetwire/pkg/wire"
 )
 
 // Msg is one stored message handed to a service.
@@ -31,13 +29,7 @@ type Msg struct {
 	// rebuild state without raising events again; the event stream refuses repeats anyway.
 	Replayed bool
 
-	decoded *decoded // set by a shared delivery's fan-out (DecodeBatch)
-}
-
-// JSON reports whether the payload is the JSON form of the tracker protocol (header
-// Content-Type: application/json) rather than protobuf binary.
-func (m *Msg) JSON() bool {
-	return m.Header != nil && m.Header.Get(wire.HeaderContentType) == wire.ContentTypeJSON
+	memo *memo // set by a shared delivery's fan-out (Once)
 }
 
 // Handler processes a batch of messages in stream order. Returning nil acknowledges the

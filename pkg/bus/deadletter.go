@@ -8,9 +8,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
-	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
 
 // Headers of a dead letter.
@@ -23,6 +20,33 @@ const (
 
 // EventKindDeadLetter is the kind of the event raised when input is dead-lettered.
 const EventKindDeadLetter = "dead_letter"
+
+// DeadLetter describes input a consumer moved to the dead-letter stream, for the alert
+// its process raises (OnDeadLetter; pkg/eventpub.RaiseDeadLetters makes it an event).
+type DeadLetter struct {
+	ID        string    // durable.stream-sequence: the same on every retry
+	Source    string    // the service whose input it was (ServiceError may name another)
+	Vehicle   string    // the vehicle it is about, or "unknown"
+	Stored    time.Time // when the stream stored the original
+	Durable   string
+	Stream    string
+	StreamSeq uint64
+	Subject   string // the original subject
+	Error     string // why the handler refused it (truncated)
+}
+
+// OnDeadLetter installs what the bus calls after it moved input to the dead-letter
+// stream and before it acknowledges the input: raising the alert (an error retries both).
+// Install it once, after Open and before any consumer starts.
+func (b *Bus) OnDeadLetter(f func(ctx context.Context, d DeadLetter) error) { b.deadLetter = f }
+
+func (b *Bus) raiseDeadLetter(ctx context.Context, d DeadLetter) error {
+	if b.deadLetter == nil {
+		b.log.Warn("input dead-lettered without an alert: this process installed none (eventpub.RaiseDeadLetters)", "durable", d.Durable, "stream_seq", d.StreamSeq)
+		return nil
+	}
+	return b.deadLetter(ctx, d)
+}
 
 // deadLetter moves h to the dead-letter stream, raises an alert event, and then (only
 // then) acknowledges it. Both publishes carry ids derived from the durable and the
@@ -43,20 +67,15 @@ func (c *consumer) deadLetter(ctx context.Context, h held, cause error) bool {
 	msg.Header.Set(HeaderDeadStream, c.cfg.Stream)
 	msg.Header.Set(HeaderDeadStreamSeq, strconv.FormatUint(seq, 10))
 	msg.Header.Set(HeaderDeadError, reason)
-	vehicle := deadVehicle(h.m.Subject())
-	ev := &fleetv1.Event{
-		EventId: "bus.dead_letter." + id, Source: sourceOf(c.cfg.Service, cause), Kind: EventKindDeadLetter, VehicleId: vehicle,
-		Time: timestamppb.New(h.md.Timestamp), PublishTime: timestamppb.Now(),
-		Attributes: map[string]string{
-			"durable": c.cfg.Durable, "stream": c.cfg.Stream, "stream_seq": strconv.FormatUint(seq, 10),
-			"subject": h.m.Subject(), "error": reason,
-		},
+	dl := DeadLetter{
+		ID: id, Source: sourceOf(c.cfg.Service, cause), Vehicle: deadVehicle(h.m.Subject()), Stored: h.md.Timestamp,
+		Durable: c.cfg.Durable, Stream: c.cfg.Stream, StreamSeq: seq, Subject: h.m.Subject(), Error: reason,
 	}
 	var backoff time.Duration
 	for {
 		_, err := c.b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
 		if err == nil {
-			err = c.b.PublishEvents(ctx, []*fleetv1.Event{ev}, 0)
+			err = c.b.raiseDeadLetter(ctx, dl)
 		}
 		if err == nil {
 			break

@@ -7,8 +7,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
 
 // TestEventIdentityOutlivesTheDuplicateWindow: an event republished after JetStream's
@@ -28,8 +26,8 @@ func TestEventIdentityOutlivesTheDuplicateWindow(t *testing.T) {
 	if err := b.RegisterMetrics(prometheus.NewRegistry()); err != nil {
 		t.Fatal(err)
 	}
-	ev := func(id string) *fleetv1.Event {
-		return &fleetv1.Event{EventId: id, Source: "tracking", Kind: "status_changed", VehicleId: "v1"}
+	ev := func(id string) Once {
+		return Once{Subject: EventSubject("tracking", "status_changed", "v1", id), ID: id, Data: []byte(id), Source: "tracking", Kind: "status_changed"}
 	}
 	steps := []struct {
 		name  string
@@ -44,7 +42,7 @@ func TestEventIdentityOutlivesTheDuplicateWindow(t *testing.T) {
 	}
 	for _, st := range steps {
 		time.Sleep(st.after) // moves past the window; nothing is asserted about time
-		if err := b.PublishEvents(ctx, []*fleetv1.Event{ev(st.id)}, 0); err != nil {
+		if err := b.PublishOnce(ctx, []Once{ev(st.id)}, 0); err != nil {
 			t.Fatalf("%s: %v", st.name, err)
 		}
 	}

@@ -6,11 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/fleetwire/fleetwire/pkg/telemetry"
-	"github.com/fleetwire/fleetwire/pkg/wire"
 )
 
 // Shared delivery: when several services run in one process (the all-in-one), each
@@ -208,7 +203,7 @@ type fanout struct {
 // ordinary retry.
 func (f *fanout) handle(ctx context.Context, batch []Msg) error {
 	last := batch[len(batch)-1].StreamSeq
-	decodeOnce(batch)
+	shareOnce(batch)
 	errs := make([]error, len(f.regs))
 	var wg sync.WaitGroup
 	for i, r := range f.regs {
@@ -285,55 +280,37 @@ func sourceOf(service string, cause error) string {
 	return service
 }
 
-// decoded is a message's records, decoded once for every service of a shared delivery.
-type decoded struct {
-	vehicle string
-	recs    []telemetry.Record
-	bad     []wire.RecordError
-	err     error
+// memo holds a value computed from a message once for every service of a shared
+// delivery (Msg.Once): wire.DecodeMsg keeps the decoded records there.
+type memo struct {
+	once sync.Once
+	v    any
 }
 
-// decodeOnce decodes the record-carrying messages of a batch (telemetry, alarms,
-// diagnostics: the kinds more than one service reads) once, for Msg.DecodeBatch. A
-// retried batch keeps what was decoded the first time.
-func decodeOnce(batch []Msg) {
+// shareOnce gives each record-carrying message of a batch (telemetry, alarms,
+// diagnostics: the kinds more than one service reads) a memo the services share. A
+// retried batch keeps what was computed the first time.
+func shareOnce(batch []Msg) {
 	for i := range batch {
 		m := &batch[i]
-		if m.decoded != nil {
+		if m.memo != nil {
 			continue
 		}
 		a, err := ParseSubject(m.Subject)
 		if err != nil || a.Kind != KindTelemetry && a.Kind != KindAlarm && a.Kind != KindDiag {
 			continue
 		}
-		d := &decoded{vehicle: a.Vehicle}
-		d.recs, d.bad, d.err = m.decodeBatch(a.Vehicle)
-		m.decoded = d
+		m.memo = &memo{}
 	}
 }
 
-// DecodeBatch decodes the message's records for vehicle, as wire.DecodeBatch does. In a
-// shared delivery the fan-out decoded the message once for all the services; each
-// caller gets its own copy of the record slice, so it may change the records' fields,
-// but the maps and slices inside a record (IO, alarms, fault codes) are shared with the
-// other services and must be treated as read-only, as decoded input always is.
-func (m *Msg) DecodeBatch(vehicle string) ([]telemetry.Record, []wire.RecordError, error) {
-	if d := m.decoded; d != nil && d.vehicle == vehicle {
-		return slices.Clone(d.recs), d.bad, d.err
+// Once returns f's result, computed once for every service of a shared delivery (the
+// fan-out's copies of the message share it), and on each call otherwise. The result is
+// shared between services: treat it as read-only.
+func (m *Msg) Once(f func() any) any {
+	if m.memo == nil {
+		return f()
 	}
-	return m.decodeBatch(vehicle)
-}
-
-// decodeBatch refuses, before decoding, a message whose Nats-Msg-Id is not vehicle's
-// (wire.MsgIDOwnedBy): the documented rule for ids, which JetStream itself cannot check. It
-// does not save the message such an id may have suppressed — ids that cannot be predicted
-// do (wire/msgid.go) — but the squatter's own message counts for nothing, and the attempt
-// is counted and logged (reason foreign_msg_id).
-func (m *Msg) decodeBatch(vehicle string) ([]telemetry.Record, []wire.RecordError, error) {
-	if m.Header != nil {
-		if id := m.Header.Get(jetstream.MsgIDHeader); !wire.MsgIDOwnedBy(id, vehicle) {
-			return nil, nil, fmt.Errorf("%w: %.64q", wire.ErrForeignMsgID, id)
-		}
-	}
-	return wire.DecodeBatch(vehicle, m.Data, m.JSON())
+	m.memo.once.Do(func() { m.memo.v = f() })
+	return m.memo.v
 }

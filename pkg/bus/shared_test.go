@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/fleetwire/fleetwire/pkg/telemetry"
-	"github.com/fleetwire/fleetwire/pkg/wire"
 )
 
 // recorder is one service's handler in a shared delivery: it records the stream
@@ -197,57 +195,40 @@ func TestSharedDeliveryStartsWhereTheServicesWere(t *testing.T) {
 	}
 }
 
-// In a shared delivery every service gets the records of a message decoded once, each in
-// its own slice: what one service changes in its records, another does not see.
-func TestSharedDeliveryDecodesOnce(t *testing.T) {
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	recs := []telemetry.Record{{VehicleID: "veh-1", DeviceTime: now, Sequence: 7}, {VehicleID: "veh-1", DeviceTime: now.Add(time.Second), Sequence: 8}}
-	data, err := wire.EncodeBatch("veh-1", now, recs)
-	if err != nil {
-		t.Fatal(err)
-	}
+// In a shared delivery the services compute a value of a record-carrying message once
+// between them (Msg.Once: wire.DecodeMsg decodes there); other kinds, and a message outside
+// a shared delivery, compute it on each call.
+func TestSharedDeliveryComputesOnce(t *testing.T) {
 	batch := []Msg{
-		{Subject: "fleet.in.3.veh-1." + KindTelemetry, Data: data, StreamSeq: 1},
+		{Subject: "fleet.in.3.veh-1." + KindTelemetry, Data: []byte("records"), StreamSeq: 1},
 		{Subject: "fleet.in.3.veh-1." + KindReply, Data: []byte("not records"), StreamSeq: 2},
 	}
-	var mu sync.Mutex
-	got := map[string][]telemetry.Record{}
-	handler := func(name string) Handler {
-		return func(_ context.Context, b []Msg) error {
-			for i := range b {
-				if b[i].StreamSeq != 1 {
-					continue
-				}
-				rs, bad, err := b[i].DecodeBatch("veh-1")
-				if err != nil || len(bad) != 0 {
-					return err
-				}
-				rs[0].Sequence = 100 // a service changing its copy
-				mu.Lock()
-				got[name] = rs
-				mu.Unlock()
+	var calls [3]atomic.Int32
+	handler := func(_ context.Context, b []Msg) error {
+		for i := range b {
+			seq := b[i].StreamSeq
+			if got := b[i].Once(func() any { calls[seq].Add(1); return string(b[i].Data) }); got != string(b[i].Data) {
+				return fmt.Errorf("message %d: Once returned %v", seq, got)
 			}
-			return nil
 		}
+		return nil
 	}
-	f := &fanout{regs: []*sharedReg{{service: "a", h: handler("a")}, {service: "b", h: handler("b")}}, done: make([]uint64, 2)}
+	f := &fanout{regs: []*sharedReg{{service: "a", h: handler}, {service: "b", h: handler}}, done: make([]uint64, 2)}
 	if err := f.handle(context.Background(), batch); err != nil {
 		t.Fatal(err)
 	}
-	if batch[0].decoded == nil || batch[1].decoded != nil {
-		t.Fatalf("decoded once: telemetry %v, reply %v; want the telemetry only", batch[0].decoded != nil, batch[1].decoded != nil)
+	if got := calls[1].Load(); got != 1 {
+		t.Errorf("telemetry computed %d times for two services, want 1", got)
 	}
-	if d := batch[0].decoded.recs; len(d) != 2 || d[0].Sequence != 7 || d[1].Sequence != 8 {
-		t.Errorf("shared records changed by a service: %+v", d)
+	if got := calls[2].Load(); got != 2 {
+		t.Errorf("reply computed %d times for two services, want 2 (not shared)", got)
 	}
-	for _, name := range []string{"a", "b"} {
-		if rs := got[name]; len(rs) != 2 || rs[1].Sequence != 8 || !rs[1].DeviceTime.Equal(now.Add(time.Second)) {
-			t.Errorf("service %s got %+v", name, rs)
-		}
+	lone := Msg{Subject: batch[0].Subject}
+	n := 0
+	for range 2 {
+		lone.Once(func() any { n++; return nil })
 	}
-	// Without a fan-out (a service on its own) the message decodes as before.
-	lone := Msg{Subject: batch[0].Subject, Data: data}
-	if rs, _, err := lone.DecodeBatch("veh-1"); err != nil || len(rs) != 2 || rs[0].Sequence != 7 {
-		t.Errorf("decode without a fan-out: %+v, %v", rs, err)
+	if n != 2 {
+		t.Errorf("outside a shared delivery computed %d times in 2 calls, want 2", n)
 	}
 }

@@ -8,8 +8,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/fleetwire/fleetwire/pkg/wire"
 )
 
 // Stream names.
@@ -36,11 +34,6 @@ const (
 	streamSourceHeader = "Nats-Stream-Source"
 )
 
-// MaxMessageBytes is the largest message a device may publish (and the embedded server's
-// max_payload). Larger publishes are refused by the server; the device sees the error.
-// The limit belongs to the message format, so it is defined once, in wire.
-const MaxMessageBytes = wire.MaxMessageBytes
-
 // StreamConfig holds the retention limits of the streams.
 type StreamConfig struct {
 	Partitions      int           // telemetry partitions; fixed at creation (DefaultPartitions)
@@ -51,6 +44,10 @@ type StreamConfig struct {
 	Replicas        int           // 1 for a single server, 3 for a cluster
 	MemoryStorage   bool          // keep streams in memory (tests, benchmarks)
 	DedupWindow     time.Duration // Nats-Msg-Id duplicate window (default 10 minutes)
+	// MaxMsgSize is the largest message the telemetry and event streams store: the
+	// format's limit, wire.MaxMessageBytes (0: only the server's max_payload applies).
+	// Larger publishes are refused; the device sees the error.
+	MaxMsgSize int32
 }
 
 func (c *StreamConfig) defaults() {
@@ -101,7 +98,7 @@ func (b *Bus) EnsureStreams(ctx context.Context, cfg StreamConfig) error {
 		Discard:          jetstream.DiscardOld,
 		MaxAge:           cfg.TelemetryMaxAge,
 		MaxBytes:         cfg.TelemetryBytes,
-		MaxMsgSize:       MaxMessageBytes,
+		MaxMsgSize:       cfg.MaxMsgSize,
 		Duplicates:       cfg.DedupWindow,
 		Storage:          storage,
 		Replicas:         cfg.Replicas,
@@ -115,7 +112,7 @@ func (b *Bus) EnsureStreams(ctx context.Context, cfg StreamConfig) error {
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      cfg.EventMaxAge,
 		MaxBytes:    cfg.EventBytes,
-		MaxMsgSize:  MaxMessageBytes,
+		MaxMsgSize:  cfg.MaxMsgSize,
 		Duplicates:  cfg.DedupWindow,
 		Storage:     storage,
 		Replicas:    cfg.Replicas,
@@ -128,7 +125,7 @@ func (b *Bus) EnsureStreams(ctx context.Context, cfg StreamConfig) error {
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      cfg.EventMaxAge,
 		MaxBytes:    cfg.EventBytes,
-		MaxMsgSize:  MaxMessageBytes + 8<<10, // the original message plus its headers
+		MaxMsgSize:  deadMsgSize(cfg.MaxMsgSize),
 		Duplicates:  cfg.DedupWindow,
 		Storage:     storage,
 		Replicas:    cfg.Replicas,
@@ -142,6 +139,14 @@ func (b *Bus) EnsureStreams(ctx context.Context, cfg StreamConfig) error {
 		}
 	}
 	return nil
+}
+
+// deadMsgSize leaves room for a dead letter's headers beside the original message.
+func deadMsgSize(maxMsg int32) int32 {
+	if maxMsg <= 0 {
+		return 0
+	}
+	return maxMsg + 8<<10
 }
 
 // mqttSource is the telemetry stream's source of MQTT records: what nats-server stored in

@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/eventpub"
+	"github.com/fleetwire/fleetwire/pkg/wire"
 )
 
 // Cluster is a JetStream cluster of real nats-servers embedded in the test process, each
@@ -128,7 +130,7 @@ func (c *Cluster) Start(i int) {
 	opts.Host, opts.Port = "127.0.0.1", nd.clientPort
 	opts.JetStream, opts.StoreDir = true, nd.dir
 	opts.NoSigs = true
-	opts.MaxPayload = bus.MaxMessageBytes
+	opts.MaxPayload = wire.MaxMessageBytes
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		c.t.Fatalf("natstest: cluster node %s: %v", nd.name, err)
@@ -217,6 +219,7 @@ func (c *Cluster) Bus(t testing.TB, name string, log *slog.Logger) *bus.Bus {
 		t.Fatalf("natstest: cluster connection: %v", err)
 	}
 	t.Cleanup(b.Close)
+	eventpub.RaiseDeadLetters(b)
 	return b
 }
 

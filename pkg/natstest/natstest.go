@@ -17,6 +17,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/eventpub"
+	"github.com/fleetwire/fleetwire/pkg/wire"
 )
 
 // Options adjust the server a test gets. The zero value is what most tests want.
@@ -47,11 +49,12 @@ func Open(t testing.TB, o Options) *bus.Bus {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := bus.Open(ctx, bus.Config{URL: bus.Embedded, ListenPort: -1}, log)
+	b, err := bus.Open(ctx, bus.Config{URL: bus.Embedded, ListenPort: -1, MaxPayload: wire.MaxMessageBytes}, log)
 	if err != nil {
 		t.Fatalf("natstest: embedded nats: %v", err)
 	}
 	t.Cleanup(b.Close)
+	eventpub.RaiseDeadLetters(b)
 	if !o.NoStreams {
 		EnsureStreams(t, b, o.Streams)
 	}
@@ -64,6 +67,9 @@ func EnsureStreams(t testing.TB, b *bus.Bus, cfg bus.StreamConfig) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cfg.MemoryStorage = true
+	if cfg.MaxMsgSize == 0 {
+		cfg.MaxMsgSize = wire.MaxMessageBytes
+	}
 	if err := b.EnsureStreams(ctx, cfg); err != nil {
 		t.Fatalf("natstest: streams: %v", err)
 	}
@@ -80,6 +86,7 @@ func Client(t testing.TB, b *bus.Bus) *bus.Bus {
 		t.Fatalf("natstest: client connection: %v", err)
 	}
 	t.Cleanup(c.Close)
+	eventpub.RaiseDeadLetters(c)
 	return c
 }
 

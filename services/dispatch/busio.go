@@ -18,6 +18,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/apierr"
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/eventpub"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/pkg/wire"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
@@ -40,8 +41,8 @@ var (
 )
 
 func unmarshal(data []byte, isJSON bool, m proto.Message) error {
-	if len(data) > bus.MaxMessageBytes {
-		return fmt.Errorf("%d bytes > %d", len(data), bus.MaxMessageBytes)
+	if len(data) > wire.MaxMessageBytes {
+		return fmt.Errorf("%d bytes > %d", len(data), wire.MaxMessageBytes)
 	}
 	if isJSON {
 		return protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(data, m)
@@ -140,14 +141,14 @@ func (s *Service) handleDevice(ctx context.Context, batch []bus.Msg) error {
 		}
 		switch addr.Kind {
 		case bus.KindReply:
-			r, err := DecodeReply(addr.Vehicle, m.Data, m.JSON())
+			r, err := DecodeReply(addr.Vehicle, m.Data, wire.IsJSON(m.Header))
 			if err != nil {
 				s.rej.Add("bad_reply", addr.Vehicle, err)
 				continue
 			}
 			w.replies = append(w.replies, r)
 		case bus.KindTelemetry, bus.KindAlarm:
-			recs, bad, err := m.DecodeBatch(addr.Vehicle)
+			recs, bad, err := wire.DecodeMsg(m, addr.Vehicle)
 			if err != nil {
 				s.rej.Add(wire.Reason(err), addr.Vehicle, err)
 				continue
@@ -244,5 +245,5 @@ func (s *Service) publishAlerts(ctx context.Context, alerts []Alert) error {
 		}
 		events = append(events, e)
 	}
-	return s.b.PublishEvents(ctx, events, 0)
+	return eventpub.Publish(ctx, s.b, events, 0)
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/eventpub"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/pkg/wire"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
@@ -233,7 +234,7 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 			// (docs/simulator.md, load tests).
 			continue
 		}
-		recs, recErrs, err := m.DecodeBatch(addr.Vehicle)
+		recs, recErrs, err := wire.DecodeMsg(m, addr.Vehicle)
 		if err != nil {
 			s.rej.Add(wire.Reason(err), addr.Vehicle, err)
 			continue
@@ -340,7 +341,7 @@ func (s *Service) publish(ctx context.Context, events []fence.Event) error {
 	for i := range events {
 		pes[i] = ToProtoEvent(&events[i], now)
 	}
-	if err := s.b.PublishEvents(ctx, pes, 0); err != nil {
+	if err := eventpub.Publish(ctx, s.b, pes, 0); err != nil {
 		return err
 	}
 	for i := range events {

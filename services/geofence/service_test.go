@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/eventpub"
 	"github.com/fleetwire/fleetwire/pkg/geo"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
 	"github.com/fleetwire/fleetwire/pkg/natstest"
@@ -537,7 +538,7 @@ func TestListZoneEventsReturnsTheRightEvents(t *testing.T) {
 	}
 	// A tracking event of v1 is not a zone event.
 	evs = append(evs, &fleetv1.Event{EventId: "tracking.x", Source: "tracking", Kind: "status_changed", VehicleId: "v1", Time: timestamppb.New(tStart)})
-	if err := b.PublishEvents(ctx, evs, 0); err != nil {
+	if err := eventpub.Publish(ctx, b, evs, 0); err != nil {
 		t.Fatal(err)
 	}
 	ordered := func(es []*fleetv1.Event) bool {

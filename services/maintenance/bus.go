@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/eventpub"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/pkg/wire"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
@@ -96,7 +97,7 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 			// no events (docs/simulator.md, load tests).
 			continue
 		}
-		recs, bad, err := m.DecodeBatch(addr.Vehicle)
+		recs, bad, err := wire.DecodeMsg(&m, addr.Vehicle)
 		if err != nil {
 			s.rej.Add(wire.Reason(err), addr.Vehicle, err)
 			continue
@@ -229,7 +230,7 @@ func (s *Service) publish(ctx context.Context, evs []Event) error {
 	for i, e := range evs {
 		pes[i] = toProtoEvent(e, now)
 	}
-	if err := s.b.PublishEvents(ctx, pes, s.cfg.PublishTimeout); err != nil {
+	if err := eventpub.Publish(ctx, s.b, pes, s.cfg.PublishTimeout); err != nil {
 		return err
 	}
 	for _, e := range evs {

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/eventpub"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/pkg/wire"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
@@ -40,7 +41,7 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 		if addr.Kind == bus.KindReply {
 			continue // command replies are the dispatch service's
 		}
-		recs, bad, err := m.DecodeBatch(addr.Vehicle)
+		recs, bad, err := wire.DecodeMsg(m, addr.Vehicle)
 		if err != nil {
 			s.rej.Add(wire.Reason(err), addr.Vehicle, err, "stream_seq", m.StreamSeq)
 			continue
@@ -118,7 +119,7 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 		states[i] = e.state
 	}
 	// Events first, then state. A crash after the events and before the state redelivers
-	// the batch, which raises the same event ids (stored once, see bus.PublishEvents);
+	// the batch, which raises the same event ids (stored once, see eventpub.Publish);
 	// the other order would lose them, since the redelivered records would count as
 	// applied already.
 	if err := s.publishEvents(ctx, events); err != nil {
@@ -240,7 +241,7 @@ func (s *Service) publishEvents(ctx context.Context, evs []statusEvent) error {
 		pes[i] = ev.event()
 		pes[i].PublishTime = now
 	}
-	if err := s.bus.PublishEvents(ctx, pes, 0); err != nil {
+	if err := eventpub.Publish(ctx, s.bus, pes, 0); err != nil {
 		return err
 	}
 	for _, ev := range evs {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/natsauth"
+	"github.com/fleetwire/fleetwire/pkg/wire"
 	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 )
 
@@ -275,7 +276,7 @@ server_name: $%s
 listen: 0.0.0.0:4222
 http: 127.0.0.1:8222
 `)
-	fmt.Fprintf(&b, "max_payload: %d\n", bus.MaxMessageBytes)
+	fmt.Fprintf(&b, "max_payload: %d\n", wire.MaxMessageBytes)
 	b.WriteString("jetstream {\n  store_dir: /data/jetstream\n}\n\n")
 	cfg := natsauth.ServerConfig{
 		Identities: ids,

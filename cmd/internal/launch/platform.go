@@ -32,11 +32,13 @@ import (
 	"github.com/fleetwire/fleetwire/edge/teltonika"
 	"github.com/fleetwire/fleetwire/pkg/auth"
 	"github.com/fleetwire/fleetwire/pkg/bus"
+	"github.com/fleetwire/fleetwire/pkg/eventpub"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
 	"github.com/fleetwire/fleetwire/pkg/natsauth"
 	"github.com/fleetwire/fleetwire/pkg/redisconn"
 	"github.com/fleetwire/fleetwire/pkg/status"
 	"github.com/fleetwire/fleetwire/pkg/storeguard"
+	"github.com/fleetwire/fleetwire/pkg/wire"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 	"github.com/fleetwire/fleetwire/simulators/fleetsim"
 )
@@ -192,11 +194,15 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Platform, error) 
 	if err := serviceLogin(&o); err != nil {
 		return fail(err)
 	}
+	// The largest message is the wire format's: the embedded server refuses a larger
+	// publish, and the streams a larger message from any server.
+	o.NATS.MaxPayload, o.Streams.MaxMsgSize = wire.MaxMessageBytes, wire.MaxMessageBytes
 	b, err := bus.Open(ctx, o.NATS, log.With("component", "bus"))
 	if err != nil {
 		return fail(fmt.Errorf("bus: %w", err))
 	}
 	p.Bus = b
+	eventpub.RaiseDeadLetters(b)
 	if err := b.EnsureStreams(ctx, o.Streams); err != nil {
 		return fail(fmt.Errorf("bus: %w", err))
 	}
