@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -134,11 +135,65 @@ func (b *Bus) EnsureStreams(ctx context.Context, cfg StreamConfig) error {
 		return err
 	}
 	for _, sc := range []jetstream.StreamConfig{tele, evt, dead} {
-		if _, err := b.js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("provision stream %s: %w", sc.Name, err)
+		if err := b.ensureStream(ctx, sc); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// ensureStream creates sc, or updates the stream when its configuration differs. Every
+// process of the platform provisions the same streams when it starts, and after a NATS
+// restart they all start over together; an update that changes nothing is skipped, so
+// they do not send nats-server (v2.15) concurrent updates of one stream, which race
+// inside the server (checkStreamCfgLocked against updateWithAdvisory). The mutex of this
+// Bus serialises only its own process.
+func (b *Bus) ensureStream(ctx context.Context, sc jetstream.StreamConfig) error {
+	if s, err := b.js.Stream(ctx, sc.Name); err == nil && sameStreamConfig(s.CachedInfo().Config, sc) {
+		return nil
+	}
+	if _, err := b.js.CreateOrUpdateStream(ctx, sc); err != nil {
+		return fmt.Errorf("provision stream %s: %w", sc.Name, err)
+	}
+	return nil
+}
+
+// sameStreamConfig reports whether the stream's configuration (have, as the server
+// reports it, with its defaults filled in) already is what the platform asks (want) in
+// every field the platform sets. Anything it cannot tell for sure counts as different:
+// the update then runs, as it always did.
+func sameStreamConfig(have, want jetstream.StreamConfig) bool {
+	limit := func(v int64) int64 { // the server reports an unset limit as -1
+		if v <= 0 {
+			return -1
+		}
+		return v
+	}
+	replicas := func(n int) int { return max(n, 1) }
+	if have.Description != want.Description || !slices.Equal(have.Subjects, want.Subjects) ||
+		have.Retention != want.Retention || have.Discard != want.Discard || have.MaxAge != want.MaxAge ||
+		limit(have.MaxBytes) != limit(want.MaxBytes) || limit(int64(have.MaxMsgSize)) != limit(int64(want.MaxMsgSize)) ||
+		have.Storage != want.Storage || replicas(have.Replicas) != replicas(want.Replicas) {
+		return false
+	}
+	if want.Duplicates != 0 && have.Duplicates != want.Duplicates {
+		return false
+	}
+	if (have.SubjectTransform == nil) != (want.SubjectTransform == nil) ||
+		want.SubjectTransform != nil && *have.SubjectTransform != *want.SubjectTransform {
+		return false
+	}
+	if len(have.Sources) != len(want.Sources) {
+		return false
+	}
+	for i, w := range want.Sources {
+		h := have.Sources[i]
+		if h == nil || w == nil || h.Name != w.Name || h.FilterSubject != w.FilterSubject ||
+			!slices.Equal(h.SubjectTransforms, w.SubjectTransforms) {
+			return false
+		}
+	}
+	return true
 }
 
 // deadMsgSize leaves room for a dead letter's headers beside the original message.
@@ -190,10 +245,7 @@ func (b *Bus) ensureMQTTStream(ctx context.Context, cfg StreamConfig, storage je
 	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("look up stream %s: %w", MQTTStream, err)
 	}
-	if _, err := b.js.CreateOrUpdateStream(ctx, sc); err != nil {
-		return fmt.Errorf("provision stream %s: %w", MQTTStream, err)
-	}
-	return nil
+	return b.ensureStream(ctx, sc)
 }
 
 // MQTTStreamBytes is MQTTStream's byte cap for a telemetry stream capped at telemetryBytes
