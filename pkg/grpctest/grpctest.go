@@ -10,12 +10,15 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/fleetwire/fleetwire/pkg/auth"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
@@ -125,3 +128,42 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 }
 
 func (bearer) RequireTransportSecurity() bool { return true }
+
+// AuthCase is one call made over TLS under a token of Role, and the code it must end with.
+// A call the guard lets through reaches the service, so its code is the service's own
+// answer (NotFound for a made-up id, say): that tells "allowed" from "refused".
+type AuthCase struct {
+	Name string
+	Role auth.Role
+	Call func(ctx context.Context, conn *grpc.ClientConn) error
+	Want codes.Code
+}
+
+// CheckAuth runs what every secured edge must show: read, made with no credentials and
+// with a well-formed but unknown token, is Unauthenticated; then each case, under one
+// token per role (created once, on first use).
+func (s *Secure) CheckAuth(t *testing.T, read func(ctx context.Context, conn *grpc.ClientConn) error, cases []AuthCase) {
+	t.Helper()
+	conns := map[auth.Role]*grpc.ClientConn{}
+	as := func(c AuthCase) *grpc.ClientConn {
+		if conn, ok := conns[c.Role]; ok {
+			return conn
+		}
+		conns[c.Role] = s.Dial(t, s.Token(t, c.Role))
+		return conns[c.Role]
+	}
+	check := func(name string, conn func() *grpc.ClientConn, call func(context.Context, *grpc.ClientConn) error, want codes.Code) {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if got := status.Code(call(ctx, conn())); got != want {
+				t.Fatalf("got %v, want %v", got, want)
+			}
+		})
+	}
+	check("no credentials", func() *grpc.ClientConn { return s.Dial(t, "") }, read, codes.Unauthenticated)
+	check("wrong token", func() *grpc.ClientConn { return s.Dial(t, "fwt_0123456789abcdef_"+strings.Repeat("x", 43)) }, read, codes.Unauthenticated)
+	for _, c := range cases {
+		check(c.Name, func() *grpc.ClientConn { return as(c) }, c.Call, c.Want)
+	}
+}

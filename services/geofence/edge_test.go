@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -79,41 +80,17 @@ func TestEdgeAuthOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpctest.ServeSecure(t, b, s.Register)
-	as := func(token string) fleetv1.GeofenceServiceClient {
-		return fleetv1.NewGeofenceServiceClient(srv.Dial(t, token))
+	read := func(ctx context.Context, conn *grpc.ClientConn) error {
+		_, err := fleetv1.NewGeofenceServiceClient(conn).GetZone(ctx, &fleetv1.GetZoneRequest{ZoneId: "nowhere"})
+		return err
 	}
-	viewer, admin := as(srv.Token(t, auth.Viewer)), as(srv.Token(t, auth.Admin))
-	read := func(c fleetv1.GeofenceServiceClient) func(context.Context) error {
-		return func(ctx context.Context) error {
-			_, err := c.GetZone(ctx, &fleetv1.GetZoneRequest{ZoneId: "nowhere"})
-			return err
-		}
+	change := func(ctx context.Context, conn *grpc.ClientConn) error {
+		_, err := fleetv1.NewGeofenceServiceClient(conn).DeleteZone(ctx, &fleetv1.DeleteZoneRequest{ZoneId: "nowhere"})
+		return err
 	}
-	change := func(c fleetv1.GeofenceServiceClient) func(context.Context) error {
-		return func(ctx context.Context) error {
-			_, err := c.DeleteZone(ctx, &fleetv1.DeleteZoneRequest{ZoneId: "nowhere"})
-			return err
-		}
-	}
-	tests := []struct {
-		name string
-		call func(ctx context.Context) error
-		want codes.Code
-	}{
-		{"no credentials", read(as("")), codes.Unauthenticated},
-		{"wrong token", read(as("fwt_0123456789abcdef_" + strings.Repeat("x", 43))), codes.Unauthenticated},
-		{"viewer reads", read(viewer), codes.NotFound},
-		{"viewer changes zones", change(viewer), codes.PermissionDenied},
-		{"admin changes zones", change(admin), codes.NotFound},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if got := status.Code(tt.call(ctx)); got != tt.want {
-				t.Fatalf("got %v, want %v", got, tt.want)
-			}
-		})
-	}
+	grpctest.ServeSecure(t, b, s.Register).CheckAuth(t, read, []grpctest.AuthCase{
+		{Name: "viewer reads", Role: auth.Viewer, Call: read, Want: codes.NotFound},
+		{Name: "viewer changes zones", Role: auth.Viewer, Call: change, Want: codes.PermissionDenied},
+		{Name: "admin changes zones", Role: auth.Admin, Call: change, Want: codes.NotFound},
+	})
 }
