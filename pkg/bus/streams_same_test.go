@@ -2,9 +2,11 @@ package bus
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -47,7 +49,40 @@ func TestEnsureStreamsSkipsUnchangedStreams(t *testing.T) {
 			}
 		}
 	}
+
+	// Against the server: provisioning again unchanged sends no update, and a changed
+	// event cap updates exactly the streams it sizes. The server announces every update
+	// on an advisory subject, in order, so the unchanged pass's updates (if any) would
+	// arrive before the changed pass's.
+	updates := make(chan string, 64)
+	sub, err := b.nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.UPDATED.>", func(m *nats.Msg) {
+		updates <- strings.TrimPrefix(m.Subject, "$JS.EVENT.ADVISORY.STREAM.UPDATED.")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := b.EnsureStreams(ctx, StreamConfig{MemoryStorage: true}); err != nil {
 		t.Fatalf("provisioning again: %v", err)
+	}
+	if err := b.EnsureStreams(ctx, StreamConfig{MemoryStorage: true, EventBytes: 1 << 20}); err != nil {
+		t.Fatalf("provisioning a smaller event cap: %v", err)
+	}
+	want := map[string]bool{EventStream: true, DeadLetterStream: true}
+	var got []string
+	for len(want) > 0 {
+		select {
+		case name := <-updates:
+			got = append(got, name)
+			if !want[name] {
+				t.Fatalf("stream updates %v: %s was updated, but only %s and %s changed", got, name, EventStream, DeadLetterStream)
+			}
+			delete(want, name)
+		case <-ctx.Done():
+			t.Fatalf("stream updates %v: the changed cap was not applied to %v", got, want)
+		}
 	}
 }
