@@ -102,7 +102,10 @@ func (c *ConsumerConfig) defaults() {
 // messages). The consumer then stops taking messages, hands back what it holds, and resets
 // the durable to the first stream sequence it has not processed, so nothing passes a lost
 // message. A redelivery of a message already processed (its acknowledgement was lost) is
-// acknowledged again without reaching the handler.
+// acknowledged again without reaching the handler. A delivery number seen before, for a
+// message not seen before, means the durable was reset under the session (by another
+// process): it is handled like a gap, since the reset may have moved the start anywhere
+// (TestConsumerSkipsNothingWhenTheDurableIsResetUnderIt).
 //
 // Each message is acknowledged after the handler has processed the batch that held it,
 // and the last acknowledgement of a batch waits for the server's confirmation, which
@@ -114,11 +117,25 @@ func (c *ConsumerConfig) defaults() {
 // that fails with ErrPoison (or panics) is split; the message that fails alone goes to
 // the dead-letter stream, with an alert event, and the partition moves on.
 func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error {
+	return b.consume(ctx, cfg, h, nil)
+}
+
+// consume is Consume for a durable that only the holder of a lease may act on: owns
+// reports whether the lease is still certainly ours (nil: always). While it is not, the
+// consumer processes nothing and leaves the durable alone: no reset, no re-creation, no
+// negative acknowledgement. Another instance may hold the lease by then and be reading
+// the durable; a reset from here would restart the server's delivery sequence under it
+// and move its start to a point of our choosing, a NAK would hand it a record it already
+// holds a second time.
+func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h Handler, owns func() bool) error {
 	cfg.defaults()
 	h = b.guarded(cfg.Service, h)
-	c := &consumer{b: b, cfg: cfg, h: h, log: b.log.With("durable", cfg.Durable), m: cfg.Metrics, lag: b.track(cfg.Durable)}
+	c := &consumer{b: b, cfg: cfg, h: h, log: b.log.With("durable", cfg.Durable), m: cfg.Metrics, lag: b.track(cfg.Durable), owns: owns}
 	if c.m == nil {
 		c.m = b.metrics
+	}
+	if !c.waitOwner(ctx) {
+		return nil
 	}
 	cons, replayed, err := b.durable(ctx, cfg)
 	if err != nil {
@@ -130,6 +147,9 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 	c.cons, c.replayed = cons, replayed
 	var backoff time.Duration
 	for ctx.Err() == nil {
+		if !c.waitOwner(ctx) {
+			return nil
+		}
 		if c.cons == nil {
 			// The durable may be gone (a server that lost a memory stream, an operator):
 			// create it again where the stream and its configuration say.
@@ -149,10 +169,19 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 		switch {
 		case ctx.Err() != nil:
 			return nil
+		case errors.Is(err, errLeaseLost):
+			// Not ours any more, or not certainly: wait (top of the loop) until the lease
+			// is renewed, then start a session afresh from the durable's ack floor, or
+			// until the partition is stopped.
+			backoff = 0
+			c.log.Info("partition lease not certainly ours; consumer paused", "err", err)
 		case errors.Is(err, errGap):
 			backoff = 0
 			if c.m != nil {
 				c.m.Gaps.WithLabelValues(cfg.Durable).Inc()
+			}
+			if !c.waitOwner(ctx) {
+				return nil
 			}
 			c.log.Warn("delivery gap; resetting consumer to the first unprocessed message", "resume_seq", c.done+1, "err", err)
 			if c.cons, err = b.resetTo(ctx, cfg, c.done+1); err != nil {
@@ -170,6 +199,24 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 }
 
 var errGap = errors.New("delivery sequence gap")
+
+// ownerPoll is how often a paused leased consumer looks whether its lease came back.
+const ownerPoll = 50 * time.Millisecond
+
+// mayAct reports whether this consumer may act on its durable now (always, unless it
+// reads a leased partition whose lease is no longer certainly ours).
+func (c *consumer) mayAct() bool { return c.owns == nil || c.owns() }
+
+// waitOwner waits until the consumer may act on its durable; false when ctx ended first.
+func (c *consumer) waitOwner(ctx context.Context) bool {
+	for !c.mayAct() {
+		sleep(ctx, ownerPoll)
+		if ctx.Err() != nil {
+			return false
+		}
+	}
+	return ctx.Err() == nil
+}
 
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
@@ -193,6 +240,11 @@ type consumer struct {
 	// replayed: with Rebuild, the ack floor before the rewind (Msg.Replayed).
 	replayed uint64
 	lag      *atomic.Int64 // messages not yet delivered (Bus.Lag); -1 until known
+	// owns reports whether the partition's lease is still certainly ours (nil: not
+	// leased). See consume.
+	owns func() bool
+	// lastStream is the highest stream sequence taken in the current session.
+	lastStream uint64
 }
 
 // held is a delivered message with its metadata.
@@ -211,6 +263,9 @@ func (c *consumer) session(ctx context.Context) error {
 	if info.NumAckPending > 0 {
 		// Messages out with nobody (a previous session's subscription) would come back
 		// only after AckWait, behind newer ones: take them back now.
+		if !c.mayAct() {
+			return errLeaseLost
+		}
 		seq := max(info.AckFloor.Stream+1, info.Config.OptStartSeq)
 		if c.cons, err = c.b.resetTo(ctx, c.cfg, seq); err != nil {
 			return err
@@ -220,6 +275,7 @@ func (c *consumer) session(ctx context.Context) error {
 		}
 	}
 	c.done = info.AckFloor.Stream
+	c.lastStream = c.done
 	if info.NumPending == 0 && info.NumAckPending == 0 {
 		c.lag.Store(0) // nothing to catch up on; otherwise known once a batch is applied
 	}
@@ -256,13 +312,19 @@ func (c *consumer) session(ctx context.Context) error {
 	}
 	defer func() {
 		// Hand back at once, in order, whatever was delivered and not processed, so the
-		// next owner of the partition need not wait for AckWait.
+		// next owner of the partition need not wait for AckWait. Not when the lease is
+		// gone: the new owner may hold these records already, and a NAK would deliver
+		// them to it a second time; what we leave out is pending with nobody, which the
+		// owner sees as a gap in its delivery sequence and takes back by a reset.
 		cc.Stop()
 		close(stop)
+		nak := c.mayAct()
 		for {
 			select {
 			case m := <-in:
-				_ = m.Nak()
+				if nak {
+					_ = m.Nak()
+				}
 			default:
 				return
 			}
@@ -293,8 +355,13 @@ func (c *consumer) session(ctx context.Context) error {
 			}
 		}
 		// What came before a gap is in order and is processed; nothing after it is.
-		if len(batch) > 0 && !c.process(ctx, batch) {
-			return nil // stopping: the deferred hand-back NAKs what is left
+		if len(batch) > 0 {
+			if !c.mayAct() {
+				return errLeaseLost
+			}
+			if err := c.process(ctx, batch); err != nil {
+				return err // stopping, or the lease is gone: the deferred hand-back decides
+			}
 		}
 		if gap {
 			return errGap
@@ -311,21 +378,46 @@ func (c *consumer) take(batch []held, m jetstream.Msg, lastDelivery *uint64) ([]
 		_ = m.Nak()
 		return batch, false
 	}
-	switch d := md.Sequence.Consumer; {
+	switch d, s := md.Sequence.Consumer, md.Sequence.Stream; {
 	case d > *lastDelivery+1:
-		_ = m.Nak()
+		if c.mayAct() {
+			_ = m.Nak()
+		}
+		return batch, true
+	case d <= *lastDelivery && s > c.lastStream:
+		// A delivery number seen already, for a message not seen yet: the durable was
+		// reset under this session (the server restarts delivery numbers at 1), by an
+		// instance whose lease lapsed or by an operator. It may have moved the start
+		// anywhere, so nothing delivered from here on is known to follow what was
+		// processed: resynchronise from our own position, like after a gap. (Treating
+		// these as stale copies and dropping them skipped records: the next delivery
+		// numbered above the old ones was taken as the continuation, and the dropped
+		// records, redelivered after AckWait, counted as processed.)
+		if c.mayAct() {
+			_ = m.Nak()
+		}
 		return batch, true
 	case d <= *lastDelivery:
-		return batch, false // a stale delivery the server has forgotten since
+		// A stale copy of a message already taken in this session.
+		if s <= c.done {
+			_ = m.Ack()
+		}
+		return batch, false
+	case s <= c.lastStream:
+		// The next delivery, of a message this session already holds: a redelivery
+		// (a NAK or AckWait ran out while it waited). Processed: acknowledge it again;
+		// still waiting in this session: its first copy is processed and acknowledged
+		// in order (an acknowledgement counts for the message, whatever the delivery).
+		*lastDelivery = d
+		if s <= c.done {
+			_ = m.Ack()
+		}
+		return batch, false
 	}
 	*lastDelivery = md.Sequence.Consumer
+	c.lastStream = md.Sequence.Stream
 	if md.NumDelivered > 1 && c.m != nil {
 		c.m.Redelivered.WithLabelValues(c.cfg.Durable).Inc()
-	}
-	if md.Sequence.Stream <= c.done {
-		// Processed already; only its acknowledgement was lost.
-		_ = m.Ack()
-		return batch, false
 	}
 	if c.m != nil {
 		c.m.Pending.WithLabelValues(c.cfg.Durable).Set(float64(md.NumPending))
@@ -339,35 +431,50 @@ func (c *consumer) take(batch []held, m jetstream.Msg, lastDelivery *uint64) ([]
 }
 
 // process hands batch to the handler until it succeeds, dead-letters what is poison, and
-// acknowledges. It returns false when ctx ended first.
-func (c *consumer) process(ctx context.Context, batch []held) bool {
+// acknowledges. It returns ctx's error when ctx ended first, and errLeaseLost when the
+// partition's lease is no longer certainly ours: the batch is then left to the owner.
+func (c *consumer) process(ctx context.Context, batch []held) error {
 	msgs := make([]Msg, len(batch))
 	for i, h := range batch {
 		msgs[i] = toMsgMeta(h.m, h.md)
 		msgs[i].Replayed = msgs[i].StreamSeq <= c.replayed
 	}
-	err := c.retry(ctx, batch, msgs)
-	if err == nil {
-		return c.ack(ctx, batch, msgs)
+	stopped := func() error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return context.Canceled
 	}
-	if ctx.Err() != nil {
-		return false
+	err := c.retry(ctx, batch, msgs)
+	switch {
+	case err == nil:
+		if !c.ack(ctx, batch, msgs) {
+			return stopped()
+		}
+		return nil
+	case errors.Is(err, errLeaseLost):
+		return err
+	case ctx.Err() != nil:
+		return ctx.Err()
 	}
 	// Poison: find it by handling the messages one at a time, in order.
 	for i := range batch {
 		one := batch[i : i+1]
 		err := c.retry(ctx, one, msgs[i:i+1])
+		if errors.Is(err, errLeaseLost) {
+			return err
+		}
 		if err != nil && ctx.Err() == nil {
 			if !c.deadLetter(ctx, batch[i], err) {
-				return false
+				return stopped()
 			}
 			continue
 		}
 		if ctx.Err() != nil || !c.ack(ctx, one, msgs[i:i+1]) {
-			return false
+			return stopped()
 		}
 	}
-	return true
+	return nil
 }
 
 // retry calls the handler until it succeeds, fails with poison, or ctx ends.
@@ -386,6 +493,11 @@ func (c *consumer) retry(ctx context.Context, batch []held, msgs []Msg) error {
 		}
 		if errors.Is(err, ErrPoison) {
 			c.log.Error("handler refused its input", "err", err, "messages", len(msgs), "first_seq", msgs[0].StreamSeq)
+			return err
+		}
+		if errors.Is(err, errLeaseLost) {
+			// Retrying cannot help before the lease is renewed, and the batch may be the
+			// next owner's already: give it up without touching it (see consume).
 			return err
 		}
 		backoff = nextBackoff(backoff)
@@ -618,7 +730,9 @@ func (b *Bus) ConsumePartitions(ctx context.Context, service string, parts []int
 		return b.consumeLeased(ctx, service, parts, base.Partition, func(ctx context.Context, p int, ls *lease) error {
 			cfg := partition(p)
 			cfg.Rebuild = false // a partition changes hands: state lives in a shared store
-			return b.Consume(ctx, cfg, fenced(ls, handler))
+			// Only the holder may act on the durable: a consumer whose lease lapsed
+			// pauses and leaves it to the next holder (consume).
+			return b.consume(ctx, cfg, fenced(ls, handler), func() bool { return ls.valid(time.Now()) })
 		})
 	}
 	for _, p := range parts {

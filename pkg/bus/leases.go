@@ -54,6 +54,10 @@ type LeaseConfig struct {
 	Replicas int
 	// Memory keeps the bucket in memory (tests).
 	Memory bool
+
+	// beforeRound, when set, runs at the start of every lease round: tests stall it to
+	// make a lease lapse while the partition's consumer goes on, as in a starved process.
+	beforeRound func()
 }
 
 func (c *LeaseConfig) defaults() {
@@ -221,12 +225,24 @@ func (l *leaser) leaseKey(p int) string {
 
 // round renews what is held, then takes or gives up partitions toward a fair share.
 func (l *leaser) round(ctx context.Context) {
+	if l.cfg.beforeRound != nil {
+		l.cfg.beforeRound()
+	}
 	rctx, cancel := context.WithTimeout(ctx, l.cfg.TTL/3)
 	defer cancel()
 	if _, err := l.kv.PutString(rctx, l.memberKey(), "1"); err != nil && ctx.Err() == nil {
 		l.b.log.Debug("lease presence not renewed", "service", l.service, "err", err)
 	}
 	for p, ls := range l.held {
+		select {
+		case <-ls.done:
+			// The partition's consumer ended on its own (it failed): renewing would keep
+			// the partition held with nobody reading it. Give it back; it is taken again
+			// (here or elsewhere) with a fresh consumer.
+			l.stop(p, true)
+			continue
+		default:
+		}
 		t0 := time.Now()
 		rev, err := l.kv.Update(rctx, ls.key, []byte(l.cfg.Instance), ls.rev)
 		switch {
