@@ -44,6 +44,7 @@ import (
 	"github.com/fleetwire/fleetwire/services/dispatch"
 	"github.com/fleetwire/fleetwire/services/geofence"
 	"github.com/fleetwire/fleetwire/services/tracking"
+	"github.com/fleetwire/fleetwire/tests/internal/faulttest"
 )
 
 var serviceNames = []string{"tracking", "geofence", "maintenance", "dispatch"}
@@ -70,9 +71,9 @@ func TestClusterScaleOut(t *testing.T) {
 		fmt.Fprintln(os.Stderr, "\n*** "+msg+" ***")
 		t.Skip(msg)
 	}
-	red := startRedis(t)
+	red := faulttest.StartRedis(t)
 	bin := t.TempDir()
-	buildBinaries(t, bin)
+	faulttest.BuildBinaries(t, bin)
 
 	// The NATS cluster, each node configured as deployments/nats/nats-cluster.conf is.
 	ids := natsauth.Table(natsauth.TableConfig{})
@@ -99,51 +100,51 @@ func TestClusterScaleOut(t *testing.T) {
 	})
 	admin := nc.Bus(t, "admin", nil)
 	nc.EnsureStreams(t, admin, bus.StreamConfig{Replicas: 3})
-	zones := putZones(t, admin, geo.Point{Lat: 52.52, Lon: 13.405})
+	zones := faulttest.PutZones(t, admin, geo.Point{Lat: 52.52, Lon: 13.405}, 3)
 
 	// Two instances of every service; index 0 serves the watches and is never killed.
-	instances := map[string][2]*proc{}
+	instances := map[string][2]*faulttest.Proc{}
 	grpcAddr := map[string]string{}
 	for _, name := range serviceNames {
-		var pair [2]*proc
+		var pair [2]*faulttest.Proc
 		for i := range pair {
-			addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+			addr := "127.0.0.1:" + strconv.Itoa(faulttest.FreePort(t))
 			if i == 0 {
 				grpcAddr[name] = addr
 			}
 			env := []string{"FLEETWIRE_LOG_LEVEL=info", "FLEETWIRE_DATA_DIR=" + t.TempDir(),
 				"FLEETWIRE_NATS_USER=" + name, "FLEETWIRE_NATS_PASSWORD_FILE=" + creds.PasswordFile(name)}
-			pair[i] = &proc{t: t, name: fmt.Sprintf("%s-%d", name, i), bin: filepath.Join(bin, name), log: &lockedBuffer{}, env: env, supervis: true,
+			pair[i] = &faulttest.Proc{T: t, Name: fmt.Sprintf("%s-%d", name, i), Bin: filepath.Join(bin, name), Env: env, Supervise: true,
 				// gRPC without TLS: the watches here are about the fleet they see, not
 				// the transport (the other suites cover TLS and tokens).
-				args: []string{"--nats-url", nc.URL(), "--redis-url", red.url(), "--grpc-addr", addr, "--metrics-addr", "",
+				Args: []string{"--nats-url", nc.URL(), "--redis-url", red.URL(), "--grpc-addr", addr, "--metrics-addr", "",
 					"--insecure", "--grace", "2s", "--partitions", "auto", "--lease-ttl", "2s", "--stream-replicas", "3"}}
 		}
 		instances[name] = pair
 	}
-	sim := &proc{t: t, name: "fleetsim", bin: filepath.Join(bin, "fleetsim"), log: &lockedBuffer{},
-		args: []string{"run", "--nats-url", nc.URL(), "--vehicles", strconv.Itoa(sc.vehicles), "--seed", "11",
+	sim := &faulttest.Proc{T: t, Name: "fleetsim", Bin: filepath.Join(bin, "fleetsim"),
+		Args: []string{"run", "--nats-url", nc.URL(), "--vehicles", strconv.Itoa(sc.vehicles), "--seed", "11",
 			"--interval", sc.interval.String(), "--prefix", "cl", "--stats", "0",
 			"--nats-user", natsauth.UserLoadgen, "--nats-password-file", creds.PasswordFile(natsauth.UserLoadgen)}}
 	t.Cleanup(func() {
-		sim.kill()
+		sim.Kill()
 		for _, pair := range instances {
 			for _, p := range pair {
-				p.kill()
+				p.Kill()
 			}
 		}
 		if t.Failed() {
 			for _, pair := range instances {
 				for _, p := range pair {
-					t.Logf("--- %s (last output)\n%s", p.name, p.tail(3000))
+					t.Logf("--- %s (last output)\n%s", p.Name, p.Tail(3000))
 				}
 			}
-			t.Logf("--- fleetsim\n%s", sim.tail(2000))
+			t.Logf("--- fleetsim\n%s", sim.Tail(2000))
 		}
 	})
 	for _, name := range serviceNames {
 		for _, p := range instances[name] {
-			p.start()
+			p.Start()
 		}
 	}
 
@@ -154,7 +155,7 @@ func TestClusterScaleOut(t *testing.T) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-20*time.Second))
 	defer cancel()
 	w := startWatches(t, ctx, grpcAddr)
-	sim.start()
+	sim.Start()
 
 	step := func(format string, args ...any) {
 		t.Logf("%s: %s", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
@@ -170,59 +171,38 @@ func TestClusterScaleOut(t *testing.T) {
 		time.Sleep(sc.phase)
 		step("SIGKILL the second instance of every service")
 		for _, name := range serviceNames {
-			instances[name][1].kill()
+			instances[name][1].Kill()
 		}
 		time.Sleep(sc.phase)
 		step("start the second instances again (they rejoin and take their share)")
 		for _, name := range serviceNames {
-			instances[name][1].start()
+			instances[name][1].Start()
 		}
 		time.Sleep(sc.phase)
 	}
-	sim.stop(10 * time.Second)
+	sim.Stop(10 * time.Second)
 	step("simulator stopped; waiting for the services to catch up")
-	waitCaughtUp(t, ctx, admin, serviceNames)
+	faulttest.WaitCaughtUp(t, ctx, admin, serviceNames)
 
 	// Ground truth: the telemetry stream replayed through the services' own functions.
-	recs := readStream(t, ctx, admin, bus.TelemetryStream, ">")
-	events := readStream(t, ctx, admin, bus.EventStream, ">")
-	var report []string
-	check := func(what string, want, got map[string][]string) {
-		t.Helper()
-		n := 0
-		for _, ids := range want {
-			n += len(ids)
-		}
-		if n == 0 {
-			t.Errorf("%s: the scenario implies none: the check compares nothing", what)
-		}
-		r := compare(t, what, want, got)
-		report = append(report, fmt.Sprintf("%s: expected %d, lost %d, duplicated %d, unexplained %d, vehicles out of order %d",
-			what, n, r.lost, r.dup, r.extra, r.disordered))
-	}
-	wantPoints, wantStatus := expectedTracking(t, recs)
-	trk := tracking.NewRedisStore(red.client(t), "fw:")
-	gotPoints := map[string][]string{}
-	for v := range wantPoints {
-		fixes, err := trk.Track(ctx, v, time.Now().Add(-24*time.Hour), time.Now().Add(time.Hour))
-		if err != nil {
-			t.Fatalf("track of %s: %v", v, err)
-		}
-		for i := range fixes {
-			gotPoints[v] = append(gotPoints[v], pointKey(&fixes[i]))
-		}
-	}
-	check("track points", wantPoints, gotPoints)
+	recs := faulttest.ReadStream(t, ctx, admin, bus.TelemetryStream, ">")
+	events := faulttest.ReadStream(t, ctx, admin, bus.EventStream, ">")
+	report := &faulttest.Report{T: t}
+	check := report.Check
+	wantPoints, status := faulttest.ExpectedTracking(t, recs, 0)
+	wantStatus := faulttest.IDs(status)
+	trk := tracking.NewRedisStore(red.Client(t), "fw:")
+	check("track points", wantPoints, faulttest.StoredTrack(t, ctx, trk, wantPoints))
 	gotStatus := map[string][]string{}
 	for _, m := range events {
-		e := decodeEvent(t, m)
+		e := faulttest.DecodeEvent(t, m)
 		if e.GetSource() != "tracking" || e.GetKind() != "status_changed" || e.GetAttributes()["status"] == "offline" {
 			continue
 		}
 		gotStatus[e.GetVehicleId()] = append(gotStatus[e.GetVehicleId()], e.GetEventId())
 	}
 	check("status events", wantStatus, gotStatus)
-	expected := expectedZoneEvents(t, recs, zones)
+	expected := faulttest.ExpectedZoneEvents(t, recs, zones)
 	wantZone := map[string][]string{}
 	for _, e := range expected {
 		wantZone[e.Vehicle] = append(wantZone[e.Vehicle], e.ID)
@@ -230,7 +210,7 @@ func TestClusterScaleOut(t *testing.T) {
 	gotZone := map[string][]string{}
 	storedZone := map[string]bool{}
 	for _, m := range events {
-		e := decodeEvent(t, m)
+		e := faulttest.DecodeEvent(t, m)
 		if e.GetSource() != geofence.Source {
 			continue
 		}
@@ -242,10 +222,10 @@ func TestClusterScaleOut(t *testing.T) {
 		storedZone[e.GetEventId()] = true
 	}
 	check("zone events", wantZone, gotZone)
-	wantAlerts := expectedAlerts(t, ctx, expected)
+	wantAlerts := faulttest.ExpectedAlerts(t, ctx, faulttest.ZoneProtoEvents(expected))
 	gotAlerts := map[string][]string{}
 	for _, m := range events {
-		e := decodeEvent(t, m)
+		e := faulttest.DecodeEvent(t, m)
 		if e.GetSource() != dispatch.SourceDispatch || e.GetKind() != "alert" || !strings.HasPrefix(e.GetAttributes()["alert_kind"], "geofence_") {
 			continue
 		}
@@ -274,27 +254,27 @@ func TestClusterScaleOut(t *testing.T) {
 			}
 		}
 	}
-	report = append(report, fmt.Sprintf("vehicle states: %d, odometer or last record off %d", len(finals), odoOff))
+	report.Lines = append(report.Lines, fmt.Sprintf("vehicle states: %d, odometer or last record off %d", len(finals), odoOff))
 
 	// The watches, each on the instance that was never killed.
 	w.stop()
 	w.checkVehicles(t, stored)
-	alerts, err := dispatch.NewRedisStore(red.client(t), "fw:").ListAlerts(ctx, dispatch.AlertFilter{Ascending: true, Limit: 100000})
+	alerts, err := dispatch.NewRedisStore(red.Client(t), "fw:").ListAlerts(ctx, dispatch.AlertFilter{Ascending: true, Limit: 100000})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.checkAlerts(t, alerts)
 	w.checkZoneEvents(t, storedZone, wantZone, bus.DefaultPartitions)
-	report = append(report, w.summary()...)
+	report.Lines = append(report.Lines, w.summary()...)
 
-	t.Logf("records %d\n%s", len(recs), strings.Join(report, "\n"))
+	t.Logf("records %d\n%s", len(recs), strings.Join(report.Lines, "\n"))
 	for _, pair := range instances {
 		for _, p := range pair {
-			if strings.Contains(p.log.String(), "WARNING: DATA RACE") {
-				t.Errorf("%s reported a data race:\n%s", p.name, p.tail(6000))
+			if strings.Contains(p.Output(), "WARNING: DATA RACE") {
+				t.Errorf("%s reported a data race:\n%s", p.Name, p.Tail(6000))
 			}
-			if n := p.exited(); n > 0 {
-				t.Logf("%s exited on its own %d times (restarted)", p.name, n)
+			if n := p.Exited(); n > 0 {
+				t.Logf("%s exited on its own %d times (restarted)", p.Name, n)
 			}
 		}
 	}
@@ -302,16 +282,16 @@ func TestClusterScaleOut(t *testing.T) {
 
 // expectedStates replays the records through tracking's Tracker, in stream order, and
 // returns every vehicle's final state.
-func expectedStates(t *testing.T, recs []stored) map[string]*tracking.State {
+func expectedStates(t *testing.T, recs []faulttest.Stored) map[string]*tracking.State {
 	t.Helper()
 	tr := tracking.NewTracker(tracking.DefaultConfig())
 	states := map[string]*tracking.State{}
 	for _, m := range recs {
-		addr, err := bus.ParseSubject(m.subject)
+		addr, err := bus.ParseSubject(m.Subject)
 		if err != nil || addr.Partition < 0 || addr.Kind == bus.KindReply {
 			continue
 		}
-		rs, _, err := wire.DecodeBatch(addr.Vehicle, m.data, m.json)
+		rs, _, err := wire.DecodeBatch(addr.Vehicle, m.Data, m.JSON)
 		if err != nil {
 			continue
 		}
@@ -321,10 +301,10 @@ func expectedStates(t *testing.T, recs []stored) map[string]*tracking.State {
 			states[addr.Vehicle] = st
 		}
 		for i := range rs {
-			rs[i].ReceivedTime, rs[i].StreamSeq = m.time, m.seq
-			tr.Apply(st, &rs[i], m.time)
+			rs[i].ReceivedTime, rs[i].StreamSeq = m.Time, m.Seq
+			tr.Apply(st, &rs[i], m.Time)
 		}
-		st.MarkApplied(m.seq, m.time)
+		st.MarkApplied(m.Seq, m.Time)
 	}
 	return states
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/natstest"
+	"github.com/fleetwire/fleetwire/tests/internal/faulttest"
 )
 
 // TestClusterThroughput measures (never asserts) how fast 1 and 2 tracking instances
@@ -24,19 +25,19 @@ func TestClusterThroughput(t *testing.T) {
 		t.Skip("throughput measurement: CLUSTER_BENCH=1")
 	}
 	bin := t.TempDir()
-	buildBinaries(t, bin)
+	faulttest.BuildBinaries(t, bin)
 	for _, k := range []int{1, 2} {
 		t.Run(fmt.Sprintf("%d instances", k), func(t *testing.T) {
-			red := startRedis(t)
+			red := faulttest.StartRedis(t)
 			nc := natstest.NewCluster(t, 3)
 			admin := nc.Bus(t, "admin", nil)
 			nc.EnsureStreams(t, admin, bus.StreamConfig{Replicas: 3})
-			sim := &proc{t: t, name: "fleetsim", bin: filepath.Join(bin, "fleetsim"), log: &lockedBuffer{},
-				args: []string{"run", "--nats-url", nc.URL(), "--vehicles", "2000", "--seed", "5",
+			sim := &faulttest.Proc{T: t, Name: "fleetsim", Bin: filepath.Join(bin, "fleetsim"),
+				Args: []string{"run", "--nats-url", nc.URL(), "--vehicles", "2000", "--seed", "5",
 					"--interval", "200ms", "--prefix", "tp", "--stats", "0"}}
-			sim.start()
+			sim.Start()
 			time.Sleep(20 * time.Second)
-			sim.stop(10 * time.Second)
+			sim.Stop(10 * time.Second)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 			defer cancel()
 			s, err := admin.Stream(ctx, bus.TelemetryStream)
@@ -50,12 +51,12 @@ func TestClusterThroughput(t *testing.T) {
 			msgs := info.State.Msgs
 			start := time.Now()
 			for i := range k {
-				p := &proc{t: t, name: fmt.Sprintf("tracking-%d", i), bin: filepath.Join(bin, "tracking"), log: &lockedBuffer{},
-					env: []string{"FLEETWIRE_DATA_DIR=" + t.TempDir()}, supervis: true,
-					args: []string{"--nats-url", nc.URL(), "--redis-url", red.url(), "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "",
+				p := &faulttest.Proc{T: t, Name: fmt.Sprintf("tracking-%d", i), Bin: filepath.Join(bin, "tracking"),
+					Env: []string{"FLEETWIRE_DATA_DIR=" + t.TempDir()}, Supervise: true,
+					Args: []string{"--nats-url", nc.URL(), "--redis-url", red.URL(), "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "",
 						"--insecure", "--partitions", "auto", "--lease-ttl", "2s", "--stream-replicas", "3"}}
-				p.start()
-				t.Cleanup(p.kill)
+				p.Start()
+				t.Cleanup(p.Kill)
 			}
 			// Wait until some consumer exists, then until none has anything pending.
 			for {

@@ -1,8 +1,0 @@
-//go:build race
-
-package chaos
-
-// raceEnabled: the test binary has the race detector, and so do the binaries it builds
-// (make test runs go test -race: they then reuse its compiled packages, and a data race in
-// a service under fault injection fails the test).
-const raceEnabled = true
