@@ -1,18 +1,17 @@
 package main
 
 // Exports and reports: a vehicle's track as GPX, GeoJSON or CSV, and the daily summary per
-// vehicle. Both are composed from the existing APIs (tracking, geofence, maintenance,
-// dispatch) and written as they are read: the period is fetched a chunk at a time and each
-// chunk is written before the next is asked for, so a month of a large fleet never sits in
-// memory at once. Trips, stops, zone visits, fuel events and alerts export as CSV through
-// their own commands with -o csv.
+// vehicle. The track is tracking's ExportTrack: the server formats it (pkg/export) and
+// streams it a page at a time, and each chunk is written as it arrives. The daily summary
+// is composed from the existing APIs (tracking, geofence, maintenance, dispatch) and
+// written as each row is computed, the track read a chunk at a time, so a month of a large
+// fleet never sits in memory at once. Trips, stops, zone visits, fuel events and alerts
+// export as CSV through their own commands with -o csv.
 
 import (
-	"bufio"
 	"context"
-	"encoding/csv"
 	"encoding/json"
-	"encoding/xml"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,13 +25,14 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetwire/fleetwire/pkg/driving"
+	"github.com/fleetwire/fleetwire/pkg/export"
 	fleetv1 "github.com/fleetwire/fleetwire/proto/fleet/v1"
 )
 
 func init() {
 	register(
-		command{name: "export", args: "track VEHICLE --format gpx|geojson|csv [--from T] [--to T] [--chunk D]",
-			summary: "a vehicle's track as GPX 1.1, GeoJSON or CSV, streamed a chunk at a time (other lists: their command with -o csv)",
+		command{name: "export", args: "track VEHICLE --format gpx|geojson|csv [--from T] [--to T]",
+			summary: "a vehicle's track as GPX 1.1, GeoJSON or CSV, streamed by the server (other lists: their command with -o csv)",
 			run:     runExport, stream: always},
 		command{name: "report", args: "daily [--date D] [--days N] [--vehicle V]... [--group G] [--harsh-accel A] [--harsh-brake B] [--harsh-corner C]",
 			summary: "daily summary per vehicle: distance, driving, idle and stopped time, stops, max speed, fuel, zone visits, overspeed, harsh driving, alerts",
@@ -42,32 +42,51 @@ func init() {
 
 func runExport(ctx context.Context, e *env, args []string) error {
 	return e.dispatch(ctx, args, []sub{
-		{name: "track", args: "VEHICLE --format gpx|geojson|csv [--from T] [--to T] [--chunk D]", summary: "a vehicle's fixes over a period",
+		{name: "track", args: "VEHICLE --format gpx|geojson|csv [--from T] [--to T]", summary: "a vehicle's fixes over a period",
 			run: func(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 				format := fs.String("format", "gpx", "gpx (GPX 1.1), geojson (a FeatureCollection of Point features) or csv")
-				chunk := fs.Duration("chunk", 6*time.Hour, "how much of the period one request fetches")
 				v, from, to, err := e.vehicleAndPeriod(fs, args)
 				if err != nil {
 					return err
 				}
-				if *chunk <= 0 {
-					return usageErr("--chunk must be positive")
+				f, err := export.ParseFormat(*format)
+				if err != nil {
+					return usageErr("--format %q: want gpx, geojson or csv", *format)
 				}
-				w, err := newTrackWriter(e.out(), *format, v)
+				if !to.t.After(*from.t) {
+					return usageErr("the period is empty: --from %s is not before --to %s", from.t.Format(time.RFC3339), to.t.Format(time.RFC3339))
+				}
+				stream, err := fleetv1.NewTrackingServiceClient(e.conn).ExportTrack(ctx, &fleetv1.ExportTrackRequest{
+					VehicleId: v, StartTime: from.ts(), EndTime: to.ts(), Format: exportFormats[f]})
 				if err != nil {
 					return err
 				}
-				n, err := eachFix(ctx, fleetv1.NewTrackingServiceClient(e.conn), v, *from.t, *to.t, *chunk, w.fix)
-				if err != nil {
-					return err
-				}
-				if err := w.close(); err != nil {
-					return err
+				// The server formats the document; each chunk is written as it arrives.
+				n := 0
+				for {
+					chunk, err := stream.Recv()
+					if errors.Is(err, io.EOF) {
+						break
+					}
+					if err != nil {
+						return err
+					}
+					if _, err := e.out().Write(chunk.GetData()); err != nil {
+						return err
+					}
+					n += int(chunk.GetFixes())
 				}
 				fmt.Fprintf(e.stderr, "%d fixes of %s exported\n", n, v)
 				return nil
 			}},
 	}, "")
+}
+
+// exportFormats maps pkg/export's formats to the API's.
+var exportFormats = map[export.Format]fleetv1.ExportFormat{
+	export.GPX:     fleetv1.ExportFormat_EXPORT_FORMAT_GPX,
+	export.GeoJSON: fleetv1.ExportFormat_EXPORT_FORMAT_GEOJSON,
+	export.CSV:     fleetv1.ExportFormat_EXPORT_FORMAT_CSV,
 }
 
 // eachFix calls fn with every fix of vehicle in [from, to], in time order, asking
@@ -96,101 +115,6 @@ func eachFix(ctx context.Context, client fleetv1.TrackingServiceClient, vehicle 
 	}
 	return n, nil
 }
-
-// trackWriter writes one format; fix is called per fix, close ends the document.
-type trackWriter struct {
-	w     *bufio.Writer
-	fix   func(*fleetv1.Fix) error
-	close func() error
-}
-
-// gpxNS is the GPX 1.1 namespace; fwNS holds the speed and heading GPX 1.1 has no element
-// for (its extensions element takes elements of other namespaces).
-const (
-	gpxNS = "http://www.topografix.com/GPX/1/1"
-	fwNS  = "https://fleetwire.dev/xmlns/gpx-extensions/1"
-)
-
-func newTrackWriter(out io.Writer, format, vehicle string) (*trackWriter, error) {
-	bw := bufio.NewWriter(out)
-	t := &trackWriter{w: bw}
-	utc := func(f *fleetv1.Fix) string { return f.GetDeviceTime().AsTime().UTC().Format(time.RFC3339Nano) }
-	switch format {
-	case "gpx":
-		name := xmlText(vehicle)
-		fmt.Fprintf(bw, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"+
-			"<gpx version=\"1.1\" creator=\"fleetwire\" xmlns=\"%s\" xmlns:fw=\"%s\" "+
-			"xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:schemaLocation=\"%s http://www.topografix.com/GPX/1/1/gpx.xsd\">\n"+
-			"<metadata><name>%s</name></metadata>\n<trk><name>%s</name><trkseg>\n", gpxNS, fwNS, gpxNS, name, name)
-		t.fix = func(f *fleetv1.Fix) error {
-			p := f.GetPosition()
-			// wptType's order: ele, time, then extensions.
-			_, err := fmt.Fprintf(bw, "<trkpt lat=\"%s\" lon=\"%s\"><ele>%s</ele><time>%s</time><extensions><fw:speed_kmh>%s</fw:speed_kmh><fw:heading_deg>%s</fw:heading_deg></extensions></trkpt>\n",
-				num(p.GetLatitude(), 7), num(p.GetLongitude(), 7), num(f.GetAltitudeM(), 1), utc(f), num(f.GetSpeedKmh(), 1), num(f.GetHeadingDeg(), 1))
-			return err
-		}
-		t.close = func() error {
-			bw.WriteString("</trkseg></trk>\n</gpx>\n")
-			return bw.Flush()
-		}
-	case "geojson":
-		bw.WriteString(`{"type":"FeatureCollection","features":[` + "\n")
-		first := true
-		t.fix = func(f *fleetv1.Fix) error {
-			p := f.GetPosition()
-			feat := map[string]any{
-				"type":     "Feature",
-				"geometry": map[string]any{"type": "Point", "coordinates": []float64{p.GetLongitude(), p.GetLatitude(), f.GetAltitudeM()}},
-				"properties": map[string]any{"vehicle_id": vehicle, "time": utc(f),
-					"speed_kmh": f.GetSpeedKmh(), "heading_deg": f.GetHeadingDeg()},
-			}
-			b, err := json.Marshal(feat)
-			if err != nil {
-				return err
-			}
-			if !first {
-				bw.WriteString(",\n")
-			}
-			first = false
-			_, err = bw.Write(b)
-			return err
-		}
-		t.close = func() error {
-			bw.WriteString("\n]}\n")
-			return bw.Flush()
-		}
-	case "csv":
-		cw := csv.NewWriter(bw)
-		_ = cw.Write([]string{"vehicle_id", "time", "lat", "lon", "alt_m", "speed_kmh", "heading_deg"})
-		t.fix = func(f *fleetv1.Fix) error {
-			p := f.GetPosition()
-			return cw.Write([]string{vehicle, utc(f), num(p.GetLatitude(), 7), num(p.GetLongitude(), 7),
-				num(f.GetAltitudeM(), 1), num(f.GetSpeedKmh(), 1), num(f.GetHeadingDeg(), 1)})
-		}
-		t.close = func() error {
-			cw.Flush()
-			if err := cw.Error(); err != nil {
-				return err
-			}
-			return bw.Flush()
-		}
-	default:
-		return nil, usageErr("--format %q: want gpx, geojson or csv", format)
-	}
-	return t, nil
-}
-
-func xmlText(s string) string {
-	var b []byte
-	w := bufio.NewWriter(writerFunc(func(p []byte) (int, error) { b = append(b, p...); return len(p), nil }))
-	_ = xml.EscapeText(w, []byte(s))
-	_ = w.Flush()
-	return string(b)
-}
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // daily is one vehicle's day.
 type daily struct {

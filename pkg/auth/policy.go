@@ -97,6 +97,7 @@ var Policy = map[string]Rule{
 	tracking + "RegisterVehicle":       admin,
 	tracking + "UpdateVehicle":         admin,
 	tracking + "DeleteVehicle":         admin, // registry data, and it erases history
+	tracking + "ExportTrack":           read,
 
 	geofence + "CreateZone":      admin,
 	geofence + "UpdateZone":      admin,

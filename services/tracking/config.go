@@ -44,6 +44,9 @@ type Config struct {
 	// RecentFixes: how many recent records per vehicle are remembered for duplicate
 	// detection and for fitting late fixes into the odometer (default 64).
 	RecentFixes int
+	// ExportPage: how much history ExportTrack reads and sends at once (0: one hour, about
+	// 3,600 fixes of a vehicle reporting every second); an export holds one page in memory.
+	ExportPage time.Duration
 
 	// Trips holds the trip segmentation thresholds.
 	Trips TripConfig
@@ -210,6 +213,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: HistoryRetention must be positive", ErrBadConfig)
 	case c.RecentFixes < 2:
 		return fmt.Errorf("%w: RecentFixes must be at least 2", ErrBadConfig)
+	case c.ExportPage < 0:
+		return fmt.Errorf("%w: ExportPage must not be negative", ErrBadConfig)
 	}
 	if err := c.Filter.validate("default"); err != nil {
 		return err

@@ -2,6 +2,8 @@ package tracking
 
 import (
 	"context"
+	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetwire/fleetwire/pkg/auth"
 	"github.com/fleetwire/fleetwire/pkg/grpctest"
@@ -84,8 +87,25 @@ func TestEdgeAuthOverTLS(t *testing.T) {
 		_, err := fleetv1.NewTrackingServiceClient(conn).DeleteVehicle(ctx, &fleetv1.DeleteVehicleRequest{VehicleId: "nobody"})
 		return err
 	}
+	export := func(ctx context.Context, conn *grpc.ClientConn) error {
+		now := time.Now()
+		stream, err := fleetv1.NewTrackingServiceClient(conn).ExportTrack(ctx, &fleetv1.ExportTrackRequest{VehicleId: "nobody",
+			StartTime: timestamppb.New(now.Add(-time.Hour)), EndTime: timestamppb.New(now), Format: fleetv1.ExportFormat_EXPORT_FORMAT_GPX})
+		if err != nil {
+			return err
+		}
+		for {
+			if _, err := stream.Recv(); err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				return err
+			}
+		}
+	}
 	grpctest.ServeSecure(t, b, s.Register).CheckAuth(t, read, []grpctest.AuthCase{
 		{Name: "viewer reads", Role: auth.Viewer, Call: read, Want: codes.NotFound},
+		{Name: "viewer exports a track", Role: auth.Viewer, Call: export, Want: codes.OK},
 		{Name: "viewer changes the registry", Role: auth.Viewer, Call: change, Want: codes.PermissionDenied},
 		{Name: "admin changes the registry", Role: auth.Admin, Call: change, Want: codes.NotFound},
 	})

@@ -1,6 +1,7 @@
 package tracking
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/fleetwire/fleetwire/pkg/export"
 	"github.com/fleetwire/fleetwire/pkg/geo"
 	"github.com/fleetwire/fleetwire/pkg/grpcserver"
 	"github.com/fleetwire/fleetwire/pkg/telemetry"
@@ -427,4 +429,85 @@ func (g *grpcServer) DeleteVehicle(ctx context.Context, req *fleetv1.DeleteVehic
 		return nil, g.s.grpcError(err)
 	}
 	return &fleetv1.DeleteVehicleResponse{Vehicle: toProtoVehicle(&v)}, nil
+}
+
+// exportFormats maps the API's formats to pkg/export's.
+var exportFormats = map[fleetv1.ExportFormat]export.Format{
+	fleetv1.ExportFormat_EXPORT_FORMAT_GPX:     export.GPX,
+	fleetv1.ExportFormat_EXPORT_FORMAT_GEOJSON: export.GeoJSON,
+	fleetv1.ExportFormat_EXPORT_FORMAT_CSV:     export.CSV,
+}
+
+// exportChunkBytes bounds one ExportTrackResponse: well under gRPC's default 4 MiB
+// message limit, large enough that the per-message overhead does not matter.
+const exportChunkBytes = 64 << 10
+
+func (g *grpcServer) ExportTrack(req *fleetv1.ExportTrackRequest, stream grpc.ServerStreamingServer[fleetv1.ExportTrackResponse]) error {
+	if err := checkTimes(req); err != nil {
+		return err
+	}
+	format, ok := exportFormats[req.GetFormat()]
+	if !ok {
+		return status.Errorf(codes.InvalidArgument, "format %v: want GPX, GEOJSON or CSV", req.GetFormat())
+	}
+	// Validate before the header goes out, so a bad request is an error, not a document.
+	from, to := req.GetStartTime().AsTime(), req.GetEndTime().AsTime()
+	if err := checkRange(req.GetVehicleId(), from, to); err != nil {
+		return g.s.grpcError(err)
+	}
+	c := &chunker{send: stream.Send}
+	w, err := export.NewTrackWriter(&c.buf, format, req.GetVehicleId())
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "format: %v", err)
+	}
+	// Errors from sending (the client went away) pass as they are; only the store's are
+	// domain errors for the table.
+	var sendErr error
+	err = g.s.TrackPages(stream.Context(), req.GetVehicleId(), from, to, func(fixes []Fix) error {
+		for i := range fixes {
+			f := &fixes[i]
+			if err := w.Write(export.Fix{Time: f.Time, Lat: f.Lat, Lon: f.Lon, AltitudeM: f.AltitudeM, SpeedKmh: f.SpeedKmh, HeadingDeg: f.HeadingDeg}); err != nil {
+				return err
+			}
+			c.fixes++
+			if c.buf.Len() >= exportChunkBytes {
+				if sendErr = c.flush(); sendErr != nil {
+					return sendErr
+				}
+			}
+		}
+		// The page goes out before the next is read.
+		sendErr = c.flush()
+		return sendErr
+	})
+	switch {
+	case sendErr != nil:
+		return sendErr
+	case err != nil:
+		return g.s.grpcError(err)
+	}
+	if err := w.Close(); err != nil {
+		return g.s.grpcError(err)
+	}
+	return c.flush()
+}
+
+// chunker collects the formatted document and sends it in ExportTrackResponses of at
+// most exportChunkBytes.
+type chunker struct {
+	buf   bytes.Buffer
+	fixes int32 // fixes written since the last send
+	send  func(*fleetv1.ExportTrackResponse) error
+}
+
+func (c *chunker) flush() error {
+	for c.buf.Len() > 0 || c.fixes > 0 {
+		// The message owns a copy: gRPC may still hold it when the buffer is reused.
+		data := bytes.Clone(c.buf.Next(exportChunkBytes))
+		if err := c.send(&fleetv1.ExportTrackResponse{Data: data, Fixes: c.fixes}); err != nil {
+			return err
+		}
+		c.fixes = 0
+	}
+	return nil
 }

@@ -180,6 +180,40 @@ func (s *Service) Track(ctx context.Context, id string, from, to time.Time, tolM
 	return Simplify(fixes, tolM), len(fixes), nil
 }
 
+// defaultExportPage is Config.ExportPage's default.
+const defaultExportPage = time.Hour
+
+// TrackPages calls fn with a vehicle's fixes in [from, to] a page at a time, in time
+// order: each page is the history of one ExportPage of device time, read when the previous
+// fn returned, so a caller that writes each page out holds one page, not the period.
+func (s *Service) TrackPages(ctx context.Context, id string, from, to time.Time, fn func([]Fix) error) error {
+	if err := checkRange(id, from, to); err != nil {
+		return err
+	}
+	page := s.cfg.ExportPage
+	if page == 0 {
+		page = defaultExportPage
+	}
+	for start := from; !start.After(to); start = start.Add(page) {
+		// The store's range is inclusive at both ends: a page stops just before the next.
+		end := start.Add(page - time.Nanosecond)
+		if end.After(to) {
+			end = to
+		}
+		fixes, err := s.store.Track(ctx, id, start, end)
+		if err != nil {
+			return err
+		}
+		if len(fixes) == 0 {
+			continue
+		}
+		if err := fn(fixes); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Trips segments a vehicle's history in [from, to].
 func (s *Service) Trips(ctx context.Context, id string, from, to time.Time) ([]Trip, []Stop, error) {
 	if err := checkRange(id, from, to); err != nil {

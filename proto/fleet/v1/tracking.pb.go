@@ -24,6 +24,63 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ExportFormat is the document format of an export.
+type ExportFormat int32
+
+const (
+	// Not set: refused.
+	ExportFormat_EXPORT_FORMAT_UNSPECIFIED ExportFormat = 0
+	// GPX 1.1: one trk of trkpt with ele and time; speed and heading in extensions.
+	ExportFormat_EXPORT_FORMAT_GPX ExportFormat = 1
+	// GeoJSON: a FeatureCollection of Point features.
+	ExportFormat_EXPORT_FORMAT_GEOJSON ExportFormat = 2
+	// CSV with a header row.
+	ExportFormat_EXPORT_FORMAT_CSV ExportFormat = 3
+)
+
+// Enum value maps for ExportFormat.
+var (
+	ExportFormat_name = map[int32]string{
+		0: "EXPORT_FORMAT_UNSPECIFIED",
+		1: "EXPORT_FORMAT_GPX",
+		2: "EXPORT_FORMAT_GEOJSON",
+		3: "EXPORT_FORMAT_CSV",
+	}
+	ExportFormat_value = map[string]int32{
+		"EXPORT_FORMAT_UNSPECIFIED": 0,
+		"EXPORT_FORMAT_GPX":         1,
+		"EXPORT_FORMAT_GEOJSON":     2,
+		"EXPORT_FORMAT_CSV":         3,
+	}
+)
+
+func (x ExportFormat) Enum() *ExportFormat {
+	p := new(ExportFormat)
+	*p = x
+	return p
+}
+
+func (x ExportFormat) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ExportFormat) Descriptor() protoreflect.EnumDescriptor {
+	return file_fleet_v1_tracking_proto_enumTypes[0].Descriptor()
+}
+
+func (ExportFormat) Type() protoreflect.EnumType {
+	return &file_fleet_v1_tracking_proto_enumTypes[0]
+}
+
+func (x ExportFormat) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ExportFormat.Descriptor instead.
+func (ExportFormat) EnumDescriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{0}
+}
+
 // VehicleStatus is what a vehicle is doing, derived from its recent records.
 type VehicleStatus int32
 
@@ -73,11 +130,11 @@ func (x VehicleStatus) String() string {
 }
 
 func (VehicleStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_fleet_v1_tracking_proto_enumTypes[0].Descriptor()
+	return file_fleet_v1_tracking_proto_enumTypes[1].Descriptor()
 }
 
 func (VehicleStatus) Type() protoreflect.EnumType {
-	return &file_fleet_v1_tracking_proto_enumTypes[0]
+	return &file_fleet_v1_tracking_proto_enumTypes[1]
 }
 
 func (x VehicleStatus) Number() protoreflect.EnumNumber {
@@ -86,7 +143,7 @@ func (x VehicleStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use VehicleStatus.Descriptor instead.
 func (VehicleStatus) EnumDescriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{0}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{1}
 }
 
 // OdometerSource says where a vehicle's odometer reading comes from.
@@ -127,11 +184,11 @@ func (x OdometerSource) String() string {
 }
 
 func (OdometerSource) Descriptor() protoreflect.EnumDescriptor {
-	return file_fleet_v1_tracking_proto_enumTypes[1].Descriptor()
+	return file_fleet_v1_tracking_proto_enumTypes[2].Descriptor()
 }
 
 func (OdometerSource) Type() protoreflect.EnumType {
-	return &file_fleet_v1_tracking_proto_enumTypes[1]
+	return &file_fleet_v1_tracking_proto_enumTypes[2]
 }
 
 func (x OdometerSource) Number() protoreflect.EnumNumber {
@@ -140,7 +197,135 @@ func (x OdometerSource) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use OdometerSource.Descriptor instead.
 func (OdometerSource) EnumDescriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{2}
+}
+
+// ExportTrackRequest selects a vehicle's history and the document format.
+type ExportTrackRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Vehicle id.
+	VehicleId string `protobuf:"bytes,1,opt,name=vehicle_id,json=vehicleId,proto3" json:"vehicle_id,omitempty"`
+	// Start of the range (inclusive, device time).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// End of the range (inclusive, device time).
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// The document format.
+	Format        ExportFormat `protobuf:"varint,4,opt,name=format,proto3,enum=fleet.v1.ExportFormat" json:"format,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportTrackRequest) Reset() {
+	*x = ExportTrackRequest{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportTrackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportTrackRequest) ProtoMessage() {}
+
+func (x *ExportTrackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportTrackRequest.ProtoReflect.Descriptor instead.
+func (*ExportTrackRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ExportTrackRequest) GetVehicleId() string {
+	if x != nil {
+		return x.VehicleId
+	}
+	return ""
+}
+
+func (x *ExportTrackRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ExportTrackRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *ExportTrackRequest) GetFormat() ExportFormat {
+	if x != nil {
+		return x.Format
+	}
+	return ExportFormat_EXPORT_FORMAT_UNSPECIFIED
+}
+
+// ExportTrackResponse is one chunk of the document.
+type ExportTrackResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The next bytes of the document.
+	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// How many fixes this chunk completes (their sum is the number exported).
+	Fixes         int32 `protobuf:"varint,2,opt,name=fixes,proto3" json:"fixes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportTrackResponse) Reset() {
+	*x = ExportTrackResponse{}
+	mi := &file_fleet_v1_tracking_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportTrackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportTrackResponse) ProtoMessage() {}
+
+func (x *ExportTrackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_tracking_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportTrackResponse.ProtoReflect.Descriptor instead.
+func (*ExportTrackResponse) Descriptor() ([]byte, []int) {
 	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ExportTrackResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ExportTrackResponse) GetFixes() int32 {
+	if x != nil {
+		return x.Fixes
+	}
+	return 0
 }
 
 // Fix is an accepted position.
@@ -162,7 +347,7 @@ type Fix struct {
 
 func (x *Fix) Reset() {
 	*x = Fix{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[0]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -174,7 +359,7 @@ func (x *Fix) String() string {
 func (*Fix) ProtoMessage() {}
 
 func (x *Fix) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[0]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -187,7 +372,7 @@ func (x *Fix) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fix.ProtoReflect.Descriptor instead.
 func (*Fix) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{0}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Fix) GetPosition() *LatLng {
@@ -269,7 +454,7 @@ type VehicleState struct {
 
 func (x *VehicleState) Reset() {
 	*x = VehicleState{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[1]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -281,7 +466,7 @@ func (x *VehicleState) String() string {
 func (*VehicleState) ProtoMessage() {}
 
 func (x *VehicleState) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[1]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -294,7 +479,7 @@ func (x *VehicleState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VehicleState.ProtoReflect.Descriptor instead.
 func (*VehicleState) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{1}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *VehicleState) GetStatus() VehicleStatus {
@@ -439,7 +624,7 @@ type Vehicle struct {
 
 func (x *Vehicle) Reset() {
 	*x = Vehicle{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[2]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -451,7 +636,7 @@ func (x *Vehicle) String() string {
 func (*Vehicle) ProtoMessage() {}
 
 func (x *Vehicle) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[2]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -464,7 +649,7 @@ func (x *Vehicle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vehicle.ProtoReflect.Descriptor instead.
 func (*Vehicle) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{2}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Vehicle) GetVehicleId() string {
@@ -527,7 +712,7 @@ type GetVehicleRequest struct {
 
 func (x *GetVehicleRequest) Reset() {
 	*x = GetVehicleRequest{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[3]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +724,7 @@ func (x *GetVehicleRequest) String() string {
 func (*GetVehicleRequest) ProtoMessage() {}
 
 func (x *GetVehicleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[3]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +737,7 @@ func (x *GetVehicleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVehicleRequest.ProtoReflect.Descriptor instead.
 func (*GetVehicleRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{3}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetVehicleRequest) GetVehicleId() string {
@@ -573,7 +758,7 @@ type GetVehicleResponse struct {
 
 func (x *GetVehicleResponse) Reset() {
 	*x = GetVehicleResponse{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[4]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +770,7 @@ func (x *GetVehicleResponse) String() string {
 func (*GetVehicleResponse) ProtoMessage() {}
 
 func (x *GetVehicleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[4]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +783,7 @@ func (x *GetVehicleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVehicleResponse.ProtoReflect.Descriptor instead.
 func (*GetVehicleResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{4}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetVehicleResponse) GetVehicle() *Vehicle {
@@ -625,7 +810,7 @@ type ListVehiclesRequest struct {
 
 func (x *ListVehiclesRequest) Reset() {
 	*x = ListVehiclesRequest{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[5]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +822,7 @@ func (x *ListVehiclesRequest) String() string {
 func (*ListVehiclesRequest) ProtoMessage() {}
 
 func (x *ListVehiclesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[5]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +835,7 @@ func (x *ListVehiclesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVehiclesRequest.ProtoReflect.Descriptor instead.
 func (*ListVehiclesRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{5}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListVehiclesRequest) GetPageSize() int32 {
@@ -696,7 +881,7 @@ type ListVehiclesResponse struct {
 
 func (x *ListVehiclesResponse) Reset() {
 	*x = ListVehiclesResponse{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[6]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +893,7 @@ func (x *ListVehiclesResponse) String() string {
 func (*ListVehiclesResponse) ProtoMessage() {}
 
 func (x *ListVehiclesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[6]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +906,7 @@ func (x *ListVehiclesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVehiclesResponse.ProtoReflect.Descriptor instead.
 func (*ListVehiclesResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{6}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListVehiclesResponse) GetVehicles() []*Vehicle {
@@ -763,7 +948,7 @@ type WatchVehiclesRequest struct {
 
 func (x *WatchVehiclesRequest) Reset() {
 	*x = WatchVehiclesRequest{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[7]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +960,7 @@ func (x *WatchVehiclesRequest) String() string {
 func (*WatchVehiclesRequest) ProtoMessage() {}
 
 func (x *WatchVehiclesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[7]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +973,7 @@ func (x *WatchVehiclesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchVehiclesRequest.ProtoReflect.Descriptor instead.
 func (*WatchVehiclesRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{7}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchVehiclesRequest) GetVehicleIds() []string {
@@ -832,7 +1017,7 @@ type WatchVehiclesResponse struct {
 
 func (x *WatchVehiclesResponse) Reset() {
 	*x = WatchVehiclesResponse{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[8]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +1029,7 @@ func (x *WatchVehiclesResponse) String() string {
 func (*WatchVehiclesResponse) ProtoMessage() {}
 
 func (x *WatchVehiclesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[8]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +1042,7 @@ func (x *WatchVehiclesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchVehiclesResponse.ProtoReflect.Descriptor instead.
 func (*WatchVehiclesResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{8}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WatchVehiclesResponse) GetVehicle() *Vehicle {
@@ -893,7 +1078,7 @@ type SearchNearestVehiclesRequest struct {
 
 func (x *SearchNearestVehiclesRequest) Reset() {
 	*x = SearchNearestVehiclesRequest{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[9]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1090,7 @@ func (x *SearchNearestVehiclesRequest) String() string {
 func (*SearchNearestVehiclesRequest) ProtoMessage() {}
 
 func (x *SearchNearestVehiclesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[9]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1103,7 @@ func (x *SearchNearestVehiclesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchNearestVehiclesRequest.ProtoReflect.Descriptor instead.
 func (*SearchNearestVehiclesRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{9}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SearchNearestVehiclesRequest) GetPoint() *LatLng {
@@ -969,7 +1154,7 @@ type NearbyVehicle struct {
 
 func (x *NearbyVehicle) Reset() {
 	*x = NearbyVehicle{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[10]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1166,7 @@ func (x *NearbyVehicle) String() string {
 func (*NearbyVehicle) ProtoMessage() {}
 
 func (x *NearbyVehicle) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[10]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1179,7 @@ func (x *NearbyVehicle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NearbyVehicle.ProtoReflect.Descriptor instead.
 func (*NearbyVehicle) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{10}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NearbyVehicle) GetVehicle() *Vehicle {
@@ -1022,7 +1207,7 @@ type SearchNearestVehiclesResponse struct {
 
 func (x *SearchNearestVehiclesResponse) Reset() {
 	*x = SearchNearestVehiclesResponse{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[11]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1219,7 @@ func (x *SearchNearestVehiclesResponse) String() string {
 func (*SearchNearestVehiclesResponse) ProtoMessage() {}
 
 func (x *SearchNearestVehiclesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[11]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1232,7 @@ func (x *SearchNearestVehiclesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchNearestVehiclesResponse.ProtoReflect.Descriptor instead.
 func (*SearchNearestVehiclesResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{11}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SearchNearestVehiclesResponse) GetVehicles() []*NearbyVehicle {
@@ -1074,7 +1259,7 @@ type GetTrackRequest struct {
 
 func (x *GetTrackRequest) Reset() {
 	*x = GetTrackRequest{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[12]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1271,7 @@ func (x *GetTrackRequest) String() string {
 func (*GetTrackRequest) ProtoMessage() {}
 
 func (x *GetTrackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[12]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1284,7 @@ func (x *GetTrackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrackRequest.ProtoReflect.Descriptor instead.
 func (*GetTrackRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{12}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetTrackRequest) GetVehicleId() string {
@@ -1143,7 +1328,7 @@ type GetTrackResponse struct {
 
 func (x *GetTrackResponse) Reset() {
 	*x = GetTrackResponse{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[13]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1340,7 @@ func (x *GetTrackResponse) String() string {
 func (*GetTrackResponse) ProtoMessage() {}
 
 func (x *GetTrackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[13]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1353,7 @@ func (x *GetTrackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrackResponse.ProtoReflect.Descriptor instead.
 func (*GetTrackResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{13}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetTrackResponse) GetFixes() []*Fix {
@@ -1200,7 +1385,7 @@ type ListTripsRequest struct {
 
 func (x *ListTripsRequest) Reset() {
 	*x = ListTripsRequest{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[14]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1397,7 @@ func (x *ListTripsRequest) String() string {
 func (*ListTripsRequest) ProtoMessage() {}
 
 func (x *ListTripsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[14]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1410,7 @@ func (x *ListTripsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTripsRequest.ProtoReflect.Descriptor instead.
 func (*ListTripsRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{14}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListTripsRequest) GetVehicleId() string {
@@ -1276,7 +1461,7 @@ type Trip struct {
 
 func (x *Trip) Reset() {
 	*x = Trip{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[15]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1473,7 @@ func (x *Trip) String() string {
 func (*Trip) ProtoMessage() {}
 
 func (x *Trip) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[15]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1486,7 @@ func (x *Trip) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Trip.ProtoReflect.Descriptor instead.
 func (*Trip) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{15}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Trip) GetStartTime() *timestamppb.Timestamp {
@@ -1378,7 +1563,7 @@ type ListTripsResponse struct {
 
 func (x *ListTripsResponse) Reset() {
 	*x = ListTripsResponse{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[16]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1575,7 @@ func (x *ListTripsResponse) String() string {
 func (*ListTripsResponse) ProtoMessage() {}
 
 func (x *ListTripsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[16]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1588,7 @@ func (x *ListTripsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTripsResponse.ProtoReflect.Descriptor instead.
 func (*ListTripsResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{16}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListTripsResponse) GetTrips() []*Trip {
@@ -1428,7 +1613,7 @@ type ListStopsRequest struct {
 
 func (x *ListStopsRequest) Reset() {
 	*x = ListStopsRequest{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[17]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1625,7 @@ func (x *ListStopsRequest) String() string {
 func (*ListStopsRequest) ProtoMessage() {}
 
 func (x *ListStopsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[17]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1638,7 @@ func (x *ListStopsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStopsRequest.ProtoReflect.Descriptor instead.
 func (*ListStopsRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{17}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListStopsRequest) GetVehicleId() string {
@@ -1496,7 +1681,7 @@ type Stop struct {
 
 func (x *Stop) Reset() {
 	*x = Stop{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[18]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1693,7 @@ func (x *Stop) String() string {
 func (*Stop) ProtoMessage() {}
 
 func (x *Stop) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[18]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1706,7 @@ func (x *Stop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stop.ProtoReflect.Descriptor instead.
 func (*Stop) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{18}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Stop) GetStartTime() *timestamppb.Timestamp {
@@ -1570,7 +1755,7 @@ type ListStopsResponse struct {
 
 func (x *ListStopsResponse) Reset() {
 	*x = ListStopsResponse{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[19]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1767,7 @@ func (x *ListStopsResponse) String() string {
 func (*ListStopsResponse) ProtoMessage() {}
 
 func (x *ListStopsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[19]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1780,7 @@ func (x *ListStopsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStopsResponse.ProtoReflect.Descriptor instead.
 func (*ListStopsResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{19}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListStopsResponse) GetStops() []*Stop {
@@ -1624,7 +1809,7 @@ type RegisterVehicleRequest struct {
 
 func (x *RegisterVehicleRequest) Reset() {
 	*x = RegisterVehicleRequest{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[20]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +1821,7 @@ func (x *RegisterVehicleRequest) String() string {
 func (*RegisterVehicleRequest) ProtoMessage() {}
 
 func (x *RegisterVehicleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[20]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +1834,7 @@ func (x *RegisterVehicleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterVehicleRequest.ProtoReflect.Descriptor instead.
 func (*RegisterVehicleRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{20}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RegisterVehicleRequest) GetVehicleId() string {
@@ -1698,7 +1883,7 @@ type RegisterVehicleResponse struct {
 
 func (x *RegisterVehicleResponse) Reset() {
 	*x = RegisterVehicleResponse{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[21]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1895,7 @@ func (x *RegisterVehicleResponse) String() string {
 func (*RegisterVehicleResponse) ProtoMessage() {}
 
 func (x *RegisterVehicleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[21]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1908,7 @@ func (x *RegisterVehicleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterVehicleResponse.ProtoReflect.Descriptor instead.
 func (*RegisterVehicleResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{21}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RegisterVehicleResponse) GetVehicle() *Vehicle {
@@ -1754,7 +1939,7 @@ type UpdateVehicleRequest struct {
 
 func (x *UpdateVehicleRequest) Reset() {
 	*x = UpdateVehicleRequest{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[22]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +1951,7 @@ func (x *UpdateVehicleRequest) String() string {
 func (*UpdateVehicleRequest) ProtoMessage() {}
 
 func (x *UpdateVehicleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[22]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +1964,7 @@ func (x *UpdateVehicleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateVehicleRequest.ProtoReflect.Descriptor instead.
 func (*UpdateVehicleRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{22}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateVehicleRequest) GetVehicleId() string {
@@ -1835,7 +2020,7 @@ type UpdateVehicleResponse struct {
 
 func (x *UpdateVehicleResponse) Reset() {
 	*x = UpdateVehicleResponse{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[23]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1847,7 +2032,7 @@ func (x *UpdateVehicleResponse) String() string {
 func (*UpdateVehicleResponse) ProtoMessage() {}
 
 func (x *UpdateVehicleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[23]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1860,7 +2045,7 @@ func (x *UpdateVehicleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateVehicleResponse.ProtoReflect.Descriptor instead.
 func (*UpdateVehicleResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{23}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpdateVehicleResponse) GetVehicle() *Vehicle {
@@ -1881,7 +2066,7 @@ type DeleteVehicleRequest struct {
 
 func (x *DeleteVehicleRequest) Reset() {
 	*x = DeleteVehicleRequest{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[24]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1893,7 +2078,7 @@ func (x *DeleteVehicleRequest) String() string {
 func (*DeleteVehicleRequest) ProtoMessage() {}
 
 func (x *DeleteVehicleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[24]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1906,7 +2091,7 @@ func (x *DeleteVehicleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVehicleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteVehicleRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{24}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteVehicleRequest) GetVehicleId() string {
@@ -1927,7 +2112,7 @@ type DeleteVehicleResponse struct {
 
 func (x *DeleteVehicleResponse) Reset() {
 	*x = DeleteVehicleResponse{}
-	mi := &file_fleet_v1_tracking_proto_msgTypes[25]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2124,7 @@ func (x *DeleteVehicleResponse) String() string {
 func (*DeleteVehicleResponse) ProtoMessage() {}
 
 func (x *DeleteVehicleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_tracking_proto_msgTypes[25]
+	mi := &file_fleet_v1_tracking_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2137,7 @@ func (x *DeleteVehicleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVehicleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVehicleResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{25}
+	return file_fleet_v1_tracking_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeleteVehicleResponse) GetVehicle() *Vehicle {
@@ -1966,7 +2151,17 @@ var File_fleet_v1_tracking_proto protoreflect.FileDescriptor
 
 const file_fleet_v1_tracking_proto_rawDesc = "" +
 	"\n" +
-	"\x17fleet/v1/tracking.proto\x12\bfleet.v1\x1a\x12fleet/v1/geo.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x01\n" +
+	"\x17fleet/v1/tracking.proto\x12\bfleet.v1\x1a\x12fleet/v1/geo.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x01\n" +
+	"\x12ExportTrackRequest\x12\x1d\n" +
+	"\n" +
+	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\x129\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12.\n" +
+	"\x06format\x18\x04 \x01(\x0e2\x16.fleet.v1.ExportFormatR\x06format\"?\n" +
+	"\x13ExportTrackResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x14\n" +
+	"\x05fixes\x18\x02 \x01(\x05R\x05fixes\"\xcd\x01\n" +
 	"\x03Fix\x12,\n" +
 	"\bposition\x18\x01 \x01(\v2\x10.fleet.v1.LatLngR\bposition\x12\x1d\n" +
 	"\n" +
@@ -2130,7 +2325,12 @@ const file_fleet_v1_tracking_proto_rawDesc = "" +
 	"\n" +
 	"vehicle_id\x18\x01 \x01(\tR\tvehicleId\"D\n" +
 	"\x15DeleteVehicleResponse\x12+\n" +
-	"\avehicle\x18\x01 \x01(\v2\x11.fleet.v1.VehicleR\avehicle*\xba\x01\n" +
+	"\avehicle\x18\x01 \x01(\v2\x11.fleet.v1.VehicleR\avehicle*v\n" +
+	"\fExportFormat\x12\x1d\n" +
+	"\x19EXPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11EXPORT_FORMAT_GPX\x10\x01\x12\x19\n" +
+	"\x15EXPORT_FORMAT_GEOJSON\x10\x02\x12\x15\n" +
+	"\x11EXPORT_FORMAT_CSV\x10\x03*\xba\x01\n" +
 	"\rVehicleStatus\x12\x1e\n" +
 	"\x1aVEHICLE_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19VEHICLE_STATUS_NEVER_SEEN\x10\x01\x12\x19\n" +
@@ -2141,7 +2341,7 @@ const file_fleet_v1_tracking_proto_rawDesc = "" +
 	"\x0eOdometerSource\x12\x1f\n" +
 	"\x1bODOMETER_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13ODOMETER_SOURCE_GPS\x10\x01\x12\x1a\n" +
-	"\x16ODOMETER_SOURCE_DEVICE\x10\x022\xb2\x06\n" +
+	"\x16ODOMETER_SOURCE_DEVICE\x10\x022\x80\a\n" +
 	"\x0fTrackingService\x12G\n" +
 	"\n" +
 	"GetVehicle\x12\x1b.fleet.v1.GetVehicleRequest\x1a\x1c.fleet.v1.GetVehicleResponse\x12M\n" +
@@ -2153,7 +2353,8 @@ const file_fleet_v1_tracking_proto_rawDesc = "" +
 	"\tListStops\x12\x1a.fleet.v1.ListStopsRequest\x1a\x1b.fleet.v1.ListStopsResponse\x12V\n" +
 	"\x0fRegisterVehicle\x12 .fleet.v1.RegisterVehicleRequest\x1a!.fleet.v1.RegisterVehicleResponse\x12P\n" +
 	"\rUpdateVehicle\x12\x1e.fleet.v1.UpdateVehicleRequest\x1a\x1f.fleet.v1.UpdateVehicleResponse\x12P\n" +
-	"\rDeleteVehicle\x12\x1e.fleet.v1.DeleteVehicleRequest\x1a\x1f.fleet.v1.DeleteVehicleResponseB\x95\x01\n" +
+	"\rDeleteVehicle\x12\x1e.fleet.v1.DeleteVehicleRequest\x1a\x1f.fleet.v1.DeleteVehicleResponse\x12L\n" +
+	"\vExportTrack\x12\x1c.fleet.v1.ExportTrackRequest\x1a\x1d.fleet.v1.ExportTrackResponse0\x01B\x95\x01\n" +
 	"\fcom.fleet.v1B\rTrackingProtoP\x01Z5github.com/fleetwire/fleetwire/proto/fleet/v1;fleetv1\xa2\x02\x03FXX\xaa\x02\bFleet.V1\xca\x02\bFleet\\V1\xe2\x02\x14Fleet\\V1\\GPBMetadata\xea\x02\tFleet::V1b\x06proto3"
 
 var (
@@ -2168,118 +2369,126 @@ func file_fleet_v1_tracking_proto_rawDescGZIP() []byte {
 	return file_fleet_v1_tracking_proto_rawDescData
 }
 
-var file_fleet_v1_tracking_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fleet_v1_tracking_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_fleet_v1_tracking_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_fleet_v1_tracking_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_fleet_v1_tracking_proto_goTypes = []any{
-	(VehicleStatus)(0),                    // 0: fleet.v1.VehicleStatus
-	(OdometerSource)(0),                   // 1: fleet.v1.OdometerSource
-	(*Fix)(nil),                           // 2: fleet.v1.Fix
-	(*VehicleState)(nil),                  // 3: fleet.v1.VehicleState
-	(*Vehicle)(nil),                       // 4: fleet.v1.Vehicle
-	(*GetVehicleRequest)(nil),             // 5: fleet.v1.GetVehicleRequest
-	(*GetVehicleResponse)(nil),            // 6: fleet.v1.GetVehicleResponse
-	(*ListVehiclesRequest)(nil),           // 7: fleet.v1.ListVehiclesRequest
-	(*ListVehiclesResponse)(nil),          // 8: fleet.v1.ListVehiclesResponse
-	(*WatchVehiclesRequest)(nil),          // 9: fleet.v1.WatchVehiclesRequest
-	(*WatchVehiclesResponse)(nil),         // 10: fleet.v1.WatchVehiclesResponse
-	(*SearchNearestVehiclesRequest)(nil),  // 11: fleet.v1.SearchNearestVehiclesRequest
-	(*NearbyVehicle)(nil),                 // 12: fleet.v1.NearbyVehicle
-	(*SearchNearestVehiclesResponse)(nil), // 13: fleet.v1.SearchNearestVehiclesResponse
-	(*GetTrackRequest)(nil),               // 14: fleet.v1.GetTrackRequest
-	(*GetTrackResponse)(nil),              // 15: fleet.v1.GetTrackResponse
-	(*ListTripsRequest)(nil),              // 16: fleet.v1.ListTripsRequest
-	(*Trip)(nil),                          // 17: fleet.v1.Trip
-	(*ListTripsResponse)(nil),             // 18: fleet.v1.ListTripsResponse
-	(*ListStopsRequest)(nil),              // 19: fleet.v1.ListStopsRequest
-	(*Stop)(nil),                          // 20: fleet.v1.Stop
-	(*ListStopsResponse)(nil),             // 21: fleet.v1.ListStopsResponse
-	(*RegisterVehicleRequest)(nil),        // 22: fleet.v1.RegisterVehicleRequest
-	(*RegisterVehicleResponse)(nil),       // 23: fleet.v1.RegisterVehicleResponse
-	(*UpdateVehicleRequest)(nil),          // 24: fleet.v1.UpdateVehicleRequest
-	(*UpdateVehicleResponse)(nil),         // 25: fleet.v1.UpdateVehicleResponse
-	(*DeleteVehicleRequest)(nil),          // 26: fleet.v1.DeleteVehicleRequest
-	(*DeleteVehicleResponse)(nil),         // 27: fleet.v1.DeleteVehicleResponse
-	nil,                                   // 28: fleet.v1.Vehicle.MetadataEntry
-	nil,                                   // 29: fleet.v1.RegisterVehicleRequest.MetadataEntry
-	nil,                                   // 30: fleet.v1.UpdateVehicleRequest.MetadataEntry
-	(*LatLng)(nil),                        // 31: fleet.v1.LatLng
-	(*timestamppb.Timestamp)(nil),         // 32: google.protobuf.Timestamp
-	(*BoundingBox)(nil),                   // 33: fleet.v1.BoundingBox
-	(*durationpb.Duration)(nil),           // 34: google.protobuf.Duration
-	(*fieldmaskpb.FieldMask)(nil),         // 35: google.protobuf.FieldMask
+	(ExportFormat)(0),                     // 0: fleet.v1.ExportFormat
+	(VehicleStatus)(0),                    // 1: fleet.v1.VehicleStatus
+	(OdometerSource)(0),                   // 2: fleet.v1.OdometerSource
+	(*ExportTrackRequest)(nil),            // 3: fleet.v1.ExportTrackRequest
+	(*ExportTrackResponse)(nil),           // 4: fleet.v1.ExportTrackResponse
+	(*Fix)(nil),                           // 5: fleet.v1.Fix
+	(*VehicleState)(nil),                  // 6: fleet.v1.VehicleState
+	(*Vehicle)(nil),                       // 7: fleet.v1.Vehicle
+	(*GetVehicleRequest)(nil),             // 8: fleet.v1.GetVehicleRequest
+	(*GetVehicleResponse)(nil),            // 9: fleet.v1.GetVehicleResponse
+	(*ListVehiclesRequest)(nil),           // 10: fleet.v1.ListVehiclesRequest
+	(*ListVehiclesResponse)(nil),          // 11: fleet.v1.ListVehiclesResponse
+	(*WatchVehiclesRequest)(nil),          // 12: fleet.v1.WatchVehiclesRequest
+	(*WatchVehiclesResponse)(nil),         // 13: fleet.v1.WatchVehiclesResponse
+	(*SearchNearestVehiclesRequest)(nil),  // 14: fleet.v1.SearchNearestVehiclesRequest
+	(*NearbyVehicle)(nil),                 // 15: fleet.v1.NearbyVehicle
+	(*SearchNearestVehiclesResponse)(nil), // 16: fleet.v1.SearchNearestVehiclesResponse
+	(*GetTrackRequest)(nil),               // 17: fleet.v1.GetTrackRequest
+	(*GetTrackResponse)(nil),              // 18: fleet.v1.GetTrackResponse
+	(*ListTripsRequest)(nil),              // 19: fleet.v1.ListTripsRequest
+	(*Trip)(nil),                          // 20: fleet.v1.Trip
+	(*ListTripsResponse)(nil),             // 21: fleet.v1.ListTripsResponse
+	(*ListStopsRequest)(nil),              // 22: fleet.v1.ListStopsRequest
+	(*Stop)(nil),                          // 23: fleet.v1.Stop
+	(*ListStopsResponse)(nil),             // 24: fleet.v1.ListStopsResponse
+	(*RegisterVehicleRequest)(nil),        // 25: fleet.v1.RegisterVehicleRequest
+	(*RegisterVehicleResponse)(nil),       // 26: fleet.v1.RegisterVehicleResponse
+	(*UpdateVehicleRequest)(nil),          // 27: fleet.v1.UpdateVehicleRequest
+	(*UpdateVehicleResponse)(nil),         // 28: fleet.v1.UpdateVehicleResponse
+	(*DeleteVehicleRequest)(nil),          // 29: fleet.v1.DeleteVehicleRequest
+	(*DeleteVehicleResponse)(nil),         // 30: fleet.v1.DeleteVehicleResponse
+	nil,                                   // 31: fleet.v1.Vehicle.MetadataEntry
+	nil,                                   // 32: fleet.v1.RegisterVehicleRequest.MetadataEntry
+	nil,                                   // 33: fleet.v1.UpdateVehicleRequest.MetadataEntry
+	(*timestamppb.Timestamp)(nil),         // 34: google.protobuf.Timestamp
+	(*LatLng)(nil),                        // 35: fleet.v1.LatLng
+	(*BoundingBox)(nil),                   // 36: fleet.v1.BoundingBox
+	(*durationpb.Duration)(nil),           // 37: google.protobuf.Duration
+	(*fieldmaskpb.FieldMask)(nil),         // 38: google.protobuf.FieldMask
 }
 var file_fleet_v1_tracking_proto_depIdxs = []int32{
-	31, // 0: fleet.v1.Fix.position:type_name -> fleet.v1.LatLng
-	32, // 1: fleet.v1.Fix.device_time:type_name -> google.protobuf.Timestamp
-	0,  // 2: fleet.v1.VehicleState.status:type_name -> fleet.v1.VehicleStatus
-	2,  // 3: fleet.v1.VehicleState.last_fix:type_name -> fleet.v1.Fix
-	32, // 4: fleet.v1.VehicleState.last_seen_time:type_name -> google.protobuf.Timestamp
-	32, // 5: fleet.v1.VehicleState.last_device_time:type_name -> google.protobuf.Timestamp
-	32, // 6: fleet.v1.VehicleState.last_sent_time:type_name -> google.protobuf.Timestamp
-	32, // 7: fleet.v1.VehicleState.status_time:type_name -> google.protobuf.Timestamp
-	0,  // 8: fleet.v1.VehicleState.previous_status:type_name -> fleet.v1.VehicleStatus
-	1,  // 9: fleet.v1.VehicleState.odometer_source:type_name -> fleet.v1.OdometerSource
-	28, // 10: fleet.v1.Vehicle.metadata:type_name -> fleet.v1.Vehicle.MetadataEntry
-	3,  // 11: fleet.v1.Vehicle.state:type_name -> fleet.v1.VehicleState
-	4,  // 12: fleet.v1.GetVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
-	0,  // 13: fleet.v1.ListVehiclesRequest.statuses:type_name -> fleet.v1.VehicleStatus
-	4,  // 14: fleet.v1.ListVehiclesResponse.vehicles:type_name -> fleet.v1.Vehicle
-	33, // 15: fleet.v1.WatchVehiclesRequest.bounds:type_name -> fleet.v1.BoundingBox
-	4,  // 16: fleet.v1.WatchVehiclesResponse.vehicle:type_name -> fleet.v1.Vehicle
-	31, // 17: fleet.v1.SearchNearestVehiclesRequest.point:type_name -> fleet.v1.LatLng
-	0,  // 18: fleet.v1.SearchNearestVehiclesRequest.statuses:type_name -> fleet.v1.VehicleStatus
-	4,  // 19: fleet.v1.NearbyVehicle.vehicle:type_name -> fleet.v1.Vehicle
-	12, // 20: fleet.v1.SearchNearestVehiclesResponse.vehicles:type_name -> fleet.v1.NearbyVehicle
-	32, // 21: fleet.v1.GetTrackRequest.start_time:type_name -> google.protobuf.Timestamp
-	32, // 22: fleet.v1.GetTrackRequest.end_time:type_name -> google.protobuf.Timestamp
-	2,  // 23: fleet.v1.GetTrackResponse.fixes:type_name -> fleet.v1.Fix
-	32, // 24: fleet.v1.ListTripsRequest.start_time:type_name -> google.protobuf.Timestamp
-	32, // 25: fleet.v1.ListTripsRequest.end_time:type_name -> google.protobuf.Timestamp
-	32, // 26: fleet.v1.Trip.start_time:type_name -> google.protobuf.Timestamp
-	32, // 27: fleet.v1.Trip.end_time:type_name -> google.protobuf.Timestamp
-	31, // 28: fleet.v1.Trip.start_position:type_name -> fleet.v1.LatLng
-	31, // 29: fleet.v1.Trip.end_position:type_name -> fleet.v1.LatLng
-	34, // 30: fleet.v1.Trip.duration:type_name -> google.protobuf.Duration
-	34, // 31: fleet.v1.Trip.idle_duration:type_name -> google.protobuf.Duration
-	17, // 32: fleet.v1.ListTripsResponse.trips:type_name -> fleet.v1.Trip
-	32, // 33: fleet.v1.ListStopsRequest.start_time:type_name -> google.protobuf.Timestamp
-	32, // 34: fleet.v1.ListStopsRequest.end_time:type_name -> google.protobuf.Timestamp
-	32, // 35: fleet.v1.Stop.start_time:type_name -> google.protobuf.Timestamp
-	32, // 36: fleet.v1.Stop.end_time:type_name -> google.protobuf.Timestamp
-	31, // 37: fleet.v1.Stop.position:type_name -> fleet.v1.LatLng
-	34, // 38: fleet.v1.Stop.duration:type_name -> google.protobuf.Duration
-	20, // 39: fleet.v1.ListStopsResponse.stops:type_name -> fleet.v1.Stop
-	29, // 40: fleet.v1.RegisterVehicleRequest.metadata:type_name -> fleet.v1.RegisterVehicleRequest.MetadataEntry
-	4,  // 41: fleet.v1.RegisterVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
-	30, // 42: fleet.v1.UpdateVehicleRequest.metadata:type_name -> fleet.v1.UpdateVehicleRequest.MetadataEntry
-	35, // 43: fleet.v1.UpdateVehicleRequest.update_mask:type_name -> google.protobuf.FieldMask
-	4,  // 44: fleet.v1.UpdateVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
-	4,  // 45: fleet.v1.DeleteVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
-	5,  // 46: fleet.v1.TrackingService.GetVehicle:input_type -> fleet.v1.GetVehicleRequest
-	7,  // 47: fleet.v1.TrackingService.ListVehicles:input_type -> fleet.v1.ListVehiclesRequest
-	9,  // 48: fleet.v1.TrackingService.WatchVehicles:input_type -> fleet.v1.WatchVehiclesRequest
-	11, // 49: fleet.v1.TrackingService.SearchNearestVehicles:input_type -> fleet.v1.SearchNearestVehiclesRequest
-	14, // 50: fleet.v1.TrackingService.GetTrack:input_type -> fleet.v1.GetTrackRequest
-	16, // 51: fleet.v1.TrackingService.ListTrips:input_type -> fleet.v1.ListTripsRequest
-	19, // 52: fleet.v1.TrackingService.ListStops:input_type -> fleet.v1.ListStopsRequest
-	22, // 53: fleet.v1.TrackingService.RegisterVehicle:input_type -> fleet.v1.RegisterVehicleRequest
-	24, // 54: fleet.v1.TrackingService.UpdateVehicle:input_type -> fleet.v1.UpdateVehicleRequest
-	26, // 55: fleet.v1.TrackingService.DeleteVehicle:input_type -> fleet.v1.DeleteVehicleRequest
-	6,  // 56: fleet.v1.TrackingService.GetVehicle:output_type -> fleet.v1.GetVehicleResponse
-	8,  // 57: fleet.v1.TrackingService.ListVehicles:output_type -> fleet.v1.ListVehiclesResponse
-	10, // 58: fleet.v1.TrackingService.WatchVehicles:output_type -> fleet.v1.WatchVehiclesResponse
-	13, // 59: fleet.v1.TrackingService.SearchNearestVehicles:output_type -> fleet.v1.SearchNearestVehiclesResponse
-	15, // 60: fleet.v1.TrackingService.GetTrack:output_type -> fleet.v1.GetTrackResponse
-	18, // 61: fleet.v1.TrackingService.ListTrips:output_type -> fleet.v1.ListTripsResponse
-	21, // 62: fleet.v1.TrackingService.ListStops:output_type -> fleet.v1.ListStopsResponse
-	23, // 63: fleet.v1.TrackingService.RegisterVehicle:output_type -> fleet.v1.RegisterVehicleResponse
-	25, // 64: fleet.v1.TrackingService.UpdateVehicle:output_type -> fleet.v1.UpdateVehicleResponse
-	27, // 65: fleet.v1.TrackingService.DeleteVehicle:output_type -> fleet.v1.DeleteVehicleResponse
-	56, // [56:66] is the sub-list for method output_type
-	46, // [46:56] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	34, // 0: fleet.v1.ExportTrackRequest.start_time:type_name -> google.protobuf.Timestamp
+	34, // 1: fleet.v1.ExportTrackRequest.end_time:type_name -> google.protobuf.Timestamp
+	0,  // 2: fleet.v1.ExportTrackRequest.format:type_name -> fleet.v1.ExportFormat
+	35, // 3: fleet.v1.Fix.position:type_name -> fleet.v1.LatLng
+	34, // 4: fleet.v1.Fix.device_time:type_name -> google.protobuf.Timestamp
+	1,  // 5: fleet.v1.VehicleState.status:type_name -> fleet.v1.VehicleStatus
+	5,  // 6: fleet.v1.VehicleState.last_fix:type_name -> fleet.v1.Fix
+	34, // 7: fleet.v1.VehicleState.last_seen_time:type_name -> google.protobuf.Timestamp
+	34, // 8: fleet.v1.VehicleState.last_device_time:type_name -> google.protobuf.Timestamp
+	34, // 9: fleet.v1.VehicleState.last_sent_time:type_name -> google.protobuf.Timestamp
+	34, // 10: fleet.v1.VehicleState.status_time:type_name -> google.protobuf.Timestamp
+	1,  // 11: fleet.v1.VehicleState.previous_status:type_name -> fleet.v1.VehicleStatus
+	2,  // 12: fleet.v1.VehicleState.odometer_source:type_name -> fleet.v1.OdometerSource
+	31, // 13: fleet.v1.Vehicle.metadata:type_name -> fleet.v1.Vehicle.MetadataEntry
+	6,  // 14: fleet.v1.Vehicle.state:type_name -> fleet.v1.VehicleState
+	7,  // 15: fleet.v1.GetVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
+	1,  // 16: fleet.v1.ListVehiclesRequest.statuses:type_name -> fleet.v1.VehicleStatus
+	7,  // 17: fleet.v1.ListVehiclesResponse.vehicles:type_name -> fleet.v1.Vehicle
+	36, // 18: fleet.v1.WatchVehiclesRequest.bounds:type_name -> fleet.v1.BoundingBox
+	7,  // 19: fleet.v1.WatchVehiclesResponse.vehicle:type_name -> fleet.v1.Vehicle
+	35, // 20: fleet.v1.SearchNearestVehiclesRequest.point:type_name -> fleet.v1.LatLng
+	1,  // 21: fleet.v1.SearchNearestVehiclesRequest.statuses:type_name -> fleet.v1.VehicleStatus
+	7,  // 22: fleet.v1.NearbyVehicle.vehicle:type_name -> fleet.v1.Vehicle
+	15, // 23: fleet.v1.SearchNearestVehiclesResponse.vehicles:type_name -> fleet.v1.NearbyVehicle
+	34, // 24: fleet.v1.GetTrackRequest.start_time:type_name -> google.protobuf.Timestamp
+	34, // 25: fleet.v1.GetTrackRequest.end_time:type_name -> google.protobuf.Timestamp
+	5,  // 26: fleet.v1.GetTrackResponse.fixes:type_name -> fleet.v1.Fix
+	34, // 27: fleet.v1.ListTripsRequest.start_time:type_name -> google.protobuf.Timestamp
+	34, // 28: fleet.v1.ListTripsRequest.end_time:type_name -> google.protobuf.Timestamp
+	34, // 29: fleet.v1.Trip.start_time:type_name -> google.protobuf.Timestamp
+	34, // 30: fleet.v1.Trip.end_time:type_name -> google.protobuf.Timestamp
+	35, // 31: fleet.v1.Trip.start_position:type_name -> fleet.v1.LatLng
+	35, // 32: fleet.v1.Trip.end_position:type_name -> fleet.v1.LatLng
+	37, // 33: fleet.v1.Trip.duration:type_name -> google.protobuf.Duration
+	37, // 34: fleet.v1.Trip.idle_duration:type_name -> google.protobuf.Duration
+	20, // 35: fleet.v1.ListTripsResponse.trips:type_name -> fleet.v1.Trip
+	34, // 36: fleet.v1.ListStopsRequest.start_time:type_name -> google.protobuf.Timestamp
+	34, // 37: fleet.v1.ListStopsRequest.end_time:type_name -> google.protobuf.Timestamp
+	34, // 38: fleet.v1.Stop.start_time:type_name -> google.protobuf.Timestamp
+	34, // 39: fleet.v1.Stop.end_time:type_name -> google.protobuf.Timestamp
+	35, // 40: fleet.v1.Stop.position:type_name -> fleet.v1.LatLng
+	37, // 41: fleet.v1.Stop.duration:type_name -> google.protobuf.Duration
+	23, // 42: fleet.v1.ListStopsResponse.stops:type_name -> fleet.v1.Stop
+	32, // 43: fleet.v1.RegisterVehicleRequest.metadata:type_name -> fleet.v1.RegisterVehicleRequest.MetadataEntry
+	7,  // 44: fleet.v1.RegisterVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
+	33, // 45: fleet.v1.UpdateVehicleRequest.metadata:type_name -> fleet.v1.UpdateVehicleRequest.MetadataEntry
+	38, // 46: fleet.v1.UpdateVehicleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	7,  // 47: fleet.v1.UpdateVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
+	7,  // 48: fleet.v1.DeleteVehicleResponse.vehicle:type_name -> fleet.v1.Vehicle
+	8,  // 49: fleet.v1.TrackingService.GetVehicle:input_type -> fleet.v1.GetVehicleRequest
+	10, // 50: fleet.v1.TrackingService.ListVehicles:input_type -> fleet.v1.ListVehiclesRequest
+	12, // 51: fleet.v1.TrackingService.WatchVehicles:input_type -> fleet.v1.WatchVehiclesRequest
+	14, // 52: fleet.v1.TrackingService.SearchNearestVehicles:input_type -> fleet.v1.SearchNearestVehiclesRequest
+	17, // 53: fleet.v1.TrackingService.GetTrack:input_type -> fleet.v1.GetTrackRequest
+	19, // 54: fleet.v1.TrackingService.ListTrips:input_type -> fleet.v1.ListTripsRequest
+	22, // 55: fleet.v1.TrackingService.ListStops:input_type -> fleet.v1.ListStopsRequest
+	25, // 56: fleet.v1.TrackingService.RegisterVehicle:input_type -> fleet.v1.RegisterVehicleRequest
+	27, // 57: fleet.v1.TrackingService.UpdateVehicle:input_type -> fleet.v1.UpdateVehicleRequest
+	29, // 58: fleet.v1.TrackingService.DeleteVehicle:input_type -> fleet.v1.DeleteVehicleRequest
+	3,  // 59: fleet.v1.TrackingService.ExportTrack:input_type -> fleet.v1.ExportTrackRequest
+	9,  // 60: fleet.v1.TrackingService.GetVehicle:output_type -> fleet.v1.GetVehicleResponse
+	11, // 61: fleet.v1.TrackingService.ListVehicles:output_type -> fleet.v1.ListVehiclesResponse
+	13, // 62: fleet.v1.TrackingService.WatchVehicles:output_type -> fleet.v1.WatchVehiclesResponse
+	16, // 63: fleet.v1.TrackingService.SearchNearestVehicles:output_type -> fleet.v1.SearchNearestVehiclesResponse
+	18, // 64: fleet.v1.TrackingService.GetTrack:output_type -> fleet.v1.GetTrackResponse
+	21, // 65: fleet.v1.TrackingService.ListTrips:output_type -> fleet.v1.ListTripsResponse
+	24, // 66: fleet.v1.TrackingService.ListStops:output_type -> fleet.v1.ListStopsResponse
+	26, // 67: fleet.v1.TrackingService.RegisterVehicle:output_type -> fleet.v1.RegisterVehicleResponse
+	28, // 68: fleet.v1.TrackingService.UpdateVehicle:output_type -> fleet.v1.UpdateVehicleResponse
+	30, // 69: fleet.v1.TrackingService.DeleteVehicle:output_type -> fleet.v1.DeleteVehicleResponse
+	4,  // 70: fleet.v1.TrackingService.ExportTrack:output_type -> fleet.v1.ExportTrackResponse
+	60, // [60:71] is the sub-list for method output_type
+	49, // [49:60] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_tracking_proto_init() }
@@ -2288,14 +2497,14 @@ func file_fleet_v1_tracking_proto_init() {
 		return
 	}
 	file_fleet_v1_geo_proto_init()
-	file_fleet_v1_tracking_proto_msgTypes[1].OneofWrappers = []any{}
+	file_fleet_v1_tracking_proto_msgTypes[3].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_tracking_proto_rawDesc), len(file_fleet_v1_tracking_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   29,
+			NumEnums:      3,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,7 @@ const (
 	TrackingService_RegisterVehicle_FullMethodName       = "/fleet.v1.TrackingService/RegisterVehicle"
 	TrackingService_UpdateVehicle_FullMethodName         = "/fleet.v1.TrackingService/UpdateVehicle"
 	TrackingService_DeleteVehicle_FullMethodName         = "/fleet.v1.TrackingService/DeleteVehicle"
+	TrackingService_ExportTrack_FullMethodName           = "/fleet.v1.TrackingService/ExportTrack"
 )
 
 // TrackingServiceClient is the client API for TrackingService service.
@@ -73,6 +74,13 @@ type TrackingServiceClient interface {
 	// NOT_FOUND. A vehicle whose device keeps reporting comes back as an unregistered one:
 	// revoke the device first (docs/tracking.md, deleting vehicles). NOT_FOUND if unknown.
 	DeleteVehicle(ctx context.Context, in *DeleteVehicleRequest, opts ...grpc.CallOption) (*DeleteVehicleResponse, error)
+	// ExportTrack streams a vehicle's accepted fixes in a time range as one document (GPX
+	// 1.1, GeoJSON or CSV, docs/tracking.md): the chunks' data, concatenated in order, is
+	// the document. The server reads the history a page at a time and sends each page
+	// before reading the next, so an export of any length holds one page in memory.
+	// INVALID_ARGUMENT for a bad id, range or format; an empty range is a valid document
+	// without fixes.
+	ExportTrack(ctx context.Context, in *ExportTrackRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportTrackResponse], error)
 }
 
 type trackingServiceClient struct {
@@ -192,6 +200,25 @@ func (c *trackingServiceClient) DeleteVehicle(ctx context.Context, in *DeleteVeh
 	return out, nil
 }
 
+func (c *trackingServiceClient) ExportTrack(ctx context.Context, in *ExportTrackRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportTrackResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &TrackingService_ServiceDesc.Streams[1], TrackingService_ExportTrack_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportTrackRequest, ExportTrackResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TrackingService_ExportTrackClient = grpc.ServerStreamingClient[ExportTrackResponse]
+
 // TrackingServiceServer is the server API for TrackingService service.
 // All implementations must embed UnimplementedTrackingServiceServer
 // for forward compatibility.
@@ -234,6 +261,13 @@ type TrackingServiceServer interface {
 	// NOT_FOUND. A vehicle whose device keeps reporting comes back as an unregistered one:
 	// revoke the device first (docs/tracking.md, deleting vehicles). NOT_FOUND if unknown.
 	DeleteVehicle(context.Context, *DeleteVehicleRequest) (*DeleteVehicleResponse, error)
+	// ExportTrack streams a vehicle's accepted fixes in a time range as one document (GPX
+	// 1.1, GeoJSON or CSV, docs/tracking.md): the chunks' data, concatenated in order, is
+	// the document. The server reads the history a page at a time and sends each page
+	// before reading the next, so an export of any length holds one page in memory.
+	// INVALID_ARGUMENT for a bad id, range or format; an empty range is a valid document
+	// without fixes.
+	ExportTrack(*ExportTrackRequest, grpc.ServerStreamingServer[ExportTrackResponse]) error
 	mustEmbedUnimplementedTrackingServiceServer()
 }
 
@@ -273,6 +307,9 @@ func (UnimplementedTrackingServiceServer) UpdateVehicle(context.Context, *Update
 }
 func (UnimplementedTrackingServiceServer) DeleteVehicle(context.Context, *DeleteVehicleRequest) (*DeleteVehicleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteVehicle not implemented")
+}
+func (UnimplementedTrackingServiceServer) ExportTrack(*ExportTrackRequest, grpc.ServerStreamingServer[ExportTrackResponse]) error {
+	return status.Error(codes.Unimplemented, "method ExportTrack not implemented")
 }
 func (UnimplementedTrackingServiceServer) mustEmbedUnimplementedTrackingServiceServer() {}
 func (UnimplementedTrackingServiceServer) testEmbeddedByValue()                         {}
@@ -468,6 +505,17 @@ func _TrackingService_DeleteVehicle_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TrackingService_ExportTrack_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportTrackRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(TrackingServiceServer).ExportTrack(m, &grpc.GenericServerStream[ExportTrackRequest, ExportTrackResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TrackingService_ExportTrackServer = grpc.ServerStreamingServer[ExportTrackResponse]
+
 // TrackingService_ServiceDesc is the grpc.ServiceDesc for TrackingService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -516,6 +564,11 @@ var TrackingService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchVehicles",
 			Handler:       _TrackingService_WatchVehicles_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ExportTrack",
+			Handler:       _TrackingService_ExportTrack_Handler,
 			ServerStreams: true,
 		},
 	},
