@@ -279,7 +279,8 @@ func EncodeBatch(vehicle string, sent time.Time, recs []telemetry.Record) ([]byt
 // Reason names a decode failure for rejection metrics and logs, the same in every service:
 // for a whole message too_large, malformed, too_many_records, empty_batch,
 // vehicle_mismatch or bad_vehicle_id; for one record of a batch (a RecordError)
-// negative_counter, no_device_time, vehicle_mismatch or bad_record.
+// negative_counter, no_device_time, vehicle_mismatch or bad_record; for a record refused
+// by telemetry.TimeBounds future_time or too_old.
 func Reason(err error) string {
 	var re *RecordError
 	if errors.As(err, &re) {
@@ -294,6 +295,8 @@ func Reason(err error) string {
 		return "bad_record"
 	}
 	switch {
+	case errors.Is(err, telemetry.ErrFutureTime), errors.Is(err, telemetry.ErrTooOld):
+		return telemetry.TimeReason(err)
 	case errors.Is(err, ErrTooLarge):
 		return "too_large"
 	case errors.Is(err, ErrMalformed):

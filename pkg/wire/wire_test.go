@@ -194,6 +194,8 @@ func TestReason(t *testing.T) {
 		{&RecordError{Index: 2, Err: telemetry.ErrNoDeviceTime}, "no_device_time"},
 		{&RecordError{Index: 0, Err: fmt.Errorf("odometer: %w", telemetry.ErrNegativeQuantity)}, "negative_counter"},
 		{&RecordError{Index: 0, Err: errors.New("other")}, "bad_record"},
+		{telemetry.TimeBounds{}.Check(time.Now().Add(time.Hour), time.Now()), "future_time"},
+		{telemetry.TimeBounds{}.Check(time.Now().AddDate(-20, 0, 0), time.Now()), "too_old"},
 	}
 	for _, tt := range tests {
 		if got := Reason(tt.err); got != tt.want {

@@ -54,7 +54,7 @@ func benchBatch(b *testing.B, msgs, vehicles int, at time.Time) []bus.Msg {
 		if err != nil {
 			b.Fatal(err)
 		}
-		out[i] = bus.Msg{Subject: "fleet.in.0." + v + ".tele", Data: data, StreamSeq: uint64(i + 1), Time: time.Now()}
+		out[i] = bus.Msg{Subject: "fleet.in.0." + v + ".tele", Data: data, StreamSeq: uint64(i + 1), Time: at}
 	}
 	return out
 }

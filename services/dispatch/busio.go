@@ -157,9 +157,15 @@ func (s *Service) handleDevice(ctx context.Context, batch []bus.Msg) error {
 				s.rej.Add(wire.Reason(&re), addr.Vehicle, &re)
 			}
 			for j := range recs {
-				recs[j].ReceivedTime, recs[j].StreamSeq = m.Time, m.StreamSeq
+				r := recs[j]
+				r.ReceivedTime, r.StreamSeq = m.Time, m.StreamSeq
+				if err := s.cfg.RecordTime.Check(r.DeviceTime, m.Time); err != nil {
+					s.rej.Add(wire.Reason(err), addr.Vehicle, err, "kind", addr.Kind)
+					w.untimed = append(w.untimed, r)
+					continue
+				}
+				w.recs = append(w.recs, r)
 			}
-			w.recs = append(w.recs, recs...)
 			if len(recs) > 0 && m.Time.After(w.newest) {
 				w.newest = m.Time
 			}

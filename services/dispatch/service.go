@@ -70,6 +70,11 @@ type Config struct {
 	// AlertRetention: resolved alerts are removed this long after they were resolved
 	// (0 keeps them for ever). Open and acknowledged alerts are never removed.
 	AlertRetention time.Duration
+	// RecordTime bounds a record's device time against the time the stream stored it
+	// (zero fields take telemetry's defaults, docs/protocol.md). A record outside them
+	// raises its device alarms as of the time it was stored and is kept from the
+	// detection rules, so one far-future record cannot hide every later one.
+	RecordTime telemetry.TimeBounds
 	// HousekeepEvery is how often old resolved alerts are removed and the alert gauges
 	// refreshed.
 	HousekeepEvery time.Duration
@@ -187,6 +192,10 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 	if err := cfg.Rules.check(); err != nil {
 		return nil, err
 	}
+	if err := cfg.RecordTime.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	cfg.RecordTime = cfg.RecordTime.WithDefaults()
 	if !(cfg.FuelMinConfidence >= 0 && cfg.FuelMinConfidence <= 1) {
 		return nil, fmt.Errorf("%w: fuel confidence threshold %v outside 0..1", ErrInvalid, cfg.FuelMinConfidence)
 	}
@@ -339,6 +348,7 @@ func (s *Service) raise(ctx context.Context, alerts []Alert) error {
 // vehicleWork is what one consumer batch holds for one vehicle.
 type vehicleWork struct {
 	recs    []telemetry.Record
+	untimed []telemetry.Record // records outside the time bounds: device alarms only
 	replies []Reply
 	newest  time.Time // newest stream time of its records
 }
@@ -348,7 +358,7 @@ type vehicleWork struct {
 func (s *Service) handleVehicles(ctx context.Context, order []string, work map[string]*vehicleWork) error {
 	var withRecs []string
 	for _, v := range order {
-		if len(work[v].recs) > 0 {
+		if len(work[v].recs) > 0 || len(work[v].untimed) > 0 {
 			withRecs = append(withRecs, v)
 		}
 	}
@@ -361,6 +371,9 @@ func (s *Service) handleVehicles(ctx context.Context, order []string, work map[s
 	for _, v := range withRecs {
 		st := states[v]
 		w := work[v]
+		for i := range w.untimed {
+			alerts = append(alerts, s.det.ApplyUntimed(&st, &w.untimed[i])...)
+		}
 		for i := range w.recs {
 			alerts = append(alerts, s.det.Apply(&st, &w.recs[i])...)
 		}

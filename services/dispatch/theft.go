@@ -389,6 +389,32 @@ func ev(kind string, at time.Time, format string, a ...any) Evidence {
 	return Evidence{Kind: kind, Time: at, Detail: fmt.Sprintf(format, a...)}
 }
 
+// ApplyUntimed takes a record whose device time is outside the record time bounds
+// (telemetry.TimeBounds): its clock is broken, so it cannot be placed among the others
+// and the detection rules never see it, but a device alarm it carries is real and
+// current. Each alarm is raised as of the time the stream stored the record, without the
+// record's position (a tracker with a valid fix has the right time); it joins an open
+// incident but opens none. The record still shows the tracker is alive.
+func (d *Detector) ApplyUntimed(st *VehicleState, r *telemetry.Record) []Alert {
+	if st.LastDeviceTime.IsZero() {
+		st.LastGSM, st.LossGSM, st.LossMinGSM = -1, -1, -1
+	}
+	st.Vehicle = r.VehicleID
+	if r.ReceivedTime.After(st.LastReceived) {
+		st.LastReceived = r.ReceivedTime
+	}
+	at := *r
+	at.DeviceTime = r.ReceivedTime
+	var out []Alert
+	for i, k := range at.Alarms {
+		if !k.Valid() || slicesIndex(at.Alarms[:i], k) >= 0 {
+			continue
+		}
+		out = d.deviceAlarm(st, &at, k, false, false, out)
+	}
+	return out
+}
+
 // Apply feeds one record to the vehicle's state and returns the alerts it raises. Device
 // alarms are raised whatever the position quality or record order; the server-side rules
 // only see records newer than the last one applied. Applying the same record twice raises

@@ -249,6 +249,10 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 		// every run, not only in those where it shares a batch with newer ones).
 		slices.SortStableFunc(recs, func(a, b telemetry.Record) int { return a.DeviceTime.Compare(b.DeviceTime) })
 		for _, r := range recs {
+			if err := s.cfg.RecordTime.Check(r.DeviceTime, m.Time); err != nil {
+				s.rej.Add(wire.Reason(err), addr.Vehicle, err)
+				continue
+			}
 			if err := r.CheckPosition(); err != nil {
 				s.rej.Add(positionReason(err), addr.Vehicle, err)
 				continue

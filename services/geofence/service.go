@@ -21,6 +21,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/rejects"
+	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/services/geofence/fence"
 )
 
@@ -48,6 +49,11 @@ type Config struct {
 	MaxBatch int
 	// MaxListEvents caps ListZoneEvents answers (default 10 000).
 	MaxListEvents int
+	// RecordTime bounds a record's device time against the time the stream stored it
+	// (zero fields take telemetry's defaults, docs/protocol.md): a record outside them
+	// cannot be placed in time and is refused, so one far-future record cannot make every
+	// later one of its vehicle out of order.
+	RecordTime telemetry.TimeBounds
 }
 
 // DefaultConfig returns the documented defaults.
@@ -100,6 +106,10 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 	if cfg.Rules.HysteresisM < 0 || cfg.Rules.ConfirmFixes < 0 {
 		return nil, fmt.Errorf("geofence: negative hysteresis or confirm count")
 	}
+	if err := cfg.RecordTime.Validate(); err != nil {
+		return nil, fmt.Errorf("geofence: %w", err)
+	}
+	cfg.RecordTime = cfg.RecordTime.WithDefaults()
 	cfg.Rules = withRuleDefaults(cfg.Rules, def.Rules)
 	s := &Service{
 		cfg: cfg, b: b, st: st, log: log,

@@ -82,9 +82,9 @@ func TestBadInput(t *testing.T) {
 			t.Fatal(err)
 		}
 		msgs := []bus.Msg{
-			{Subject: "fleet.in.3.V1.tele", Data: data, StreamSeq: 1},
-			{Subject: "fleet.in.3.V1.tele", Data: []byte("\xff\xff not protobuf"), StreamSeq: 2},
-			{Subject: "fleet.in.3.V1.bogus", Data: data, StreamSeq: 3},
+			{Subject: "fleet.in.3.V1.tele", Data: data, StreamSeq: 1, Time: at(8)},
+			{Subject: "fleet.in.3.V1.tele", Data: []byte("\xff\xff not protobuf"), StreamSeq: 2, Time: at(8)},
+			{Subject: "fleet.in.3.V1.bogus", Data: data, StreamSeq: 3, Time: at(8)},
 		}
 		if err := s.handle(ctx, msgs); err != nil {
 			t.Fatalf("bad input must not fail the batch: %v", err)
@@ -131,7 +131,7 @@ func FuzzHandle(f *testing.F) {
 	var seq uint64
 	f.Fuzz(func(t *testing.T, data []byte, isJSON bool) {
 		seq++
-		m := bus.Msg{Subject: "fleet.in.0.V1.diag", Data: data, StreamSeq: seq}
+		m := bus.Msg{Subject: "fleet.in.0.V1.diag", Data: data, StreamSeq: seq, Time: at}
 		if isJSON {
 			m.Header = nats.Header{wire.HeaderContentType: []string{wire.ContentTypeJSON}}
 		}

@@ -52,7 +52,7 @@ func benchHandle(b *testing.B, st Store) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			out = append(out, bus.Msg{Subject: fmt.Sprintf("fleet.in.%d.%s.tele", v%16, id), Data: data})
+			out = append(out, bus.Msg{Subject: fmt.Sprintf("fleet.in.%d.%s.tele", v%16, id), Data: data, Time: recs[perMsg-1].DeviceTime})
 		}
 		round++
 		return out

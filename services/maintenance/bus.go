@@ -105,11 +105,17 @@ func (s *Service) handle(ctx context.Context, batch []bus.Msg) error {
 		for i := range bad {
 			s.rej.Add(wire.Reason(&bad[i]), addr.Vehicle, &bad[i])
 		}
+		n := 0
 		for _, r := range recs {
+			if err := s.cfg.RecordTime.Check(r.DeviceTime, m.Time); err != nil {
+				s.rej.Add(wire.Reason(err), addr.Vehicle, err, "kind", addr.Kind)
+				continue
+			}
+			n++
 			r.ReceivedTime, r.StreamSeq = m.Time, m.StreamSeq
 			byVehicle[addr.Vehicle] = append(byVehicle[addr.Vehicle], input{rec: r, side: addr.Kind != bus.KindTelemetry, diag: addr.Kind == bus.KindDiag, part: addr.Partition, hasPart: addr.Partition >= 0})
 		}
-		perKind[addr.Kind] += len(recs)
+		perKind[addr.Kind] += n
 	}
 	events, commit, err := s.apply(ctx, byVehicle)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/rejects"
+	"github.com/fleetwire/fleetwire/pkg/telemetry"
 	"github.com/fleetwire/fleetwire/services/maintenance/fuel"
 )
 
@@ -51,6 +52,11 @@ type Config struct {
 	// CalendarCheck is how often the calendar intervals of vehicles that have gone quiet
 	// are checked against the clock (1 h); negative disables it. Records check them too.
 	CalendarCheck time.Duration
+	// RecordTime bounds a record's device time against the time the stream stored it
+	// (zero fields take telemetry's defaults, docs/protocol.md): a record outside them
+	// cannot be placed in time and is refused, so one far-future record cannot make every
+	// later one of its vehicle look already applied.
+	RecordTime telemetry.TimeBounds
 }
 
 // DefaultConfig returns the documented defaults.
@@ -119,6 +125,10 @@ func New(cfg Config, b *bus.Bus, st Store, log *slog.Logger, reg prometheus.Regi
 			return nil, fmt.Errorf("maintenance: %w", err)
 		}
 	}
+	if err := cfg.RecordTime.Validate(); err != nil {
+		return nil, fmt.Errorf("maintenance: %w", err)
+	}
+	cfg.RecordTime = cfg.RecordTime.WithDefaults()
 	d := DefaultConfig()
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = d.MaxBatch

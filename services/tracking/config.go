@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/fleetwire/fleetwire/pkg/telemetry"
 )
 
 // Config holds the thresholds of the filter rules, the status rules and trip segmentation.
@@ -23,9 +25,10 @@ type Config struct {
 	// crashed) are redelivered after this long (default 30 s).
 	AckWait time.Duration
 
-	// MaxFutureSkew: a record whose device time is further than this ahead of the server
-	// clock has a broken clock; its position is discarded (default 5 min).
-	MaxFutureSkew time.Duration
+	// RecordTime: a record whose device time is further ahead of, or behind, the time the
+	// stream stored it than these bounds has a broken clock; its position is discarded
+	// (defaults 5 min ahead, 30 days behind: telemetry.TimeBounds, docs/protocol.md).
+	RecordTime telemetry.TimeBounds
 	// Filter holds the GPS filter thresholds of trackers without a profile of their own.
 	Filter FilterConfig
 	// ModelFilters holds per-device-model filter profiles, keyed by the registry metadata
@@ -175,7 +178,7 @@ type TripConfig struct {
 func DefaultConfig() Config {
 	return Config{
 		AckWait:          30 * time.Second,
-		MaxFutureSkew:    5 * time.Minute,
+		RecordTime:       telemetry.TimeBounds{}.WithDefaults(),
 		Filter:           DefaultFilterConfig(),
 		MovingSpeedKmh:   5,
 		IdleAfter:        3 * time.Minute,
@@ -203,8 +206,8 @@ var ErrBadConfig = errors.New("bad tracking config")
 
 func (c Config) validate() error {
 	switch {
-	case c.MaxFutureSkew <= 0:
-		return fmt.Errorf("%w: MaxFutureSkew must be positive", ErrBadConfig)
+	case c.RecordTime.MaxAhead <= 0 || c.RecordTime.MaxBehind <= 0:
+		return fmt.Errorf("%w: RecordTime bounds must be positive", ErrBadConfig)
 	case c.MovingSpeedKmh <= 0:
 		return fmt.Errorf("%w: MovingSpeedKmh must be positive", ErrBadConfig)
 	case c.OfflineAfter <= 0 || c.SweepInterval <= 0 || c.IdleAfter < 0:

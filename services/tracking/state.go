@@ -201,6 +201,7 @@ const (
 	ReasonHighDOP
 	ReasonSpike
 	ReasonStatic
+	ReasonTooOld
 	reasonEnd
 )
 
@@ -218,6 +219,7 @@ var reasonNames = map[Reason]string{
 	ReasonHighDOP:       "high_dop",
 	ReasonSpike:         "spike",
 	ReasonStatic:        "static",
+	ReasonTooOld:        "too_old",
 }
 
 func (r Reason) String() string { return reasonNames[r] }
@@ -280,11 +282,12 @@ func NewState(vehicle string) *State {
 	return &State{VehicleID: vehicle, Status: StatusNeverSeen}
 }
 
-// Apply applies r to st. now is the server clock, used for the future-time rule and as
-// "last seen" when the record has no ReceivedTime. A record that is an exact duplicate or
+// Apply applies r to st. now is the server clock, used as "last seen" and as the
+// reference of the record-time rule when the record has no ReceivedTime (the time the
+// stream stored it, which is the reference otherwise). A record that is an exact duplicate or
 // a redelivery of an already applied message changes nothing, so Apply is idempotent.
 //
-// Order of the rules: redelivery → duplicate → future time → position validity →
+// Order of the rules: redelivery → duplicate → record time → position validity →
 // teleport → parked drift → odometer → live state and status. A record whose position is
 // discarded still updates ignition, counters and alarms: no filter drops a whole record
 // except the duplicate rules.
@@ -307,10 +310,15 @@ func (t *Tracker) Apply(st *State, r *telemetry.Record, now time.Time) Result {
 		seen = now
 	}
 	posOK := true
-	if devTime.After(now.Add(t.cfg.MaxFutureSkew)) {
+	if err := t.cfg.RecordTime.Check(devTime, seen); err != nil {
 		// The clock is broken, so the record cannot be placed in time: it is not history
-		// and not a fix. Its ignition and alarms still count, stamped with the server time.
-		res.Reasons |= ReasonFutureTime
+		// and not a fix. Its ignition and alarms still count, stamped with the time the
+		// stream stored it.
+		if errors.Is(err, telemetry.ErrFutureTime) {
+			res.Reasons |= ReasonFutureTime
+		} else {
+			res.Reasons |= ReasonTooOld
+		}
 		posOK = false
 		devTime = seen
 		tns = devTime.UnixNano()

@@ -20,6 +20,12 @@ func rec(sec int, seq uint64, lat, lon, speed float64) telemetry.Record {
 	}
 }
 
+// storedAt sets the time the stream stored r, sec seconds after t0.
+func storedAt(r telemetry.Record, sec int) telemetry.Record {
+	r.ReceivedTime = t0.Add(time.Duration(sec) * time.Second)
+	return r
+}
+
 func withIgnition(r telemetry.Record, on bool) telemetry.Record {
 	r.Ignition = on
 	r.Set(telemetry.HasIgnition)
@@ -109,6 +115,27 @@ func TestFilterRules(t *testing.T) {
 			name:        "device time too far in the future",
 			records:     []telemetry.Record{rec(0, 1, 52.5, 13.4, 30), rec(3600+600, 2, lat1, lon1, 30)},
 			wantReasons: ReasonFutureTime, wantLat: 52.5, wantLon: 13.4,
+		},
+		{
+			name:        "device time past the behind bound (GNSS week rollover)",
+			records:     []telemetry.Record{rec(0, 1, 52.5, 13.4, 30), rec(-1024*7*86400, 2, lat1, lon1, 30)},
+			wantReasons: ReasonTooOld, wantLat: 52.5, wantLon: 13.4,
+		},
+		{
+			// The bound is judged against the time the stream stored the record: one
+			// stored ahead of its device time is refused though the wall clock at
+			// processing is later still.
+			name:        "device time ahead of the stored time",
+			records:     []telemetry.Record{rec(0, 1, 52.5, 13.4, 30), storedAt(rec(15*60, 2, lat1, lon1, 30), 60)},
+			wantReasons: ReasonFutureTime, wantLat: 52.5, wantLon: 13.4,
+		},
+		{
+			// Records that waited 40 days in the stream for a starved consumer are
+			// judged as they were when stored, not against the clock at processing.
+			name: "stored long before it is applied",
+			records: []telemetry.Record{storedAt(rec(-40*86400, 1, 52.5, 13.4, 30), -40*86400+1),
+				storedAt(rec(-40*86400+60, 2, lat1, lon1, 30), -40*86400+61)},
+			wantPoint: true, wantLat: lat1, wantLon: lon1,
 		},
 		{
 			name:        "exact duplicate dropped",
