@@ -10,9 +10,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/fleetwire/fleetwire/pkg/auth"
 	"github.com/fleetwire/fleetwire/pkg/bus"
 	"github.com/fleetwire/fleetwire/pkg/grpctest"
 	"github.com/fleetwire/fleetwire/pkg/natsauth"
@@ -227,5 +229,77 @@ func TestDeviceLifecycle(t *testing.T) {
 		if got := testutil.ToFloat64(svc.changes.WithLabelValues(tc.op, tc.result)); got != tc.want {
 			t.Errorf("fleetwire_device_changes_total{op=%q,result=%q} = %v, want %v", tc.op, tc.result, got, tc.want)
 		}
+	}
+}
+
+// TestEdgeAuthOverTLS: the device registry is an admin's business. Over TLS with the
+// guard, no token and an unknown token are Unauthenticated; a viewer, a dispatcher and a
+// supervisor are refused adding, revoking and rotating a device (and reading the
+// registry), each on a device a call let through would change; an admin does all three.
+func TestEdgeAuthOverTLS(t *testing.T) {
+	b := natstest.Bus(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	reg, err := natsauth.OpenDevices(ctx, b, 1, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{}, reg, testLog(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := func(conn *grpc.ClientConn) fleetv1.DeviceServiceClient { return fleetv1.NewDeviceServiceClient(conn) }
+	read := func(ctx context.Context, conn *grpc.ClientConn) error {
+		_, err := client(conn).GetDevice(ctx, &fleetv1.GetDeviceRequest{DeviceId: "veh-edge"})
+		return err
+	}
+	add := func(id string) func(context.Context, *grpc.ClientConn) error {
+		return func(ctx context.Context, conn *grpc.ClientConn) error {
+			_, err := client(conn).AddDevice(ctx, &fleetv1.AddDeviceRequest{DeviceId: id})
+			return err
+		}
+	}
+	revoke := func(ctx context.Context, conn *grpc.ClientConn) error {
+		_, err := client(conn).RevokeDevice(ctx, &fleetv1.RevokeDeviceRequest{DeviceId: "veh-edge"})
+		return err
+	}
+	rotate := func(ctx context.Context, conn *grpc.ClientConn) error {
+		_, err := client(conn).RotateDevice(ctx, &fleetv1.RotateDeviceRequest{DeviceId: "veh-edge"})
+		return err
+	}
+	list := func(ctx context.Context, conn *grpc.ClientConn) error {
+		_, err := client(conn).ListDevices(ctx, &fleetv1.ListDevicesRequest{})
+		return err
+	}
+	// The admin adds veh-edge first: a refused revoke or rotate of it would otherwise
+	// succeed, and a refused add of veh-new would create it.
+	cases := []grpctest.AuthCase{{Name: "admin adds", Role: auth.Admin, Call: add("veh-edge"), Want: codes.OK}}
+	for _, role := range []auth.Role{auth.Viewer, auth.Dispatcher, auth.Supervisor} {
+		cases = append(cases,
+			grpctest.AuthCase{Name: role.String() + " adds", Role: role, Call: add("veh-new"), Want: codes.PermissionDenied},
+			grpctest.AuthCase{Name: role.String() + " revokes", Role: role, Call: revoke, Want: codes.PermissionDenied},
+			grpctest.AuthCase{Name: role.String() + " rotates", Role: role, Call: rotate, Want: codes.PermissionDenied},
+			grpctest.AuthCase{Name: role.String() + " reads", Role: role, Call: read, Want: codes.PermissionDenied},
+			grpctest.AuthCase{Name: role.String() + " lists", Role: role, Call: list, Want: codes.PermissionDenied},
+		)
+	}
+	cases = append(cases,
+		grpctest.AuthCase{Name: "admin reads", Role: auth.Admin, Call: read, Want: codes.OK},
+		grpctest.AuthCase{Name: "admin rotates", Role: auth.Admin, Call: rotate, Want: codes.OK},
+		grpctest.AuthCase{Name: "admin revokes", Role: auth.Admin, Call: revoke, Want: codes.OK},
+		// Nothing a refused call asked for happened.
+		grpctest.AuthCase{Name: "refused add created nothing", Role: auth.Admin, Call: func(ctx context.Context, conn *grpc.ClientConn) error {
+			_, err := client(conn).GetDevice(ctx, &fleetv1.GetDeviceRequest{DeviceId: "veh-new"})
+			return err
+		}, Want: codes.NotFound},
+	)
+	grpctest.ServeSecure(t, b, s.Register).CheckAuth(t, read, cases)
+
+	d, err := reg.Get(context.Background(), "veh-edge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.State != natsauth.DeviceRevoked {
+		t.Errorf("veh-edge after the admin's revoke: %+v, want revoked", d)
 	}
 }
